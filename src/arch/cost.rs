@@ -1,0 +1,197 @@
+//! Parameter counts and forward FLOPs of ops.
+//!
+//! FLOPs count a multiply-add as 2 and are reported per token (per-sequence
+//! work divided by the sequence length). Formulas follow the usual
+//! accounting, e.g. Kaplan et al. 2020 (2·N per token for dense layers plus
+//! the attention score and value terms).
+
+use super::ops::{Op, RouterKind};
+use super::shape::Shape;
+use serde::{Deserialize, Serialize};
+use std::ops::{Add, AddAssign};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    /// Trainable parameters.
+    pub params: f64,
+    /// Parameters one token touches (MoE: router, its k experts, shared experts).
+    pub active_params: f64,
+    /// Forward FLOPs per token.
+    pub flops: f64,
+    /// Graph nodes.
+    pub nodes: f64,
+}
+
+impl Cost {
+    pub fn scaled(self, params: f64, active: f64, flops: f64, nodes: f64) -> Cost {
+        Cost {
+            params: self.params * params,
+            active_params: self.active_params * active,
+            flops: self.flops * flops,
+            nodes: self.nodes * nodes,
+        }
+    }
+
+    fn dense(params: f64, flops_per_seq: f64, seq: usize) -> Cost {
+        Cost {
+            params,
+            active_params: params,
+            flops: flops_per_seq / seq.max(1) as f64,
+            nodes: 1.0,
+        }
+    }
+}
+
+impl Add for Cost {
+    type Output = Cost;
+    fn add(self, o: Cost) -> Cost {
+        Cost {
+            params: self.params + o.params,
+            active_params: self.active_params + o.active_params,
+            flops: self.flops + o.flops,
+            nodes: self.nodes + o.nodes,
+        }
+    }
+}
+
+impl AddAssign for Cost {
+    fn add_assign(&mut self, o: Cost) {
+        *self = *self + o;
+    }
+}
+
+/// Mean number of keys a query attends to.
+fn attended(seq: usize, causal: bool) -> f64 {
+    if causal {
+        (seq as f64 + 1.0) / 2.0
+    } else {
+        seq as f64
+    }
+}
+
+/// Cost of the token embedding (vocab × width table, no FLOPs) plus the
+/// output head (a linear map width → vocab with bias).
+pub fn embedding_and_head(vocab: usize, width: usize) -> Cost {
+    let table = (vocab * width) as f64;
+    let head = (width * vocab + vocab) as f64;
+    Cost {
+        params: table + head,
+        active_params: table + head,
+        flops: 2.0 * (width * vocab) as f64,
+        nodes: 0.0,
+    }
+}
+
+/// Cost of one op that has no body. `inputs` are the input shapes in port
+/// order, `seq` the sequence length.
+pub fn op_cost(op: &Op, inputs: &[Shape], out: Shape, seq: usize) -> Cost {
+    let elems = out.elements() as f64;
+    let s = seq as f64;
+    let in0 = inputs.first().copied().unwrap_or(out);
+    match op {
+        Op::Input | Op::Output => Cost {
+            nodes: 1.0,
+            ..Cost::default()
+        },
+        Op::Linear { out: o, bias, .. } => {
+            let i = in0.cols.size as f64;
+            let o = *o as f64;
+            let p = i * o + if *bias { o } else { 0.0 };
+            Cost::dense(p, 2.0 * in0.rows.size as f64 * i * o, seq)
+        }
+        Op::Norm { kind } => {
+            let last = out.cols.size as f64;
+            let p = match kind {
+                super::ops::NormKind::Layer => 2.0 * last,
+                super::ops::NormKind::Rms => last,
+            };
+            Cost::dense(p, 5.0 * elems, seq)
+        }
+        Op::Act { .. } => Cost::dense(0.0, elems, seq),
+        Op::Softmax { .. } => Cost::dense(0.0, 3.0 * elems, seq),
+        Op::PosEnc => Cost::dense(elems, elems, seq),
+        Op::Transpose | Op::Split { .. } | Op::Concat => Cost::dense(0.0, 0.0, seq),
+        Op::Add | Op::Mul => Cost::dense(0.0, elems * (inputs.len().max(2) - 1) as f64, seq),
+        Op::Dot { .. } => {
+            let b = inputs.get(1).copied().unwrap_or(out);
+            let f = 2.0 * in0.rows.size as f64 * in0.cols.size as f64 * b.cols.size as f64;
+            Cost::dense(0.0, f, seq)
+        }
+        Op::Attention {
+            heads,
+            head_dim,
+            causal,
+        } => {
+            let d = in0.cols.size as f64;
+            let inner = (heads * head_dim) as f64;
+            let p = 4.0 * d * inner;
+            let f = 2.0 * s * p + 4.0 * s * attended(seq, *causal) * inner;
+            Cost::dense(p, f, seq)
+        }
+        Op::Mlp { hidden, gated, .. } => {
+            let d = in0.cols.size as f64;
+            let p = if *gated { 3.0 } else { 2.0 } * d * *hidden as f64;
+            Cost::dense(p, 2.0 * s * p, seq)
+        }
+        Op::Moh {
+            heads,
+            active,
+            shared,
+            head_dim,
+            causal,
+        } => {
+            // Q and O only for the heads a token uses; K and V for all heads,
+            // since other tokens' queries may pick any head (notes/routing.md §9).
+            let d = in0.cols.size as f64;
+            let hd = *head_dim as f64;
+            let h = *heads as f64;
+            let used = (*active + *shared) as f64;
+            let router = d * h + 2.0 * d;
+            let p = 4.0 * d * h * hd + router;
+            let active_p = (2.0 * used + 2.0 * h) * d * hd + router;
+            let f = 2.0 * s * active_p + 4.0 * s * attended(seq, *causal) * hd * used;
+            Cost {
+                params: p,
+                active_params: active_p,
+                flops: f / s.max(1.0),
+                nodes: 1.0,
+            }
+        }
+        Op::Moe { .. } | Op::Mod { .. } | Op::LayerSkip { .. } => Cost::default(),
+    }
+}
+
+/// How a routed op scales the cost of one copy of its body:
+/// (copies holding parameters, copies a token touches, FLOP multiplier).
+pub fn routed_scales(op: &Op) -> (f64, f64, f64) {
+    match op {
+        Op::Moe { spec, .. } => {
+            let per_token = match spec.router {
+                RouterKind::TokenChoice | RouterKind::TopP => spec.top_k as f64,
+                // Each expert takes cf·T/E tokens: cf experts per token on average.
+                RouterKind::ExpertChoice => spec.capacity,
+            };
+            let copies = (spec.experts + spec.shared) as f64;
+            let touched = spec.top_k.min(spec.experts) as f64 + spec.shared as f64;
+            (copies, touched, per_token + spec.shared as f64)
+        }
+        Op::Mod { capacity, .. } | Op::LayerSkip { capacity, .. } => (1.0, 1.0, *capacity),
+        _ => (1.0, 1.0, 1.0),
+    }
+}
+
+/// The router's own cost for a routed op on width `d`.
+pub fn router_cost(op: &Op, d: usize) -> Cost {
+    let d = d as f64;
+    let (p, f) = match op {
+        Op::Moe { spec, .. } => (d * spec.experts as f64, 2.0 * d * spec.experts as f64),
+        Op::Mod { .. } | Op::LayerSkip { .. } => (d, 2.0 * d),
+        _ => (0.0, 0.0),
+    };
+    Cost {
+        params: p,
+        active_params: p,
+        flops: f,
+        nodes: 1.0,
+    }
+}

@@ -1,0 +1,367 @@
+//! The typed ops of the IR.
+
+use super::graph::Arch;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Activation {
+    Relu,
+    Gelu,
+    Silu,
+    LeakyRelu,
+}
+
+impl Activation {
+    pub const NAMES: &'static [&'static str] = &["relu", "gelu", "silu", "leaky_relu"];
+
+    pub fn parse(s: &str) -> Option<Activation> {
+        Some(match s {
+            "relu" => Activation::Relu,
+            "gelu" => Activation::Gelu,
+            "silu" => Activation::Silu,
+            "leaky_relu" => Activation::LeakyRelu,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Activation::Relu => "relu",
+            Activation::Gelu => "gelu",
+            Activation::Silu => "silu",
+            Activation::LeakyRelu => "leaky_relu",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum NormKind {
+    Layer,
+    Rms,
+}
+
+impl NormKind {
+    pub const NAMES: &'static [&'static str] = &["layer", "rms"];
+
+    pub fn parse(s: &str) -> Option<NormKind> {
+        match s {
+            "layer" => Some(NormKind::Layer),
+            "rms" => Some(NormKind::Rms),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NormKind::Layer => "layer",
+            NormKind::Rms => "rms",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RouterKind {
+    /// Each token picks its top-k experts (GShard / Switch).
+    TokenChoice,
+    /// Each expert picks its top tokens (Zhou et al. 2022); non-causal.
+    ExpertChoice,
+    /// Each token takes experts until their probability mass reaches p (Huang et al. 2024).
+    TopP,
+}
+
+impl RouterKind {
+    pub const NAMES: &'static [&'static str] = &["token_choice", "expert_choice", "top_p"];
+
+    pub fn parse(s: &str) -> Option<RouterKind> {
+        Some(match s {
+            "token_choice" => RouterKind::TokenChoice,
+            "expert_choice" => RouterKind::ExpertChoice,
+            "top_p" => RouterKind::TopP,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RouterKind::TokenChoice => "token_choice",
+            RouterKind::ExpertChoice => "expert_choice",
+            RouterKind::TopP => "top_p",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Balance {
+    /// Switch-style auxiliary load-balancing loss.
+    AuxLoss,
+    /// DeepSeek-V3 auxiliary-loss-free per-expert selection bias.
+    Bias,
+    None,
+}
+
+impl Balance {
+    pub const NAMES: &'static [&'static str] = &["aux_loss", "bias", "none"];
+
+    pub fn parse(s: &str) -> Option<Balance> {
+        Some(match s {
+            "aux_loss" => Balance::AuxLoss,
+            "bias" => Balance::Bias,
+            "none" => Balance::None,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Balance::AuxLoss => "aux_loss",
+            Balance::Bias => "bias",
+            Balance::None => "none",
+        }
+    }
+}
+
+/// Everything a mixture-of-experts layer's router needs.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MoeSpec {
+    /// Routed experts.
+    pub experts: usize,
+    pub top_k: usize,
+    /// Always-on shared experts (DeepSeekMoE).
+    pub shared: usize,
+    pub router: RouterKind,
+    /// Capacity factor cf: C = ceil(cf · k · T / E); for expert choice, the
+    /// average number of experts per token.
+    pub capacity: f64,
+    /// Probability mass threshold of the top-p router.
+    pub top_p: f64,
+    pub balance: Balance,
+}
+
+/// How a matrix product is masked for causality.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DotMask {
+    None,
+    /// The (token × token) result is zeroed above the diagonal.
+    Output,
+    /// The (token × token) left operand is zeroed above the diagonal before
+    /// contracting over tokens.
+    Left,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Token embeddings, (tokens, width).
+    Input,
+    /// Feeds the output head (a linear map to the vocabulary).
+    Output,
+    /// Linear map over the last axis. Over a token axis it mixes tokens
+    /// (lower-triangular weight when `causal`).
+    Linear {
+        out: usize,
+        bias: bool,
+        token_mixing: bool,
+        causal: bool,
+    },
+    Norm {
+        kind: NormKind,
+    },
+    Act {
+        f: Activation,
+    },
+    /// Softmax over the last axis; `causal` masks keys after the query.
+    Softmax {
+        causal: bool,
+    },
+    /// Learnable positional encoding, added.
+    PosEnc,
+    Transpose,
+    /// Part `part` of `parts` equal slices along the feature axis.
+    Split {
+        part: usize,
+        parts: usize,
+    },
+    Add,
+    Mul,
+    /// Concatenation along the feature axis, inputs in port order.
+    Concat,
+    /// Matrix product of port 0 and port 1, optionally scaled by 1/sqrt(k).
+    Dot {
+        scaled: bool,
+        mask: DotMask,
+    },
+    Attention {
+        heads: usize,
+        head_dim: usize,
+        causal: bool,
+    },
+    Mlp {
+        hidden: usize,
+        act: Activation,
+        gated: bool,
+    },
+    /// Mixture of experts; every expert (routed and shared) is a copy of `expert`
+    /// with its own weights.
+    Moe {
+        spec: MoeSpec,
+        expert: Box<Arch>,
+    },
+    /// Mixture-of-depths (Raposo et al. 2024): the top `capacity` fraction of
+    /// tokens run `body`, the rest ride the residual.
+    Mod {
+        capacity: f64,
+        body: Box<Arch>,
+    },
+    /// Routed layer skip: a router per sequence decides whether `body` runs;
+    /// `capacity` is the fraction of sequences that run it.
+    LayerSkip {
+        capacity: f64,
+        body: Box<Arch>,
+    },
+    /// Mixture-of-heads attention (Jin et al. 2025): `shared` heads always on,
+    /// `active` of the other heads chosen per token.
+    Moh {
+        heads: usize,
+        active: usize,
+        shared: usize,
+        head_dim: usize,
+        causal: bool,
+    },
+}
+
+impl Op {
+    /// Inputs may be reordered without changing the result.
+    pub fn is_commutative(&self) -> bool {
+        matches!(self, Op::Add | Op::Mul)
+    }
+
+    /// Short kind name (for hashing labels, tables and graph files).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Input => "input",
+            Op::Output => "output",
+            Op::Linear { .. } => "linear",
+            Op::Norm { .. } => "norm",
+            Op::Act { .. } => "act",
+            Op::Softmax { .. } => "softmax",
+            Op::PosEnc => "posenc",
+            Op::Transpose => "transpose",
+            Op::Split { .. } => "split",
+            Op::Add => "add",
+            Op::Mul => "mul",
+            Op::Concat => "concat",
+            Op::Dot { .. } => "dot",
+            Op::Attention { .. } => "attention",
+            Op::Mlp { .. } => "mlp",
+            Op::Moe { .. } => "moe",
+            Op::Mod { .. } => "mod",
+            Op::LayerSkip { .. } => "layer_skip",
+            Op::Moh { .. } => "moh",
+        }
+    }
+
+    /// Nested body, for routed ops.
+    pub fn body(&self) -> Option<&Arch> {
+        match self {
+            Op::Moe { expert, .. } => Some(expert),
+            Op::Mod { body, .. } | Op::LayerSkip { body, .. } => Some(body),
+            _ => None,
+        }
+    }
+
+    /// Routers whose choice of tokens depends on later tokens of the sequence.
+    pub fn is_noncausal_router(&self) -> bool {
+        matches!(
+            self,
+            Op::Moe {
+                spec: MoeSpec {
+                    router: RouterKind::ExpertChoice,
+                    ..
+                },
+                ..
+            } | Op::Mod { .. }
+        )
+    }
+}
+
+impl fmt::Display for Op {
+    /// One-line label with the op's parameters (bodies not included).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Linear {
+                out,
+                bias,
+                token_mixing,
+                causal,
+            } => {
+                write!(f, "linear({out}")?;
+                if *token_mixing {
+                    f.write_str(", tokens")?;
+                }
+                if *causal {
+                    f.write_str(", causal")?;
+                }
+                if !bias {
+                    f.write_str(", no bias")?;
+                }
+                f.write_str(")")
+            }
+            Op::Norm { kind } => write!(f, "norm({})", kind.name()),
+            Op::Act { f: a } => write!(f, "{}", a.name()),
+            Op::Softmax { causal } => write!(f, "softmax{}", if *causal { "(causal)" } else { "" }),
+            Op::Split { part, parts } => write!(f, "split({part}/{parts})"),
+            Op::Dot { scaled, mask } => {
+                write!(f, "{}", if *scaled { "scaled_dot" } else { "dot" })?;
+                match mask {
+                    DotMask::None => Ok(()),
+                    DotMask::Output => f.write_str("(causal out)"),
+                    DotMask::Left => f.write_str("(causal left)"),
+                }
+            }
+            Op::Attention {
+                heads,
+                head_dim,
+                causal,
+            } => write!(
+                f,
+                "attention(heads={heads}, head_dim={head_dim}{})",
+                if *causal { ", causal" } else { "" }
+            ),
+            Op::Mlp { hidden, act, gated } => write!(
+                f,
+                "mlp(hidden={hidden}, {}{})",
+                act.name(),
+                if *gated { ", gated" } else { "" }
+            ),
+            Op::Moe { spec, .. } => {
+                write!(
+                    f,
+                    "moe(experts={}, top_k={}, shared={}, {}, capacity={}",
+                    spec.experts,
+                    spec.top_k,
+                    spec.shared,
+                    spec.router.name(),
+                    spec.capacity
+                )?;
+                if spec.router == RouterKind::TopP {
+                    write!(f, ", p={}", spec.top_p)?;
+                }
+                write!(f, ", {})", spec.balance.name())
+            }
+            Op::Mod { capacity, .. } => write!(f, "mod(capacity={capacity})"),
+            Op::LayerSkip { capacity, .. } => write!(f, "layer_skip(capacity={capacity})"),
+            Op::Moh {
+                heads,
+                active,
+                shared,
+                head_dim,
+                causal,
+            } => write!(
+                f,
+                "moh(heads={heads}, active={active}, shared={shared}, head_dim={head_dim}{})",
+                if *causal { ", causal" } else { "" }
+            ),
+            other => f.write_str(other.kind()),
+        }
+    }
+}

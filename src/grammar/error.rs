@@ -1,0 +1,76 @@
+//! Errors about user input, located in their file where we know where.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A 1-based line and column in a source file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pos {
+    pub line: usize,
+    pub col: usize,
+}
+
+impl Pos {
+    /// Position of byte offset `at` in `src`.
+    pub fn of_offset(src: &str, at: usize) -> Pos {
+        let at = at.min(src.len());
+        let before = &src[..at];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Pos { line, col }
+    }
+}
+
+/// A problem in a grammar, space or architecture text, with where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceError {
+    pub file: Option<PathBuf>,
+    pub pos: Option<Pos>,
+    pub message: String,
+}
+
+impl SourceError {
+    pub fn new(message: impl Into<String>) -> Self {
+        SourceError {
+            file: None,
+            pos: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn at(mut self, pos: Pos) -> Self {
+        self.pos = Some(pos);
+        self
+    }
+
+    pub fn in_file(mut self, file: &Path) -> Self {
+        if self.file.is_none() {
+            self.file = Some(file.to_path_buf());
+        }
+        self
+    }
+}
+
+impl fmt::Display for SourceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.pos) {
+            (Some(file), Some(p)) => write!(f, "{}:{}:{}: ", file.display(), p.line, p.col)?,
+            (Some(file), None) => write!(f, "{}: ", file.display())?,
+            (None, Some(p)) => write!(f, "{}:{}: ", p.line, p.col)?,
+            (None, None) => {}
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SourceError {}
+
+/// Turns a RON parse error into a located error.
+pub fn from_ron(err: ron::error::SpannedError, file: &Path) -> SourceError {
+    SourceError::new(err.code.to_string())
+        .at(Pos {
+            line: err.position.line,
+            col: err.position.col,
+        })
+        .in_file(file)
+}
