@@ -17,6 +17,7 @@
 //!   batches aggregate exactly, which only works for the micro average.
 
 mod dataset;
+mod fuzzy;
 mod params;
 mod recall;
 
@@ -218,6 +219,14 @@ const ENTRIES: &[Entry] = &[
         build: recall::build_recall,
     },
     Entry {
+        name: fuzzy::NAME,
+        description: "MAD fuzzy recall: keys and values are runs of 1-3 tokens; test keys have 3 tokens",
+        causal: true,
+        needs_file: false,
+        params: fuzzy::PARAMS,
+        build: fuzzy::build,
+    },
+    Entry {
         name: recall::NOISY,
         description: "MAD noisy recall: in-context recall with pairs replaced by noise tokens",
         causal: true,
@@ -286,7 +295,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), cat.len());
-        assert_eq!(cat.len(), 2);
+        assert_eq!(cat.len(), 3);
         for info in &cat {
             assert!(!info.description.is_empty());
             for p in &info.params {
