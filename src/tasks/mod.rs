@@ -16,8 +16,11 @@
 //!   torchmetrics' macro average over classes; we return `(credit, count)` pairs so that
 //!   batches aggregate exactly, which only works for the micro average.
 
+mod compression;
+mod copying;
 mod dataset;
 mod fuzzy;
+mod memorization;
 mod params;
 mod recall;
 
@@ -234,6 +237,30 @@ const ENTRIES: &[Entry] = &[
         params: recall::NOISY_PARAMS,
         build: recall::build_noisy,
     },
+    Entry {
+        name: copying::NAME,
+        description: "MAD selective copying: data tokens among blanks; after COPY, output them in order",
+        causal: false,
+        needs_file: false,
+        params: copying::PARAMS,
+        build: copying::build,
+    },
+    Entry {
+        name: compression::NAME,
+        description: "MAD compression, adapted: reproduce the whole sequence after a COMP marker",
+        causal: false,
+        needs_file: false,
+        params: compression::PARAMS,
+        build: compression::build,
+    },
+    Entry {
+        name: memorization::NAME,
+        description: "MAD memorization: a fixed key->value table shared by train and test (capacity)",
+        causal: false,
+        needs_file: false,
+        params: memorization::PARAMS,
+        build: memorization::build,
+    },
 ];
 
 /// Every task with its parameters and defaults.
@@ -295,7 +322,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), cat.len());
-        assert_eq!(cat.len(), 3);
+        assert_eq!(cat.len(), 6);
         for info in &cat {
             assert!(!info.description.is_empty());
             for p in &info.params {
