@@ -21,6 +21,7 @@ mod copying;
 mod dataset;
 mod fuzzy;
 mod memorization;
+mod mqar;
 mod params;
 mod recall;
 
@@ -261,6 +262,14 @@ const ENTRIES: &[Entry] = &[
         params: memorization::PARAMS,
         build: memorization::build,
     },
+    Entry {
+        name: mqar::NAME,
+        description: "Zoology multi-query associative recall: queries placed by a power law after the context",
+        causal: true,
+        needs_file: false,
+        params: mqar::PARAMS,
+        build: mqar::build,
+    },
 ];
 
 /// Every task with its parameters and defaults.
@@ -322,7 +331,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), cat.len());
-        assert_eq!(cat.len(), 6);
+        assert_eq!(cat.len(), 7);
         for info in &cat {
             assert!(!info.description.is_empty());
             for p in &info.params {
