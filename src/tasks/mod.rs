@@ -21,6 +21,7 @@ mod copying;
 mod dataset;
 mod fuzzy;
 mod memorization;
+mod mixture;
 mod mqar;
 mod params;
 mod recall;
@@ -270,6 +271,14 @@ const ENTRIES: &[Entry] = &[
         params: mqar::PARAMS,
         build: mqar::build,
     },
+    Entry {
+        name: mixture::NAME,
+        description: "MoE specialisation: K hidden domains (Markov chains or fact tables), optionally tagged",
+        causal: true,
+        needs_file: false,
+        params: mixture::PARAMS,
+        build: mixture::build,
+    },
 ];
 
 /// Every task with its parameters and defaults.
@@ -331,7 +340,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), cat.len());
-        assert_eq!(cat.len(), 7);
+        assert_eq!(cat.len(), 8);
         for info in &cat {
             assert!(!info.description.is_empty());
             for p in &info.params {
