@@ -16,6 +16,7 @@
 //!   torchmetrics' macro average over classes; we return `(credit, count)` pairs so that
 //!   batches aggregate exactly, which only works for the micro average.
 
+mod charlm;
 mod compression;
 mod copying;
 mod dataset;
@@ -279,6 +280,14 @@ const ENTRIES: &[Entry] = &[
         params: mixture::PARAMS,
         build: mixture::build,
     },
+    Entry {
+        name: charlm::NAME,
+        description: "character-level language modelling on a UTF-8 file; last part held out",
+        causal: true,
+        needs_file: true,
+        params: charlm::PARAMS,
+        build: charlm::build,
+    },
 ];
 
 /// Every task with its parameters and defaults.
@@ -340,7 +349,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), cat.len());
-        assert_eq!(cat.len(), 8);
+        assert_eq!(cat.len(), 9);
         for info in &cat {
             assert!(!info.description.is_empty());
             for p in &info.params {
@@ -368,7 +377,25 @@ mod tests {
         let err = build(&TaskSpec::new("recal"), 0).err().unwrap();
         let msg = err.to_string();
         assert!(matches!(err, TaskError::UnknownTask { .. }));
-        assert!(msg.contains("recal") && msg.contains("in_context_recall"));
+        assert!(
+            msg.contains("recal") && msg.contains("in_context_recall") && msg.contains("char_lm")
+        );
+    }
+
+    #[test]
+    fn file_rules() {
+        let spec = TaskSpec {
+            file: Some("x.txt".into()),
+            ..TaskSpec::new("mqar")
+        };
+        assert!(matches!(
+            build(&spec, 0),
+            Err(TaskError::UnexpectedFile { .. })
+        ));
+        assert!(matches!(
+            build(&TaskSpec::new("char_lm"), 0),
+            Err(TaskError::MissingFile { .. })
+        ));
     }
 
     #[test]
