@@ -6,9 +6,12 @@
 //! from other archgram modules, and models see it only through [`Task`] and [`Batch`].
 //!
 //! Conventions shared by every task:
-//! - Tokens are `u32` in `0..vocab()`; targets are `i32` in `0..vocab()` or [`IGNORE`].
-//! - "Shifted" tasks generate `seq_len + 1` tokens and return `(x[..n-1], x[1..])`, so the
-//!   target at position `t` is what follows input `t`. Those tasks report `causal() == true`.
+//! - Tokens are `u32` in `0..vocab()`; targets are `i32` in `0..vocab()` or [`IGNORE`]
+//!   (-1 here; MAD and Zoology write -100, the meaning is the same).
+//! - "Shifted" tasks generate `seq_len() + 1` tokens `x` and return `(x[..n-1], x[1..])`,
+//!   so the target at position `t` is what follows input `t`; they report `causal()`.
+//!   Each task's `seq_len` parameter help says whether it is the model length or, as in
+//!   MAD's recall tasks, the length before the shift.
 //! - All randomness comes from `ChaCha8Rng` seeded with the build seed; the task structure
 //!   (fact tables, Markov chains), the training split and the test split use separate
 //!   streams, so the test split does not move when `train_examples` changes.
