@@ -3,3 +3,4 @@
 
 pub mod arch;
 pub mod grammar;
+pub mod tasks;
