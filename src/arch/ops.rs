@@ -149,77 +149,117 @@ pub enum DotMask {
     Left,
 }
 
+/// An op of the IR. Tensors are per sequence and two-dimensional (the batch
+/// axis is implicit); each axis is a token or a feature axis (see
+/// [`super::shape`]). "Last axis" means the columns. This enum is the
+/// reference for what every backend (the dfdx evaluator, the f64 functional
+/// hash, the PyTorch export) computes.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
-    /// Token embeddings, (tokens, width).
+    /// Token embeddings, (tokens, width). Inside a routed body: the tokens
+    /// given to the body.
     Input,
-    /// Feeds the output head (a linear map to the vocabulary).
+    /// Identity marker on the graph's result. At the top level the evaluator
+    /// maps it to the vocabulary with a linear head (with bias).
     Output,
-    /// Linear map over the last axis. Over a token axis it mixes tokens
-    /// (lower-triangular weight when `causal`).
+    /// `y = x·W (+ b)` over the last axis, `W: in × out`. With
+    /// `token_mixing` the last axis is a token axis (in = out = S) and, when
+    /// `causal`, `W[j][i] = 0` for `j > i` (output position i reads inputs
+    /// j ≤ i only).
     Linear {
         out: usize,
         bias: bool,
         token_mixing: bool,
         causal: bool,
     },
+    /// Over the last axis, eps 1e-5: layer = (x−mean)/sqrt(var+eps)·g + b;
+    /// rms = x/sqrt(mean(x²)+eps)·g.
     Norm {
         kind: NormKind,
     },
+    /// Elementwise: relu, gelu (tanh approximation), silu = x·sigmoid(x),
+    /// leaky_relu with slope 0.01.
     Act {
         f: Activation,
     },
-    /// Softmax over the last axis; `causal` masks keys after the query.
+    /// Softmax over the last axis; `causal` (only on a token×token tensor)
+    /// gives entry (i, j > i) probability 0.
     Softmax {
         causal: bool,
     },
-    /// Learnable positional encoding, added.
+    /// Learnable positional encoding: a table of the input's shape, added.
     PosEnc,
     Transpose,
-    /// Part `part` of `parts` equal slices along the feature axis.
+    /// Part `part` (0-based) of `parts` equal slices along the feature axis
+    /// (rows or columns, whichever is the feature axis).
     Split {
         part: usize,
         parts: usize,
     },
     Add,
     Mul,
-    /// Concatenation along the feature axis, inputs in port order.
+    /// Concatenation along the feature axis, inputs in port order. `Add` and
+    /// `Mul` take two or more inputs of one shape.
     Concat,
-    /// Matrix product of port 0 and port 1, optionally scaled by 1/sqrt(k).
+    /// Matrix product of port 0 `(a×k)` and port 1 `(k×c)`, scaled by
+    /// 1/sqrt(k) when `scaled`. `Output` zeroes result entries (i, j > i);
+    /// `Left` zeroes port 0's entries (i, j > i) before the product.
     Dot {
         scaled: bool,
         mask: DotMask,
     },
+    /// Multi-head self-attention without biases: Q, K, V = x·Wq, x·Wk, x·Wv
+    /// (width → heads·head_dim), per head softmax(Q·Kᵀ/sqrt(head_dim)) (causal
+    /// mask if set) · V, heads concatenated, then ·Wo back to the width.
     Attention {
         heads: usize,
         head_dim: usize,
         causal: bool,
     },
+    /// Without biases: act(x·W1)·W2, or gated (GLU, Shazeer 2020)
+    /// (act(x·W1) ⊙ x·W3)·W2; W1, W3: width → hidden, W2: hidden → width.
     Mlp {
         hidden: usize,
         act: Activation,
         gated: bool,
     },
-    /// Mixture of experts; every expert (routed and shared) is a copy of `expert`
-    /// with its own weights.
+    /// Mixture of experts; every expert (routed and shared) is a copy of
+    /// `expert` (a token-wise body: no token mixing) with its own weights.
+    /// Router logits x·Wr (width → experts, no bias), probabilities by
+    /// softmax. Token choice: each token's top-k experts, gates renormalised
+    /// over the k when k > 1, per-expert capacity ceil(capacity·k·T/E)
+    /// tokens per sequence, overflow dropped in position order. Expert
+    /// choice: each expert takes its ceil(capacity·T/E) highest-probability
+    /// tokens, gate = probability. Top-p: experts in decreasing probability
+    /// until their mass reaches `top_p`, at most `top_k`, gates renormalised.
+    /// Output = Σ gate·expert(x) + Σ shared(x). A dropped token outputs 0
+    /// here (the enclosing residual carries it).
     Moe {
         spec: MoeSpec,
         expert: Box<Arch>,
     },
-    /// Mixture-of-depths (Raposo et al. 2024): the top `capacity` fraction of
-    /// tokens run `body`, the rest ride the residual.
+    /// Mixture-of-depths (Raposo et al. 2024): router score r = x·w (width →
+    /// 1); the ceil(capacity·T) highest-scoring tokens of each sequence get
+    /// x + sigmoid(r)·body(x), the rest pass through unchanged. `body` is the
+    /// residual branch (it does not add x itself). Non-causal: the top-k is
+    /// over the whole sequence.
     Mod {
         capacity: f64,
         body: Box<Arch>,
     },
-    /// Routed layer skip: a router per sequence decides whether `body` runs;
-    /// `capacity` is the fraction of sequences that run it.
+    /// Routed layer skip, decided by each token alone (causal): g =
+    /// sigmoid(x·w + b); the token gets x + g·body(x) when g ≥ 0.5, else x.
+    /// `capacity` is the target fraction of tokens that run `body` (the bias
+    /// starts at logit(capacity); a routing loss holds the rate there).
     LayerSkip {
         capacity: f64,
         body: Box<Arch>,
     },
-    /// Mixture-of-heads attention (Jin et al. 2025): `shared` heads always on,
-    /// `active` of the other heads chosen per token.
+    /// Mixture-of-heads attention (Jin et al. 2024, arXiv 2410.11842):
+    /// attention as above with `heads` heads; `shared` heads always on, and
+    /// per token the top `active` of the other heads by router softmax
+    /// (x·Wr, width → heads − shared); head outputs are weighted by their gate
+    /// (shared: 1, routed: renormalised probability) before Wo.
     Moh {
         heads: usize,
         active: usize,
