@@ -2,5 +2,9 @@
 //! routing simulation. See DESIGN.md for the map of modules.
 
 pub mod arch;
+pub mod cli;
+pub mod commands;
 pub mod grammar;
+pub mod seed;
+pub mod space;
 pub mod tasks;

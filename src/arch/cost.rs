@@ -69,17 +69,32 @@ fn attended(seq: usize, causal: bool) -> f64 {
     }
 }
 
-/// Cost of the token embedding (vocab × width table, no FLOPs) plus the
-/// output head (a linear map width → vocab with bias).
-pub fn embedding_and_head(vocab: usize, width: usize) -> Cost {
+/// The token embedding: a vocab × width table, no FLOPs.
+pub fn embedding_cost(vocab: usize, width: usize) -> Cost {
     let table = (vocab * width) as f64;
-    let head = (width * vocab + vocab) as f64;
     Cost {
-        params: table + head,
-        active_params: table + head,
+        params: table,
+        active_params: table,
+        flops: 0.0,
+        nodes: 0.0,
+    }
+}
+
+/// The output head: a linear map width → vocab with bias.
+pub fn head_cost(width: usize, vocab: usize) -> Cost {
+    let p = (width * vocab + vocab) as f64;
+    Cost {
+        params: p,
+        active_params: p,
         flops: 2.0 * (width * vocab) as f64,
         nodes: 0.0,
     }
+}
+
+/// Embedding plus head for a network whose output width equals its input
+/// width (see [`super::graph::Arch::total_cost`] for the general case).
+pub fn embedding_and_head(vocab: usize, width: usize) -> Cost {
+    embedding_cost(vocab, width) + head_cost(width, vocab)
 }
 
 /// Cost of one op that has no body. `inputs` are the input shapes in port

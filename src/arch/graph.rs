@@ -1,6 +1,6 @@
 //! The architecture graph: a petgraph DAG of typed ops with output shapes.
 
-use super::cost::{op_cost, routed_scales, router_cost, Cost};
+use super::cost::{embedding_cost, head_cost, op_cost, routed_scales, router_cost, Cost};
 use super::ops::Op;
 use super::shape::Shape;
 use petgraph::algo::toposort;
@@ -128,7 +128,7 @@ impl Arch {
                 Some(body) => {
                     let (copies, touched, flops) = routed_scales(&node.op);
                     let d = self.graph[self.inputs(n)[0]].shape.cols.size;
-                    body.cost().scaled(copies, touched, flops, copies) + router_cost(&node.op, d)
+                    body.cost().scaled(copies, touched, flops, 1.0) + router_cost(&node.op, d)
                 }
                 None => {
                     let ins: Vec<Shape> = self
@@ -142,5 +142,12 @@ impl Arch {
             total += c;
         }
         total
+    }
+
+    /// The whole network's cost: embedding, graph and output head.
+    pub fn total_cost(&self, vocab: usize) -> Cost {
+        let in_w = self.input_shape().cols.size;
+        let out_w = self.output_shape().cols.size;
+        embedding_cost(vocab, in_w) + self.cost() + head_cost(out_w, vocab)
     }
 }

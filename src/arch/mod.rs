@@ -4,12 +4,21 @@
 //! This module gives grammar forms their meaning (through
 //! [`ArchSemantics`]); it knows nothing about training, hashing or search.
 
+pub mod context;
 pub mod cost;
+pub mod forms;
 pub mod graph;
+pub mod lower;
+pub mod network;
 pub mod ops;
+pub mod semantics;
 pub mod shape;
 
+pub use context::{ArchContext, Limits};
 pub use cost::Cost;
 pub use graph::{Arch, ArchNode};
+pub use lower::lower;
+pub use network::Network;
 pub use ops::{Activation, Balance, DotMask, MoeSpec, NormKind, Op, RouterKind};
+pub use semantics::{fmt_count, ArchSemantics, State};
 pub use shape::{Axis, Dim, Shape};

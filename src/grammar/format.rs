@@ -152,6 +152,7 @@ impl Source {
 /// Parses grammar text (no semantic checks; see `validate`).
 pub fn parse(src: &Source) -> Result<Grammar, SourceError> {
     let file: GrammarFile = ron::Options::default()
+        .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
         .from_str(&src.text)
         .map_err(|e| from_ron(e, &src.path))?;
     let mut rules = BTreeMap::new();

@@ -65,12 +65,13 @@ pub trait Semantics {
     /// Whether the node may be applied to `input`, before its children exist.
     fn admit(&self, node: &Node, input: &Self::State) -> Result<(), Reject>;
 
-    /// Input state of child `i`, given the outputs of children `0..i`.
+    /// Input state of child `i` of `n`, given the outputs of children `0..i`.
     fn child_input(
         &self,
         node: &Node,
         input: &Self::State,
         i: usize,
+        n: usize,
         done: &[Self::State],
     ) -> Result<Self::State, Reject>;
 
@@ -319,7 +320,7 @@ impl<'a, S: Semantics> Sampler<'a, S> {
         let mut kids = Vec::with_capacity(n);
         for i in 0..n {
             let child_sym = &alt.children[i.min(alt.children.len().saturating_sub(1))];
-            let child_in = match self.sem.child_input(&node, input, i, &outs) {
+            let child_in = match self.sem.child_input(&node, input, i, n, &outs) {
                 Ok(s) => s,
                 Err(r) => {
                     tally.note(r);
@@ -442,7 +443,7 @@ pub fn replay<S: Semantics>(sem: &S, d: &Derivation, input: &S::State) -> Result
     sem.admit(&node, input)?;
     let mut outs = Vec::with_capacity(d.children.len());
     for (i, c) in d.children.iter().enumerate() {
-        let child_in = sem.child_input(&node, input, i, &outs)?;
+        let child_in = sem.child_input(&node, input, i, d.children.len(), &outs)?;
         outs.push(replay(sem, c, &child_in)?);
     }
     sem.output(&node, input, &outs)

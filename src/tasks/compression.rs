@@ -50,7 +50,7 @@ impl Compression {
     fn generate(&self, rng: &mut ChaCha8Rng) -> Example {
         let data: Vec<u32> = (0..self.n).map(|_| rng.gen_range(0..self.comp)).collect();
         let mut inputs = data.clone();
-        inputs.extend(std::iter::repeat(self.comp).take(self.n));
+        inputs.extend(std::iter::repeat_n(self.comp, self.n));
         let mut targets = vec![IGNORE; self.n];
         targets.extend(data.iter().map(|&d| d as i32));
         Example {

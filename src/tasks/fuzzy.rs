@@ -130,7 +130,7 @@ impl Fuzzy {
 
 fn push_pair(x: &mut Vec<u32>, y: &mut Vec<i32>, key: &[u32], value: &[u32], scored: bool) {
     x.extend_from_slice(key);
-    y.extend(std::iter::repeat(IGNORE).take(key.len()));
+    y.extend(std::iter::repeat_n(IGNORE, key.len()));
     x.extend_from_slice(value);
     y.extend(
         value

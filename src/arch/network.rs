@@ -1,0 +1,132 @@
+//! A whole candidate: its derivation (the text form users read and write),
+//! the lowered graph, and its cost.
+
+use super::context::ArchContext;
+use super::cost::Cost;
+use super::graph::Arch;
+use super::lower::lower;
+use super::semantics::fmt_count;
+use crate::grammar::{Derivation, Reject};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Network {
+    /// The tree of choices; its `Display` is the one-line text form.
+    pub term: Derivation,
+    pub arch: Arch,
+    /// Embedding, graph and head together.
+    pub cost: Cost,
+}
+
+impl Network {
+    /// Lowers `term` for `ctx`. The term should already have passed the
+    /// semantics (sampled, or replayed by the space); lowering re-checks shapes.
+    pub fn build(term: Derivation, ctx: &ArchContext) -> Result<Network, Reject> {
+        let arch = lower(&term, ctx)?;
+        let cost = arch.total_cost(ctx.vocab);
+        Ok(Network { term, arch, cost })
+    }
+
+    /// The one-line text form (parses back with `Derivation::parse`).
+    pub fn text(&self) -> String {
+        self.term.to_string()
+    }
+
+    /// Properties a user should know about before trusting a score.
+    pub fn flags(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.arch.causal {
+            let mut noncausal = 0;
+            visit_ops(&self.arch, &mut |op| {
+                if op.is_noncausal_router() {
+                    noncausal += 1;
+                }
+            });
+            if noncausal > 0 {
+                out.push(format!(
+                    "{noncausal} router(s) choose tokens by looking at the whole sequence (non-causal in a decoder task)"
+                ));
+            }
+        }
+        out
+    }
+
+    /// One summary line: `params 1.23M  active 0.98M  flops/token 2.1M  nodes 23`.
+    pub fn summary(&self) -> String {
+        format!(
+            "params {}  active {}  flops/token {}  nodes {}",
+            fmt_count(self.cost.params),
+            fmt_count(self.cost.active_params),
+            fmt_count(self.cost.flops),
+            self.cost.nodes
+        )
+    }
+
+    /// The derivation as an indented tree.
+    pub fn tree(&self) -> String {
+        let mut s = String::new();
+        tree_into(&self.term, 0, &mut s);
+        s
+    }
+
+    /// The graph's ops in topological order with their output shapes.
+    pub fn listing(&self) -> String {
+        let mut s = String::new();
+        listing_into(&self.arch, 0, &mut s);
+        s
+    }
+}
+
+fn tree_into(d: &Derivation, depth: usize, out: &mut String) {
+    let params: Vec<String> = d.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let _ = write!(out, "{:indent$}{}", "", d.form, indent = depth * 2);
+    if !params.is_empty() {
+        let _ = write!(out, "({})", params.join(", "));
+    }
+    if let Some(sym) = &d.symbol {
+        let _ = write!(out, "    [{sym}]");
+    }
+    out.push('\n');
+    for c in &d.children {
+        tree_into(c, depth + 1, out);
+    }
+}
+
+fn listing_into(a: &Arch, depth: usize, out: &mut String) {
+    for n in a.topo() {
+        let node = a.node(n);
+        let ins: Vec<String> = a
+            .inputs(n)
+            .iter()
+            .map(|i| format!("%{}", i.index()))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:indent$}%{:<3} {:<44} {:>10}  <- {}",
+            "",
+            n.index(),
+            node.op.to_string(),
+            node.shape.to_string(),
+            if ins.is_empty() {
+                "-".into()
+            } else {
+                ins.join(", ")
+            },
+            indent = depth * 4
+        );
+        if let Some(body) = node.op.body() {
+            listing_into(body, depth + 1, out);
+        }
+    }
+}
+
+/// Calls `f` on every op, bodies included.
+pub fn visit_ops(a: &Arch, f: &mut dyn FnMut(&super::ops::Op)) {
+    for node in a.graph.node_weights() {
+        f(&node.op);
+        if let Some(body) = node.op.body() {
+            visit_ops(body, f);
+        }
+    }
+}

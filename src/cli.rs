@@ -1,0 +1,78 @@
+//! Command-line definitions (clap). Only syntax lives here; the commands
+//! themselves are in `commands`.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "archgram",
+    version,
+    about = "Neural architecture search over probabilistic grammars, with routing simulation",
+    after_help = "Examples:\n  archgram sample --space spaces/quickstart.ron -n 20 --seed 7\n  archgram check --space spaces/einspace.ron\n  archgram show 'repeat(n=2, seq(block(norm=pre, norm_kind=layer, mlp(act=gelu, gated=false, ratio=4))))'"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SampleFormat {
+    /// One line per architecture: numbers, then the text form.
+    Text,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Draw architectures from a space; every one is valid and within the limits.
+    #[command(
+        after_help = "Example:\n  archgram sample --space spaces/quickstart.ron -n 1000 --seed 7 --format jsonl"
+    )]
+    Sample {
+        /// Space file (.ron).
+        #[arg(long)]
+        space: PathBuf,
+        /// How many architectures.
+        #[arg(short = 'n', long = "count", default_value_t = 10)]
+        n: usize,
+        /// Master seed (default: the space's seed).
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, value_enum, default_value_t = SampleFormat::Text)]
+        format: SampleFormat,
+    },
+    /// Validate a space and its grammar and summarise them.
+    #[command(
+        after_help = "Example:\n  archgram check --space spaces/moe-heavy.ron --samples 500"
+    )]
+    Check {
+        /// Space file (.ron).
+        #[arg(long)]
+        space: PathBuf,
+        /// Samples drawn to estimate depth and how often limits are met.
+        #[arg(long, default_value_t = 300)]
+        samples: usize,
+    },
+    /// Show one architecture: tree, graph, parameters and FLOPs.
+    #[command(
+        after_help = "Examples:\n  archgram show 'repeat(n=1, seq(block(norm=pre, norm_kind=rms, attention(head_dim=auto, heads=2))))'\n  archgram show best.txt --space spaces/moe-heavy.ron"
+    )]
+    Show {
+        /// Text form, or a file holding one.
+        arch: String,
+        /// Space whose grammar and task shape the architecture is read against.
+        #[arg(long, default_value = "spaces/quickstart.ron")]
+        space: PathBuf,
+        /// Print JSON (text form, costs, graph) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the generated proxy tasks and their parameters.
+    #[command(after_help = "Example:\n  archgram tasks")]
+    Tasks {
+        #[arg(long)]
+        json: bool,
+    },
+}

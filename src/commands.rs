@@ -1,0 +1,344 @@
+//! The commands behind the CLI. Each writes its report to `out` and returns
+//! a typed error whose kind decides the exit code.
+
+use crate::arch::{fmt_count, Limits, Network};
+use crate::cli::{Command, SampleFormat};
+use crate::grammar::SourceError;
+use crate::seed;
+use crate::space::{ArchError, Space};
+use crate::tasks;
+use serde_json::json;
+use std::io::{self, Write};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The user's input is wrong (file, flag, architecture): exit 2.
+    #[error("{0}")]
+    BadInput(String),
+    /// Something failed while running: exit 1.
+    #[error("{0}")]
+    Runtime(String),
+    /// Stopped by a signal; the run can be resumed: exit 130.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            CliError::BadInput(_) => 2,
+            CliError::Runtime(_) => 1,
+            CliError::Interrupted => 130,
+        }
+    }
+}
+
+impl From<SourceError> for CliError {
+    fn from(e: SourceError) -> Self {
+        CliError::BadInput(e.to_string())
+    }
+}
+
+impl From<io::Error> for CliError {
+    fn from(e: io::Error) -> Self {
+        CliError::Runtime(format!("cannot write output: {e}"))
+    }
+}
+
+pub fn run(cmd: Command, out: &mut dyn Write) -> Result<(), CliError> {
+    match cmd {
+        Command::Sample {
+            space,
+            n,
+            seed,
+            format,
+        } => sample(&space, n, seed, format, out),
+        Command::Check { space, samples } => check(&space, samples, out),
+        Command::Show { arch, space, json } => show(&arch, &space, json, out),
+        Command::Tasks { json } => list_tasks(json, out),
+    }
+}
+
+fn load(path: &Path) -> Result<Space, CliError> {
+    Ok(Space::load(path)?)
+}
+
+/// One text line per network: exact numbers, then the text form.
+pub fn network_line(n: &Network) -> String {
+    format!(
+        "params={} active={} flops={} nodes={} {}",
+        n.cost.params, n.cost.active_params, n.cost.flops, n.cost.nodes, n.term
+    )
+}
+
+fn sample(
+    path: &Path,
+    n: usize,
+    seed: Option<u64>,
+    format: SampleFormat,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let space = load(path)?;
+    let master = seed.unwrap_or(space.file.seed);
+    for i in 0..n as u64 {
+        let mut rng = seed::rng(master, "sample", i);
+        let net = space.sample(&mut rng).map_err(|e| {
+            CliError::BadInput(format!("{}: cannot meet its limits: {e}", path.display()))
+        })?;
+        match format {
+            SampleFormat::Text => writeln!(out, "{}", network_line(&net))?,
+            SampleFormat::Jsonl => writeln!(
+                out,
+                "{}",
+                json!({
+                    "index": i,
+                    "arch": net.text(),
+                    "params": net.cost.params,
+                    "active_params": net.cost.active_params,
+                    "flops": net.cost.flops,
+                    "nodes": net.cost.nodes,
+                    "height": net.term.height(),
+                    "flags": net.flags(),
+                })
+            )?,
+        }
+    }
+    Ok(())
+}
+
+fn quantiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0, 0.0);
+    }
+    v.sort_by(f64::total_cmp);
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    (mean, v[v.len() / 2], v[v.len() - 1])
+}
+
+fn check(path: &Path, samples: usize, out: &mut dyn Write) -> Result<(), CliError> {
+    let space = load(path)?;
+    let ctx = space.ctx();
+    let l = &space.file.limits;
+    writeln!(out, "space     {} ({})", space.name(), path.display())?;
+    writeln!(
+        out,
+        "grammar   {}: {} symbols, {} alternatives, start `{}`",
+        space.file.grammar.display(),
+        space.grammar.rules.len(),
+        space.grammar.alternative_count(),
+        space.grammar.start
+    )?;
+    for w in &space.grammar_warnings {
+        writeln!(out, "warning   {w}")?;
+    }
+    writeln!(
+        out,
+        "task      {} (vocab {}, {} tokens, {}, metric {})",
+        space.task_name,
+        ctx.vocab,
+        ctx.seq_len,
+        if ctx.causal { "causal" } else { "non-causal" },
+        space.metric
+    )?;
+    let lim = |v: Option<f64>| v.map_or("none".to_string(), fmt_count);
+    writeln!(
+        out,
+        "limits    depth {}, nodes {}, params {}, active params {}, flops/token {}",
+        l.max_depth,
+        lim(l.max_nodes),
+        lim(l.max_params),
+        lim(l.max_active_params),
+        lim(l.max_flops)
+    )?;
+
+    // Valid samples under the limits: depth and size.
+    let mut heights = Vec::new();
+    let mut sizes = Vec::new();
+    let mut params = Vec::new();
+    let mut failures = 0;
+    for i in 0..samples as u64 {
+        match space.sample(&mut seed::rng(space.file.seed, "check", i)) {
+            Ok(n) => {
+                heights.push(n.term.height() as f64);
+                sizes.push(n.term.size() as f64);
+                params.push(n.cost.params);
+            }
+            Err(_) => failures += 1,
+        }
+    }
+    let (hm, hmed, hmax) = quantiles(heights);
+    let (sm, smed, smax) = quantiles(sizes);
+    let (pm, pmed, pmax) = quantiles(params);
+    writeln!(
+        out,
+        "samples   {} drawn, {} failed; derivation height mean {hm:.1} median {hmed} max {hmax}; size mean {sm:.1} median {smed} max {smax}",
+        samples, failures
+    )?;
+    writeln!(
+        out,
+        "params    mean {} median {} max {}",
+        fmt_count(pm),
+        fmt_count(pmed),
+        fmt_count(pmax)
+    )?;
+
+    // The same grammar without size limits: how often do plain PCFG draws
+    // meet them? (A low fraction means the limits, not the weights, shape the
+    // space.)
+    let mut free = crate::arch::ArchSemantics::new(*ctx, Limits::default());
+    free.limits = Limits::default();
+    let sampler = crate::grammar::Sampler::new(&space.grammar, &free, space.sampler_config);
+    let (mut met, mut drawn) = (0usize, 0usize);
+    for i in 0..samples as u64 {
+        let Ok((d, _)) = sampler.sample(
+            &free.start(),
+            &mut seed::rng(space.file.seed, "check-free", i),
+        ) else {
+            continue;
+        };
+        drawn += 1;
+        if let Ok(n) = Network::build(d, ctx) {
+            let c = n.cost;
+            let ok = |v: f64, m: Option<f64>| m.is_none_or(|m| v <= m);
+            if ok(c.params, l.max_params)
+                && ok(c.active_params, l.max_active_params)
+                && ok(c.flops, l.max_flops)
+                && ok(c.nodes, l.max_nodes)
+            {
+                met += 1;
+            }
+        }
+    }
+    writeln!(
+        out,
+        "limits    {:.1}% of {} unconstrained draws meet them",
+        if drawn == 0 {
+            0.0
+        } else {
+            100.0 * met as f64 / drawn as f64
+        },
+        drawn
+    )?;
+    for (name, text) in &space.file.baselines {
+        let n = space
+            .parse_arch(text)
+            .map_err(|e| CliError::BadInput(e.to_string()))?;
+        writeln!(out, "baseline  {name}: {}", n.summary())?;
+    }
+    writeln!(out, "ok")?;
+    Ok(())
+}
+
+/// The architecture text from an argument that is either a text form or a
+/// file holding one (the first non-empty, non-comment line).
+fn arch_text(arg: &str) -> Result<String, CliError> {
+    let p = Path::new(arg);
+    if !arg.contains('(') && p.is_file() {
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| CliError::BadInput(format!("{arg}: cannot read: {e}")))?;
+        return text
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("//") && !l.starts_with('#'))
+            .map(str::to_string)
+            .ok_or_else(|| CliError::BadInput(format!("{arg}: no architecture in the file")));
+    }
+    Ok(arg.to_string())
+}
+
+pub fn parse_arch(space: &Space, arg: &str) -> Result<Network, CliError> {
+    let text = arch_text(arg)?;
+    space.parse_arch(&text).map_err(|e| match e {
+        ArchError::Syntax(s) => CliError::BadInput(format!(
+            "architecture:{}",
+            s.to_string().trim_start_matches(':')
+        )),
+        other => CliError::BadInput(other.to_string()),
+    })
+}
+
+fn show(arg: &str, path: &Path, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let space = load(path)?;
+    let net = parse_arch(&space, arg)?;
+    if json {
+        let v = json!({
+            "arch": net.text(),
+            "params": net.cost.params,
+            "active_params": net.cost.active_params,
+            "flops": net.cost.flops,
+            "nodes": net.cost.nodes,
+            "flags": net.flags(),
+            "graph": net.arch,
+        });
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        )?;
+        return Ok(());
+    }
+    let ctx = space.ctx();
+    writeln!(out, "{}", net.text())?;
+    writeln!(out)?;
+    write!(out, "{}", net.tree())?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "graph ({} tokens × {} wide in, {}):",
+        ctx.seq_len,
+        ctx.width,
+        if ctx.causal { "causal" } else { "non-causal" }
+    )?;
+    write!(out, "{}", net.listing())?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "parameters {} ({})   active {}   FLOPs/token {}   nodes {}",
+        net.cost.params,
+        fmt_count(net.cost.params),
+        fmt_count(net.cost.active_params),
+        fmt_count(net.cost.flops),
+        net.cost.nodes
+    )?;
+    for f in net.flags() {
+        writeln!(out, "note: {f}")?;
+    }
+    Ok(())
+}
+
+fn list_tasks(json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let cat = tasks::catalog();
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&cat).unwrap_or_default()
+        )?;
+        return Ok(());
+    }
+    for t in cat {
+        writeln!(
+            out,
+            "{}  ({}, metric {}{})\n    {}",
+            t.name,
+            if t.causal { "causal" } else { "non-causal" },
+            t.metric,
+            if t.needs_file { ", needs `file`" } else { "" },
+            t.description
+        )?;
+        for p in t.params {
+            let range = if p.integer {
+                format!("{}..={}", p.min, p.max)
+            } else {
+                format!("[{}, {}]", p.min, p.max)
+            };
+            writeln!(
+                out,
+                "    {:<20} default {:<8} {:<16} {}",
+                p.name, p.default, range, p.help
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,345 @@
+//! Search-space files: a grammar, the task it is trained on, the model
+//! width, limits, seed and search defaults — everything a run needs.
+//!
+//! ```ron
+//! Space(
+//!     grammar: "../grammars/blocks.ron",   // relative to this file
+//!     task: (name: "in_context_recall", params: {"vocab": 16, "seq_len": 32}),
+//!     width: 64,
+//!     limits: (max_depth: 12, max_params: 300000, max_flops: 2e6),
+//!     seed: 7,
+//! )
+//! ```
+
+use crate::arch::{ArchContext, ArchSemantics, Limits, Network};
+use crate::grammar::{
+    annotate, from_ron, Derivation, Grammar, SampleError, Sampler, SamplerConfig, Semantics,
+    Source, SourceError, Warning,
+};
+use crate::tasks::{self, Task, TaskSpec};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Limits as written in a space file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Maximum derivation height.
+    #[serde(default = "default_depth")]
+    pub max_depth: usize,
+    #[serde(default)]
+    pub max_nodes: Option<f64>,
+    #[serde(default)]
+    pub max_params: Option<f64>,
+    #[serde(default)]
+    pub max_active_params: Option<f64>,
+    /// Forward FLOPs per token.
+    #[serde(default)]
+    pub max_flops: Option<f64>,
+}
+
+fn default_depth() -> usize {
+    16
+}
+
+/// How each candidate's proxy is trained.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSettings {
+    pub steps: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    pub clip_norm: f64,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        TrainSettings {
+            steps: 300,
+            batch_size: 32,
+            lr: 3e-3,
+            warmup_steps: 30,
+            weight_decay: 0.01,
+            clip_norm: 1.0,
+        }
+    }
+}
+
+/// Search defaults; command-line flags override them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchSettings {
+    /// `random`, `evolution` or `halving`.
+    pub strategy: String,
+    /// Evaluations (new candidates trained) in a run.
+    pub budget: usize,
+    /// Regularised evolution: population size and tournament sample size.
+    pub population: usize,
+    pub tournament: usize,
+    /// Parallel evaluations (0 = decide by measurement).
+    pub workers: usize,
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        SearchSettings {
+            strategy: "evolution".into(),
+            budget: 60,
+            population: 16,
+            tournament: 4,
+            workers: 0,
+        }
+    }
+}
+
+/// A space file as written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename = "Space", deny_unknown_fields)]
+pub struct SpaceFile {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Grammar file, relative to the space file.
+    pub grammar: PathBuf,
+    /// Start symbol; the grammar's own by default.
+    #[serde(default)]
+    pub start: Option<String>,
+    pub task: TaskSpec,
+    /// Model width (embedding size).
+    pub width: usize,
+    /// Whether routers that look at the whole sequence (expert choice,
+    /// mixture-of-depths) may appear in a causal task; they are flagged.
+    #[serde(default = "yes")]
+    pub allow_noncausal_routing: bool,
+    pub limits: LimitsFile,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default)]
+    pub train: TrainSettings,
+    #[serde(default)]
+    pub search: SearchSettings,
+    /// Named hand-written architectures (text form) to compare against or
+    /// seed a population with.
+    #[serde(default)]
+    pub baselines: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A loaded, checked space.
+pub struct Space {
+    pub path: PathBuf,
+    pub file: SpaceFile,
+    pub grammar: Grammar,
+    pub grammar_warnings: Vec<Warning>,
+    pub sem: ArchSemantics,
+    pub sampler_config: SamplerConfig,
+    /// The task's name and what it asks of a model.
+    pub task_name: String,
+    pub metric: &'static str,
+}
+
+/// A hand-written architecture that is not in the space.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchError {
+    #[error("{0}")]
+    Syntax(SourceError),
+    #[error("not derivable from the grammar {grammar}: {detail}")]
+    NotInGrammar { grammar: String, detail: String },
+    #[error("invalid in this space: {0}")]
+    Invalid(String),
+}
+
+impl Space {
+    /// Reads a space file and everything it names; every problem is a
+    /// `SourceError` pointing into the file at fault.
+    pub fn load(path: &Path) -> Result<Space, SourceError> {
+        let src = Source::read(path)?;
+        let file: SpaceFile = ron::Options::default()
+            .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
+            .from_str(&src.text)
+            .map_err(|e| from_ron(e, path))?;
+        let at = |needle: &str, msg: String| {
+            let mut e = SourceError::new(msg).in_file(path);
+            e.pos = src.pos_of(needle);
+            e
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let grammar_path = dir.join(&file.grammar);
+        let mut spec = file.task.clone();
+        if let Some(f) = &spec.file {
+            spec.file = Some(dir.join(f));
+        }
+        let task = tasks::build(&spec, file.seed).map_err(|e| at("task", e.to_string()))?;
+        if file.width == 0 {
+            return Err(at("width", "width must be at least 1".into()));
+        }
+        if file.limits.max_depth < 2 {
+            return Err(at("max_depth", "max_depth must be at least 2".into()));
+        }
+        for (name, v) in [
+            ("max_nodes", file.limits.max_nodes),
+            ("max_params", file.limits.max_params),
+            ("max_active_params", file.limits.max_active_params),
+            ("max_flops", file.limits.max_flops),
+        ] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err(at(
+                        name,
+                        format!("{name} must be a positive number, got {v}"),
+                    ));
+                }
+            }
+        }
+        let ctx = ArchContext {
+            seq_len: task.seq_len(),
+            width: file.width,
+            vocab: task.vocab(),
+            causal: task.causal(),
+            allow_noncausal_routing: file.allow_noncausal_routing,
+        };
+        let limits = Limits {
+            max_params: file.limits.max_params,
+            max_active_params: file.limits.max_active_params,
+            max_flops: file.limits.max_flops,
+            max_nodes: file.limits.max_nodes,
+        };
+        let sem = ArchSemantics::new(ctx, limits);
+        // The smallest possible network is the embedding and head alone.
+        let floor = sem.total(&sem.start());
+        let floor_err = |name: &str, what: &str, need: f64, max: Option<f64>| {
+            match max {
+            Some(m) if need > m => Err(at(
+                name,
+                format!(
+                    "impossible limit: {name} {m} is below the {need} {what} that the embedding and head alone need (vocab {}, width {})",
+                    ctx.vocab, ctx.width
+                ),
+            )),
+            _ => Ok(()),
+        }
+        };
+        floor_err("max_params", "parameters", floor.params, limits.max_params)?;
+        floor_err(
+            "max_active_params",
+            "parameters",
+            floor.active_params,
+            limits.max_active_params,
+        )?;
+        floor_err(
+            "max_flops",
+            "FLOPs per token",
+            floor.flops,
+            limits.max_flops,
+        )?;
+        let (mut grammar, grammar_warnings) = Grammar::load(&grammar_path, &sem).map_err(|e| {
+            if e.file.is_none() || e.message.starts_with("cannot read file") {
+                at(
+                    "grammar",
+                    format!("grammar `{}`: {}", grammar_path.display(), e.message),
+                )
+            } else {
+                e
+            }
+        })?;
+        if let Some(start) = &file.start {
+            if !grammar.rules.contains_key(start) {
+                return Err(at(
+                    "start",
+                    format!(
+                        "start symbol `{start}` is not in {}; it defines: {}",
+                        grammar_path.display(),
+                        grammar.rules.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            grammar.start = start.clone();
+        }
+        let sampler_config = SamplerConfig {
+            max_depth: file.limits.max_depth,
+            ..SamplerConfig::default()
+        };
+        let space = Space {
+            path: path.to_path_buf(),
+            task_name: task.name().to_string(),
+            metric: task.metric(),
+            file,
+            grammar,
+            grammar_warnings,
+            sem,
+            sampler_config,
+        };
+        for (name, text) in &space.file.baselines {
+            space
+                .parse_arch(text)
+                .map_err(|e| at(&format!("\"{name}\""), format!("baseline `{name}`: {e}")))?;
+        }
+        Ok(space)
+    }
+
+    pub fn ctx(&self) -> &ArchContext {
+        &self.sem.ctx
+    }
+
+    pub fn name(&self) -> String {
+        self.file.name.clone().unwrap_or_else(|| {
+            self.path
+                .file_stem()
+                .map_or("space".into(), |s| s.to_string_lossy().into_owned())
+        })
+    }
+
+    pub fn sampler(&self) -> Sampler<'_, ArchSemantics> {
+        Sampler::new(&self.grammar, &self.sem, self.sampler_config)
+    }
+
+    /// Draws one valid network.
+    pub fn sample(&self, rng: &mut ChaCha8Rng) -> Result<Network, SampleError> {
+        let (d, _) = self.sampler().sample(&self.sem.start(), rng)?;
+        Network::build(d, self.ctx()).map_err(|r| SampleError {
+            attempts: 1,
+            reasons: vec![(r.key, 1, r.detail)],
+        })
+    }
+
+    /// Validates a derivation (from a sample, a mutation or the store)
+    /// against this space's grammar, rules and limits, and lowers it.
+    pub fn network(&self, d: Derivation) -> Result<Network, ArchError> {
+        self.sampler()
+            .replay(&d, &self.sem.start())
+            .map_err(|r| ArchError::Invalid(r.to_string()))?;
+        Network::build(d, self.ctx()).map_err(|r| ArchError::Invalid(r.to_string()))
+    }
+
+    /// Parses a hand-written text form, matches it to the grammar and checks it.
+    pub fn parse_arch(&self, text: &str) -> Result<Network, ArchError> {
+        let term = Derivation::parse(text.trim()).map_err(ArchError::Syntax)?;
+        let d = annotate(&self.grammar, &self.sem, &term).map_err(|e| ArchError::NotInGrammar {
+            grammar: self.file.grammar.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        self.network(d)
+    }
+
+    /// The task, built from the space's spec (paths relative to the file).
+    pub fn build_task(&self, seed: u64) -> Result<Box<dyn Task>, tasks::TaskError> {
+        let mut spec = self.file.task.clone();
+        if let Some(f) = &spec.file {
+            spec.file = Some(self.path.parent().unwrap_or(Path::new(".")).join(f));
+        }
+        tasks::build(&spec, seed)
+    }
+
+    /// Checks the final state of a subtree-level sample too (used by tests).
+    pub fn check(&self, n: &Network) -> Result<(), String> {
+        let out = crate::grammar::replay(&self.sem, &n.term, &self.sem.start())
+            .map_err(|r| r.to_string())?;
+        self.sem.finish(&out).map_err(|r| r.to_string())
+    }
+}
