@@ -304,7 +304,7 @@ impl Space {
         let (d, _) = self.sampler().sample(&self.sem.start(), rng)?;
         Network::build(d, self.ctx()).map_err(|r| SampleError {
             attempts: 1,
-            reasons: vec![(r.key, 1, r.detail)],
+            reasons: vec![(r.key, 1, r.to_string())],
         })
     }
 

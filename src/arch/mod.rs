@@ -4,6 +4,7 @@
 //! This module gives grammar forms their meaning (through
 //! [`ArchSemantics`]); it knows nothing about training, hashing or search.
 
+pub mod check;
 pub mod context;
 pub mod cost;
 pub mod forms;
@@ -14,6 +15,7 @@ pub mod ops;
 pub mod semantics;
 pub mod shape;
 
+pub use check::check;
 pub use context::{ArchContext, Limits};
 pub use cost::Cost;
 pub use graph::{Arch, ArchNode};

@@ -97,11 +97,8 @@ impl ArchSemantics {
 
     fn check_limits(&self, c: &Cost) -> Result<(), Reject> {
         let l = &self.limits;
-        let over = |key: &'static str, what: &str, v: f64, max: Option<f64>| match max {
-            Some(m) if v > m => Err(Reject::new(
-                key,
-                format!("{what} {} > {key} {}", fmt_count(v), fmt_count(m)),
-            )),
+        let over = |key: &'static str, what: &'static str, v: f64, max: Option<f64>| match max {
+            Some(m) if v > m => Err(Reject::over(key, what, v, m)),
             _ => Ok(()),
         };
         over("max_params", "parameters", c.params, l.max_params)?;
@@ -134,7 +131,11 @@ impl ArchSemantics {
 /// 1234567 → "1.23M".
 pub fn fmt_count(v: f64) -> String {
     let a = v.abs();
-    if a >= 1e12 {
+    if a >= 1e15 || !a.is_finite() {
+        // Exact decimal formatting of huge floats is slow; runaway
+        // samples hit this path often.
+        format!("{v:.2e}")
+    } else if a >= 1e12 {
         format!("{:.2}T", v / 1e12)
     } else if a >= 1e9 {
         format!("{:.2}G", v / 1e9)

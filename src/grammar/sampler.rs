@@ -28,11 +28,14 @@ impl Node<'_> {
 }
 
 /// Why a choice was refused. `key` groups reasons for the final report
-/// (`"max_params"`, `"shape"`, ..); `detail` is one example.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// (`"max_params"`, `"shape"`, ..); `detail` is one example. Limit
+/// rejections carry their numbers unformatted in `measure` (value, limit):
+/// the sampler refuses thousands of choices and keeps one example per key.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Reject {
     pub key: &'static str,
     pub detail: String,
+    pub measure: Option<(f64, f64)>,
 }
 
 impl Reject {
@@ -40,13 +43,26 @@ impl Reject {
         Reject {
             key,
             detail: detail.into(),
+            measure: None,
+        }
+    }
+
+    /// `what` = `value`, above the limit `key` = `max`.
+    pub fn over(key: &'static str, what: &'static str, value: f64, max: f64) -> Self {
+        Reject {
+            key,
+            detail: what.to_string(),
+            measure: Some((value, max)),
         }
     }
 }
 
 impl fmt::Display for Reject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.detail)
+        match self.measure {
+            Some((v, m)) => write!(f, "{}: {} {v:.4e} > {m:.4e}", self.key, self.detail),
+            None => write!(f, "{}: {}", self.key, self.detail),
+        }
     }
 }
 
@@ -102,7 +118,7 @@ impl Default for SamplerConfig {
     fn default() -> Self {
         SamplerConfig {
             max_depth: 16,
-            max_expansions: 4000,
+            max_expansions: 1000,
             max_attempts: 200,
         }
     }
@@ -156,7 +172,7 @@ impl Tally {
         let e = self.reasons.entry(r.key).or_insert((0, String::new()));
         e.0 += 1;
         if e.1.is_empty() {
-            e.1 = r.detail;
+            e.1 = r.to_string();
         }
     }
 }

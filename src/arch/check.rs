@@ -1,0 +1,183 @@
+//! An independent check of a graph: every node's shape follows from its
+//! op and inputs, and a causal graph has no op that lets a position see a
+//! later one. Lowering never builds a graph that fails this; graphs read
+//! from files or built by hand might.
+
+use super::graph::Arch;
+use super::ops::{DotMask, Op};
+use super::shape::{Axis, Shape};
+use petgraph::algo::is_cyclic_directed;
+
+/// What is wrong with a graph, naming the node.
+pub fn check(a: &Arch) -> Result<(), String> {
+    if is_cyclic_directed(&a.graph) {
+        return Err("the graph has a cycle".into());
+    }
+    for n in a.graph.node_indices() {
+        let node = a.node(n);
+        let ins: Vec<Shape> = a.inputs(n).iter().map(|&i| a.node(i).shape).collect();
+        let want = infer(&node.op, &ins, a.causal)
+            .map_err(|e| format!("node %{} ({}): {e}", n.index(), node.op))?;
+        if let Some(w) = want {
+            if w != node.shape {
+                return Err(format!(
+                    "node %{} ({}) says {} but its inputs give {w}",
+                    n.index(),
+                    node.op,
+                    node.shape
+                ));
+            }
+        }
+        if let Some(body) = node.op.body() {
+            if body.input_shape() != node.shape || body.output_shape() != node.shape {
+                return Err(format!(
+                    "node %{}: routed body changes the shape",
+                    n.index()
+                ));
+            }
+            check(body).map_err(|e| format!("in the body of node %{}: {e}", n.index()))?;
+        }
+    }
+    Ok(())
+}
+
+fn arity(ins: &[Shape], n: usize) -> Result<(), String> {
+    if ins.len() == n {
+        Ok(())
+    } else {
+        Err(format!("expects {n} input(s), has {}", ins.len()))
+    }
+}
+
+/// The output shape of `op` on `ins` (`None` for the input marker).
+fn infer(op: &Op, ins: &[Shape], causal: bool) -> Result<Option<Shape>, String> {
+    let tok_last_of_feat = |s: Shape| s.cols.axis == Axis::Tok && s.rows.axis == Axis::Feat;
+    let out = match op {
+        Op::Input => {
+            arity(ins, 0)?;
+            return Ok(None);
+        }
+        Op::Output | Op::Act { .. } | Op::PosEnc => {
+            arity(ins, 1)?;
+            ins[0]
+        }
+        Op::Norm { .. } | Op::Softmax { .. } => {
+            arity(ins, 1)?;
+            if causal && tok_last_of_feat(ins[0]) {
+                return Err("normalises over tokens in a causal graph".into());
+            }
+            if let Op::Softmax { causal: false } = op {
+                if causal && ins[0].is_tok_tok() {
+                    return Err("unmasked token×token softmax in a causal graph".into());
+                }
+            }
+            ins[0]
+        }
+        Op::Linear {
+            out,
+            token_mixing,
+            causal: masked,
+            ..
+        } => {
+            arity(ins, 1)?;
+            let s = ins[0];
+            let over_tokens = s.cols.axis == Axis::Tok;
+            if over_tokens != *token_mixing {
+                return Err("token_mixing does not match the input's last axis".into());
+            }
+            if over_tokens && (*out != s.cols.size || (causal && !masked)) {
+                return Err(
+                    "token-mixing linear must keep the length and be masked when causal".into(),
+                );
+            }
+            Shape {
+                rows: s.rows,
+                cols: super::shape::Dim {
+                    axis: s.cols.axis,
+                    size: *out,
+                },
+            }
+        }
+        Op::Transpose => {
+            arity(ins, 1)?;
+            if causal && ins[0].is_tok_tok() {
+                return Err("transposes a token×token tensor in a causal graph".into());
+            }
+            ins[0].transposed()
+        }
+        Op::Split { part, parts } => {
+            arity(ins, 1)?;
+            let f = ins[0].feat().ok_or("no feature axis to split")?;
+            if *parts == 0 || part >= parts || f % parts != 0 {
+                return Err(format!(
+                    "cannot take part {part} of {parts} from {f} features"
+                ));
+            }
+            ins[0].with_feat(f / parts)
+        }
+        Op::Add | Op::Mul => {
+            if ins.len() < 2 || ins.iter().any(|s| *s != ins[0]) {
+                return Err("needs two or more inputs of one shape".into());
+            }
+            ins[0]
+        }
+        Op::Concat => {
+            let f0 = ins
+                .first()
+                .and_then(|s| s.feat())
+                .ok_or("no inputs with a feature axis")?;
+            let total: usize = ins.iter().map(|s| s.feat().unwrap_or(0)).sum();
+            if ins.iter().any(|s| s.with_feat(f0) != ins[0]) {
+                return Err("inputs differ outside the feature axis".into());
+            }
+            ins[0].with_feat(total)
+        }
+        Op::Dot { mask, .. } => {
+            arity(ins, 2)?;
+            let (a, b) = (ins[0], ins[1]);
+            if a.cols != b.rows {
+                return Err(format!("cannot multiply {a} by {b}"));
+            }
+            let out = Shape {
+                rows: a.rows,
+                cols: b.cols,
+            };
+            if causal {
+                let need = if a.cols.axis == Axis::Tok {
+                    if a.rows.axis == Axis::Feat {
+                        return Err(
+                            "contracts over tokens with a feature×token left operand".into()
+                        );
+                    }
+                    DotMask::Left
+                } else if out.is_tok_tok() {
+                    DotMask::Output
+                } else {
+                    DotMask::None
+                };
+                if *mask != need {
+                    return Err(format!("causal mask should be {need:?}, is {mask:?}"));
+                }
+            }
+            out
+        }
+        Op::Attention { causal: c, .. } | Op::Moh { causal: c, .. } => {
+            arity(ins, 1)?;
+            if !ins[0].is_seq() {
+                return Err("attention needs (tokens × features)".into());
+            }
+            if causal && !c {
+                return Err("non-causal attention in a causal graph".into());
+            }
+            ins[0]
+        }
+        Op::Mlp { .. } | Op::Moe { .. } | Op::Mod { .. } | Op::LayerSkip { .. } => {
+            arity(ins, 1)?;
+            if ins[0].cols.axis != Axis::Feat {
+                return Err("needs features on the last axis".into());
+            }
+            ins[0]
+        }
+    };
+    Ok(Some(out))
+}

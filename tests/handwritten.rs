@@ -1,0 +1,233 @@
+//! Hand-written text forms of well-known blocks parse, match the shipped
+//! grammars, lower to the expected ops and cost what the formulas say.
+
+use archgram::arch::{Axis, DotMask, Network, Op, RouterKind};
+use archgram::space::{ArchError, Space};
+use std::path::Path;
+
+fn space(name: &str) -> Space {
+    Space::load(Path::new(&format!("spaces/{name}.ron"))).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn ops(n: &Network) -> Vec<Op> {
+    n.arch
+        .topo()
+        .into_iter()
+        .map(|i| n.arch.node(i).op.clone())
+        .collect()
+}
+
+fn kinds(n: &Network) -> Vec<&'static str> {
+    ops(n).iter().map(Op::kind).collect()
+}
+
+const PRE_LN: &str = "repeat(n=1, seq(block(norm=pre, norm_kind=layer, attention(head_dim=auto, heads=4)), block(norm=pre, norm_kind=layer, mlp(act=gelu, gated=false, ratio=4))))";
+
+#[test]
+fn pre_ln_transformer_block() {
+    let s = space("quickstart");
+    let n = s.parse_arch(PRE_LN).unwrap();
+    assert_eq!(
+        kinds(&n),
+        [
+            "input",
+            "norm",
+            "attention",
+            "add",
+            "norm",
+            "mlp",
+            "add",
+            "output"
+        ]
+    );
+    // The residual adds read the block input (port 0) and the sublayer (port 1).
+    let ctx = s.ctx();
+    let (d, v, t) = (ctx.width as f64, ctx.vocab as f64, ctx.seq_len as f64);
+    let attn = 4.0 * d * d;
+    let mlp = 2.0 * d * 4.0 * d;
+    let params = v * d + attn + mlp + 2.0 * 2.0 * d + (d * v + v);
+    assert_eq!(n.cost.params, params);
+    assert_eq!(n.cost.active_params, params);
+    // Per token: 2 FLOPs per weight, attention scores and values over the
+    // (t+1)/2 keys a causal query sees, norms, residual adds, head.
+    let flops =
+        2.0 * (attn + mlp) + 4.0 * d * (t + 1.0) / 2.0 + 2.0 * 5.0 * d + 2.0 * d + 2.0 * d * v;
+    assert!(
+        (n.cost.flops - flops).abs() < 1e-6,
+        "{} vs {flops}",
+        n.cost.flops
+    );
+    assert!(matches!(
+        ops(&n)[2],
+        Op::Attention {
+            heads: 4,
+            head_dim: 8,
+            causal: true
+        }
+    ));
+    assert_eq!(n.text(), PRE_LN);
+}
+
+#[test]
+fn switch_top1_moe_block() {
+    let s = space("moe-heavy");
+    let layer = "seq(block(norm=pre, norm_kind=layer, attention(head_dim=auto, heads=4)), block(norm=pre, norm_kind=layer, moe(balance=aux_loss, capacity=1.25, experts=8, router=token_choice, shared=0, top_k=1, top_p=0.5, mlp(act=gelu, gated=false, ratio=2))))";
+    let n = s
+        .parse_arch(&format!("repeat(n=2, {layer}, {layer})"))
+        .unwrap();
+    let moes: Vec<Op> = ops(&n).into_iter().filter(|o| o.kind() == "moe").collect();
+    assert_eq!(moes.len(), 2);
+    let Op::Moe { spec, expert } = &moes[0] else {
+        unreachable!()
+    };
+    assert_eq!((spec.experts, spec.top_k, spec.shared), (8, 1, 0));
+    assert_eq!(spec.router, RouterKind::TokenChoice);
+    assert_eq!(spec.capacity, 1.25);
+    assert_eq!(
+        expert
+            .topo()
+            .iter()
+            .map(|&i| expert.node(i).op.kind())
+            .collect::<Vec<_>>(),
+        ["input", "mlp", "output"]
+    );
+    // Parameters: all 8 experts; active: the router and one expert.
+    let d = s.ctx().width as f64;
+    let one_expert = 2.0 * d * 2.0 * d;
+    let router = d * 8.0;
+    assert_eq!(n.cost.params - n.cost.active_params, 2.0 * 7.0 * one_expert);
+    let moe_only = expert.cost().params * 8.0 + router;
+    assert_eq!(moe_only, 8.0 * one_expert + router);
+}
+
+#[test]
+fn mixture_of_depths_block() {
+    let s = space("quickstart");
+    let text = "repeat(n=1, seq(mod(capacity=0.125, block(norm=pre, norm_kind=layer, residual=false, attention(heads=2))), block(norm=pre, norm_kind=layer, mlp(act=gelu, gated=false, ratio=2))))";
+    let n = s.parse_arch(text).unwrap();
+    let Op::Mod { capacity, body } = &ops(&n)[1] else {
+        panic!("{:?}", kinds(&n))
+    };
+    assert_eq!(*capacity, 0.125);
+    assert_eq!(
+        body.topo()
+            .iter()
+            .map(|&i| body.node(i).op.kind())
+            .collect::<Vec<_>>(),
+        ["input", "norm", "attention", "output"]
+    );
+    // The routed body's work is paid by an eighth of the tokens; the router by all.
+    let d = s.ctx().width as f64;
+    let dense = s
+        .parse_arch(&text.replace("mod(capacity=0.125, block(norm=pre, norm_kind=layer, residual=false, attention(heads=2)))", "block(norm=pre, norm_kind=layer, attention(head_dim=auto, heads=2))"))
+        .unwrap();
+    let body_flops = body.cost().flops;
+    assert!(
+        (dense.cost.flops - body_flops - d /* residual add */ + body_flops * 0.125 + 2.0 * d
+            - n.cost.flops)
+            .abs()
+            < 1e-6
+    );
+    assert!(n.flags().iter().any(|f| f.contains("non-causal")));
+}
+
+#[test]
+fn mlp_mixer_token_mixer_is_causal_in_a_decoder_space() {
+    let s = space("einspace");
+    let n = s
+        .parse_arch("route(post=transpose, pre=transpose, linear(width=same))")
+        .unwrap();
+    let o = ops(&n);
+    assert_eq!(
+        kinds(&n),
+        ["input", "transpose", "linear", "transpose", "output"]
+    );
+    let seq = s.ctx().seq_len;
+    assert!(matches!(o[2], Op::Linear { out, token_mixing: true, causal: true, .. } if out == seq));
+    let mid = n.arch.node(n.arch.topo()[2]).shape;
+    assert_eq!((mid.rows.axis, mid.cols.axis), (Axis::Feat, Axis::Tok));
+}
+
+#[test]
+fn mlp_mixer_token_mixer_is_dense_in_an_encoder_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = std::fs::canonicalize("grammars/einspace.ron").unwrap();
+    let p = dir.path().join("enc.ron");
+    std::fs::write(
+        &p,
+        format!(
+            r#"Space(grammar: "{}", task: (name: "selective_copying"), width: 32, limits: (max_depth: 10))"#,
+            g.display()
+        ),
+    )
+    .unwrap();
+    let s = Space::load(&p).unwrap();
+    let n = s
+        .parse_arch("route(post=transpose, pre=transpose, linear(width=same))")
+        .unwrap();
+    assert!(matches!(
+        ops(&n)[2],
+        Op::Linear {
+            token_mixing: true,
+            causal: false,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn self_attention_from_fundamental_ops() {
+    let s = space("einspace");
+    // clone → (Q, Kᵀ) → scaled dot → softmax → dot with V.
+    let text = "branch(factor=2, merge=dot, split=clone, seq(branch(factor=2, merge=scaled_dot, split=clone, linear(width=32), route(post=transpose, pre=identity, linear(width=32))), softmax), linear(width=model))";
+    let n = s.parse_arch(text).unwrap();
+    let o = ops(&n);
+    let dots: Vec<&Op> = o.iter().filter(|x| x.kind() == "dot").collect();
+    assert!(matches!(
+        dots[0],
+        Op::Dot {
+            scaled: true,
+            mask: DotMask::Output
+        }
+    ));
+    assert!(matches!(
+        dots[1],
+        Op::Dot {
+            scaled: false,
+            mask: DotMask::Left
+        }
+    ));
+    assert!(o.iter().any(|x| matches!(x, Op::Softmax { causal: true })));
+    assert!(n.arch.output_shape().is_seq());
+}
+
+#[test]
+fn causality_violations_are_refused() {
+    let s = space("einspace");
+    // A norm over the token axis lets position t see later positions.
+    let e = s
+        .parse_arch("route(post=transpose, pre=transpose, norm(kind=layer))")
+        .unwrap_err();
+    assert!(
+        matches!(e, ArchError::Invalid(ref m) if m.contains("causality")),
+        "{e}"
+    );
+    // Contracting over tokens with a (features × tokens) operand: KᵀV.
+    let e = s
+        .parse_arch("branch(factor=2, merge=dot, split=clone, route(post=transpose, pre=identity, identity), identity)")
+        .unwrap_err();
+    assert!(e.to_string().contains("causality"), "{e}");
+}
+
+#[test]
+fn terms_outside_the_grammar_say_where() {
+    let s = space("quickstart");
+    let e = s
+        .parse_arch("repeat(n=1, seq(block(norm=pre, norm_kind=layer, conv(k=3))))")
+        .unwrap_err();
+    assert!(e.to_string().contains("conv"), "{e}");
+    let e = s.parse_arch("repeat(n=1, seq(block(norm=pre, norm_kind=layer, mlp(act=gelu, gated=false, ratio=3))))").unwrap_err();
+    assert!(e.to_string().contains("ratio"), "{e}");
+    let e = s.parse_arch("repeat(n=1, seq(block(norm=pre").unwrap_err();
+    assert!(matches!(e, ArchError::Syntax(_)), "{e}");
+}
