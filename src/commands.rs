@@ -84,7 +84,7 @@ fn sample(
     for i in 0..n as u64 {
         let mut rng = seed::rng(master, "sample", i);
         let net = space.sample(&mut rng).map_err(|e| {
-            CliError::BadInput(format!("{}: cannot meet its limits: {e}", path.display()))
+            space.error_at("limits", format!("the space cannot meet its limits: {e}"))
         })?;
         match format {
             SampleFormat::Text => writeln!(out, "{}", network_line(&net))?,

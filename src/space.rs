@@ -134,6 +134,8 @@ fn yes() -> bool {
 /// A loaded, checked space.
 pub struct Space {
     pub path: PathBuf,
+    /// The file's text, to point errors found later (sampling) into it.
+    pub text: String,
     pub file: SpaceFile,
     pub grammar: Grammar,
     pub grammar_warnings: Vec<Warning>,
@@ -163,7 +165,7 @@ impl Space {
         let file: SpaceFile = ron::Options::default()
             .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
             .from_str(&src.text)
-            .map_err(|e| from_ron(e, path))?;
+            .map_err(|e| from_ron(e, path, &src.text))?;
         let at = |needle: &str, msg: String| {
             let mut e = SourceError::new(msg).in_file(path);
             e.pos = src.pos_of(needle);
@@ -267,6 +269,7 @@ impl Space {
         };
         let space = Space {
             path: path.to_path_buf(),
+            text: src.text.clone(),
             task_name: task.name().to_string(),
             metric: task.metric(),
             file,
@@ -281,6 +284,14 @@ impl Space {
                 .map_err(|e| at(&format!("\"{name}\""), format!("baseline `{name}`: {e}")))?;
         }
         Ok(space)
+    }
+
+    /// An error about this file, located at the first `needle`.
+    pub fn error_at(&self, needle: &str, message: String) -> SourceError {
+        let mut e = SourceError::new(message).in_file(&self.path);
+        e.pos = crate::grammar::find_in_code(&self.text, needle)
+            .map(|o| crate::grammar::Pos::of_offset(&self.text, o));
+        e
     }
 
     pub fn ctx(&self) -> &ArchContext {

@@ -65,12 +65,34 @@ impl fmt::Display for SourceError {
 
 impl std::error::Error for SourceError {}
 
-/// Turns a RON parse error into a located error.
-pub fn from_ron(err: ron::error::SpannedError, file: &Path) -> SourceError {
-    SourceError::new(err.code.to_string())
+/// Turns a RON parse error into a located error, quoting the line at fault
+/// (RON's messages, such as "Expected integer", do not name the field).
+pub fn from_ron(err: ron::error::SpannedError, file: &Path, text: &str) -> SourceError {
+    let mut message = err.code.to_string();
+    if let Some(line) = text.lines().nth(err.position.line.saturating_sub(1)) {
+        let line = line.trim();
+        if !line.is_empty() {
+            let short: String = line.chars().take(80).collect();
+            message.push_str(&format!(" (in `{short}`)"));
+        }
+    }
+    SourceError::new(message)
         .at(Pos {
             line: err.position.line,
             col: err.position.col,
         })
         .in_file(file)
+}
+
+/// Byte offset of the first `needle` outside `//` comments.
+pub fn find_in_code(text: &str, needle: &str) -> Option<usize> {
+    let mut line_start = 0;
+    for line in text.split_inclusive('\n') {
+        let code = line.find("//").map_or(line, |c| &line[..c]);
+        if let Some(i) = code.find(needle) {
+            return Some(line_start + i);
+        }
+        line_start += line.len();
+    }
+    None
 }

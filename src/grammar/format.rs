@@ -103,7 +103,7 @@ impl Source {
     pub fn rule_offset(&self, sym: &str) -> Option<usize> {
         let key = format!("\"{sym}\"");
         let mut from = 0;
-        while let Some(i) = self.text[from..].find(&key) {
+        while let Some(i) = super::error::find_in_code(&self.text[from..], &key) {
             let at = from + i;
             let rest = self.text[at + key.len()..].trim_start();
             if rest.starts_with(':') {
@@ -118,7 +118,7 @@ impl Source {
     pub fn alt_offset(&self, sym: &str, idx: usize) -> Option<usize> {
         let mut at = self.rule_offset(sym)?;
         for k in 0..=idx {
-            let i = self.text[at..].find("Alt")?;
+            let i = super::error::find_in_code(&self.text[at..], "Alt")?;
             at += i;
             if k < idx {
                 at += 3;
@@ -145,7 +145,7 @@ impl Source {
 
     /// Where `needle` first occurs anywhere in the file.
     pub fn pos_of(&self, needle: &str) -> Option<Pos> {
-        self.text.find(needle).map(|o| self.at_offset(o))
+        super::error::find_in_code(&self.text, needle).map(|o| self.at_offset(o))
     }
 }
 
@@ -154,7 +154,7 @@ pub fn parse(src: &Source) -> Result<Grammar, SourceError> {
     let file: GrammarFile = ron::Options::default()
         .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
         .from_str(&src.text)
-        .map_err(|e| from_ron(e, &src.path))?;
+        .map_err(|e| from_ron(e, &src.path, &src.text))?;
     let mut rules = BTreeMap::new();
     for (sym, alts) in file.rules {
         let mut out = Vec::with_capacity(alts.len());

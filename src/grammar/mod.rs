@@ -14,7 +14,7 @@ mod validate;
 mod value;
 
 pub use derivation::Derivation;
-pub use error::{from_ron, Pos, SourceError};
+pub use error::{find_in_code, from_ron, Pos, SourceError};
 pub use format::{Alternative, Choices, Grammar, Source};
 pub use matching::{annotate, NotDerivable};
 pub use sampler::{replay, Node, Reject, SampleError, Sampler, SamplerConfig, Semantics};
