@@ -312,3 +312,66 @@ mod tests {
         assert!(Derivation::parse("4x").is_err());
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn name() -> impl Strategy<Value = String> {
+        "[a-z][a-z0-9_]{0,6}"
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            any::<bool>().prop_map(Value::Bool),
+            (-1000i64..100_000).prop_map(Value::Int),
+            (-1e6f64..1e6).prop_map(Value::Float),
+            name()
+                .prop_filter("not a bool", |n| n != "true" && n != "false")
+                .prop_map(Value::Name),
+        ]
+    }
+
+    fn term() -> impl Strategy<Value = Derivation> {
+        let leaf =
+            (name(), prop::collection::btree_map(name(), value(), 0..3)).prop_map(|(f, p)| {
+                Derivation {
+                    symbol: None,
+                    alt: None,
+                    form: f,
+                    params: p.into_iter().collect(),
+                    children: vec![],
+                }
+            });
+        leaf.prop_recursive(4, 40, 4, |inner| {
+            (
+                name(),
+                prop::collection::btree_map(name(), value(), 0..3),
+                prop::collection::vec(inner, 1..4),
+            )
+                .prop_map(|(f, p, c)| Derivation {
+                    symbol: None,
+                    alt: None,
+                    form: f,
+                    params: p.into_iter().collect(),
+                    children: c,
+                })
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn printed_terms_parse_back(d in term()) {
+            let text = d.to_string();
+            let back = Derivation::parse(&text).unwrap();
+            prop_assert_eq!(back.to_string(), text);
+            prop_assert_eq!(back.size(), d.size());
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(s in "[a-z0-9_=(), .\\-]{0,60}") {
+            let _ = Derivation::parse(&s);
+        }
+    }
+}
