@@ -319,6 +319,21 @@ impl Space {
         })
     }
 
+    /// A valid mutant of `parent` (einspace-style: resample one subtree or
+    /// retune one parameter), lowered.
+    pub fn mutate(
+        &self,
+        parent: &Derivation,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<(Network, crate::grammar::Mutation), SampleError> {
+        let (d, m) = self.sampler().mutate(parent, &self.sem.start(), rng)?;
+        let n = Network::build(d, self.ctx()).map_err(|r| SampleError {
+            attempts: 1,
+            reasons: vec![(r.key, 1, r.to_string())],
+        })?;
+        Ok((n, m))
+    }
+
     /// Validates a derivation (from a sample, a mutation or the store)
     /// against this space's grammar, rules and limits, and lowers it.
     pub fn network(&self, d: Derivation) -> Result<Network, ArchError> {

@@ -135,3 +135,40 @@ fn impossible_limits_name_the_limit() {
     assert_eq!(err.main_reason(), Some("max_params"), "{err}");
     assert!(err.to_string().contains("max_params"));
 }
+
+/// Mutants are valid, within limits, differ from their parent, and come
+/// from both operators.
+#[test]
+fn mutation_keeps_networks_valid_and_changes_them() {
+    for space in spaces() {
+        let mut kinds = std::collections::BTreeMap::new();
+        for i in 0..300u64 {
+            let parent = space.sample(&mut seed::rng(4, "parent", i)).unwrap();
+            let mut rng = seed::rng(4, "mutate", i);
+            let Ok((child, m)) = space.mutate(&parent.term, &mut rng) else {
+                continue;
+            };
+            *kinds.entry(m.kind.clone()).or_insert(0) += 1;
+            assert_ne!(child.term, parent.term, "{}", m.detail);
+            space
+                .check(&child)
+                .unwrap_or_else(|e| panic!("{}: {e}", child.text()));
+            check(&child.arch).unwrap();
+            // Deterministic for the same stream.
+            let again = space
+                .mutate(&parent.term, &mut seed::rng(4, "mutate", i))
+                .unwrap();
+            assert_eq!(again.0.term, child.term);
+        }
+        assert!(
+            kinds.get("subtree").copied().unwrap_or(0) > 50,
+            "{}: {kinds:?}",
+            space.name()
+        );
+        assert!(
+            kinds.get("param").copied().unwrap_or(0) > 50,
+            "{}: {kinds:?}",
+            space.name()
+        );
+    }
+}

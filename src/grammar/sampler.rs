@@ -203,6 +203,10 @@ impl<'a, S: Semantics> Sampler<'a, S> {
         self.grammar
     }
 
+    pub fn semantics(&self) -> &S {
+        self.sem
+    }
+
     /// Samples a whole network from the start symbol.
     pub fn sample(
         &self,
