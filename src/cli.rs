@@ -24,6 +24,13 @@ pub enum SampleFormat {
     Jsonl,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    Cpu,
+    /// Needs a build with `--features cuda`.
+    Cuda,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Draw architectures from a space; every one is valid and within the limits.
@@ -66,6 +73,31 @@ pub enum Command {
         #[arg(long, default_value = "spaces/quickstart.ron")]
         space: PathBuf,
         /// Print JSON (text form, costs, graph) instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train one candidate as a proxy on the space's task and print its outcome.
+    #[command(
+        after_help = "Examples:\n  archgram eval --space spaces/quickstart.ron --sample 3\n  archgram eval --space spaces/quickstart.ron --arch best.txt --steps 500 --json"
+    )]
+    Eval {
+        /// Space file (.ron): grammar, task and training settings.
+        #[arg(long)]
+        space: PathBuf,
+        /// Architecture text form, or a file holding one.
+        #[arg(long, conflicts_with = "sample", required_unless_present = "sample")]
+        arch: Option<String>,
+        /// Evaluate the architecture `sample` draws with this seed (index 0).
+        #[arg(long)]
+        sample: Option<u64>,
+        /// Training steps (default: the space's).
+        #[arg(long)]
+        steps: Option<usize>,
+        #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+        device: DeviceArg,
+        /// Training seed (default: the space's).
+        #[arg(long)]
+        seed: Option<u64>,
         #[arg(long)]
         json: bool,
     },

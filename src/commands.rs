@@ -2,7 +2,8 @@
 //! a typed error whose kind decides the exit code.
 
 use crate::arch::{fmt_count, Limits, Network};
-use crate::cli::{Command, SampleFormat};
+use crate::cli::{Command, DeviceArg, SampleFormat};
+use crate::eval::{self, DeviceKind, TrainConfig};
 use crate::grammar::SourceError;
 use crate::seed;
 use crate::space::{ArchError, Space};
@@ -57,6 +58,24 @@ pub fn run(cmd: Command, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Check { space, samples } => check(&space, samples, out),
         Command::Show { arch, space, json } => show(&arch, &space, json, out),
         Command::Tasks { json } => list_tasks(json, out),
+        Command::Eval {
+            space,
+            arch,
+            sample,
+            steps,
+            device,
+            seed,
+            json,
+        } => eval(
+            &space,
+            arch.as_deref(),
+            sample,
+            steps,
+            device,
+            seed,
+            json,
+            out,
+        ),
     }
 }
 
@@ -339,6 +358,71 @@ fn list_tasks(json: bool, out: &mut dyn Write) -> Result<(), CliError> {
                 p.name, p.default, range, p.help
             )?;
         }
+    }
+    Ok(())
+}
+
+/// Training settings of a space as the evaluator takes them.
+pub fn train_config(space: &Space, seed: u64, device: DeviceKind) -> TrainConfig {
+    let t = &space.file.train;
+    TrainConfig {
+        steps: t.steps,
+        batch_size: t.batch_size,
+        lr: t.lr,
+        warmup_steps: t.warmup_steps,
+        weight_decay: t.weight_decay,
+        clip_norm: t.clip_norm,
+        seed,
+        device,
+        ..TrainConfig::default()
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn eval(
+    path: &Path,
+    arch: Option<&str>,
+    sample: Option<u64>,
+    steps: Option<usize>,
+    device: DeviceArg,
+    seed: Option<u64>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let device = match device {
+        DeviceArg::Cpu => DeviceKind::Cpu,
+        DeviceArg::Cuda => DeviceKind::Cuda,
+    };
+    device
+        .check()
+        .map_err(|e| CliError::BadInput(e.to_string()))?;
+    let space = load(path)?;
+    let net = match (arch, sample) {
+        (Some(a), _) => parse_arch(&space, a)?,
+        (None, Some(s)) => space
+            .sample(&mut seed::rng(s, "sample", 0))
+            .map_err(|e| CliError::BadInput(format!("{}: {e}", path.display())))?,
+        (None, None) => return Err(CliError::BadInput("give --arch or --sample".into())),
+    };
+    let seed = seed.unwrap_or(space.file.seed);
+    let task = space
+        .build_task(space.file.seed)
+        .map_err(|e| CliError::BadInput(format!("{}: {e}", path.display())))?;
+    let mut cfg = train_config(&space, seed, device);
+    if let Some(s) = steps {
+        cfg.steps = s;
+    }
+    let outcome = eval::evaluate(&net.arch, task.as_ref(), &cfg);
+    if json {
+        let v = json!({ "arch": net.text(), "outcome": outcome });
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&v).unwrap_or_default()
+        )?;
+    } else {
+        writeln!(out, "{}", net.text())?;
+        writeln!(out, "{}", outcome.report())?;
     }
     Ok(())
 }

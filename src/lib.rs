@@ -4,6 +4,7 @@
 pub mod arch;
 pub mod cli;
 pub mod commands;
+pub mod eval;
 pub mod grammar;
 pub mod seed;
 pub mod space;

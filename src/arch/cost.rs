@@ -161,7 +161,7 @@ pub fn op_cost(op: &Op, inputs: &[Shape], out: Shape, seq: usize) -> Cost {
             let hd = *head_dim as f64;
             let h = *heads as f64;
             let used = (*active + *shared) as f64;
-            let router = d * h + 2.0 * d;
+            let router = d * (h - *shared as f64).max(1.0);
             let p = 4.0 * d * h * hd + router;
             let active_p = (2.0 * used + 2.0 * h) * d * hd + router;
             let f = 2.0 * s * active_p + 4.0 * s * attended(seq, *causal) * hd * used;
@@ -200,7 +200,9 @@ pub fn router_cost(op: &Op, d: usize) -> Cost {
     let d = d as f64;
     let (p, f) = match op {
         Op::Moe { spec, .. } => (d * spec.experts as f64, 2.0 * d * spec.experts as f64),
-        Op::Mod { .. } | Op::LayerSkip { .. } => (d, 2.0 * d),
+        Op::Mod { .. } => (d, 2.0 * d),
+        // A scalar router and its bias.
+        Op::LayerSkip { .. } => (d + 1.0, 2.0 * d),
         _ => (0.0, 0.0),
     };
     Cost {

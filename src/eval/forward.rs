@@ -1,0 +1,423 @@
+//! Running a compiled program on a batch, with or without a gradient tape.
+//!
+//! Tensors are `(batch, rows, cols)` with runtime sizes. dfdx records a
+//! value's backward ops on the tape the value carries, so a value read by
+//! several steps hands its tape to its last reader and an empty tape (same
+//! id, so gradients still accumulate) to the others; binary ops merge tapes,
+//! and every live step reaches the loss. Two inputs of one step that are the
+//! same value are given distinct ids first, since dfdx's binary backward
+//! borrows both gradients mutably.
+
+use super::params::Params;
+use super::program::{Graph, Program, Step, StepOp};
+use super::routed;
+use crate::arch::{Activation, DotMask, NormKind};
+use dfdx::prelude::*;
+
+pub type T3<D, T> = Tensor<(usize, usize, usize), f32, D, T>;
+pub type T0<D, T> = Tensor<(), f32, D, T>;
+
+/// Per routed layer, what the router did on one batch.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RouteRecord {
+    /// `moe`, `mod`, `layer_skip` or `moh`.
+    pub kind: String,
+    /// Tokens routed in the batch.
+    pub tokens: u32,
+    /// Per expert (or head): tokens assigned. For mod/layer_skip one entry:
+    /// tokens processed.
+    pub load: Vec<u32>,
+    /// Token–expert assignments dropped by capacity.
+    pub dropped: u32,
+}
+
+/// Everything a forward pass collects beside its output.
+pub struct Run<'a, D: Device<f32>, T> {
+    pub dev: &'a D,
+    pub params: &'a Params<D>,
+    pub batch: usize,
+    /// Auxiliary losses (router balance, skip rate), added to the loss.
+    pub aux: Vec<T0<D, T>>,
+    pub routes: Vec<RouteRecord>,
+}
+
+impl<'a, D: Device<f32>, T: Tape<f32, D>> Run<'a, D, T> {
+    pub fn new(dev: &'a D, params: &'a Params<D>, batch: usize) -> Self {
+        Run {
+            dev,
+            params,
+            batch,
+            aux: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+
+    pub fn vector(&self, i: usize) -> Tensor<(usize,), f32, D, T> {
+        self.params.tensors[i].retaped::<T>()
+    }
+
+    pub fn matrix(&self, i: usize, rows: usize, cols: usize) -> Tensor<(usize, usize), f32, D, T> {
+        self.params.tensors[i]
+            .retaped::<T>()
+            .reshape_like(&(rows, cols))
+    }
+
+    /// `x · W` over the last axis.
+    pub fn linear(&self, x: T3<D, T>, w: usize, inp: usize, out: usize) -> T3<D, T> {
+        x.matmul(self.matrix(w, inp, out))
+    }
+
+    /// (n × n) with 1 where column ≥ row: the lower-triangular mask of a
+    /// token-mixing weight (input j feeds output i only if j ≤ i).
+    pub fn upper_ones(&self, n: usize) -> Tensor<(usize, usize), f32, D> {
+        let mut v = vec![0.0f32; n * n];
+        for j in 0..n {
+            for i in j..n {
+                v[j * n + i] = 1.0;
+            }
+        }
+        self.dev.tensor_from_vec(v, (n, n))
+    }
+
+    /// (batch × n × n) with 1 on and below the diagonal (row = query).
+    pub fn causal_ones(&self, n: usize) -> Tensor<(usize, usize, usize), f32, D> {
+        let mut v = vec![0.0f32; n * n];
+        for i in 0..n {
+            for j in 0..=i {
+                v[i * n + j] = 1.0;
+            }
+        }
+        self.dev
+            .tensor_from_vec(v, (n, n))
+            .broadcast_like::<_, Axis<0>>(&(self.batch, n, n))
+    }
+
+    /// Additive mask: 0 on and below the diagonal, -1e9 above.
+    pub fn causal_neg(&self, n: usize) -> Tensor<(usize, usize, usize), f32, D> {
+        let mut v = vec![0.0f32; n * n];
+        for i in 0..n {
+            for j in i + 1..n {
+                v[i * n + j] = -1e9;
+            }
+        }
+        self.dev
+            .tensor_from_vec(v, (n, n))
+            .broadcast_like::<_, Axis<0>>(&(self.batch, n, n))
+    }
+
+    /// Broadcast a (batch, rows) tensor over a last axis of `cols`.
+    pub fn over_cols<U: Tape<f32, D>>(
+        &self,
+        t: Tensor<(usize, usize), f32, D, U>,
+        rows: usize,
+        cols: usize,
+    ) -> Tensor<(usize, usize, usize), f32, D, U> {
+        t.broadcast_like::<_, Axis<2>>(&(self.batch, rows, cols))
+    }
+
+    /// Column `c` of a (batch, rows, n) tensor as (batch, rows).
+    pub fn column<U: Tape<f32, D>>(
+        &self,
+        t: Tensor<(usize, usize, usize), f32, D, U>,
+        c: usize,
+        rows: usize,
+    ) -> Tensor<(usize, usize), f32, D, U> {
+        t.slice((.., .., c..c + 1))
+            .reshape_like(&(self.batch, rows))
+    }
+
+    /// Multi-head attention. With `gates`, head h's output is scaled by
+    /// `gates[h]` (batch, seq) where given (mixture-of-heads; `None` = 1).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &mut self,
+        x: T3<D, T>,
+        heads: &[super::program::Head],
+        o: usize,
+        head_dim: usize,
+        causal: bool,
+        mut gates: Option<Vec<Option<Tensor<(usize, usize), f32, D, T>>>>,
+    ) -> T3<D, T> {
+        let (_, s, d) = *x.shape();
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let n = heads.len();
+        let mut outs: Vec<T3<D, T>> = Vec::with_capacity(n);
+        let mut x = Some(x);
+        for (h, hw) in heads.iter().enumerate() {
+            // Three reads of x per head; the very last read takes the tape.
+            let xq = x.as_ref().expect("x").with_empty_tape();
+            let xk = x.as_ref().expect("x").with_empty_tape();
+            let xv = if h + 1 == n {
+                x.take().expect("x")
+            } else {
+                x.as_ref().expect("x").with_empty_tape()
+            };
+            let q = self.linear(xq, hw.q, d, head_dim);
+            let k = self.linear(xk, hw.k, d, head_dim);
+            let v = self.linear(xv, hw.v, d, head_dim);
+            let mut scores = q.matmul(k.permute::<_, Axes3<0, 2, 1>>()) * scale;
+            if causal {
+                scores = scores + self.causal_neg(s);
+            }
+            let mut out = scores.softmax::<Axis<2>>().matmul(v);
+            if let Some(Some(g)) = gates.as_mut().map(|g| g[h].take()) {
+                out = out * self.over_cols(g, s, head_dim);
+            }
+            outs.push(out);
+        }
+        concat_cols(outs).matmul(self.matrix(o, n * head_dim, d))
+    }
+}
+
+/// Concatenates along the last axis.
+pub fn concat_cols<D: Device<f32>, T: Tape<f32, D>>(parts: Vec<T3<D, T>>) -> T3<D, T> {
+    let mut it = parts.into_iter();
+    let first = it.next().expect("at least one part");
+    it.fold(first, |acc, p| (acc, p).concat_along(Axis::<2>))
+}
+
+fn concat_rows<D: Device<f32>, T: Tape<f32, D>>(parts: Vec<T3<D, T>>) -> T3<D, T> {
+    let mut it = parts.into_iter();
+    let first = it.next().expect("at least one part");
+    it.fold(first, |acc, p| (acc, p).concat_along(Axis::<1>))
+}
+
+/// Values of a graph being run, handing tapes to last readers.
+struct Values<D: Device<f32>, T> {
+    vals: Vec<Option<T3<D, T>>>,
+    left: Vec<usize>,
+}
+
+impl<D: Device<f32>, T: Tape<f32, D>> Values<D, T> {
+    fn take(&mut self, i: usize) -> T3<D, T> {
+        self.left[i] = self.left[i].saturating_sub(1);
+        if self.left[i] == 0 {
+            self.vals[i].take().expect("value computed before use")
+        } else {
+            self.vals[i]
+                .as_ref()
+                .expect("value computed before use")
+                .with_empty_tape()
+        }
+    }
+}
+
+/// Runs `g` on `x` (the graph's input value).
+pub fn run_graph<D: Device<f32>, T: Tape<f32, D>>(
+    run: &mut Run<'_, D, T>,
+    g: &Graph,
+    x: T3<D, T>,
+) -> T3<D, T> {
+    let mut values = Values {
+        vals: (0..g.steps.len()).map(|_| None).collect(),
+        left: g.uses.clone(),
+    };
+    let mut x = Some(x);
+    for (i, step) in g.steps.iter().enumerate() {
+        let mut ins: Vec<T3<D, T>> = step.inputs.iter().map(|&j| values.take(j)).collect();
+        for a in 1..step.inputs.len() {
+            if step.inputs[..a].contains(&step.inputs[a]) {
+                let t = ins.remove(a);
+                ins.insert(a, t * 1.0);
+            }
+        }
+        let out = match step.op {
+            StepOp::Input => x.take().expect("one input"),
+            _ => apply(run, step, ins),
+        };
+        if g.uses[i] > 0 || i == g.output {
+            values.vals[i] = Some(out);
+            if i == g.output {
+                values.left[i] += 1;
+            }
+        }
+    }
+    values.take(g.output)
+}
+
+fn apply<D: Device<f32>, T: Tape<f32, D>>(
+    run: &mut Run<'_, D, T>,
+    step: &Step,
+    mut ins: Vec<T3<D, T>>,
+) -> T3<D, T> {
+    let b = run.batch;
+    let (rows, cols) = (step.shape.rows.size, step.shape.cols.size);
+    match &step.op {
+        StepOp::Input => unreachable!("handled by run_graph"),
+        StepOp::Output => ins.remove(0),
+        StepOp::Linear {
+            w,
+            b: bias,
+            inp,
+            out,
+            causal_mask,
+        } => {
+            let x = ins.remove(0);
+            let mut wm = run.matrix(*w, *inp, *out);
+            if *causal_mask {
+                wm = wm * run.upper_ones(*inp);
+            }
+            let y = x.matmul(wm);
+            match bias {
+                Some(bi) => {
+                    y + run
+                        .vector(*bi)
+                        .broadcast_like::<_, Axes2<0, 1>>(&(b, rows, cols))
+                }
+                None => y,
+            }
+        }
+        StepOp::Norm { kind, gain, bias } => {
+            let x = ins.remove(0);
+            let g = run
+                .vector(*gain)
+                .broadcast_like::<_, Axes2<0, 1>>(&(b, rows, cols));
+            let y = match kind {
+                NormKind::Layer => x.normalize::<Axis<2>>(1e-5),
+                NormKind::Rms => {
+                    let ms = x.with_empty_tape().square().mean::<_, Axis<2>>();
+                    let inv = (ms + 1e-5).sqrt().recip();
+                    let inv = run.over_cols(inv, rows, cols);
+                    x * inv
+                }
+            };
+            let y = y * g;
+            match bias {
+                Some(bi) => {
+                    y + run
+                        .vector(*bi)
+                        .broadcast_like::<_, Axes2<0, 1>>(&(b, rows, cols))
+                }
+                None => y,
+            }
+        }
+        StepOp::Act(f) => act(ins.remove(0), *f),
+        StepOp::Softmax { causal } => {
+            let x = ins.remove(0);
+            if *causal {
+                (x + run.causal_neg(rows)).softmax::<Axis<2>>()
+            } else {
+                x.softmax::<Axis<2>>()
+            }
+        }
+        StepOp::PosEnc { table } => {
+            let x = ins.remove(0);
+            let t = run.params.tensors[*table]
+                .retaped::<T>()
+                .reshape_like(&(rows, cols))
+                .broadcast_like::<_, Axis<0>>(&(b, rows, cols));
+            x + t
+        }
+        // Scaling by 1 gives the transposed value its own id: dfdx's permute
+        // keeps the id, and x · xᵀ would alias gradients.
+        StepOp::Transpose => ins.remove(0).permute::<_, Axes3<0, 2, 1>>() * 1.0,
+        StepOp::Split {
+            part,
+            parts,
+            rows: along_rows,
+        } => {
+            let x = ins.remove(0);
+            if *along_rows {
+                let n = x.shape().1 / parts;
+                x.slice((.., part * n..(part + 1) * n, ..))
+            } else {
+                let n = x.shape().2 / parts;
+                x.slice((.., .., part * n..(part + 1) * n))
+            }
+        }
+        StepOp::Add => {
+            let mut it = ins.into_iter();
+            let first = it.next().expect("inputs");
+            it.fold(first, |a, x| a + x)
+        }
+        StepOp::Mul => {
+            let mut it = ins.into_iter();
+            let first = it.next().expect("inputs");
+            it.fold(first, |a, x| a * x)
+        }
+        StepOp::Concat { rows: along_rows } => {
+            if *along_rows {
+                concat_rows(ins)
+            } else {
+                concat_cols(ins)
+            }
+        }
+        StepOp::Dot { scaled, mask } => {
+            let rhs = ins.remove(1);
+            let mut lhs = ins.remove(0);
+            let k = lhs.shape().2;
+            if *mask == DotMask::Left {
+                lhs = lhs * run.causal_ones(k);
+            }
+            let mut y = lhs.matmul(rhs);
+            if *scaled {
+                y = y * (1.0 / (k as f32).sqrt());
+            }
+            if *mask == DotMask::Output {
+                y = y * run.causal_ones(rows);
+            }
+            y
+        }
+        StepOp::Attention {
+            heads,
+            o,
+            head_dim,
+            causal,
+        } => run.attention(ins.remove(0), heads, *o, *head_dim, *causal, None),
+        StepOp::Mlp {
+            w1,
+            w2,
+            w3,
+            act: f,
+            hidden,
+        } => {
+            let x = ins.remove(0);
+            let d = cols;
+            let h = match w3 {
+                Some(w3) => {
+                    let gate = run.linear(x.with_empty_tape(), *w3, d, *hidden);
+                    act(run.linear(x, *w1, d, *hidden), *f) * gate
+                }
+                None => act(run.linear(x, *w1, d, *hidden), *f),
+            };
+            run.linear(h, *w2, *hidden, d)
+        }
+        StepOp::Moe { .. } | StepOp::Mod { .. } | StepOp::Skip { .. } | StepOp::Moh { .. } => {
+            routed::apply(run, step, ins.remove(0))
+        }
+    }
+}
+
+pub fn act<D: Device<f32>, T: Tape<f32, D>>(x: T3<D, T>, f: Activation) -> T3<D, T> {
+    match f {
+        Activation::Relu => x.relu(),
+        Activation::Gelu => x.fast_gelu(),
+        Activation::Silu => {
+            let s = x.with_empty_tape().sigmoid();
+            x * s
+        }
+        Activation::LeakyRelu => x.prelu(0.01),
+    }
+}
+
+/// Embedding, graph, head: logits (batch, seq, vocab).
+pub fn forward<D: Device<f32>, T: Tape<f32, D>>(
+    run: &mut Run<'_, D, T>,
+    prog: &Program,
+    tokens: &[u32],
+) -> T3<D, T> {
+    let b = run.batch;
+    let idx: Vec<usize> = tokens
+        .iter()
+        .map(|&t| (t as usize).min(prog.vocab - 1))
+        .collect();
+    let idx = run.dev.tensor_from_vec(idx, (b, prog.seq));
+    let table = run.matrix(prog.embed, prog.vocab, prog.width);
+    let x: T3<D, T> = table.gather(idx);
+    let y = run_graph(run, &prog.graph, x);
+    let logits = y.matmul(run.matrix(prog.head_w, prog.out_width, prog.vocab));
+    logits
+        + run
+            .vector(prog.head_b)
+            .broadcast_like::<_, Axes2<0, 1>>(&(b, prog.seq, prog.vocab))
+}

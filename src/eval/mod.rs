@@ -1,0 +1,51 @@
+//! The evaluator: compiles an `Arch` into a program over dfdx tensors with
+//! runtime shapes, trains it as a proxy on a generated task, and reports an
+//! `Outcome`. Knows nothing of grammars, hashing or search.
+
+mod forward;
+mod outcome;
+mod params;
+mod program;
+mod routed;
+mod train;
+
+pub use forward::RouteRecord;
+pub use outcome::{Outcome, Status};
+pub use program::Program;
+pub use routed::{route_tokens, top_tokens, Routing};
+pub use train::{evaluate, learning_rate, memory_estimate, train_on, TrainConfig};
+
+use serde::{Deserialize, Serialize};
+
+/// Where candidates train.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    #[default]
+    Cpu,
+    /// dfdx's CUDA device (GPU 0); needs the `cuda` cargo feature.
+    Cuda,
+}
+
+impl DeviceKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Cuda => "cuda",
+        }
+    }
+
+    /// Whether this build can use the device.
+    pub fn check(self) -> Result<(), EvalError> {
+        match self {
+            DeviceKind::Cuda if !cfg!(feature = "cuda") => Err(EvalError::CudaNotBuilt),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    #[error("this archgram was built without CUDA; rebuild with `cargo build --release --features cuda` on a machine with the CUDA toolkit")]
+    CudaNotBuilt,
+}

@@ -1,0 +1,117 @@
+//! What an evaluation produces: the record the store keeps and reports show.
+
+use super::forward::RouteRecord;
+use super::train::{TrainConfig, Trained};
+use crate::arch::Cost;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Status {
+    Ok,
+    Failed { reason: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub status: Status,
+    /// Name of the task's metric (e.g. `accuracy`).
+    pub metric: String,
+    /// The metric on the held-out split (0 for a failed candidate).
+    pub score: f64,
+    /// Positions scored.
+    pub scored: usize,
+    pub final_loss: f64,
+    /// (step, training loss) at evenly spaced steps.
+    pub loss_curve: Vec<(usize, f64)>,
+    pub params: f64,
+    pub active_params: f64,
+    pub flops_per_token: f64,
+    pub steps: usize,
+    pub tokens: u64,
+    /// Whole evaluation (compile, train, score).
+    pub wall_secs: f64,
+    /// Training tokens per second of training time.
+    pub tokens_per_sec: f64,
+    /// Achieved training GFLOP/s: 3 × forward FLOPs (forward + backward).
+    pub gflops: f64,
+    pub device: String,
+    /// Routed layers on the held-out split, in execution order.
+    pub routes: Vec<RouteRecord>,
+}
+
+impl Outcome {
+    pub fn new(metric: &str, cost: Cost, cfg: &TrainConfig) -> Outcome {
+        Outcome {
+            status: Status::Ok,
+            metric: metric.to_string(),
+            score: 0.0,
+            scored: 0,
+            final_loss: f64::NAN,
+            loss_curve: Vec::new(),
+            params: cost.params,
+            active_params: cost.active_params,
+            flops_per_token: cost.flops,
+            steps: 0,
+            tokens: 0,
+            wall_secs: 0.0,
+            tokens_per_sec: 0.0,
+            gflops: 0.0,
+            device: cfg.device.name().to_string(),
+            routes: Vec::new(),
+        }
+    }
+
+    pub fn failed(mut self, reason: String) -> Outcome {
+        self.status = Status::Failed { reason };
+        self.score = 0.0;
+        self
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.status == Status::Ok
+    }
+
+    pub fn finish(mut self, t: Trained, seq: usize, batch: usize) -> Outcome {
+        self.score = t.score;
+        self.scored = t.scored;
+        self.final_loss = t.final_loss;
+        self.loss_curve = t.curve;
+        self.steps = t.steps;
+        self.tokens = (t.steps * batch * seq) as u64;
+        let secs = t.train_secs.max(1e-9);
+        self.tokens_per_sec = self.tokens as f64 / secs;
+        self.gflops = 3.0 * self.flops_per_token * self.tokens_per_sec / 1e9;
+        self.routes = t.routes;
+        self
+    }
+
+    /// A few lines for a terminal.
+    pub fn report(&self) -> String {
+        let mut s = String::new();
+        match &self.status {
+            Status::Ok => s.push_str(&format!("{} {:.4}", self.metric, self.score)),
+            Status::Failed { reason } => s.push_str(&format!("FAILED: {reason}")),
+        }
+        s.push_str(&format!(
+            "\nfinal loss {:.4}  steps {}  tokens {}\nparams {}  active {}  flops/token {}\nwall {:.2}s  {:.0} tokens/s  {:.3} GFLOP/s on {}",
+            self.final_loss,
+            self.steps,
+            self.tokens,
+            crate::arch::fmt_count(self.params),
+            crate::arch::fmt_count(self.active_params),
+            crate::arch::fmt_count(self.flops_per_token),
+            self.wall_secs,
+            self.tokens_per_sec,
+            self.gflops,
+            self.device
+        ));
+        for (i, r) in self.routes.iter().enumerate() {
+            s.push_str(&format!(
+                "\nrouted layer {i} ({}): {} tokens, load {:?}, dropped {}",
+                r.kind, r.tokens, r.load, r.dropped
+            ));
+        }
+        s
+    }
+}

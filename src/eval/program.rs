@@ -1,0 +1,380 @@
+//! Compiling an `Arch` into a flat program: steps in topological order with
+//! the parameters each one owns. Running it lives in `forward.rs`.
+
+use super::params::{Init, ParamInfo};
+use crate::arch::{Activation, Arch, Axis, DotMask, MoeSpec, NormKind, Op, Shape};
+use petgraph::graph::NodeIndex;
+use petgraph::visit::{Dfs, Reversed};
+use std::collections::HashMap;
+
+/// One attention head's projections.
+#[derive(Clone, Debug)]
+pub struct Head {
+    pub q: usize,
+    pub k: usize,
+    pub v: usize,
+}
+
+#[derive(Clone, Debug)]
+pub enum StepOp {
+    Input,
+    Output,
+    Linear {
+        w: usize,
+        b: Option<usize>,
+        inp: usize,
+        out: usize,
+        causal_mask: bool,
+    },
+    Norm {
+        kind: NormKind,
+        gain: usize,
+        bias: Option<usize>,
+    },
+    Act(Activation),
+    Softmax {
+        causal: bool,
+    },
+    PosEnc {
+        table: usize,
+    },
+    Transpose,
+    Split {
+        part: usize,
+        parts: usize,
+        rows: bool,
+    },
+    Add,
+    Mul,
+    Concat {
+        rows: bool,
+    },
+    Dot {
+        scaled: bool,
+        mask: DotMask,
+    },
+    Attention {
+        heads: Vec<Head>,
+        o: usize,
+        head_dim: usize,
+        causal: bool,
+    },
+    Mlp {
+        w1: usize,
+        w2: usize,
+        w3: Option<usize>,
+        act: Activation,
+        hidden: usize,
+    },
+    Moe {
+        spec: MoeSpec,
+        router: usize,
+        experts: Vec<Graph>,
+        shared: Vec<Graph>,
+    },
+    Mod {
+        capacity: f64,
+        router: usize,
+        body: Box<Graph>,
+    },
+    Skip {
+        capacity: f64,
+        router: usize,
+        bias: usize,
+        body: Box<Graph>,
+    },
+    Moh {
+        heads: Vec<Head>,
+        o: usize,
+        router: usize,
+        active: usize,
+        shared: usize,
+        head_dim: usize,
+        causal: bool,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub op: StepOp,
+    pub inputs: Vec<usize>,
+    pub shape: Shape,
+}
+
+/// A graph's live steps (those that reach its output) in topological order.
+#[derive(Clone, Debug)]
+pub struct Graph {
+    pub steps: Vec<Step>,
+    /// How many later steps read each step.
+    pub uses: Vec<usize>,
+    pub output: usize,
+}
+
+/// A compiled candidate: embedding → graph → head.
+#[derive(Clone, Debug)]
+pub struct Program {
+    pub vocab: usize,
+    pub seq: usize,
+    pub width: usize,
+    pub out_width: usize,
+    pub params: Vec<ParamInfo>,
+    pub embed: usize,
+    pub head_w: usize,
+    pub head_b: usize,
+    pub graph: Graph,
+    /// Routed layers in execution order (MoE, MoD, skip, MoH).
+    pub routed_layers: usize,
+}
+
+struct Builder {
+    params: Vec<ParamInfo>,
+    routed: usize,
+}
+
+impl Builder {
+    fn param(&mut self, name: String, len: usize, init: Init, decay: bool) -> usize {
+        self.params.push(ParamInfo {
+            name,
+            len,
+            init,
+            decay,
+        });
+        self.params.len() - 1
+    }
+
+    fn matrix(&mut self, name: String, rows: usize, cols: usize) -> usize {
+        self.param(name, rows * cols, Init::FanIn(rows), true)
+    }
+
+    fn heads(&mut self, at: &str, n: usize, d: usize, hd: usize) -> Vec<Head> {
+        (0..n)
+            .map(|h| Head {
+                q: self.matrix(format!("{at}.h{h}.q"), d, hd),
+                k: self.matrix(format!("{at}.h{h}.k"), d, hd),
+                v: self.matrix(format!("{at}.h{h}.v"), d, hd),
+            })
+            .collect()
+    }
+
+    fn graph(&mut self, arch: &Arch, prefix: &str) -> Result<Graph, String> {
+        // Only steps that reach the output: a dead branch would take a tape
+        // that then never reaches the loss.
+        let mut live = vec![false; arch.graph.node_count()];
+        let rev = Reversed(&arch.graph);
+        let mut dfs = Dfs::new(rev, arch.output);
+        while let Some(n) = dfs.next(rev) {
+            live[n.index()] = true;
+        }
+        let order: Vec<NodeIndex> = arch
+            .topo()
+            .into_iter()
+            .filter(|n| live[n.index()])
+            .collect();
+        let index: HashMap<NodeIndex, usize> =
+            order.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        let mut steps = Vec::with_capacity(order.len());
+        let mut uses = vec![0usize; order.len()];
+        for &n in &order {
+            let node = arch.node(n);
+            let inputs: Vec<usize> = arch.inputs(n).iter().map(|i| index[i]).collect();
+            for &i in &inputs {
+                uses[i] += 1;
+            }
+            let in_shape = inputs.first().map(|&i| steps_shape(&steps, i));
+            let at = format!("{prefix}n{}", n.index());
+            let op = self.step(&node.op, in_shape, node.shape, &at)?;
+            steps.push(Step {
+                op,
+                inputs,
+                shape: node.shape,
+            });
+        }
+        let output = index[&arch.output];
+        Ok(Graph {
+            steps,
+            uses,
+            output,
+        })
+    }
+
+    fn step(
+        &mut self,
+        op: &Op,
+        input: Option<Shape>,
+        out: Shape,
+        at: &str,
+    ) -> Result<StepOp, String> {
+        let ins = input.unwrap_or(out);
+        let last = ins.cols.size;
+        Ok(match op {
+            Op::Input => StepOp::Input,
+            Op::Output => StepOp::Output,
+            Op::Linear {
+                out: o,
+                bias,
+                token_mixing,
+                causal,
+            } => {
+                let w = self.matrix(format!("{at}.w"), last, *o);
+                let b = bias.then(|| self.param(format!("{at}.b"), *o, Init::Const(0.0), false));
+                StepOp::Linear {
+                    w,
+                    b,
+                    inp: last,
+                    out: *o,
+                    causal_mask: *token_mixing && *causal,
+                }
+            }
+            Op::Norm { kind } => StepOp::Norm {
+                kind: *kind,
+                gain: self.param(format!("{at}.g"), last, Init::Const(1.0), false),
+                bias: (*kind == NormKind::Layer)
+                    .then(|| self.param(format!("{at}.b"), last, Init::Const(0.0), false)),
+            },
+            Op::Act { f } => StepOp::Act(*f),
+            Op::Softmax { causal } => StepOp::Softmax { causal: *causal },
+            Op::PosEnc => StepOp::PosEnc {
+                table: self.param(
+                    format!("{at}.pos"),
+                    out.elements(),
+                    Init::Normal(0.02),
+                    false,
+                ),
+            },
+            Op::Transpose => StepOp::Transpose,
+            Op::Split { part, parts } => StepOp::Split {
+                part: *part,
+                parts: *parts,
+                rows: ins.rows.axis == Axis::Feat && ins.cols.axis == Axis::Tok,
+            },
+            Op::Add => StepOp::Add,
+            Op::Mul => StepOp::Mul,
+            Op::Concat => StepOp::Concat {
+                rows: out.rows.axis == Axis::Feat && out.cols.axis == Axis::Tok,
+            },
+            Op::Dot { scaled, mask } => StepOp::Dot {
+                scaled: *scaled,
+                mask: *mask,
+            },
+            Op::Attention {
+                heads,
+                head_dim,
+                causal,
+            } => StepOp::Attention {
+                heads: self.heads(at, *heads, last, *head_dim),
+                o: self.matrix(format!("{at}.o"), heads * head_dim, last),
+                head_dim: *head_dim,
+                causal: *causal,
+            },
+            Op::Mlp { hidden, act, gated } => StepOp::Mlp {
+                w1: self.matrix(format!("{at}.w1"), last, *hidden),
+                w3: gated.then(|| self.matrix(format!("{at}.w3"), last, *hidden)),
+                w2: self.matrix(format!("{at}.w2"), *hidden, last),
+                act: *act,
+                hidden: *hidden,
+            },
+            Op::Moe { spec, expert } => {
+                self.routed += 1;
+                let router = self.matrix(format!("{at}.router"), last, spec.experts);
+                let experts = (0..spec.experts)
+                    .map(|e| self.graph(expert, &format!("{at}.e{e}.")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let shared = (0..spec.shared)
+                    .map(|e| self.graph(expert, &format!("{at}.s{e}.")))
+                    .collect::<Result<Vec<_>, _>>()?;
+                StepOp::Moe {
+                    spec: *spec,
+                    router,
+                    experts,
+                    shared,
+                }
+            }
+            Op::Mod { capacity, body } => {
+                self.routed += 1;
+                StepOp::Mod {
+                    capacity: *capacity,
+                    router: self.matrix(format!("{at}.router"), last, 1),
+                    body: Box::new(self.graph(body, &format!("{at}.body."))?),
+                }
+            }
+            Op::LayerSkip { capacity, body } => {
+                self.routed += 1;
+                let c = capacity.clamp(1e-3, 1.0 - 1e-3);
+                StepOp::Skip {
+                    capacity: *capacity,
+                    router: self.matrix(format!("{at}.router"), last, 1),
+                    // Start at the target rate: sigmoid(b) = capacity.
+                    bias: self.param(
+                        format!("{at}.router_b"),
+                        1,
+                        Init::Const((c / (1.0 - c)).ln() as f32),
+                        false,
+                    ),
+                    body: Box::new(self.graph(body, &format!("{at}.body."))?),
+                }
+            }
+            Op::Moh {
+                heads,
+                active,
+                shared,
+                head_dim,
+                causal,
+            } => {
+                self.routed += 1;
+                let routed = heads - shared;
+                StepOp::Moh {
+                    heads: self.heads(at, *heads, last, *head_dim),
+                    o: self.matrix(format!("{at}.o"), heads * head_dim, last),
+                    router: self.matrix(format!("{at}.router"), last, routed.max(1)),
+                    active: *active,
+                    shared: *shared,
+                    head_dim: *head_dim,
+                    causal: *causal,
+                }
+            }
+        })
+    }
+}
+
+fn steps_shape(steps: &[Step], i: usize) -> Shape {
+    steps[i].shape
+}
+
+impl Program {
+    /// Compiles `arch` for a task with `vocab` tokens. Fails (never panics)
+    /// on a graph whose shapes do not check.
+    pub fn build(arch: &Arch, vocab: usize) -> Result<Program, String> {
+        crate::arch::check(arch)?;
+        let input = arch.input_shape();
+        let output = arch.output_shape();
+        if !input.is_seq() || !output.is_seq() || output.rows.size != input.rows.size {
+            return Err(format!("the network must map (tokens × features) to (tokens × features); got {input} → {output}"));
+        }
+        let mut b = Builder {
+            params: Vec::new(),
+            routed: 0,
+        };
+        let width = input.cols.size;
+        let out_width = output.cols.size;
+        let embed = b.param("embed".into(), vocab * width, Init::Normal(1.0), false);
+        let graph = b.graph(arch, "")?;
+        let head_w = b.matrix("head.w".into(), out_width, vocab);
+        let head_b = b.param("head.b".into(), vocab, Init::Const(0.0), false);
+        Ok(Program {
+            vocab,
+            seq: input.rows.size,
+            width,
+            out_width,
+            params: b.params,
+            embed,
+            head_w,
+            head_b,
+            graph,
+            routed_layers: b.routed,
+        })
+    }
+
+    pub fn param_count(&self) -> usize {
+        self.params.iter().map(|p| p.len).sum()
+    }
+}

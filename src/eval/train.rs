@@ -1,0 +1,322 @@
+//! Training one candidate: AdamW with warm-up and cosine decay, global-norm
+//! clipping, cross-entropy over the task's scored positions; then scoring on
+//! the task's held-out split.
+
+use super::forward::{forward, RouteRecord, Run, T3};
+use super::outcome::Outcome;
+use super::params::Params;
+use super::program::Program;
+use super::DeviceKind;
+use crate::arch::Arch;
+use crate::tasks::{Batch, Task, IGNORE};
+use dfdx::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    pub steps: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub warmup_steps: usize,
+    /// Decoupled weight decay (Loshchilov & Hutter 2019) on weight matrices.
+    pub weight_decay: f64,
+    /// Global gradient-norm clip (0 = off).
+    pub clip_norm: f64,
+    pub seed: u64,
+    pub device: DeviceKind,
+    /// A candidate whose estimated training memory exceeds this fails
+    /// before it starts.
+    pub max_memory_bytes: u64,
+    pub eval_batch_size: usize,
+    /// Points kept of the training-loss curve.
+    pub curve_points: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            steps: 300,
+            batch_size: 32,
+            lr: 3e-3,
+            warmup_steps: 30,
+            weight_decay: 0.01,
+            clip_norm: 1.0,
+            seed: 0,
+            device: DeviceKind::Cpu,
+            max_memory_bytes: 4 << 30,
+            eval_batch_size: 64,
+            curve_points: 50,
+        }
+    }
+}
+
+const BETA1: f64 = 0.9;
+const BETA2: f64 = 0.999;
+const EPS: f64 = 1e-8;
+
+/// Linear warm-up then cosine decay to 10% of the peak.
+pub fn learning_rate(cfg: &TrainConfig, step: usize) -> f64 {
+    let warm = cfg.warmup_steps.min(cfg.steps);
+    if step < warm {
+        return cfg.lr * (step + 1) as f64 / warm as f64;
+    }
+    let span = (cfg.steps - warm).max(1) as f64;
+    let t = ((step - warm) as f64 / span).min(1.0);
+    cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
+}
+
+/// Bytes a training step is expected to need: parameters with gradients and
+/// two Adam moments, plus every activation kept for backward (×2 for its
+/// gradient) and attention score matrices.
+pub fn memory_estimate(prog: &Program, arch: &Arch, batch: usize) -> u64 {
+    let params = prog.param_count() as u64 * 4 * 4;
+    let mut act = 0u64;
+    crate::arch::network::visit_ops(arch, &mut |op| {
+        if let crate::arch::Op::Attention { heads, .. } | crate::arch::Op::Moh { heads, .. } = op {
+            act += (*heads * arch.seq_len * arch.seq_len * 3) as u64;
+        }
+    });
+    fn elements(a: &Arch) -> u64 {
+        a.graph
+            .node_weights()
+            .map(|n| n.shape.elements() as u64 * 4 + n.op.body().map_or(0, elements) * 4)
+            .sum()
+    }
+    act += elements(arch);
+    act += (prog.seq * prog.vocab * 3) as u64;
+    params + act * batch as u64 * 4 * 2
+}
+
+/// Per-position weights of the cross-entropy: 1/N at each scored target.
+fn target_weights(batch: &Batch, vocab: usize) -> (Vec<f32>, usize) {
+    let n = batch
+        .targets
+        .iter()
+        .filter(|&&t| t != IGNORE && (t as usize) < vocab)
+        .count();
+    let w = 1.0 / n.max(1) as f32;
+    let mut out = vec![0.0f32; batch.targets.len() * vocab];
+    for (i, &t) in batch.targets.iter().enumerate() {
+        if t != IGNORE && (t as usize) < vocab {
+            out[i * vocab + t as usize] = w;
+        }
+    }
+    (out, n)
+}
+
+fn cross_entropy<D: Device<f32>, T: Tape<f32, D>>(
+    dev: &D,
+    logits: T3<D, T>,
+    batch: &Batch,
+    vocab: usize,
+) -> Tensor<(), f32, D, T> {
+    let (w, _) = target_weights(batch, vocab);
+    let w = dev.tensor_from_vec(w, (batch.batch, batch.seq, vocab));
+    -(logits.log_softmax::<Axis<2>>() * w).sum::<(), _>()
+}
+
+/// What training produced, before it is packed into an `Outcome`.
+pub struct Trained {
+    pub curve: Vec<(usize, f64)>,
+    pub final_loss: f64,
+    pub score: f64,
+    pub scored: usize,
+    pub steps: usize,
+    pub train_secs: f64,
+    pub routes: Vec<RouteRecord>,
+}
+
+/// Trains `prog` on `task` on device `dev`. Errors are reasons for a failed outcome.
+pub fn train_on<D: Device<f32>>(
+    dev: &D,
+    prog: &Program,
+    task: &dyn Task,
+    cfg: &TrainConfig,
+) -> Result<Trained, String> {
+    let mut init_rng = crate::seed::rng(cfg.seed, "init", 0);
+    let mut data_rng = crate::seed::rng(cfg.seed, "data", 0);
+    let mut params = Params::init(dev, &prog.params, &mut init_rng);
+    let mut host: Vec<Vec<f32>> = params.tensors.iter().map(|t| t.as_vec()).collect();
+    let mut m1: Vec<Vec<f32>> = host.iter().map(|p| vec![0.0; p.len()]).collect();
+    let mut m2 = m1.clone();
+    let every = (cfg.steps / cfg.curve_points.max(1)).max(1);
+    let mut curve = Vec::new();
+    let mut last = f64::NAN;
+    let start = Instant::now();
+    for step in 0..cfg.steps {
+        let batch = task.train_batch(step, cfg.batch_size, &mut data_rng);
+        let mut run: Run<'_, D, OwnedTape<f32, D>> = Run::new(dev, &params, batch.batch);
+        let logits = forward(&mut run, prog, &batch.inputs);
+        let mut loss = cross_entropy(dev, logits, &batch, prog.vocab);
+        for a in std::mem::take(&mut run.aux) {
+            loss = loss + a;
+        }
+        let value = loss.as_vec()[0] as f64;
+        if !value.is_finite() {
+            return Err(format!("loss became {value} at step {step}"));
+        }
+        last = value;
+        if step % every == 0 || step + 1 == cfg.steps {
+            curve.push((step, value));
+        }
+        let mut grads = loss.backward();
+        let mut g_host = Vec::with_capacity(host.len());
+        let mut norm2 = 0.0f64;
+        for t in &params.tensors {
+            grads
+                .try_alloc_for(t)
+                .map_err(|e| format!("gradient allocation: {e:?}"))?;
+            let g = grads.get(t).as_vec();
+            norm2 += g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+            g_host.push(g);
+        }
+        if !norm2.is_finite() {
+            return Err(format!("gradient became non-finite at step {step}"));
+        }
+        let norm = norm2.sqrt();
+        let clip = if cfg.clip_norm > 0.0 && norm > cfg.clip_norm {
+            cfg.clip_norm / norm
+        } else {
+            1.0
+        };
+        let lr = learning_rate(cfg, step);
+        let t = (step + 1) as i32;
+        let (c1, c2) = (1.0 - BETA1.powi(t), 1.0 - BETA2.powi(t));
+        for (i, info) in prog.params.iter().enumerate() {
+            let decay = if info.decay { cfg.weight_decay } else { 0.0 };
+            let (p, a, b) = (&mut host[i], &mut m1[i], &mut m2[i]);
+            for j in 0..p.len() {
+                let g = g_host[i][j] as f64 * clip;
+                let m = BETA1 * a[j] as f64 + (1.0 - BETA1) * g;
+                let v = BETA2 * b[j] as f64 + (1.0 - BETA2) * g * g;
+                a[j] = m as f32;
+                b[j] = v as f32;
+                let update = (m / c1) / ((v / c2).sqrt() + EPS) + decay * p[j] as f64;
+                p[j] = (p[j] as f64 - lr * update) as f32;
+            }
+            params.tensors[i].copy_from(&host[i]);
+        }
+    }
+    let train_secs = start.elapsed().as_secs_f64();
+    let (score, scored, routes) = score_on(dev, prog, &params, task, cfg.eval_batch_size)?;
+    Ok(Trained {
+        curve,
+        final_loss: last,
+        score,
+        scored,
+        steps: cfg.steps,
+        train_secs,
+        routes,
+    })
+}
+
+/// Greedy predictions on the held-out split, scored by the task; routing
+/// records summed per routed layer.
+pub fn score_on<D: Device<f32>>(
+    dev: &D,
+    prog: &Program,
+    params: &Params<D>,
+    task: &dyn Task,
+    batch_size: usize,
+) -> Result<(f64, usize, Vec<RouteRecord>), String> {
+    let mut credit = 0.0;
+    let mut count = 0;
+    let mut routes: Vec<RouteRecord> = Vec::new();
+    for batch in task.test_batches(batch_size) {
+        let mut run: Run<'_, D, NoneTape> = Run::new(dev, params, batch.batch);
+        let logits = forward(&mut run, prog, &batch.inputs).as_vec();
+        let v = prog.vocab;
+        let preds: Vec<u32> = logits
+            .chunks(v)
+            .map(|row| {
+                let mut best = 0;
+                for (i, x) in row.iter().enumerate() {
+                    if *x > row[best] {
+                        best = i;
+                    }
+                }
+                best as u32
+            })
+            .collect();
+        let (c, n) = task.score(&preds, &batch);
+        credit += c;
+        count += n;
+        if routes.is_empty() {
+            routes = run.routes;
+        } else {
+            for (acc, r) in routes.iter_mut().zip(run.routes) {
+                acc.tokens += r.tokens;
+                acc.dropped += r.dropped;
+                for (a, b) in acc.load.iter_mut().zip(r.load) {
+                    *a += b;
+                }
+            }
+        }
+    }
+    if count == 0 {
+        return Err("the task's test split has no scored positions".into());
+    }
+    Ok((credit / count as f64, count, routes))
+}
+
+/// Trains and scores `arch` on `task`. Never panics: every failure is an
+/// outcome with a reason.
+pub fn evaluate(arch: &Arch, task: &dyn Task, cfg: &TrainConfig) -> Outcome {
+    let vocab = task.vocab();
+    let cost = arch.total_cost(vocab);
+    let mut out = Outcome::new(task.metric(), cost, cfg);
+    if arch.seq_len != task.seq_len() {
+        return out.failed(format!(
+            "the architecture was built for {} tokens, the task has {}",
+            arch.seq_len,
+            task.seq_len()
+        ));
+    }
+    let prog = match Program::build(arch, vocab) {
+        Ok(p) => p,
+        Err(e) => return out.failed(format!("cannot compile: {e}")),
+    };
+    let need = memory_estimate(&prog, arch, cfg.batch_size.max(cfg.eval_batch_size));
+    if need > cfg.max_memory_bytes {
+        return out.failed(format!(
+            "needs about {} MiB to train, over the limit of {} MiB",
+            need >> 20,
+            cfg.max_memory_bytes >> 20
+        ));
+    }
+    let started = Instant::now();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match cfg.device {
+        DeviceKind::Cpu => {
+            let dev = Cpu::seed_from_u64(cfg.seed);
+            train_on(&dev, &prog, task, cfg)
+        }
+        DeviceKind::Cuda => cuda_train(&prog, task, cfg),
+    }));
+    out.wall_secs = started.elapsed().as_secs_f64();
+    match result {
+        Ok(Ok(t)) => out.finish(t, task.seq_len(), cfg.batch_size),
+        Ok(Err(reason)) => out.failed(reason),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            out.failed(format!("internal error while training: {msg}"))
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_train(prog: &Program, task: &dyn Task, cfg: &TrainConfig) -> Result<Trained, String> {
+    let dev =
+        Cuda::try_build(0, cfg.seed).map_err(|e| format!("cannot open CUDA device 0: {e:?}"))?;
+    train_on(&dev, prog, task, cfg)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_train(_: &Program, _: &dyn Task, _: &TrainConfig) -> Result<Trained, String> {
+    Err(super::EvalError::CudaNotBuilt.to_string())
+}
