@@ -16,6 +16,7 @@ use dfdx::prelude::*;
 
 pub type T3<D, T> = Tensor<(usize, usize, usize), f32, D, T>;
 pub type T0<D, T> = Tensor<(), f32, D, T>;
+pub type T2<D, T> = Tensor<(usize, usize), f32, D, T>;
 
 /// Per routed layer, what the router did on one batch.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -29,6 +30,16 @@ pub struct RouteRecord {
     pub load: Vec<u32>,
     /// Token–expert assignments dropped by capacity.
     pub dropped: u32,
+    /// Hash of the exact selection (which token went where), to tell two
+    /// routings apart when their loads agree.
+    #[serde(skip)]
+    pub fingerprint: u64,
+}
+
+/// Fingerprint of a 0/1 selection mask.
+pub fn fingerprint(select: &[f32]) -> u64 {
+    let bits: Vec<u8> = select.iter().map(|&v| (v > 0.0) as u8).collect();
+    xxhash_rust::xxh3::xxh3_64(&bits)
 }
 
 /// Everything a forward pass collects beside its output.
@@ -136,7 +147,7 @@ impl<'a, D: Device<f32>, T: Tape<f32, D>> Run<'a, D, T> {
         o: usize,
         head_dim: usize,
         causal: bool,
-        mut gates: Option<Vec<Option<Tensor<(usize, usize), f32, D, T>>>>,
+        mut gates: Option<Vec<Option<T2<D, T>>>>,
     ) -> T3<D, T> {
         let (_, s, d) = *x.shape();
         let scale = 1.0 / (head_dim as f32).sqrt();

@@ -3,6 +3,8 @@
 //! `Outcome`. Knows nothing of grammars, hashing or search.
 
 mod forward;
+#[cfg(test)]
+mod gradcheck;
 mod outcome;
 mod params;
 mod program;

@@ -8,7 +8,7 @@
 //! routing issue replaces this with gathering). `route_tokens` is the one
 //! place the selection rules live.
 
-use super::forward::{run_graph, RouteRecord, Run, T3};
+use super::forward::{fingerprint, run_graph, RouteRecord, Run, T2, T3};
 use super::program::{Step, StepOp};
 use crate::arch::{MoeSpec, RouterKind};
 use dfdx::prelude::*;
@@ -141,6 +141,7 @@ pub fn apply<D: Device<f32>, T: Tape<f32, D>>(
                 tokens: (b * s) as u32,
                 load: r.load.clone(),
                 dropped: r.dropped,
+                fingerprint: fingerprint(&r.select),
             });
             if spec.balance == crate::arch::Balance::AuxLoss {
                 // α·E·Σ f_i·P_i with f_i the fraction of assignments to expert i
@@ -210,6 +211,7 @@ pub fn apply<D: Device<f32>, T: Tape<f32, D>>(
                 tokens: (b * s) as u32,
                 load: vec![processed],
                 dropped: 0,
+                fingerprint: fingerprint(&sel),
             });
             let sel = run.dev.tensor_from_vec(sel, (b, s));
             // Routed tokens' outputs are scaled by the router weight so the
@@ -243,6 +245,7 @@ pub fn apply<D: Device<f32>, T: Tape<f32, D>>(
                 tokens: (b * s) as u32,
                 load: vec![processed],
                 dropped: 0,
+                fingerprint: fingerprint(&sel),
             });
             let rate = g.with_empty_tape().mean::<(), _>() - *capacity as f32;
             run.aux.push(rate.square() * SKIP_RATE_WEIGHT);
@@ -261,8 +264,7 @@ pub fn apply<D: Device<f32>, T: Tape<f32, D>>(
             causal,
         } => {
             let routed = heads.len() - shared;
-            let mut gate_cols: Vec<Option<Tensor<(usize, usize), f32, D, T>>> =
-                (0..heads.len()).map(|_| None).collect();
+            let mut gate_cols: Vec<Option<T2<D, T>>> = (0..heads.len()).map(|_| None).collect();
             if routed > 0 {
                 let probs = run
                     .linear(x.with_empty_tape(), *router, d, routed)
@@ -286,6 +288,7 @@ pub fn apply<D: Device<f32>, T: Tape<f32, D>>(
                     tokens: (b * s) as u32,
                     load: r.load.clone(),
                     dropped: 0,
+                    fingerprint: fingerprint(&r.select),
                 });
                 let mask = run.dev.tensor_from_vec(r.select, (b, s, routed));
                 let gates = probs * mask;

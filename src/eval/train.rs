@@ -106,7 +106,7 @@ fn target_weights(batch: &Batch, vocab: usize) -> (Vec<f32>, usize) {
     (out, n)
 }
 
-fn cross_entropy<D: Device<f32>, T: Tape<f32, D>>(
+pub(crate) fn cross_entropy<D: Device<f32>, T: Tape<f32, D>>(
     dev: &D,
     logits: T3<D, T>,
     batch: &Batch,
