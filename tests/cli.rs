@@ -143,7 +143,7 @@ fn tasks_lists_the_catalogue() {
 
 #[test]
 fn every_command_has_help_with_an_example() {
-    for cmd in ["sample", "check", "show", "tasks"] {
+    for cmd in ["sample", "check", "show", "tasks", "eval"] {
         let o = archgram(&[cmd, "--help"]);
         assert!(o.status.success());
         assert!(stdout(&o).contains("Example"), "{cmd}");
@@ -239,4 +239,51 @@ fn bad_architectures_and_flags_exit_2() {
     assert!(stderr(&o).contains("nope.ron"));
     let o = archgram(&["sample", "--space", "spaces/quickstart.ron", "-n", "many"]);
     assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn eval_trains_one_candidate_and_reports() {
+    let o = archgram(&[
+        "eval",
+        "--space",
+        "spaces/quickstart.ron",
+        "--sample",
+        "3",
+        "--steps",
+        "20",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["outcome"]["status"], "ok");
+    assert_eq!(v["outcome"]["steps"], 20);
+    assert!(v["outcome"]["score"].as_f64().unwrap() >= 0.0);
+    let text = archgram(&[
+        "eval",
+        "--space",
+        "spaces/quickstart.ron",
+        "--sample",
+        "3",
+        "--steps",
+        "20",
+    ]);
+    assert!(stdout(&text).contains("accuracy"), "{}", stdout(&text));
+}
+
+#[test]
+fn cuda_without_the_feature_is_a_clear_error() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let o = archgram(&[
+        "eval",
+        "--space",
+        "spaces/quickstart.ron",
+        "--sample",
+        "1",
+        "--device",
+        "cuda",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--features cuda"), "{}", stderr(&o));
 }

@@ -8,6 +8,7 @@
 //! same value are given distinct ids first, since dfdx's binary backward
 //! borrows both gradients mutably.
 
+use super::kernels::Backend;
 use super::params::Params;
 use super::program::{Graph, Program, Step, StepOp};
 use super::routed;
@@ -43,7 +44,7 @@ pub fn fingerprint(select: &[f32]) -> u64 {
 }
 
 /// Everything a forward pass collects beside its output.
-pub struct Run<'a, D: Device<f32>, T> {
+pub struct Run<'a, D: Backend, T> {
     pub dev: &'a D,
     pub params: &'a Params<D>,
     pub batch: usize,
@@ -52,7 +53,7 @@ pub struct Run<'a, D: Device<f32>, T> {
     pub routes: Vec<RouteRecord>,
 }
 
-impl<'a, D: Device<f32>, T: Tape<f32, D>> Run<'a, D, T> {
+impl<'a, D: Backend, T: Tape<f32, D>> Run<'a, D, T> {
     pub fn new(dev: &'a D, params: &'a Params<D>, batch: usize) -> Self {
         Run {
             dev,
@@ -181,25 +182,25 @@ impl<'a, D: Device<f32>, T: Tape<f32, D>> Run<'a, D, T> {
 }
 
 /// Concatenates along the last axis.
-pub fn concat_cols<D: Device<f32>, T: Tape<f32, D>>(parts: Vec<T3<D, T>>) -> T3<D, T> {
+pub fn concat_cols<D: Backend, T: Tape<f32, D>>(parts: Vec<T3<D, T>>) -> T3<D, T> {
     let mut it = parts.into_iter();
     let first = it.next().expect("at least one part");
     it.fold(first, |acc, p| (acc, p).concat_along(Axis::<2>))
 }
 
-fn concat_rows<D: Device<f32>, T: Tape<f32, D>>(parts: Vec<T3<D, T>>) -> T3<D, T> {
+fn concat_rows<D: Backend, T: Tape<f32, D>>(parts: Vec<T3<D, T>>) -> T3<D, T> {
     let mut it = parts.into_iter();
     let first = it.next().expect("at least one part");
     it.fold(first, |acc, p| (acc, p).concat_along(Axis::<1>))
 }
 
 /// Values of a graph being run, handing tapes to last readers.
-struct Values<D: Device<f32>, T> {
+struct Values<D: Backend, T> {
     vals: Vec<Option<T3<D, T>>>,
     left: Vec<usize>,
 }
 
-impl<D: Device<f32>, T: Tape<f32, D>> Values<D, T> {
+impl<D: Backend, T: Tape<f32, D>> Values<D, T> {
     fn take(&mut self, i: usize) -> T3<D, T> {
         self.left[i] = self.left[i].saturating_sub(1);
         if self.left[i] == 0 {
@@ -214,7 +215,7 @@ impl<D: Device<f32>, T: Tape<f32, D>> Values<D, T> {
 }
 
 /// Runs `g` on `x` (the graph's input value).
-pub fn run_graph<D: Device<f32>, T: Tape<f32, D>>(
+pub fn run_graph<D: Backend, T: Tape<f32, D>>(
     run: &mut Run<'_, D, T>,
     g: &Graph,
     x: T3<D, T>,
@@ -246,7 +247,7 @@ pub fn run_graph<D: Device<f32>, T: Tape<f32, D>>(
     values.take(g.output)
 }
 
-fn apply<D: Device<f32>, T: Tape<f32, D>>(
+fn apply<D: Backend, T: Tape<f32, D>>(
     run: &mut Run<'_, D, T>,
     step: &Step,
     mut ins: Vec<T3<D, T>>,
@@ -399,10 +400,10 @@ fn apply<D: Device<f32>, T: Tape<f32, D>>(
     }
 }
 
-pub fn act<D: Device<f32>, T: Tape<f32, D>>(x: T3<D, T>, f: Activation) -> T3<D, T> {
+pub fn act<D: Backend, T: Tape<f32, D>>(x: T3<D, T>, f: Activation) -> T3<D, T> {
     match f {
         Activation::Relu => x.relu(),
-        Activation::Gelu => x.fast_gelu(),
+        Activation::Gelu => D::gelu(x),
         Activation::Silu => {
             let s = x.with_empty_tape().sigmoid();
             x * s
@@ -412,7 +413,7 @@ pub fn act<D: Device<f32>, T: Tape<f32, D>>(x: T3<D, T>, f: Activation) -> T3<D,
 }
 
 /// Embedding, graph, head: logits (batch, seq, vocab).
-pub fn forward<D: Device<f32>, T: Tape<f32, D>>(
+pub fn forward<D: Backend, T: Tape<f32, D>>(
     run: &mut Run<'_, D, T>,
     prog: &Program,
     tokens: &[u32],

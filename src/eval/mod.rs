@@ -5,6 +5,7 @@
 mod forward;
 #[cfg(test)]
 mod gradcheck;
+mod kernels;
 mod outcome;
 mod params;
 mod program;
@@ -12,10 +13,11 @@ mod routed;
 mod train;
 
 pub use forward::RouteRecord;
+pub use kernels::Backend;
 pub use outcome::{Outcome, Status};
 pub use program::Program;
 pub use routed::{route_tokens, top_tokens, Routing};
-pub use train::{evaluate, learning_rate, memory_estimate, train_on, TrainConfig};
+pub use train::{evaluate, learning_rate, memory_estimate, train_on, TrainConfig, Trainer};
 
 use serde::{Deserialize, Serialize};
 
@@ -50,4 +52,25 @@ impl DeviceKind {
 pub enum EvalError {
     #[error("this archgram was built without CUDA; rebuild with `cargo build --release --features cuda` on a machine with the CUDA toolkit")]
     CudaNotBuilt,
+}
+
+/// Trains several candidates. With `parallel`, they train at once on rayon's
+/// pool, one core each; otherwise one after another.
+///
+/// Measured on the 2-core CI-class machine (`cargo bench --bench train_step
+/// -- two_candidates`, two quickstart baselines × 30 steps): one after the
+/// other 665 ms with 2 threads inside each matrix product and 504 ms with
+/// `RAYON_NUM_THREADS=1`; both at once 378 ms. Small candidates do not scale
+/// inside one product, so parallel candidates are the default.
+pub fn evaluate_all(
+    jobs: &[(&crate::arch::Arch, TrainConfig)],
+    task: &dyn crate::tasks::Task,
+    parallel: bool,
+) -> Vec<Outcome> {
+    use rayon::prelude::*;
+    if parallel {
+        jobs.par_iter().map(|(a, c)| evaluate(a, task, c)).collect()
+    } else {
+        jobs.iter().map(|(a, c)| evaluate(a, task, c)).collect()
+    }
 }

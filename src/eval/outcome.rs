@@ -14,6 +14,8 @@ pub enum Status {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
+    /// `"status": "ok"`, or `"status": "failed", "reason": ...`.
+    #[serde(flatten)]
     pub status: Status,
     /// Name of the task's metric (e.g. `accuracy`).
     pub metric: String,

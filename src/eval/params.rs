@@ -4,6 +4,7 @@
 //! dfdx's `nn` modules and optimisers need compile-time shapes; candidates
 //! have runtime shapes, so we keep our own list.
 
+use super::kernels::Backend;
 use dfdx::prelude::*;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -29,11 +30,11 @@ pub struct ParamInfo {
 }
 
 /// Parameter values on a device.
-pub struct Params<D: Device<f32>> {
+pub struct Params<D: Backend> {
     pub tensors: Vec<Tensor<(usize,), f32, D>>,
 }
 
-impl<D: Device<f32>> Params<D> {
+impl<D: Backend> Params<D> {
     /// Draws initial values from `rng` on the host, in declaration order.
     pub fn init(dev: &D, info: &[ParamInfo], rng: &mut ChaCha8Rng) -> Params<D> {
         let tensors = info

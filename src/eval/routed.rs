@@ -9,6 +9,7 @@
 //! place the selection rules live.
 
 use super::forward::{fingerprint, run_graph, RouteRecord, Run, T2, T3};
+use super::kernels::Backend;
 use super::program::{Step, StepOp};
 use crate::arch::{MoeSpec, RouterKind};
 use dfdx::prelude::*;
@@ -118,7 +119,7 @@ pub fn top_tokens(scores: &[f32], batch: usize, seq: usize, capacity: f64) -> Ve
 }
 
 /// Runs a routed step on `x`.
-pub fn apply<D: Device<f32>, T: Tape<f32, D>>(
+pub fn apply<D: Backend, T: Tape<f32, D>>(
     run: &mut Run<'_, D, T>,
     step: &Step,
     x: T3<D, T>,

@@ -3,6 +3,7 @@
 //! the task's held-out split.
 
 use super::forward::{forward, RouteRecord, Run, T3};
+use super::kernels::Backend;
 use super::outcome::Outcome;
 use super::params::Params;
 use super::program::Program;
@@ -106,7 +107,7 @@ fn target_weights(batch: &Batch, vocab: usize) -> (Vec<f32>, usize) {
     (out, n)
 }
 
-pub(crate) fn cross_entropy<D: Device<f32>, T: Tape<f32, D>>(
+pub(crate) fn cross_entropy<D: Backend, T: Tape<f32, D>>(
     dev: &D,
     logits: T3<D, T>,
     batch: &Batch,
@@ -128,28 +129,47 @@ pub struct Trained {
     pub routes: Vec<RouteRecord>,
 }
 
-/// Trains `prog` on `task` on device `dev`. Errors are reasons for a failed outcome.
-pub fn train_on<D: Device<f32>>(
-    dev: &D,
-    prog: &Program,
-    task: &dyn Task,
-    cfg: &TrainConfig,
-) -> Result<Trained, String> {
-    let mut init_rng = crate::seed::rng(cfg.seed, "init", 0);
-    let mut data_rng = crate::seed::rng(cfg.seed, "data", 0);
-    let mut params = Params::init(dev, &prog.params, &mut init_rng);
-    let mut host: Vec<Vec<f32>> = params.tensors.iter().map(|t| t.as_vec()).collect();
-    let mut m1: Vec<Vec<f32>> = host.iter().map(|p| vec![0.0; p.len()]).collect();
-    let mut m2 = m1.clone();
-    let every = (cfg.steps / cfg.curve_points.max(1)).max(1);
-    let mut curve = Vec::new();
-    let mut last = f64::NAN;
-    let start = Instant::now();
-    for step in 0..cfg.steps {
-        let batch = task.train_batch(step, cfg.batch_size, &mut data_rng);
-        let mut run: Run<'_, D, OwnedTape<f32, D>> = Run::new(dev, &params, batch.batch);
+/// Parameters and AdamW state of one candidate being trained.
+pub struct Trainer<'a, D: Backend> {
+    dev: &'a D,
+    prog: &'a Program,
+    cfg: &'a TrainConfig,
+    pub params: Params<D>,
+    host: Vec<Vec<f32>>,
+    m1: Vec<Vec<f32>>,
+    m2: Vec<Vec<f32>>,
+    step: usize,
+}
+
+impl<'a, D: Backend> Trainer<'a, D> {
+    /// Seeded initial weights (from `cfg.seed`).
+    pub fn new(dev: &'a D, prog: &'a Program, cfg: &'a TrainConfig) -> Self {
+        // Reuse freed buffers between steps instead of faulting in new pages
+        // (measured: see benches/train_step.rs).
+        let _ = dev.try_enable_cache();
+        let mut init_rng = crate::seed::rng(cfg.seed, "init", 0);
+        let params = Params::init(dev, &prog.params, &mut init_rng);
+        let host: Vec<Vec<f32>> = params.tensors.iter().map(|t| t.as_vec()).collect();
+        let m1: Vec<Vec<f32>> = host.iter().map(|p| vec![0.0; p.len()]).collect();
+        let m2 = m1.clone();
+        Trainer {
+            dev,
+            prog,
+            cfg,
+            params,
+            host,
+            m1,
+            m2,
+            step: 0,
+        }
+    }
+
+    /// One optimisation step on `batch`; returns the loss before the update.
+    pub fn step(&mut self, batch: &Batch) -> Result<f64, String> {
+        let (dev, prog, cfg, step) = (self.dev, self.prog, self.cfg, self.step);
+        let mut run: Run<'_, D, OwnedTape<f32, D>> = Run::new(dev, &self.params, batch.batch);
         let logits = forward(&mut run, prog, &batch.inputs);
-        let mut loss = cross_entropy(dev, logits, &batch, prog.vocab);
+        let mut loss = cross_entropy(dev, logits, batch, prog.vocab);
         for a in std::mem::take(&mut run.aux) {
             loss = loss + a;
         }
@@ -157,14 +177,10 @@ pub fn train_on<D: Device<f32>>(
         if !value.is_finite() {
             return Err(format!("loss became {value} at step {step}"));
         }
-        last = value;
-        if step % every == 0 || step + 1 == cfg.steps {
-            curve.push((step, value));
-        }
         let mut grads = loss.backward();
-        let mut g_host = Vec::with_capacity(host.len());
+        let mut g_host = Vec::with_capacity(self.host.len());
         let mut norm2 = 0.0f64;
-        for t in &params.tensors {
+        for t in &self.params.tensors {
             grads
                 .try_alloc_for(t)
                 .map_err(|e| format!("gradient allocation: {e:?}"))?;
@@ -186,7 +202,7 @@ pub fn train_on<D: Device<f32>>(
         let (c1, c2) = (1.0 - BETA1.powi(t), 1.0 - BETA2.powi(t));
         for (i, info) in prog.params.iter().enumerate() {
             let decay = if info.decay { cfg.weight_decay } else { 0.0 };
-            let (p, a, b) = (&mut host[i], &mut m1[i], &mut m2[i]);
+            let (p, a, b) = (&mut self.host[i], &mut self.m1[i], &mut self.m2[i]);
             for j in 0..p.len() {
                 let g = g_host[i][j] as f64 * clip;
                 let m = BETA1 * a[j] as f64 + (1.0 - BETA1) * g;
@@ -196,11 +212,36 @@ pub fn train_on<D: Device<f32>>(
                 let update = (m / c1) / ((v / c2).sqrt() + EPS) + decay * p[j] as f64;
                 p[j] = (p[j] as f64 - lr * update) as f32;
             }
-            params.tensors[i].copy_from(&host[i]);
+            self.params.tensors[i].copy_from(&self.host[i]);
+        }
+        self.step += 1;
+        Ok(value)
+    }
+}
+
+/// Trains `prog` on `task` on device `dev`. Errors are reasons for a failed outcome.
+pub fn train_on<D: Backend>(
+    dev: &D,
+    prog: &Program,
+    task: &dyn Task,
+    cfg: &TrainConfig,
+) -> Result<Trained, String> {
+    let mut data_rng = crate::seed::rng(cfg.seed, "data", 0);
+    let mut trainer = Trainer::new(dev, prog, cfg);
+    let every = (cfg.steps / cfg.curve_points.max(1)).max(1);
+    let mut curve = Vec::new();
+    let mut last = f64::NAN;
+    let start = Instant::now();
+    for step in 0..cfg.steps {
+        let batch = task.train_batch(step, cfg.batch_size, &mut data_rng);
+        let value = trainer.step(&batch)?;
+        last = value;
+        if step % every == 0 || step + 1 == cfg.steps {
+            curve.push((step, value));
         }
     }
     let train_secs = start.elapsed().as_secs_f64();
-    let (score, scored, routes) = score_on(dev, prog, &params, task, cfg.eval_batch_size)?;
+    let (score, scored, routes) = score_on(dev, prog, &trainer.params, task, cfg.eval_batch_size)?;
     Ok(Trained {
         curve,
         final_loss: last,
@@ -214,7 +255,7 @@ pub fn train_on<D: Device<f32>>(
 
 /// Greedy predictions on the held-out split, scored by the task; routing
 /// records summed per routed layer.
-pub fn score_on<D: Device<f32>>(
+pub fn score_on<D: Backend>(
     dev: &D,
     prog: &Program,
     params: &Params<D>,

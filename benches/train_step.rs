@@ -1,0 +1,111 @@
+//! Training-step throughput (tokens/s; GFLOP/s = 3 × forward FLOPs per token
+//! × tokens/s) of the reference models and the quickstart baselines,
+//! on the CPU. Run one-threaded for the per-core rate:
+//! `RAYON_NUM_THREADS=1 cargo bench --bench train_step`.
+
+use archgram::arch::{ArchContext, Network};
+use archgram::eval::{Program, TrainConfig, Trainer};
+use archgram::grammar::Derivation;
+use archgram::space::Space;
+use archgram::tasks::Batch;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use dfdx::prelude::Cpu;
+use std::path::Path;
+
+/// The reference: 2-layer pre-LN transformer, batch 32, seq 32,
+/// width 64, MLP 256, vocab 16, 4 heads × 16 (PyTorch eager ≈ 84 steps/s on
+/// one thread of this machine class).
+const TRANSFORMER: &str = "repeat(n=2, seq(block(attention(heads=4)), block(mlp(ratio=4))), seq(block(attention(heads=4)), block(mlp(ratio=4))))";
+/// The same with each MLP a top-2-of-4 mixture of MLP experts.
+const MOE: &str = "repeat(n=2, seq(block(attention(heads=4)), block(moe(experts=4, top_k=2, capacity=2.0, mlp(ratio=4)))), seq(block(attention(heads=4)), block(moe(experts=4, top_k=2, capacity=2.0, mlp(ratio=4)))))";
+const MLP: &str = "repeat(n=2, block(mlp(ratio=4)), block(mlp(ratio=4)))";
+
+fn bench_model(c: &mut Criterion, name: &str, net: &Network, seq: usize, vocab: usize) {
+    let prog = Program::build(&net.arch, vocab).expect("compiles");
+    let cfg = TrainConfig::default();
+    let dev = Cpu::seed_from_u64(0);
+    let mut trainer = Trainer::new(&dev, &prog, &cfg);
+    // Random tokens and next-token targets: the step's cost does not depend
+    // on the data.
+    let n = 32 * seq;
+    let batch = Batch {
+        inputs: (0..n).map(|i| ((i * 7 + i / 5) % vocab) as u32).collect(),
+        targets: (0..n).map(|i| ((i * 3 + 1) % vocab) as i32).collect(),
+        batch: 32,
+        seq,
+        domains: None,
+    };
+    let mut group = c.benchmark_group("train_step");
+    group.throughput(Throughput::Elements((batch.batch * batch.seq) as u64));
+    group.sample_size(20);
+    group.bench_function(name, |b| b.iter(|| trainer.step(&batch).expect("finite")));
+    group.finish();
+    eprintln!(
+        "{name}: {:.0} forward FLOPs/token, {} params",
+        net.cost.flops, net.cost.params
+    );
+}
+
+fn reference(c: &mut Criterion) {
+    let ctx = ArchContext {
+        seq_len: 32,
+        width: 64,
+        vocab: 16,
+        causal: true,
+        allow_noncausal_routing: true,
+    };
+    for (name, text) in [
+        ("transformer-2L-w64", TRANSFORMER),
+        ("moe-top2of4-2L-w64", MOE),
+        ("mlp-2L-w64", MLP),
+    ] {
+        let net = Network::build(Derivation::parse(text).expect("term"), &ctx).expect("lowers");
+        bench_model(c, name, &net, 32, 16);
+    }
+    let space = Space::load(Path::new("spaces/quickstart.ron")).expect("quickstart");
+    let ctx = *space.ctx();
+    for (name, text) in &space.file.baselines {
+        let net = space.parse_arch(text).expect("baseline");
+        bench_model(
+            c,
+            &format!("quickstart/{name}"),
+            &net,
+            ctx.seq_len,
+            ctx.vocab,
+        );
+    }
+}
+
+/// Two quickstart candidates, 30 steps each: one after the other (each may
+/// use every core inside its matrix products) against both at once on rayon.
+fn parallel(c: &mut Criterion) {
+    let space = Space::load(Path::new("spaces/quickstart.ron")).expect("quickstart");
+    let task = space.build_task(1).expect("task");
+    let nets: Vec<Network> = space
+        .file
+        .baselines
+        .values()
+        .map(|t| space.parse_arch(t).expect("baseline"))
+        .collect();
+    let cfg = TrainConfig {
+        steps: 30,
+        ..TrainConfig::default()
+    };
+    let train = |n: &Network| archgram::eval::evaluate(&n.arch, task.as_ref(), &cfg);
+    let mut group = c.benchmark_group("two_candidates");
+    group.sample_size(10);
+    group.bench_function("sequential", |b| {
+        b.iter(|| {
+            for n in &nets {
+                train(n);
+            }
+        })
+    });
+    group.bench_function("rayon_parallel", |b| {
+        b.iter(|| rayon::join(|| train(&nets[0]), || train(&nets[1])))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, reference, parallel);
+criterion_main!(benches);
