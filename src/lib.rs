@@ -6,6 +6,8 @@ pub mod cli;
 pub mod commands;
 pub mod eval;
 pub mod grammar;
+pub mod hash;
+pub mod routing;
 pub mod seed;
 pub mod space;
 pub mod tasks;

@@ -16,7 +16,6 @@ pub use forward::RouteRecord;
 pub use kernels::Backend;
 pub use outcome::{Outcome, Status};
 pub use program::Program;
-pub use routed::{route_tokens, top_tokens, Routing};
 pub use train::{evaluate, learning_rate, memory_estimate, train_on, TrainConfig, Trainer};
 
 use serde::{Deserialize, Serialize};
