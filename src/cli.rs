@@ -101,6 +101,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the structural and functional hashes of architectures, to see
+    /// why two were merged (or were not).
+    #[command(
+        after_help = "Example:\n  archgram hash 'repeat(n=1, seq(block(norm=pre, norm_kind=layer, mlp(act=gelu, gated=false, ratio=4))))' best.txt"
+    )]
+    Hash {
+        /// Text forms, or files holding one each.
+        #[arg(required = true)]
+        archs: Vec<String>,
+        #[arg(long, default_value = "spaces/quickstart.ron")]
+        space: PathBuf,
+    },
     /// List the generated proxy tasks and their parameters.
     #[command(after_help = "Example:\n  archgram tasks")]
     Tasks {

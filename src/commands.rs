@@ -58,6 +58,7 @@ pub fn run(cmd: Command, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Check { space, samples } => check(&space, samples, out),
         Command::Show { arch, space, json } => show(&arch, &space, json, out),
         Command::Tasks { json } => list_tasks(json, out),
+        Command::Hash { archs, space } => hash(&archs, &space, out),
         Command::Eval {
             space,
             arch,
@@ -423,6 +424,16 @@ fn eval(
     } else {
         writeln!(out, "{}", net.text())?;
         writeln!(out, "{}", outcome.report())?;
+    }
+    Ok(())
+}
+
+fn hash(archs: &[String], path: &Path, out: &mut dyn Write) -> Result<(), CliError> {
+    let space = load(path)?;
+    for a in archs {
+        let net = parse_arch(&space, a)?;
+        let h = crate::hash::Hashes::of(&net.arch);
+        writeln!(out, "{h}  {}", net.text())?;
     }
     Ok(())
 }

@@ -10,4 +10,5 @@ pub mod hash;
 pub mod routing;
 pub mod seed;
 pub mod space;
+pub mod store;
 pub mod tasks;

@@ -143,7 +143,7 @@ fn tasks_lists_the_catalogue() {
 
 #[test]
 fn every_command_has_help_with_an_example() {
-    for cmd in ["sample", "check", "show", "tasks", "eval"] {
+    for cmd in ["sample", "check", "show", "tasks", "eval", "hash"] {
         let o = archgram(&[cmd, "--help"]);
         assert!(o.status.success());
         assert!(stdout(&o).contains("Example"), "{cmd}");
@@ -286,4 +286,18 @@ fn cuda_without_the_feature_is_a_clear_error() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--features cuda"), "{}", stderr(&o));
+}
+
+#[test]
+fn hash_prints_both_hashes_and_equal_spellings_agree() {
+    let a =
+        "repeat(n=1, seq(block(norm=pre, norm_kind=layer, mlp(act=gelu, gated=false, ratio=4))))";
+    let o = archgram(&["hash", a, a]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].starts_with("structural "));
+    assert!(lines[0].contains("functional "));
+    assert_eq!(lines[0], lines[1]);
 }

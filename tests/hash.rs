@@ -98,8 +98,20 @@ fn a_dead_branch_does_not_change_the_hashes() {
     let mut dead = live.clone();
     // A branch off the input that nothing reads.
     let s = dead.input_shape();
-    let d1 = dead.add(Op::Act { f: archgram::arch::Activation::Gelu }, s, &[dead.input]);
-    dead.add(Op::Norm { kind: archgram::arch::NormKind::Layer }, s, &[d1]);
+    let d1 = dead.add(
+        Op::Act {
+            f: archgram::arch::Activation::Gelu,
+        },
+        s,
+        &[dead.input],
+    );
+    dead.add(
+        Op::Norm {
+            kind: archgram::arch::NormKind::Layer,
+        },
+        s,
+        &[d1],
+    );
     assert_ne!(live, dead);
     assert_eq!(Hashes::of(&live), Hashes::of(&dead));
 }
@@ -117,16 +129,36 @@ fn a_concat_then_linear_is_not_merged_with_split_weights() {
 #[test]
 fn different_networks_never_merge() {
     let pairs: &[(&str, &str, bool)] = &[
-        ("seq(linear(width=model), act(fn=relu))", "seq(linear(width=model), identity)", true),
-        ("seq(linear(width=model), act(fn=relu))", "seq(linear(width=model), act(fn=leaky_relu))", true),
-        ("seq(linear(width=16), act(fn=gelu))", "seq(linear(width=32), act(fn=gelu))", true),
-        ("block(attention(heads=2))", "block(attention(heads=4))", true),
+        (
+            "seq(linear(width=model), act(fn=relu))",
+            "seq(linear(width=model), identity)",
+            true,
+        ),
+        (
+            "seq(linear(width=model), act(fn=relu))",
+            "seq(linear(width=model), act(fn=leaky_relu))",
+            true,
+        ),
+        (
+            "seq(linear(width=16), act(fn=gelu))",
+            "seq(linear(width=32), act(fn=gelu))",
+            true,
+        ),
+        (
+            "block(attention(heads=2))",
+            "block(attention(heads=4))",
+            true,
+        ),
         (
             "block(moe(experts=4, top_k=1, mlp(ratio=1)))",
             "block(moe(experts=4, top_k=2, mlp(ratio=1)))",
             true,
         ),
-        ("block(attention(heads=2, causal=true))", "block(attention(heads=2, causal=false))", false),
+        (
+            "block(attention(heads=2, causal=true))",
+            "block(attention(heads=2, causal=false))",
+            false,
+        ),
         // Identical siblings are two networks, not one used twice.
         (
             "branch(split=clone, factor=2, merge=add, linear(width=model), linear(width=model))",
@@ -138,9 +170,21 @@ fn different_networks_never_merge() {
             "branch(split=clone, factor=2, merge=concat, act(fn=relu), linear(width=8))",
             true,
         ),
-        ("block(norm=pre, mlp(ratio=2))", "block(norm=post, mlp(ratio=2))", true),
-        ("block(mlp(ratio=2, gated=true))", "block(mlp(ratio=2))", true),
-        ("mod(capacity=0.25, block(residual=false, mlp(ratio=2)))", "mod(capacity=0.5, block(residual=false, mlp(ratio=2)))", false),
+        (
+            "block(norm=pre, mlp(ratio=2))",
+            "block(norm=post, mlp(ratio=2))",
+            true,
+        ),
+        (
+            "block(mlp(ratio=2, gated=true))",
+            "block(mlp(ratio=2))",
+            true,
+        ),
+        (
+            "mod(capacity=0.25, block(residual=false, mlp(ratio=2)))",
+            "mod(capacity=0.5, block(residual=false, mlp(ratio=2)))",
+            false,
+        ),
     ];
     for (a, b, causal) in pairs {
         let (x, y) = (arch(a, *causal), arch(b, *causal));
@@ -252,7 +296,8 @@ proptest! {
 /// on fresh probes with freshly drawn weights.
 #[test]
 fn exhaustive_small_space_has_no_wrong_merges() {
-    let space = archgram::space::Space::load(std::path::Path::new("tests/spaces/tiny.ron")).unwrap();
+    let space =
+        archgram::space::Space::load(std::path::Path::new("tests/spaces/tiny.ron")).unwrap();
     let all = enumerate(&space, "network", 3);
     let nets: Vec<Network> = all
         .into_iter()
@@ -276,7 +321,13 @@ fn exhaustive_small_space_has_no_wrong_merges() {
         let rep = outputs(&nets[members[0]].arch, 3, 0xfeed);
         for &m in &members[1..] {
             let o = outputs(&nets[m].arch, 3, 0xfeed);
-            let scale = rep.iter().flat_map(|x| x.v.iter()).map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
+            let scale = rep
+                .iter()
+                .flat_map(|x| x.v.iter())
+                .map(|v| v * v)
+                .sum::<f64>()
+                .sqrt()
+                .max(1e-12);
             let diff = rep
                 .iter()
                 .zip(&o)
@@ -284,7 +335,11 @@ fn exhaustive_small_space_has_no_wrong_merges() {
                 .fold(0.0, f64::max);
             if diff > 1e-9 * scale {
                 wrong += 1;
-                eprintln!("wrong merge: {}  ~  {}", nets[members[0]].text(), nets[m].text());
+                eprintln!(
+                    "wrong merge: {}  ~  {}",
+                    nets[members[0]].text(),
+                    nets[m].text()
+                );
             }
         }
     }
@@ -297,7 +352,10 @@ fn exhaustive_small_space_has_no_wrong_merges() {
         wrong
     );
     assert_eq!(wrong, 0);
-    assert!(functional.len() < structural.len(), "the functional stage should find merges the structural one misses");
+    assert!(
+        functional.len() < structural.len(),
+        "the functional stage should find merges the structural one misses"
+    );
 }
 
 /// Probe count and grid: class counts on the enumerated space (printed for
@@ -305,8 +363,12 @@ fn exhaustive_small_space_has_no_wrong_merges() {
 #[test]
 #[ignore = "measurement; run with --ignored --nocapture"]
 fn probe_and_grid_sweep() {
-    let space = archgram::space::Space::load(std::path::Path::new("tests/spaces/tiny.ron")).unwrap();
-    let nets: Vec<Network> = enumerate(&space, "network", 3).into_iter().filter_map(|d| space.network(d).ok()).collect();
+    let space =
+        archgram::space::Space::load(std::path::Path::new("tests/spaces/tiny.ron")).unwrap();
+    let nets: Vec<Network> = enumerate(&space, "network", 3)
+        .into_iter()
+        .filter_map(|d| space.network(d).ok())
+        .collect();
     for probes in [1, 2, 4] {
         for bits in [8, 16, 24, 32, 40] {
             let mut classes: HashMap<u128, usize> = HashMap::new();
@@ -315,7 +377,11 @@ fn probe_and_grid_sweep() {
                     *classes.entry(h).or_default() += 1;
                 }
             }
-            eprintln!("probes {probes} bits {bits}: {} classes over {} candidates", classes.len(), nets.len());
+            eprintln!(
+                "probes {probes} bits {bits}: {} classes over {} candidates",
+                classes.len(),
+                nets.len()
+            );
         }
     }
 }
@@ -341,7 +407,10 @@ fn enumerate(space: &archgram::space::Space, symbol: &str, depth: usize) -> Vec<
                 .collect();
         }
         for params in combos {
-            let node = archgram::grammar::Node { form: &alt.form, params: &params };
+            let node = archgram::grammar::Node {
+                form: &alt.form,
+                params: &params,
+            };
             let arity = archgram::arch::forms::arity(&node, alt.children.len());
             let mut kids: Vec<Vec<Derivation>> = vec![vec![]];
             for i in 0..arity {

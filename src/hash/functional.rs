@@ -41,7 +41,9 @@ pub fn probes(arch: &Arch, count: usize, salt: u64) -> Vec<Mat> {
         .map(|_| Mat {
             rows: s.rows.size,
             cols: s.cols.size,
-            v: (0..s.elements()).map(|_| StandardNormal.sample(&mut rng)).collect(),
+            v: (0..s.elements())
+                .map(|_| StandardNormal.sample(&mut rng))
+                .collect(),
         })
         .collect()
 }
@@ -49,7 +51,10 @@ pub fn probes(arch: &Arch, count: usize, salt: u64) -> Vec<Mat> {
 /// Outputs of `arch` on the probes (weights under `salt`).
 pub fn outputs(arch: &Arch, count: usize, salt: u64) -> Vec<Mat> {
     let w = Weights { salt };
-    probes(arch, count, salt).iter().map(|x| run(arch, x, &w, b"")).collect()
+    probes(arch, count, salt)
+        .iter()
+        .map(|x| run(arch, x, &w, b""))
+        .collect()
 }
 
 /// The functional hash with explicit probe count, grid and weight salt;

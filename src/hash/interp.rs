@@ -67,7 +67,11 @@ impl Mat {
     fn rows_softmax(&mut self, causal: bool) {
         for i in 0..self.rows {
             let row = &mut self.v[i * self.cols..(i + 1) * self.cols];
-            let end = if causal { (i + 1).min(row.len()) } else { row.len() };
+            let end = if causal {
+                (i + 1).min(row.len())
+            } else {
+                row.len()
+            };
             let m = row[..end].iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let mut s = 0.0;
             for x in row[..end].iter_mut() {
@@ -121,7 +125,10 @@ impl Weights {
 fn act(f: Activation, x: f64) -> f64 {
     match f {
         Activation::Relu => x.max(0.0),
-        Activation::Gelu => 0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh()),
+        Activation::Gelu => {
+            0.5 * x
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
+        }
         Activation::Silu => x / (1.0 + (-x).exp()),
         Activation::LeakyRelu => {
             if x >= 0.0 {
@@ -179,7 +186,10 @@ pub fn run(arch: &Arch, x: &Mat, w: &Weights, prefix: &[u8]) -> Mat {
         let node = arch.node(c.nodes[i]);
         let mut key = prefix.to_vec();
         key.extend_from_slice(&c.param_cone[i].to_le_bytes());
-        let mut ins: Vec<&Mat> = c.inputs[i].iter().map(|&j| vals[j].as_ref().expect("topological order")).collect();
+        let mut ins: Vec<&Mat> = c.inputs[i]
+            .iter()
+            .map(|&j| vals[j].as_ref().expect("topological order"))
+            .collect();
         if node.op.is_commutative() {
             // A fixed summation order, independent of how the graph was written.
             let mut order: Vec<usize> = (0..ins.len()).collect();
@@ -187,7 +197,8 @@ pub fn run(arch: &Arch, x: &Mat, w: &Weights, prefix: &[u8]) -> Mat {
             ins = order.into_iter().map(|k| ins[k]).collect();
         }
         let in_shape = c.inputs[i].first().map(|&j| arch.node(c.nodes[j]).shape);
-        let along_rows = |sh: crate::arch::Shape| sh.rows.axis == Axis::Feat && sh.cols.axis == Axis::Tok;
+        let along_rows =
+            |sh: crate::arch::Shape| sh.rows.axis == Axis::Feat && sh.cols.axis == Axis::Tok;
         let rows = match node.op {
             Op::Split { .. } => in_shape.is_some_and(along_rows),
             Op::Concat => along_rows(node.shape),
@@ -267,7 +278,14 @@ fn eval_op(op: &Op, ins: &[&Mat], input: &Mat, w: &Weights, key: &[u8], rows: bo
             }
             acc
         }
-        Op::Concat if rows => concat(&ins.iter().map(|m| m.transpose()).collect::<Vec<_>>().iter().collect::<Vec<_>>()).transpose(),
+        Op::Concat if rows => concat(
+            &ins.iter()
+                .map(|m| m.transpose())
+                .collect::<Vec<_>>()
+                .iter()
+                .collect::<Vec<_>>(),
+        )
+        .transpose(),
         Op::Concat => concat(ins),
         Op::Dot { scaled, mask } => {
             let mut a = ins[0].clone();
@@ -306,15 +324,25 @@ fn eval_op(op: &Op, ins: &[&Mat], input: &Mat, w: &Weights, key: &[u8], rows: bo
                     let chosen = top(p, *active);
                     let mass: f64 = chosen.iter().map(|&h| p[h]).sum();
                     for h in 0..routed {
-                        g[shared + h] = if chosen.contains(&h) { p[h] / (mass + 1e-9) } else { 0.0 };
+                        g[shared + h] = if chosen.contains(&h) {
+                            p[h] / (mass + 1e-9)
+                        } else {
+                            0.0
+                        };
                     }
                 }
             }
             attention(x, *heads, *head_dim, *c, Some(&gates), w, key)
         }
-        Op::Mlp { hidden, act: f, gated } => {
+        Op::Mlp {
+            hidden,
+            act: f,
+            gated,
+        } => {
             let x = x.expect("input");
-            let mut h = x.matmul(&w.matrix(key, "w1", x.cols, *hidden)).map(|v| act(*f, v));
+            let mut h = x
+                .matmul(&w.matrix(key, "w1", x.cols, *hidden))
+                .map(|v| act(*f, v));
             if *gated {
                 let g = x.matmul(&w.matrix(key, "w3", x.cols, *hidden));
                 h.v.iter_mut().zip(&g.v).for_each(|(a, b)| *a *= b);
@@ -332,12 +360,15 @@ fn eval_op(op: &Op, ins: &[&Mat], input: &Mat, w: &Weights, key: &[u8], rows: bo
                 spec,
             );
             let mut out = Mat::zeros(x.rows, x.cols);
-            let renorm = spec.router == RouterKind::TopP || (spec.router == RouterKind::TokenChoice && spec.top_k > 1);
+            let renorm = spec.router == RouterKind::TopP
+                || (spec.router == RouterKind::TokenChoice && spec.top_k > 1);
             let gate = |t: usize, i: usize| -> f64 {
                 let sel = routing.select[t * e + i] as f64;
                 let g = probs.at(t, i) * sel;
                 if renorm {
-                    let mass: f64 = (0..e).map(|j| probs.at(t, j) * routing.select[t * e + j] as f64).sum();
+                    let mass: f64 = (0..e)
+                        .map(|j| probs.at(t, j) * routing.select[t * e + j] as f64)
+                        .sum();
                     g / (mass + 1e-9)
                 } else {
                     g
@@ -365,7 +396,12 @@ fn eval_op(op: &Op, ins: &[&Mat], input: &Mat, w: &Weights, key: &[u8], rows: bo
         Op::Mod { capacity, body } => {
             let x = x.expect("input");
             let r = x.matmul(&w.matrix(key, "router", x.cols, 1));
-            let sel = crate::routing::top_tokens(&r.v.iter().map(|&v| v as f32).collect::<Vec<_>>(), 1, x.rows, *capacity);
+            let sel = crate::routing::top_tokens(
+                &r.v.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                1,
+                x.rows,
+                *capacity,
+            );
             let y = run(body, x, w, &[key, b"body"].concat());
             let mut out = x.clone();
             for t in 0..x.rows {
@@ -407,7 +443,8 @@ fn split(x: &Mat, part: usize, parts: usize, rows: bool) -> Mat {
         let n = x.cols / parts;
         let mut out = Mat::zeros(x.rows, n);
         for r in 0..x.rows {
-            out.v[r * n..(r + 1) * n].copy_from_slice(&x.v[r * x.cols + part * n..r * x.cols + (part + 1) * n]);
+            out.v[r * n..(r + 1) * n]
+                .copy_from_slice(&x.v[r * x.cols + part * n..r * x.cols + (part + 1) * n]);
         }
         out
     }
@@ -420,7 +457,8 @@ fn concat(ins: &[&Mat]) -> Mat {
     for r in 0..rows {
         let mut at = 0;
         for m in ins {
-            out.v[r * cols + at..r * cols + at + m.cols].copy_from_slice(&m.v[r * m.cols..(r + 1) * m.cols]);
+            out.v[r * cols + at..r * cols + at + m.cols]
+                .copy_from_slice(&m.v[r * m.cols..(r + 1) * m.cols]);
             at += m.cols;
         }
     }

@@ -66,6 +66,7 @@ mod hex128opt {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u128>, D::Error> {
         let s = Option::<String>::deserialize(d)?;
-        s.map(|s| u128::from_str_radix(&s, 16).map_err(serde::de::Error::custom)).transpose()
+        s.map(|s| u128::from_str_radix(&s, 16).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }

@@ -80,7 +80,11 @@ impl<'a> Canon<'a> {
         };
         // Rebuild the live graph with rewritten edges, dropping nodes no
         // longer read.
-        let order: Vec<NodeIndex> = arch.topo().into_iter().filter(|x| live[x.index()]).collect();
+        let order: Vec<NodeIndex> = arch
+            .topo()
+            .into_iter()
+            .filter(|x| live[x.index()])
+            .collect();
         let mut raw_inputs: HashMap<NodeIndex, Vec<NodeIndex>> = HashMap::new();
         for &x in &order {
             raw_inputs.insert(x, arch.inputs(x).into_iter().map(resolve).collect());
@@ -95,8 +99,12 @@ impl<'a> Canon<'a> {
             stack.extend(raw_inputs[&x].iter().copied());
         }
         let nodes: Vec<NodeIndex> = order.into_iter().filter(|x| keep[x.index()]).collect();
-        let pos: HashMap<NodeIndex, usize> = nodes.iter().enumerate().map(|(i, x)| (*x, i)).collect();
-        let inputs: Vec<Vec<usize>> = nodes.iter().map(|x| raw_inputs[x].iter().map(|i| pos[i]).collect()).collect();
+        let pos: HashMap<NodeIndex, usize> =
+            nodes.iter().enumerate().map(|(i, x)| (*x, i)).collect();
+        let inputs: Vec<Vec<usize>> = nodes
+            .iter()
+            .map(|x| raw_inputs[x].iter().map(|i| pos[i]).collect())
+            .collect();
         let output = pos[&arch.output];
         let body_hash: Vec<u128> = nodes
             .iter()
@@ -110,7 +118,10 @@ impl<'a> Canon<'a> {
                 outs[i].push((j, port as u32));
             }
         }
-        let commutative: Vec<bool> = nodes.iter().map(|&x| arch.node(x).op.is_commutative()).collect();
+        let commutative: Vec<bool> = nodes
+            .iter()
+            .map(|&x| arch.node(x).op.is_commutative())
+            .collect();
         let mut colour: Vec<u128> = nodes
             .iter()
             .enumerate()
@@ -206,12 +217,18 @@ fn weight_keys(
     colour: &[u128],
 ) -> Vec<u128> {
     let n = nodes.len();
-    let parametric: Vec<bool> = nodes.iter().map(|&x| has_params(&arch.node(x).op)).collect();
+    let parametric: Vec<bool> = nodes
+        .iter()
+        .map(|&x| has_params(&arch.node(x).op))
+        .collect();
     // Nearest parametric ancestors (node indices) read by each node.
     let mut reads: Vec<Vec<usize>> = Vec::with_capacity(n);
     let mut frontier: Vec<Vec<usize>> = Vec::with_capacity(n);
     for i in 0..n {
-        let mut ups: Vec<usize> = inputs[i].iter().flat_map(|&j| frontier[j].iter().copied()).collect();
+        let mut ups: Vec<usize> = inputs[i]
+            .iter()
+            .flat_map(|&j| frontier[j].iter().copied())
+            .collect();
         ups.sort_unstable();
         ups.dedup();
         frontier.push(if parametric[i] { vec![i] } else { ups.clone() });
@@ -260,7 +277,16 @@ fn weight_keys(
 fn has_params(op: &Op) -> bool {
     !matches!(
         op,
-        Op::Input | Op::Output | Op::Act { .. } | Op::Softmax { .. } | Op::Transpose | Op::Split { .. } | Op::Add | Op::Mul | Op::Concat | Op::Dot { .. }
+        Op::Input
+            | Op::Output
+            | Op::Act { .. }
+            | Op::Softmax { .. }
+            | Op::Transpose
+            | Op::Split { .. }
+            | Op::Add
+            | Op::Mul
+            | Op::Concat
+            | Op::Dot { .. }
     )
 }
 

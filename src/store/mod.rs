@@ -1,0 +1,83 @@
+//! The run store: candidates, outcomes, the hash → candidate cache and
+//! counters of one run, behind a `Store` trait (sled today; a shared
+//! database later), plus the append-only event log beside it. Knows the
+//! IR's hashes and derivations as data; nothing of training or search.
+
+mod events;
+mod sled_store;
+
+pub use events::{read_events, Event, EventLog};
+pub use sled_store::SledStore;
+
+use crate::grammar::Derivation;
+use crate::hash::Hashes;
+use serde::{Deserialize, Serialize};
+
+/// One candidate of a run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CandidateRecord {
+    pub id: u64,
+    /// The annotated derivation (what mutation edits).
+    pub derivation: Derivation,
+    /// Its one-line text form.
+    pub text: String,
+    pub hashes: Hashes,
+    pub parent: Option<u64>,
+    /// `sample`, `mutation: …`, `baseline: NAME`.
+    pub origin: String,
+    /// Set when a cache hit made training unnecessary.
+    pub duplicate_of: Option<u64>,
+    pub params: f64,
+    pub active_params: f64,
+    pub flops: f64,
+}
+
+/// Cache counters of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    pub structural_hits: u64,
+    pub functional_hits: u64,
+    pub misses: u64,
+    /// Training time the hits saved, estimated from the originals' times.
+    pub seconds_saved: f64,
+    pub evaluated: u64,
+    pub failed: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the run store at {path}: {reason}")]
+    Open { path: String, reason: String },
+    #[error("run store: {0}")]
+    Io(String),
+    #[error("run store record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// What a run keeps. Every write of a finished evaluation is durable
+/// before the call returns.
+pub trait Store {
+    fn put_meta(&self, meta: &serde_json::Value) -> Result<(), StoreError>;
+    fn meta(&self) -> Result<Option<serde_json::Value>, StoreError>;
+    fn put_candidate(&self, c: &CandidateRecord) -> Result<(), StoreError>;
+    fn candidate(&self, id: u64) -> Result<Option<CandidateRecord>, StoreError>;
+    /// All candidates, by id.
+    fn candidates(&self) -> Result<Vec<CandidateRecord>, StoreError>;
+    /// Records a finished evaluation and indexes its hashes, durably.
+    fn put_outcome(
+        &self,
+        id: u64,
+        hashes: &Hashes,
+        outcome: &serde_json::Value,
+    ) -> Result<(), StoreError>;
+    fn outcome(&self, id: u64) -> Result<Option<serde_json::Value>, StoreError>;
+    /// The evaluated candidate with this structural hash, if any.
+    fn by_structural(&self, h: u128) -> Result<Option<u64>, StoreError>;
+    fn by_functional(&self, h: u128) -> Result<Option<u64>, StoreError>;
+    fn counters(&self) -> Result<Counters, StoreError>;
+    fn put_counters(&self, c: &Counters) -> Result<(), StoreError>;
+    /// A named small value (strategy state, next id).
+    fn put_value(&self, key: &str, v: &serde_json::Value) -> Result<(), StoreError>;
+    fn value(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
+    fn flush(&self) -> Result<(), StoreError>;
+}

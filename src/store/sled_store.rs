@@ -1,0 +1,237 @@
+//! `Store` on sled, in `runs/<name>/store/`.
+
+use super::{CandidateRecord, Counters, Store, StoreError};
+use crate::hash::Hashes;
+use std::path::Path;
+
+pub struct SledStore {
+    db: sled::Db,
+    candidates: sled::Tree,
+    outcomes: sled::Tree,
+    structural: sled::Tree,
+    functional: sled::Tree,
+    values: sled::Tree,
+}
+
+fn io(e: sled::Error) -> StoreError {
+    StoreError::Io(e.to_string())
+}
+
+fn id_key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Io(e.to_string()))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+impl SledStore {
+    /// Opens (creating) the store in `dir`. A store another process holds
+    /// is an error, not a wait.
+    pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new().path(dir).open().map_err(|e| StoreError::Open {
+            path: dir.display().to_string(),
+            reason: match e {
+                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                    "another archgram process is using this run (watch it with `archgram status` or `archgram watch`)".into()
+                }
+                other => other.to_string(),
+            },
+        })?;
+        let tree = |name: &str| db.open_tree(name).map_err(io);
+        Ok(SledStore {
+            candidates: tree("candidates")?,
+            outcomes: tree("outcomes")?,
+            structural: tree("by_structural")?,
+            functional: tree("by_functional")?,
+            values: tree("values")?,
+            db,
+        })
+    }
+}
+
+impl Store for SledStore {
+    fn put_meta(&self, meta: &serde_json::Value) -> Result<(), StoreError> {
+        self.put_value("meta", meta)?;
+        self.flush()
+    }
+
+    fn meta(&self) -> Result<Option<serde_json::Value>, StoreError> {
+        self.value("meta")
+    }
+
+    fn put_candidate(&self, c: &CandidateRecord) -> Result<(), StoreError> {
+        self.candidates.insert(id_key(c.id), json(c)?).map_err(io)?;
+        Ok(())
+    }
+
+    fn candidate(&self, id: u64) -> Result<Option<CandidateRecord>, StoreError> {
+        self.candidates
+            .get(id_key(id))
+            .map_err(io)?
+            .map(|b| parse(&b))
+            .transpose()
+    }
+
+    fn candidates(&self) -> Result<Vec<CandidateRecord>, StoreError> {
+        self.candidates
+            .iter()
+            .values()
+            .map(|v| parse(&v.map_err(io)?))
+            .collect()
+    }
+
+    fn put_outcome(
+        &self,
+        id: u64,
+        hashes: &Hashes,
+        outcome: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.outcomes
+            .insert(id_key(id), json(outcome)?)
+            .map_err(io)?;
+        self.structural
+            .insert(hashes.structural.to_be_bytes(), &id_key(id))
+            .map_err(io)?;
+        if let Some(f) = hashes.functional {
+            self.functional
+                .insert(f.to_be_bytes(), &id_key(id))
+                .map_err(io)?;
+        }
+        self.flush()
+    }
+
+    fn outcome(&self, id: u64) -> Result<Option<serde_json::Value>, StoreError> {
+        self.outcomes
+            .get(id_key(id))
+            .map_err(io)?
+            .map(|b| parse(&b))
+            .transpose()
+    }
+
+    fn by_structural(&self, h: u128) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .structural
+            .get(h.to_be_bytes())
+            .map_err(io)?
+            .and_then(|b| b.as_ref().try_into().ok().map(u64::from_be_bytes)))
+    }
+
+    fn by_functional(&self, h: u128) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .functional
+            .get(h.to_be_bytes())
+            .map_err(io)?
+            .and_then(|b| b.as_ref().try_into().ok().map(u64::from_be_bytes)))
+    }
+
+    fn counters(&self) -> Result<Counters, StoreError> {
+        Ok(self
+            .value("counters")?
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+            .unwrap_or_default())
+    }
+
+    fn put_counters(&self, c: &Counters) -> Result<(), StoreError> {
+        self.put_value(
+            "counters",
+            &serde_json::to_value(c).map_err(|e| StoreError::Io(e.to_string()))?,
+        )
+    }
+
+    fn put_value(&self, key: &str, v: &serde_json::Value) -> Result<(), StoreError> {
+        self.values.insert(key.as_bytes(), json(v)?).map_err(io)?;
+        Ok(())
+    }
+
+    fn value(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.values
+            .get(key.as_bytes())
+            .map_err(io)?
+            .map(|b| parse(&b))
+            .transpose()
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grammar::Derivation;
+
+    fn record(id: u64) -> CandidateRecord {
+        CandidateRecord {
+            id,
+            derivation: Derivation::parse("seq(linear(width=8), act(fn=relu))").unwrap(),
+            text: "seq(linear(width=8), act(fn=relu))".into(),
+            hashes: Hashes {
+                structural: 0xabc + id as u128,
+                functional: Some(0xdef + id as u128),
+            },
+            parent: id.checked_sub(1),
+            origin: "sample".into(),
+            duplicate_of: None,
+            params: 10.0,
+            active_params: 10.0,
+            flops: 20.0,
+        }
+    }
+
+    #[test]
+    fn records_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.put_meta(&serde_json::json!({"seed": 7})).unwrap();
+            for id in 0..3 {
+                s.put_candidate(&record(id)).unwrap();
+            }
+            let r = record(1);
+            s.put_outcome(1, &r.hashes, &serde_json::json!({"score": 0.5}))
+                .unwrap();
+            s.put_counters(&Counters {
+                structural_hits: 2,
+                misses: 3,
+                seconds_saved: 1.5,
+                ..Counters::default()
+            })
+            .unwrap();
+            s.flush().unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.meta().unwrap().unwrap()["seed"], 7);
+        assert_eq!(
+            s.candidates().unwrap(),
+            vec![record(0), record(1), record(2)]
+        );
+        assert_eq!(s.outcome(1).unwrap().unwrap()["score"], 0.5);
+        assert_eq!(s.outcome(2).unwrap(), None);
+        assert_eq!(s.by_structural(0xabc + 1).unwrap(), Some(1));
+        assert_eq!(s.by_functional(0xdef + 1).unwrap(), Some(1));
+        assert_eq!(s.by_structural(0xabc + 2).unwrap(), None);
+        let c = s.counters().unwrap();
+        assert_eq!((c.structural_hits, c.misses, c.seconds_saved), (2, 3, 1.5));
+    }
+
+    #[test]
+    fn a_held_store_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = SledStore::open(dir.path()).unwrap();
+        // sled's lock is per process; a second handle in the same process
+        // shares it, so check the message path with a bad directory instead.
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let e = SledStore::open(&file).err().expect("a file is not a store");
+        assert!(e.to_string().contains("cannot open the run store"), "{e}");
+    }
+}
