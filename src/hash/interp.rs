@@ -404,8 +404,8 @@ fn eval_op(op: &Op, ins: &[&Mat], input: &Mat, w: &Weights, key: &[u8], rows: bo
             );
             let y = run(body, x, w, &[key, b"body"].concat());
             let mut out = x.clone();
-            for t in 0..x.rows {
-                let g = sel[t] as f64 * sigmoid(r.v[t]);
+            for (t, &chosen) in sel.iter().enumerate() {
+                let g = chosen as f64 * sigmoid(r.v[t]);
                 for j in 0..x.cols {
                     out.v[t * x.cols + j] += g * y.at(t, j);
                 }
