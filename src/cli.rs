@@ -25,6 +25,18 @@ pub enum SampleFormat {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// Text form, graph and outcome as RON.
+    Ron,
+    /// Text form, graph and outcome as JSON.
+    Json,
+    /// A Graphviz graph of the architecture.
+    Dot,
+    /// A short Markdown report of the run and its winners.
+    Md,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DeviceArg {
     Cpu,
     /// Needs a build with `--features cuda`.
@@ -112,6 +124,78 @@ pub enum Command {
         archs: Vec<String>,
         #[arg(long, default_value = "spaces/quickstart.ron")]
         space: PathBuf,
+    },
+    /// Run a search: sample or mutate, drop duplicates, train, keep the best.
+    #[command(
+        after_help = "Examples:\n  archgram search --space spaces/quickstart.ron --budget 60 --seed 1 --no-tui\n  archgram search --space spaces/moe-heavy.ron --strategy random --time 10m --name moe-random"
+    )]
+    Search {
+        /// Space file (.ron).
+        #[arg(long)]
+        space: PathBuf,
+        /// `random` or `evolution` (default: the space's).
+        #[arg(long, value_parser = ["random", "evolution"])]
+        strategy: Option<String>,
+        /// Candidates to train (duplicates are free; default: the space's).
+        #[arg(long)]
+        budget: Option<usize>,
+        /// Stop after this long, e.g. 90s, 10m, 2h.
+        #[arg(long)]
+        time: Option<String>,
+        /// Master seed (default: the space's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Run name: output goes to runs/NAME (default: space name and seed).
+        #[arg(long)]
+        name: Option<String>,
+        /// Candidates trained at once, one core each (default: the space's, or the core count).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Training steps per candidate (default: the space's).
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Plain progress lines instead of the dashboard (this build prints
+        /// progress lines either way; the dashboard is not built yet).
+        #[arg(long)]
+        no_tui: bool,
+        /// Folder that holds runs.
+        #[arg(long, default_value = "runs")]
+        runs: PathBuf,
+    },
+    /// Continue a run that was stopped or killed; finished work is kept.
+    #[command(after_help = "Example:\n  archgram resume runs/quickstart-1")]
+    Resume {
+        run: PathBuf,
+        #[arg(long)]
+        time: Option<String>,
+        #[arg(long)]
+        no_tui: bool,
+    },
+    /// Progress, best so far, Pareto front and cache statistics of a run
+    /// (works while it runs: reads the event log).
+    #[command(after_help = "Example:\n  archgram status runs/quickstart-1 --json")]
+    Status {
+        run: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a run's best architectures as files other tools read.
+    #[command(
+        after_help = "Examples:\n  archgram export runs/quickstart-1 --top 3 --format json\n  archgram export runs/quickstart-1 --pareto --format dot --out front/"
+    )]
+    Export {
+        run: PathBuf,
+        /// The best K by score.
+        #[arg(long, conflicts_with = "pareto")]
+        top: Option<usize>,
+        /// Every candidate on the Pareto front (score against active parameters and FLOPs).
+        #[arg(long)]
+        pareto: bool,
+        #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
+        format: ExportFormat,
+        /// Output folder (default: RUN/export).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// List the generated proxy tasks and their parameters.
     #[command(after_help = "Example:\n  archgram tasks")]

@@ -8,6 +8,7 @@ pub mod eval;
 pub mod grammar;
 pub mod hash;
 pub mod routing;
+pub mod search;
 pub mod seed;
 pub mod space;
 pub mod store;

@@ -1,9 +1,14 @@
 //! The commands behind the CLI. Each writes its report to `out` and returns
 //! a typed error whose kind decides the exit code.
 
+mod report;
+mod search;
+
+pub use search::{parse_duration, status_of};
+
 use crate::arch::{fmt_count, Limits, Network};
 use crate::cli::{Command, DeviceArg, SampleFormat};
-use crate::eval::{self, DeviceKind, TrainConfig};
+use crate::eval::{self, DeviceKind};
 use crate::grammar::SourceError;
 use crate::seed;
 use crate::space::{ArchError, Space};
@@ -59,6 +64,33 @@ pub fn run(cmd: Command, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Show { arch, space, json } => show(&arch, &space, json, out),
         Command::Tasks { json } => list_tasks(json, out),
         Command::Hash { archs, space } => hash(&archs, &space, out),
+        Command::Search {
+            space,
+            strategy,
+            budget,
+            time,
+            seed,
+            name,
+            workers,
+            steps,
+            no_tui: _,
+            runs,
+        } => search::search(
+            &space, strategy, budget, time, seed, name, workers, steps, &runs, out,
+        ),
+        Command::Resume {
+            run,
+            time,
+            no_tui: _,
+        } => search::resume(&run, time, out),
+        Command::Status { run, json } => search::status(&run, json, out),
+        Command::Export {
+            run,
+            top,
+            pareto,
+            format,
+            out: dir,
+        } => search::export(&run, top, pareto, format, dir, out),
         Command::Eval {
             space,
             arch,
@@ -363,22 +395,6 @@ fn list_tasks(json: bool, out: &mut dyn Write) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Training settings of a space as the evaluator takes them.
-pub fn train_config(space: &Space, seed: u64, device: DeviceKind) -> TrainConfig {
-    let t = &space.file.train;
-    TrainConfig {
-        steps: t.steps,
-        batch_size: t.batch_size,
-        lr: t.lr,
-        warmup_steps: t.warmup_steps,
-        weight_decay: t.weight_decay,
-        clip_norm: t.clip_norm,
-        seed,
-        device,
-        ..TrainConfig::default()
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 fn eval(
     path: &Path,
@@ -409,10 +425,12 @@ fn eval(
     let task = space
         .build_task(space.file.seed)
         .map_err(|e| CliError::BadInput(format!("{}: {e}", path.display())))?;
-    let mut cfg = train_config(&space, seed, device);
-    if let Some(s) = steps {
-        cfg.steps = s;
-    }
+    let cfg = crate::search::train_config(
+        &space,
+        seed,
+        steps.unwrap_or(space.file.train.steps),
+        device,
+    );
     let outcome = eval::evaluate(&net.arch, task.as_ref(), &cfg);
     if json {
         let v = json!({ "arch": net.text(), "outcome": outcome });

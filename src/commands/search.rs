@@ -1,0 +1,452 @@
+//! `search`, `resume`, `status`, `export`.
+
+use super::CliError;
+use crate::cli::ExportFormat;
+use crate::eval::DeviceKind;
+use crate::search::pareto::{front, Point};
+use crate::search::{run, score_of, Ending, RunDir, RunSettings, SearchError, StrategyKind};
+use crate::space::Space;
+use crate::store::{read_events, Event, SledStore, Store};
+use serde_json::json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+impl From<SearchError> for CliError {
+    fn from(e: SearchError) -> Self {
+        match e {
+            SearchError::BadInput(m) => CliError::BadInput(m),
+            other => CliError::Runtime(other.to_string()),
+        }
+    }
+}
+
+/// `90s`, `10m`, `2h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, CliError> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last() {
+        Some('s') => (&s[..s.len() - 1], 1.0),
+        Some('m') => (&s[..s.len() - 1], 60.0),
+        Some('h') => (&s[..s.len() - 1], 3600.0),
+        _ => (s, 1.0),
+    };
+    num.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .map(|v| Duration::from_secs_f64(v * mult))
+        .ok_or_else(|| {
+            CliError::BadInput(format!(
+                "--time {s}: expected a duration such as 90s, 10m or 2h"
+            ))
+        })
+}
+
+/// Stops the run at SIGINT/SIGTERM (after the evaluations in flight).
+fn stop_flag() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    // A second handler cannot be installed in one process (tests run
+    // several searches); the first one keeps working for its flag only.
+    let _ = ctrlc::set_handler(move || s.store(true, Ordering::SeqCst));
+    stop
+}
+
+fn short(text: &str, n: usize) -> String {
+    if text.chars().count() <= n {
+        text.to_string()
+    } else {
+        format!("{}…", text.chars().take(n).collect::<String>())
+    }
+}
+
+/// Plain progress lines, one per event worth a line.
+fn printer(out: &mut dyn Write) -> impl FnMut(&Event) + '_ {
+    let mut best: Option<(u64, f64)> = None;
+    let mut arch: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+    move |e: &Event| {
+        let id = e.get("id").and_then(|v| v.as_u64()).unwrap_or(0);
+        let line = match e.event.as_str() {
+            "run_started" => format!(
+                "search {} on {}: {} strategy, budget {}, {} worker(s), seed {}{}",
+                e.get("name").and_then(|v| v.as_str()).unwrap_or(""),
+                e.get("space").and_then(|v| v.as_str()).unwrap_or(""),
+                e.get("strategy").and_then(|v| v.as_str()).unwrap_or(""),
+                e.get("budget").unwrap_or(&json!(0)),
+                e.get("workers").unwrap_or(&json!(1)),
+                e.get("seed").unwrap_or(&json!(0)),
+                if e.get("resumed") == Some(&json!(true)) {
+                    " (resumed)"
+                } else {
+                    ""
+                }
+            ),
+            "sampled" => {
+                arch.insert(
+                    id,
+                    e.get("arch")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("")
+                        .to_string(),
+                );
+                return;
+            }
+            "evaluated" => {
+                let s = e.get("score").and_then(|v| v.as_f64()).unwrap_or(0.0);
+                if best.is_none_or(|b| s > b.1) {
+                    best = Some((id, s));
+                }
+                format!(
+                    "[{}/{}] #{id} {} {:.4}  best {:.4} (#{})  {} params  {:.1}s  {}",
+                    e.get("evaluations").unwrap_or(&json!(0)),
+                    e.get("budget").unwrap_or(&json!(0)),
+                    e.get("metric").and_then(|v| v.as_str()).unwrap_or("score"),
+                    s,
+                    best.map_or(0.0, |b| b.1),
+                    best.map_or(0, |b| b.0),
+                    crate::arch::fmt_count(e.get("params").and_then(|v| v.as_f64()).unwrap_or(0.0)),
+                    e.get("wall_secs").and_then(|v| v.as_f64()).unwrap_or(0.0),
+                    short(arch.get(&id).map_or("", |s| s), 90)
+                )
+            }
+            "failed" => format!(
+                "[{}/{}] #{id} failed: {}",
+                e.get("evaluations").unwrap_or(&json!(0)),
+                e.get("budget").unwrap_or(&json!(0)),
+                e.get("reason").and_then(|v| v.as_str()).unwrap_or("")
+            ),
+            "duplicate" => format!(
+                "        #{id} duplicate of #{} ({}), training skipped",
+                e.get("of").unwrap_or(&json!(0)),
+                e.get("stage").and_then(|v| v.as_str()).unwrap_or("")
+            ),
+            "run_finished" => format!(
+                "done ({}): {} evaluations, best #{} {:.4}",
+                e.get("reason").and_then(|v| v.as_str()).unwrap_or(""),
+                e.get("evaluations").unwrap_or(&json!(0)),
+                e.get("best_id").unwrap_or(&json!(null)),
+                e.get("best_score").and_then(|v| v.as_f64()).unwrap_or(0.0)
+            ),
+            _ => return,
+        };
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
+fn finish(ending: Ending, dir: &RunDir, out: &mut dyn Write) -> Result<(), CliError> {
+    writeln!(out, "run folder: {}", dir.path.display())?;
+    match ending {
+        Ending::Interrupted => {
+            writeln!(
+                out,
+                "stopped; continue with `archgram resume {}`",
+                dir.path.display()
+            )?;
+            Err(CliError::Interrupted)
+        }
+        _ => Ok(()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn search(
+    space_path: &Path,
+    strategy: Option<String>,
+    budget: Option<usize>,
+    time: Option<String>,
+    seed: Option<u64>,
+    name: Option<String>,
+    workers: Option<usize>,
+    steps: Option<usize>,
+    runs: &Path,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let space = Space::load(space_path)?;
+    let d = &space.file.search;
+    let strategy = strategy.unwrap_or_else(|| d.strategy.clone());
+    let strategy = StrategyKind::parse(&strategy).ok_or_else(|| {
+        space.error_at(
+            "strategy",
+            format!("unknown strategy `{strategy}`; use random or evolution"),
+        )
+    })?;
+    let seed = seed.unwrap_or(space.file.seed);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let settings = RunSettings {
+        name: name.unwrap_or_else(|| format!("{}-{seed}", space.name())),
+        strategy,
+        budget: budget.unwrap_or(d.budget),
+        seed,
+        workers: workers
+            .unwrap_or(if d.workers > 0 { d.workers } else { cores })
+            .max(1),
+        population: d.population,
+        tournament: d.tournament,
+        steps: steps.unwrap_or(space.file.train.steps),
+        device: DeviceKind::Cpu,
+    };
+    let time = time.as_deref().map(parse_duration).transpose()?;
+    let dir = RunDir::create(runs, &space, &settings)?;
+    let stop = stop_flag();
+    let mut print = printer(out);
+    let ending = run(&dir, &space, &settings, time, &stop, &mut print)?;
+    drop(print);
+    finish(ending, &dir, out)
+}
+
+pub fn resume(path: &Path, time: Option<String>, out: &mut dyn Write) -> Result<(), CliError> {
+    let dir = RunDir::open(path)?;
+    let settings = dir.settings()?;
+    let space = Space::load(&dir.space_path())?;
+    let time = time.as_deref().map(parse_duration).transpose()?;
+    let stop = stop_flag();
+    let mut print = printer(out);
+    let ending = run(&dir, &space, &settings, time, &stop, &mut print)?;
+    drop(print);
+    finish(ending, &dir, out)
+}
+
+/// What `status` knows, from the event log alone.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Status {
+    pub name: String,
+    pub strategy: String,
+    pub budget: u64,
+    pub evaluations: u64,
+    pub failed: u64,
+    pub finished: Option<String>,
+    pub best: Option<serde_json::Value>,
+    pub pareto: Vec<Point>,
+    pub structural_hits: u64,
+    pub functional_hits: u64,
+    pub seconds_saved: f64,
+    pub elapsed_secs: f64,
+}
+
+pub fn status_of(events: &[Event]) -> Status {
+    let mut s = Status::default();
+    let mut archs = std::collections::HashMap::new();
+    let mut points = Vec::new();
+    let (mut first, mut last) = (None, 0.0f64);
+    for e in events {
+        first.get_or_insert(e.t);
+        last = last.max(e.t);
+        let id = e.get("id").and_then(|v| v.as_u64()).unwrap_or(0);
+        match e.event.as_str() {
+            "run_started" => {
+                s.name = e.get("name").and_then(|v| v.as_str()).unwrap_or("").into();
+                s.strategy = e
+                    .get("strategy")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .into();
+                s.budget = e.get("budget").and_then(|v| v.as_u64()).unwrap_or(0);
+                s.finished = None;
+            }
+            "sampled" => {
+                archs.insert(id, e.get("arch").cloned().unwrap_or_default());
+            }
+            "evaluated" | "failed" => {
+                s.evaluations = s
+                    .evaluations
+                    .max(e.get("evaluations").and_then(|v| v.as_u64()).unwrap_or(0));
+                if e.event == "failed" {
+                    s.failed += 1;
+                    continue;
+                }
+                let score = e.get("score").and_then(|v| v.as_f64()).unwrap_or(0.0);
+                points.push(Point {
+                    id,
+                    score,
+                    active_params: e
+                        .get("active_params")
+                        .and_then(|v| v.as_f64())
+                        .unwrap_or(0.0),
+                    flops: e.get("flops").and_then(|v| v.as_f64()).unwrap_or(0.0),
+                });
+                let better = s
+                    .best
+                    .as_ref()
+                    .is_none_or(|b| score > b["score"].as_f64().unwrap_or(0.0));
+                if better {
+                    s.best = Some(json!({"id": id, "score": score, "arch": archs.get(&id)}));
+                }
+            }
+            "duplicate" => {
+                if e.get("stage").and_then(|v| v.as_str()) == Some("structural") {
+                    s.structural_hits += 1;
+                } else {
+                    s.functional_hits += 1;
+                }
+                s.seconds_saved += e
+                    .get("seconds_saved")
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or(0.0);
+            }
+            "run_finished" => {
+                s.finished = e.get("reason").and_then(|v| v.as_str()).map(String::from)
+            }
+            _ => {}
+        }
+    }
+    s.pareto = front(&points);
+    s.elapsed_secs = first.map_or(0.0, |f| last - f);
+    s
+}
+
+pub fn status(path: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let dir = RunDir::open(path)?;
+    let events = read_events(&dir.events_path()).map_err(|e| {
+        CliError::BadInput(format!(
+            "{}: cannot read events: {e}",
+            dir.events_path().display()
+        ))
+    })?;
+    let s = status_of(&events);
+    if as_json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&s).unwrap_or_default()
+        )?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{}: {} strategy, {}/{} evaluated ({} failed), {}",
+        s.name,
+        s.strategy,
+        s.evaluations,
+        s.budget,
+        s.failed,
+        s.finished
+            .as_deref()
+            .map_or("running or stopped".into(), |r| format!("finished ({r})"))
+    )?;
+    if let Some(b) = &s.best {
+        writeln!(
+            out,
+            "best #{} score {:.4}: {}",
+            b["id"],
+            b["score"].as_f64().unwrap_or(0.0),
+            b["arch"].as_str().unwrap_or("")
+        )?;
+    }
+    writeln!(
+        out,
+        "cache: {} structural + {} functional hits, {:.1}s of training saved",
+        s.structural_hits, s.functional_hits, s.seconds_saved
+    )?;
+    writeln!(out, "pareto front (score, active params, flops/token):")?;
+    for p in &s.pareto {
+        writeln!(
+            out,
+            "  #{:<5} {:.4}  {:>8}  {:>8}",
+            p.id,
+            p.score,
+            crate::arch::fmt_count(p.active_params),
+            crate::arch::fmt_count(p.flops)
+        )?;
+    }
+    Ok(())
+}
+
+pub fn export(
+    path: &Path,
+    top: Option<usize>,
+    pareto: bool,
+    format: ExportFormat,
+    out_dir: Option<PathBuf>,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let dir = RunDir::open(path)?;
+    let space = Space::load(&dir.space_path())?;
+    let store = SledStore::open(&dir.store_path()).map_err(|e| CliError::Runtime(e.to_string()))?;
+    let store_err = |e: crate::store::StoreError| CliError::Runtime(e.to_string());
+    let mut rows = Vec::new();
+    for c in store.candidates().map_err(store_err)? {
+        if c.duplicate_of.is_some() {
+            continue;
+        }
+        let Some(o) = store.outcome(c.id).map_err(store_err)? else {
+            continue;
+        };
+        if o["status"] != "ok" {
+            continue;
+        }
+        rows.push((c, o));
+    }
+    rows.sort_by(|a, b| {
+        score_of(&b.1)
+            .total_cmp(&score_of(&a.1))
+            .then(a.0.id.cmp(&b.0.id))
+    });
+    let chosen: Vec<_> = if pareto {
+        let pts: Vec<Point> = rows
+            .iter()
+            .map(|(c, o)| Point {
+                id: c.id,
+                score: score_of(o),
+                active_params: c.active_params,
+                flops: c.flops,
+            })
+            .collect();
+        let ids: Vec<u64> = front(&pts).iter().map(|p| p.id).collect();
+        rows.into_iter()
+            .filter(|(c, _)| ids.contains(&c.id))
+            .collect()
+    } else {
+        rows.into_iter().take(top.unwrap_or(1)).collect()
+    };
+    if chosen.is_empty() {
+        return Err(CliError::BadInput(format!(
+            "{}: no evaluated candidates to export yet",
+            dir.path.display()
+        )));
+    }
+    let out_dir = out_dir.unwrap_or_else(|| dir.path.join("export"));
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| CliError::Runtime(format!("cannot create {}: {e}", out_dir.display())))?;
+    let write = |name: String, text: String| -> Result<PathBuf, CliError> {
+        let p = out_dir.join(name);
+        std::fs::write(&p, text)
+            .map_err(|e| CliError::Runtime(format!("cannot write {}: {e}", p.display())))?;
+        Ok(p)
+    };
+    if format == ExportFormat::Md {
+        let p = write(
+            "report.md".into(),
+            super::report::markdown(&dir, &space, &store, &chosen)?,
+        )?;
+        writeln!(out, "{}", p.display())?;
+        return Ok(());
+    }
+    for (rank, (c, o)) in chosen.iter().enumerate() {
+        let net = space
+            .network(c.derivation.clone())
+            .map_err(|e| CliError::Runtime(format!("candidate #{} no longer lowers: {e}", c.id)))?;
+        let stem = format!("{:02}-id{}", rank + 1, c.id);
+        let doc = json!({"id": c.id, "rank": rank + 1, "arch": c.text, "hashes": c.hashes,
+                         "origin": c.origin, "parent": c.parent, "outcome": o, "graph": net.arch});
+        let p = match format {
+            ExportFormat::Json => write(
+                format!("{stem}.json"),
+                serde_json::to_string_pretty(&doc).unwrap_or_default(),
+            )?,
+            ExportFormat::Ron => write(
+                format!("{stem}.ron"),
+                ron::ser::to_string_pretty(&doc, ron::ser::PrettyConfig::default())
+                    .map_err(|e| CliError::Runtime(e.to_string()))?,
+            )?,
+            ExportFormat::Dot => write(
+                format!("{stem}.dot"),
+                super::report::dot(&net, &format!("#{} score {:.4}", c.id, score_of(o))),
+            )?,
+            ExportFormat::Md => unreachable!("handled above"),
+        };
+        writeln!(out, "{}", p.display())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,12 @@
+//! Search: strategies (random, regularised evolution), the run loop with
+//! its cache, Pareto bookkeeping and run folders. Sees candidates only as
+//! derivations, hashes and outcomes.
+
+pub mod pareto;
+mod run;
+mod rundir;
+mod strategy;
+
+pub use run::{run, score_of, train_config, Ending, RunSettings, SearchError};
+pub use rundir::RunDir;
+pub use strategy::{Proposal, Strategy, StrategyKind};

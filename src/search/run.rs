@@ -1,0 +1,409 @@
+//! The run loop: propose → build → hash → cache → evaluate (in parallel) →
+//! record durably → tell the strategy, until the budget is spent.
+
+use super::rundir::RunDir;
+use super::strategy::{Proposal, Strategy, StrategyKind};
+use crate::arch::Network;
+use crate::eval::{evaluate_all, DeviceKind, Outcome, TrainConfig};
+use crate::hash::Hashes;
+use crate::seed;
+use crate::space::Space;
+use crate::store::{CandidateRecord, Counters, Event, EventLog, SledStore, Store};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Settings of one run (space defaults overridden by flags).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunSettings {
+    pub name: String,
+    pub strategy: StrategyKind,
+    /// New candidates trained (duplicates are free).
+    pub budget: usize,
+    pub seed: u64,
+    /// Candidates trained at once (each on one core).
+    pub workers: usize,
+    pub population: usize,
+    pub tournament: usize,
+    /// Training steps per candidate.
+    pub steps: usize,
+    pub device: DeviceKind,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Ending {
+    BudgetSpent,
+    TimeUp,
+    Interrupted,
+    /// Hundreds of proposals in a row were duplicates or invalid.
+    SpaceExhausted,
+}
+
+impl Ending {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Ending::BudgetSpent => "budget spent",
+            Ending::TimeUp => "time limit",
+            Ending::Interrupted => "interrupted",
+            Ending::SpaceExhausted => "space exhausted",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    #[error("{0}")]
+    BadInput(String),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The space's training settings for a candidate.
+pub fn train_config(space: &Space, seed: u64, steps: usize, device: DeviceKind) -> TrainConfig {
+    let t = &space.file.train;
+    TrainConfig {
+        steps,
+        batch_size: t.batch_size,
+        lr: t.lr,
+        warmup_steps: t.warmup_steps.min(steps / 2),
+        weight_decay: t.weight_decay,
+        clip_norm: t.clip_norm,
+        seed,
+        device,
+        ..TrainConfig::default()
+    }
+}
+
+/// Score of a stored outcome (0 for a failed one).
+pub fn score_of(outcome: &serde_json::Value) -> f64 {
+    if outcome["status"] == "ok" {
+        outcome["score"].as_f64().unwrap_or(0.0)
+    } else {
+        0.0
+    }
+}
+
+/// Rebuilds the strategy and the run's position from the store.
+struct Progress {
+    next_id: u64,
+    evaluations: usize,
+    best: Option<(u64, f64)>,
+}
+
+fn restore(store: &SledStore, strategy: &mut Strategy) -> Result<Progress, SearchError> {
+    let cands = store.candidates()?;
+    let mut told = Vec::new();
+    let mut evaluations = 0;
+    let mut best: Option<(u64, f64)> = None;
+    let mut baselines = 0;
+    for c in &cands {
+        if c.origin.starts_with("baseline") {
+            baselines += 1;
+        }
+        let source = c.duplicate_of.unwrap_or(c.id);
+        let Some(o) = store.outcome(source)? else {
+            continue;
+        };
+        let s = score_of(&o);
+        if c.duplicate_of.is_none() {
+            evaluations += 1;
+            if best.is_none_or(|b| s > b.1) {
+                best = Some((c.id, s));
+            }
+        }
+        told.push((c.id, s));
+    }
+    strategy.rebuild(&told, baselines);
+    Ok(Progress {
+        next_id: cands.last().map_or(0, |c| c.id + 1),
+        evaluations,
+        best,
+    })
+}
+
+/// A candidate ready to train.
+struct Job {
+    id: u64,
+    net: Network,
+    record: CandidateRecord,
+}
+
+/// Runs (or continues) the search in `dir` until its budget, `time`, or
+/// `stop` ends it. `progress` receives every event as it is logged.
+pub fn run(
+    dir: &RunDir,
+    space: &Space,
+    settings: &RunSettings,
+    time: Option<Duration>,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(&Event),
+) -> Result<Ending, SearchError> {
+    let store = SledStore::open(&dir.store_path())?;
+    let mut log = EventLog::open(&dir.events_path()).map_err(|e| SearchError::Io(e.to_string()))?;
+    let baselines: Vec<String> = space.file.baselines.keys().cloned().collect();
+    let mut strategy = Strategy::new(
+        settings.strategy,
+        settings.population,
+        settings.tournament,
+        baselines,
+    );
+    let mut pos = restore(&store, &mut strategy)?;
+    let mut counters = store.counters()?;
+    let task = space
+        .build_task(space.file.seed)
+        .map_err(|e| SearchError::BadInput(e.to_string()))?;
+    let cfg = train_config(space, settings.seed, settings.steps, settings.device);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(settings.workers.max(1))
+        .build()
+        .map_err(|e| SearchError::Io(e.to_string()))?;
+    let started = Instant::now();
+    let mut emit = |log: &mut EventLog, e: Event| -> Result<(), SearchError> {
+        log.append(&e).map_err(|e| SearchError::Io(e.to_string()))?;
+        progress(&e);
+        Ok(())
+    };
+    emit(
+        &mut log,
+        Event::new(
+            "run_started",
+            json!({
+                "name": settings.name, "space": space.name(), "seed": settings.seed,
+                "budget": settings.budget, "strategy": settings.strategy.name(),
+                "workers": settings.workers, "resumed": pos.next_id > 0,
+                "evaluations": pos.evaluations, "metric": space.metric,
+            }),
+        ),
+    )?;
+    let mut dry = 0usize;
+    let ending = loop {
+        if pos.evaluations >= settings.budget {
+            break Ending::BudgetSpent;
+        }
+        if stop.load(Ordering::SeqCst) {
+            break Ending::Interrupted;
+        }
+        if time.is_some_and(|t| started.elapsed() >= t) {
+            break Ending::TimeUp;
+        }
+        if dry > 300 {
+            break Ending::SpaceExhausted;
+        }
+        // Gather up to `workers` new candidates; duplicates are recorded as
+        // they are found and cost no budget.
+        let want = settings
+            .workers
+            .max(1)
+            .min(settings.budget - pos.evaluations);
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut in_batch: HashMap<u128, u64> = HashMap::new();
+        let mut deferred: Vec<(CandidateRecord, u64, &'static str)> = Vec::new();
+        while jobs.len() < want && dry <= 300 {
+            let id = pos.next_id;
+            let mut rng = seed::rng(settings.seed, "propose", id);
+            let proposal = strategy.propose(&mut rng);
+            let built = match &proposal {
+                Proposal::Sample => space
+                    .sample(&mut rng)
+                    .map(|n| (n, "sample".to_string(), None))
+                    .ok(),
+                Proposal::Baseline(name) => space
+                    .parse_arch(&space.file.baselines[name])
+                    .ok()
+                    .map(|n| (n, format!("baseline: {name}"), None)),
+                Proposal::Mutate(parent) => store
+                    .candidate(*parent)?
+                    .and_then(|p| space.mutate(&p.derivation, &mut rng).ok())
+                    .map(|(n, m)| (n, format!("mutation: {}", m.detail), Some(*parent))),
+            };
+            let Some((net, origin, parent)) = built else {
+                strategy.withdraw();
+                dry += 1;
+                continue;
+            };
+            pos.next_id += 1;
+            let hashes = Hashes::of(&net.arch);
+            let record = CandidateRecord {
+                id,
+                derivation: net.term.clone(),
+                text: net.text(),
+                hashes,
+                parent,
+                origin,
+                duplicate_of: None,
+                params: net.cost.params,
+                active_params: net.cost.active_params,
+                flops: net.cost.flops,
+            };
+            emit(
+                &mut log,
+                Event::new(
+                    "sampled",
+                    json!({"id": id, "origin": record.origin, "parent": parent, "arch": record.text,
+                           "params": record.params, "active_params": record.active_params, "flops": record.flops}),
+                ),
+            )?;
+            let hit = match store.by_structural(hashes.structural)? {
+                Some(o) => Some((o, "structural")),
+                None => hashes
+                    .functional
+                    .map(|f| store.by_functional(f))
+                    .transpose()?
+                    .flatten()
+                    .map(|o| (o, "functional")),
+            };
+            let batch_hit = in_batch
+                .get(&hashes.structural)
+                .map(|&o| (o, "structural"))
+                .or_else(|| {
+                    hashes
+                        .functional
+                        .and_then(|f| in_batch.get(&f))
+                        .map(|&o| (o, "functional"))
+                });
+            if let Some((orig, stage)) = hit {
+                let o = store.outcome(orig)?.unwrap_or_default();
+                record_duplicate(
+                    &store,
+                    &mut log,
+                    &mut counters,
+                    record,
+                    orig,
+                    stage,
+                    &o,
+                    &mut emit,
+                )?;
+                strategy.tell(id, score_of(&o));
+                dry += 1;
+                continue;
+            }
+            if let Some((orig, stage)) = batch_hit {
+                deferred.push((record, orig, stage));
+                dry += 1;
+                continue;
+            }
+            dry = 0;
+            in_batch.insert(hashes.structural, id);
+            if let Some(f) = hashes.functional {
+                in_batch.insert(f, id);
+            }
+            jobs.push(Job { id, net, record });
+        }
+        if jobs.is_empty() && deferred.is_empty() {
+            continue;
+        }
+        let work: Vec<(&crate::arch::Arch, TrainConfig)> =
+            jobs.iter().map(|j| (&j.net.arch, cfg.clone())).collect();
+        let outcomes: Vec<Outcome> =
+            pool.install(|| evaluate_all(&work, task.as_ref(), settings.workers > 1));
+        for (job, outcome) in jobs.into_iter().zip(outcomes) {
+            let value =
+                serde_json::to_value(&outcome).map_err(|e| SearchError::Io(e.to_string()))?;
+            store.put_candidate(&job.record)?;
+            store.put_outcome(job.id, &job.record.hashes, &value)?;
+            counters.misses += 1;
+            pos.evaluations += 1;
+            let score = score_of(&value);
+            if outcome.is_ok() {
+                counters.evaluated += 1;
+                emit(
+                    &mut log,
+                    Event::new(
+                        "evaluated",
+                        json!({"id": job.id, "score": score, "metric": outcome.metric, "params": outcome.params,
+                               "active_params": outcome.active_params, "flops": outcome.flops_per_token,
+                               "wall_secs": outcome.wall_secs, "tokens_per_sec": outcome.tokens_per_sec,
+                               "evaluations": pos.evaluations, "budget": settings.budget}),
+                    ),
+                )?;
+            } else {
+                counters.failed += 1;
+                let reason = match &outcome.status {
+                    crate::eval::Status::Failed { reason } => reason.clone(),
+                    crate::eval::Status::Ok => String::new(),
+                };
+                emit(
+                    &mut log,
+                    Event::new(
+                        "failed",
+                        json!({"id": job.id, "reason": reason, "evaluations": pos.evaluations, "budget": settings.budget}),
+                    ),
+                )?;
+            }
+            store.put_counters(&counters)?;
+            store.flush()?;
+            strategy.tell(job.id, score);
+            if outcome.is_ok() && pos.best.is_none_or(|b| score > b.1) {
+                pos.best = Some((job.id, score));
+                emit(
+                    &mut log,
+                    Event::new(
+                        "new_best",
+                        json!({"id": job.id, "score": score, "arch": job.record.text}),
+                    ),
+                )?;
+            }
+        }
+        for (record, orig, stage) in deferred {
+            let o = store.outcome(orig)?.unwrap_or_default();
+            let id = record.id;
+            record_duplicate(
+                &store,
+                &mut log,
+                &mut counters,
+                record,
+                orig,
+                stage,
+                &o,
+                &mut emit,
+            )?;
+            strategy.tell(id, score_of(&o));
+        }
+    };
+    store.put_counters(&counters)?;
+    store.flush()?;
+    emit(
+        &mut log,
+        Event::new(
+            "run_finished",
+            json!({"evaluations": pos.evaluations, "best_id": pos.best.map(|b| b.0),
+                   "best_score": pos.best.map(|b| b.1), "reason": ending.name()}),
+        ),
+    )?;
+    Ok(ending)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn record_duplicate(
+    store: &SledStore,
+    log: &mut EventLog,
+    counters: &mut Counters,
+    mut record: CandidateRecord,
+    orig: u64,
+    stage: &str,
+    outcome: &serde_json::Value,
+    emit: &mut dyn FnMut(&mut EventLog, Event) -> Result<(), SearchError>,
+) -> Result<(), SearchError> {
+    record.duplicate_of = Some(orig);
+    let saved = outcome["wall_secs"].as_f64().unwrap_or(0.0);
+    if stage == "structural" {
+        counters.structural_hits += 1;
+    } else {
+        counters.functional_hits += 1;
+    }
+    counters.seconds_saved += saved;
+    store.put_candidate(&record)?;
+    store.put_counters(counters)?;
+    store.flush()?;
+    emit(
+        log,
+        Event::new(
+            "duplicate",
+            json!({"id": record.id, "of": orig, "stage": stage, "seconds_saved": saved}),
+        ),
+    )
+}

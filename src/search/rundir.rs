@@ -1,0 +1,102 @@
+//! A run's folder: `runs/<name>/` with a self-contained copy of the space
+//! (`space.ron`, `grammar.ron`), the store and `events.jsonl`.
+
+use super::run::{RunSettings, SearchError};
+use crate::space::{Space, SpaceFile};
+use crate::store::{SledStore, Store};
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    pub fn store_path(&self) -> PathBuf {
+        self.path.join("store")
+    }
+
+    pub fn events_path(&self) -> PathBuf {
+        self.path.join("events.jsonl")
+    }
+
+    pub fn space_path(&self) -> PathBuf {
+        self.path.join("space.ron")
+    }
+
+    /// Creates `runs_dir/name` for a new run of `space`. An existing run of
+    /// that name is an error (resume it instead).
+    pub fn create(
+        runs_dir: &Path,
+        space: &Space,
+        settings: &RunSettings,
+    ) -> Result<RunDir, SearchError> {
+        let path = runs_dir.join(&settings.name);
+        if path.join("store").exists() {
+            return Err(SearchError::BadInput(format!(
+                "run `{}` already exists in {}; continue it with `archgram resume {}` or pick another --name",
+                settings.name,
+                runs_dir.display(),
+                path.display()
+            )));
+        }
+        std::fs::create_dir_all(&path)
+            .map_err(|e| SearchError::Io(format!("cannot create {}: {e}", path.display())))?;
+        let dir = RunDir { path };
+        // Copy the space so the run can be resumed and read later even if
+        // the original files change.
+        let grammar_src = space
+            .path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(&space.file.grammar);
+        let grammar_text = std::fs::read_to_string(&grammar_src)
+            .map_err(|e| SearchError::Io(format!("cannot read {}: {e}", grammar_src.display())))?;
+        let mut file: SpaceFile = space.file.clone();
+        file.grammar = PathBuf::from("grammar.ron");
+        file.start = Some(space.grammar.start.clone());
+        if let Some(f) = &file.task.file {
+            let abs = space.path.parent().unwrap_or(Path::new(".")).join(f);
+            file.task.file = Some(std::fs::canonicalize(&abs).unwrap_or(abs));
+        }
+        let text = ron::ser::to_string_pretty(&file, ron::ser::PrettyConfig::default())
+            .map_err(|e| SearchError::Io(e.to_string()))?;
+        let write = |p: PathBuf, t: &str| {
+            std::fs::write(&p, t)
+                .map_err(|e| SearchError::Io(format!("cannot write {}: {e}", p.display())))
+        };
+        write(dir.path.join("grammar.ron"), &grammar_text)?;
+        write(dir.space_path(), &text)?;
+        let store = SledStore::open(&dir.store_path())?;
+        store.put_meta(&serde_json::json!({
+            "settings": settings,
+            "space": space.name(),
+            "source": space.path.display().to_string(),
+            "archgram_version": env!("CARGO_PKG_VERSION"),
+        }))?;
+        Ok(dir)
+    }
+
+    /// An existing run folder.
+    pub fn open(path: &Path) -> Result<RunDir, SearchError> {
+        if !path.join("space.ron").is_file() {
+            return Err(SearchError::BadInput(format!(
+                "{} is not a run folder (no space.ron); runs live in runs/<name>/",
+                path.display()
+            )));
+        }
+        Ok(RunDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The run's settings as recorded when it started.
+    pub fn settings(&self) -> Result<RunSettings, SearchError> {
+        let store = SledStore::open(&self.store_path())?;
+        let meta = store.meta()?.ok_or_else(|| {
+            SearchError::BadInput(format!("{}: the run has no metadata", self.path.display()))
+        })?;
+        serde_json::from_value(meta["settings"].clone())
+            .map_err(|e| SearchError::BadInput(format!("{}: {e}", self.path.display())))
+    }
+}
