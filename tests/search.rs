@@ -31,8 +31,11 @@ fn search_args<'a>(runs: &'a str, name: &'a str, budget: &'a str, steps: &'a str
     ]
 }
 
-/// (id, text, structural hash, functional hash, score) of every candidate.
-fn snapshot(run: &Path) -> Vec<(u64, String, u128, Option<u128>, Option<f64>, Option<u64>)> {
+/// (id, text, structural hash, functional hash, score, duplicate of).
+type Row = (u64, String, u128, Option<u128>, Option<f64>, Option<u64>);
+
+/// Every candidate of a run.
+fn snapshot(run: &Path) -> Vec<Row> {
     let s = SledStore::open(&run.join("store")).unwrap();
     s.candidates()
         .unwrap()
