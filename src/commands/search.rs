@@ -4,13 +4,13 @@ use super::CliError;
 use crate::cli::ExportFormat;
 use crate::eval::DeviceKind;
 use crate::search::pareto::{front, Point};
-use crate::search::{run, score_of, Ending, RunDir, RunSettings, SearchError, StrategyKind};
+use crate::search::{run, score_of, RunControl, Ending, RunDir, RunSettings, SearchError, StrategyKind};
 use crate::space::Space;
 use crate::store::{read_events, Event, SledStore, Store};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,13 +44,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, CliError> {
 }
 
 /// Stops the run at SIGINT/SIGTERM (after the evaluations in flight).
-fn stop_flag() -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
+fn stop_flag() -> Arc<RunControl> {
+    let ctl = Arc::new(RunControl::default());
+    let c = ctl.clone();
     // A second handler cannot be installed in one process (tests run
     // several searches); the first one keeps working for its flag only.
-    let _ = ctrlc::set_handler(move || s.store(true, Ordering::SeqCst));
-    stop
+    let _ = ctrlc::set_handler(move || c.stop.store(true, Ordering::SeqCst));
+    ctl
 }
 
 fn short(text: &str, n: usize) -> String {

@@ -7,6 +7,6 @@ mod run;
 mod rundir;
 mod strategy;
 
-pub use run::{run, score_of, train_config, Ending, RunSettings, SearchError};
+pub use run::{run, score_of, train_config, Ending, RunControl, RunSettings, SearchError};
 pub use rundir::RunDir;
 pub use strategy::{Proposal, Strategy, StrategyKind};

@@ -14,6 +14,15 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// Flags another thread (signal handler, dashboard) sets to steer a run.
+#[derive(Debug, Default)]
+pub struct RunControl {
+    /// Stop after the evaluations in flight; the run stays resumable.
+    pub stop: AtomicBool,
+    /// Propose nothing new until cleared (evaluations in flight finish).
+    pub pause: AtomicBool,
+}
+
 /// Settings of one run (space defaults overridden by flags).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunSettings {
@@ -133,13 +142,13 @@ struct Job {
 }
 
 /// Runs (or continues) the search in `dir` until its budget, `time`, or
-/// `stop` ends it. `progress` receives every event as it is logged.
+/// `ctl.stop` ends it. `progress` receives every event as it is logged.
 pub fn run(
     dir: &RunDir,
     space: &Space,
     settings: &RunSettings,
     time: Option<Duration>,
-    stop: &AtomicBool,
+    ctl: &RunControl,
     progress: &mut dyn FnMut(&Event),
 ) -> Result<Ending, SearchError> {
     let store = SledStore::open(&dir.store_path())?;
@@ -184,7 +193,7 @@ pub fn run(
         if pos.evaluations >= settings.budget {
             break Ending::BudgetSpent;
         }
-        if stop.load(Ordering::SeqCst) {
+        if ctl.stop.load(Ordering::SeqCst) {
             break Ending::Interrupted;
         }
         if time.is_some_and(|t| started.elapsed() >= t) {
@@ -192,6 +201,10 @@ pub fn run(
         }
         if dry > 300 {
             break Ending::SpaceExhausted;
+        }
+        if ctl.pause.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
         }
         // Gather up to `workers` new candidates; duplicates are recorded as
         // they are found and cost no budget.
