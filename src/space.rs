@@ -54,6 +54,8 @@ pub struct TrainSettings {
     pub warmup_steps: usize,
     pub weight_decay: f64,
     pub clip_norm: f64,
+    /// Router balancing, drop policy and trace checkpoints.
+    pub routing: crate::routing::RouterSettings,
 }
 
 impl Default for TrainSettings {
@@ -65,6 +67,7 @@ impl Default for TrainSettings {
             warmup_steps: 30,
             weight_decay: 0.01,
             clip_norm: 1.0,
+            routing: crate::routing::RouterSettings::default(),
         }
     }
 }

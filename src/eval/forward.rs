@@ -13,6 +13,7 @@ use super::params::Params;
 use super::program::{Graph, Program, Step, StepOp};
 use super::routed;
 use crate::arch::{Activation, DotMask, NormKind};
+use crate::routing::{LayerTrace, RouterSettings};
 use dfdx::prelude::*;
 
 pub type T3<D, T> = Tensor<(usize, usize, usize), f32, D, T>;
@@ -51,6 +52,13 @@ pub struct Run<'a, D: Backend, T> {
     /// Auxiliary losses (router balance, skip rate), added to the loss.
     pub aux: Vec<T0<D, T>>,
     pub routes: Vec<RouteRecord>,
+    /// How routers balance and drop.
+    pub routing: RouterSettings,
+    /// Selection bias per routed layer (execution order); empty = none yet.
+    pub bias: Vec<Vec<f32>>,
+    /// Keep a full routing trace of this pass in `traces`.
+    pub trace: bool,
+    pub traces: Vec<LayerTrace>,
 }
 
 impl<'a, D: Backend, T: Tape<f32, D>> Run<'a, D, T> {
@@ -61,6 +69,10 @@ impl<'a, D: Backend, T: Tape<f32, D>> Run<'a, D, T> {
             batch,
             aux: Vec::new(),
             routes: Vec::new(),
+            routing: RouterSettings::default(),
+            bias: Vec::new(),
+            trace: false,
+            traces: Vec::new(),
         }
     }
 
@@ -253,7 +265,12 @@ fn apply<D: Backend, T: Tape<f32, D>>(
     mut ins: Vec<T3<D, T>>,
 ) -> T3<D, T> {
     let b = run.batch;
-    let (rows, cols) = (step.shape.rows.size, step.shape.cols.size);
+    let (mut rows, cols) = (step.shape.rows.size, step.shape.cols.size);
+    // Row-preserving ops also run on gathered token subsets (MoE experts),
+    // whose row count is the number of tokens routed there.
+    if let (Some(x), StepOp::Linear { .. } | StepOp::Norm { .. }) = (ins.first(), &step.op) {
+        rows = x.shape().1;
+    }
     match &step.op {
         StepOp::Input => unreachable!("handled by run_graph"),
         StepOp::Output => ins.remove(0),

@@ -6,6 +6,7 @@ mod forward;
 #[cfg(test)]
 mod gradcheck;
 mod kernels;
+mod moe;
 mod outcome;
 mod params;
 mod program;

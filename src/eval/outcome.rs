@@ -3,6 +3,7 @@
 use super::forward::RouteRecord;
 use super::train::{TrainConfig, Trained};
 use crate::arch::Cost;
+use crate::routing::stats::RoutingReport;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -40,6 +41,9 @@ pub struct Outcome {
     pub device: String,
     /// Routed layers on the held-out split, in execution order.
     pub routes: Vec<RouteRecord>,
+    /// Routing traces and statistics (candidates with routed layers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<RoutingReport>,
 }
 
 impl Outcome {
@@ -61,6 +65,7 @@ impl Outcome {
             gflops: 0.0,
             device: cfg.device.name().to_string(),
             routes: Vec::new(),
+            routing: None,
         }
     }
 
@@ -85,6 +90,7 @@ impl Outcome {
         self.tokens_per_sec = self.tokens as f64 / secs;
         self.gflops = 3.0 * self.flops_per_token * self.tokens_per_sec / 1e9;
         self.routes = t.routes;
+        self.routing = t.routing;
         self
     }
 
@@ -108,12 +114,75 @@ impl Outcome {
             self.gflops,
             self.device
         ));
-        for (i, r) in self.routes.iter().enumerate() {
-            s.push_str(&format!(
-                "\nrouted layer {i} ({}): {} tokens, load {:?}, dropped {}",
-                r.kind, r.tokens, r.load, r.dropped
-            ));
+        match &self.routing {
+            Some(rep) => {
+                for st in &rep.stats {
+                    s.push('\n');
+                    s.push_str(&layer_line(st));
+                }
+                for c in &rep.consistency {
+                    s.push_str(&format!(
+                        "\n  layer {} steps {}→{}: top-k Jaccard {:.3}, top-1 changed {:.1}%",
+                        c.layer,
+                        c.from_step,
+                        c.to_step,
+                        c.jaccard,
+                        100.0 * c.top1_changed
+                    ));
+                }
+            }
+            None => {
+                for (i, r) in self.routes.iter().enumerate() {
+                    s.push_str(&format!(
+                        "\nrouted layer {i} ({}): {} tokens, load {:?}, dropped {}",
+                        r.kind, r.tokens, r.load, r.dropped
+                    ));
+                }
+            }
         }
         s
     }
+}
+
+/// One routed layer's statistics on a few lines.
+fn layer_line(st: &crate::routing::stats::LayerStats) -> String {
+    let mut s = format!(
+        "routed layer {} ({}, {} tokens traced): ",
+        st.layer, st.kind, st.tokens
+    );
+    if st.kind == "mod" || st.kind == "layer_skip" {
+        s.push_str(&format!(
+            "processed {:.1}%, mean gate {:.3}, compute vs dense {:.2}",
+            100.0 * st.processed_fraction,
+            st.router_confidence,
+            st.compute_vs_dense
+        ));
+        return s;
+    }
+    s.push_str(&format!(
+        "load {:?}\n  CV {:.3}  max/mean {:.2}  MaxVio {:.2}  load entropy {:.3}  dead {}  dropped {:.1}% (by position {})\n  experts/token {:.2} {:?}  router entropy {:.3}  confidence {:.3}  compute vs dense {:.2}",
+        st.load,
+        st.cv,
+        st.max_over_mean,
+        st.max_vio,
+        st.load_entropy,
+        st.dead_experts,
+        100.0 * st.dropped_fraction,
+        st.dropped_by_position
+            .iter()
+            .map(|v| format!("{:.0}%", 100.0 * v))
+            .collect::<Vec<_>>()
+            .join("/"),
+        st.mean_experts_per_token,
+        st.experts_per_token,
+        st.router_entropy,
+        st.router_confidence,
+        st.compute_vs_dense
+    ));
+    if let (Some(mi), Some(base)) = (st.domain_mi, st.domain_mi_shuffled) {
+        s.push_str(&format!(
+            "\n  domain–expert mutual information {mi:.3} nats (shuffled domains {base:.3})"
+        ));
+    }
+    s
 }

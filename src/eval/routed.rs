@@ -2,21 +2,21 @@
 //! layer skip and mixture-of-heads.
 //!
 //! Routing decisions (which token goes where) are made on the host from the
-//! router's probabilities, then applied as constant 0/1 masks on the
-//! differentiable gates, so gradients flow through the gate values and the
-//! chosen experts (dense-masked: every expert runs on every token here; the
-//! routing issue replaces this with gathering). The selection rules live in
-//! `routing::select`.
+//! router's scores, then applied as constant 0/1 masks on the
+//! differentiable gates, so gradients flow through the gate values. Mixture
+//! of experts gathers each expert's tokens (`eval::moe`); the depth routers
+//! and head routing here run their body on every token and mask the result,
+//! because their bodies may mix tokens (attention) and dropping tokens from
+//! a sequence would change what the kept ones attend to. The selection
+//! rules live in `routing::select`.
 
 use super::forward::{fingerprint, run_graph, RouteRecord, Run, T2, T3};
 use super::kernels::Backend;
 use super::program::{Step, StepOp};
 use crate::arch::{MoeSpec, RouterKind};
-use crate::routing::{route_tokens, top_tokens};
+use crate::routing::{route_tokens, top_tokens, LayerTrace};
 use dfdx::prelude::*;
 
-/// Switch Transformer load-balancing coefficient α (Fedus et al. 2022).
-pub const BALANCE_ALPHA: f32 = 0.01;
 /// Weight of the layer-skip rate loss (mean gate pulled to the capacity).
 pub const SKIP_RATE_WEIGHT: f32 = 0.01;
 
@@ -33,72 +33,7 @@ pub fn apply<D: Backend, T: Tape<f32, D>>(
             router,
             experts,
             shared,
-        } => {
-            let e = spec.experts;
-            let probs = run
-                .linear(x.with_empty_tape(), *router, d, e)
-                .softmax::<Axis<2>>();
-            let r = route_tokens(&probs.as_vec(), b, s, spec);
-            run.routes.push(RouteRecord {
-                kind: "moe".into(),
-                tokens: (b * s) as u32,
-                load: r.load.clone(),
-                dropped: r.dropped,
-                fingerprint: fingerprint(&r.select),
-            });
-            if spec.balance == crate::arch::Balance::AuxLoss {
-                // α·E·Σ f_i·P_i with f_i the fraction of assignments to expert i
-                // and P_i its mean router probability (Fedus et al. 2022, eq. 4).
-                let total: u32 = r.load.iter().sum::<u32>().max(1);
-                let f: Vec<f32> = r.load.iter().map(|&l| l as f32 / total as f32).collect();
-                let f = run.dev.tensor_from_vec(f, (e,));
-                let p_mean = probs.with_empty_tape().mean::<(usize,), Axes2<0, 1>>();
-                run.aux
-                    .push((p_mean * f).sum::<(), _>() * (BALANCE_ALPHA * e as f32));
-            }
-            let mask = run.dev.tensor_from_vec(r.select, (b, s, e));
-            let mut gates = probs * mask;
-            let renormalise = spec.router == RouterKind::TopP
-                || (spec.router == RouterKind::TokenChoice && spec.top_k > 1);
-            if renormalise {
-                let denom = gates.with_empty_tape().sum::<(usize, usize), Axis<2>>() + 1e-9;
-                gates = gates / denom.broadcast_like::<_, Axis<2>>(&(b, s, e));
-            }
-            let readers = experts.len() + shared.len();
-            let mut x = Some(x);
-            let mut read = 0;
-            let mut next_x = |x: &mut Option<T3<D, T>>| {
-                read += 1;
-                if read == readers {
-                    x.take().expect("x")
-                } else {
-                    x.as_ref().expect("x").with_empty_tape()
-                }
-            };
-            let mut acc: Option<T3<D, T>> = None;
-            let mut gates = Some(gates);
-            for (i, g) in experts.iter().enumerate() {
-                let gi = if i + 1 == experts.len() {
-                    gates.take().expect("gates")
-                } else {
-                    gates.as_ref().expect("gates").with_empty_tape()
-                };
-                let gate = run.over_cols(run.column(gi, i, s), s, d);
-                let y = run_graph(run, g, next_x(&mut x)) * gate;
-                acc = Some(match acc {
-                    Some(a) => a + y,
-                    None => y,
-                });
-            }
-            for g in shared {
-                let y = run_graph(run, g, next_x(&mut x));
-                acc = Some(match acc {
-                    Some(a) => a + y,
-                    None => y,
-                });
-            }
-            acc.expect("at least one expert")
-        }
+        } => super::moe::apply(run, spec, *router, experts, shared, x),
         StepOp::Mod {
             capacity,
             router,
@@ -107,8 +42,14 @@ pub fn apply<D: Backend, T: Tape<f32, D>>(
             let score = run
                 .linear(x.with_empty_tape(), *router, d, 1)
                 .reshape_like(&(b, s));
-            let sel = top_tokens(&score.as_vec(), b, s, *capacity);
+            let sv = score.as_vec();
+            let sel = top_tokens(&sv, b, s, *capacity);
             let processed = sel.iter().filter(|&&v| v > 0.0).count() as u32;
+            if run.trace {
+                let gates: Vec<f32> = sv.iter().map(|&r| 1.0 / (1.0 + (-r).exp())).collect();
+                let t = scalar_trace(run.routes.len(), "mod", *capacity, s, d, &sel, &gates);
+                run.traces.push(t);
+            }
             run.routes.push(RouteRecord {
                 kind: "mod".into(),
                 tokens: (b * s) as u32,
@@ -143,6 +84,10 @@ pub fn apply<D: Backend, T: Tape<f32, D>>(
                 .map(|&v| if v >= 0.5 { 1.0 } else { 0.0 })
                 .collect();
             let processed = sel.iter().filter(|&&v| v > 0.0).count() as u32;
+            if run.trace {
+                let t = scalar_trace(run.routes.len(), "layer_skip", *capacity, s, d, &sel, &gv);
+                run.traces.push(t);
+            }
             run.routes.push(RouteRecord {
                 kind: "layer_skip".into(),
                 tokens: (b * s) as u32,
@@ -181,10 +126,37 @@ pub fn apply<D: Backend, T: Tape<f32, D>>(
                     top_p: 1.0,
                     balance: crate::arch::Balance::None,
                 };
-                let mut r = route_tokens(&probs.as_vec(), b, s, &spec);
+                let pv = probs.as_vec();
+                let mut r = route_tokens(&pv, b, s, &spec);
                 if *active == 0 {
                     r.select.iter_mut().for_each(|v| *v = 0.0);
                     r.load.iter_mut().for_each(|v| *v = 0);
+                }
+                let layer = run.routes.len();
+                if run.trace {
+                    let mut g: Vec<f32> = pv.iter().zip(&r.select).map(|(p, s)| p * s).collect();
+                    for row in g.chunks_mut(routed) {
+                        let m: f32 = row.iter().sum::<f32>() + 1e-9;
+                        row.iter_mut().for_each(|v| *v /= m);
+                    }
+                    let mut t = super::moe::trace_of("moh", &spec, &pv, &r, &g, layer, s, d);
+                    t.shared = *shared;
+                    t.capacity_factor = 0.0;
+                    run.traces.push(t);
+                }
+                if run.routing.aux_alpha > 0.0 && *active > 0 {
+                    // Switch-style balance over routed heads (Jin et al. 2024).
+                    let w = super::moe::balance_weights(
+                        &r.select,
+                        b,
+                        s,
+                        routed,
+                        run.routing.aux_alpha,
+                        run.routing.balance_scope,
+                        run.routing.micro_batch,
+                    );
+                    let w = run.dev.tensor_from_vec(w, (b, s, routed));
+                    run.aux.push((probs.with_empty_tape() * w).sum::<(), _>());
                 }
                 run.routes.push(RouteRecord {
                     kind: "moh".into(),
@@ -211,4 +183,39 @@ pub fn apply<D: Backend, T: Tape<f32, D>>(
         }
         _ => unreachable!("routed::apply only runs routed steps"),
     }
+}
+
+/// Trace of a scalar router: token t was processed (gate g_t) or skipped.
+fn scalar_trace(
+    layer: usize,
+    kind: &str,
+    capacity: f64,
+    seq: usize,
+    width: usize,
+    sel: &[f32],
+    gates: &[f32],
+) -> LayerTrace {
+    let mut t = LayerTrace {
+        layer,
+        kind: kind.into(),
+        router: "scalar".into(),
+        experts: 1,
+        top_k: 1,
+        capacity_factor: capacity,
+        seq,
+        width,
+        ..LayerTrace::default()
+    };
+    let mut conf = 0.0;
+    for (&s, &g) in sel.iter().zip(gates) {
+        if s > 0.0 {
+            t.push_token([(0, g)]);
+            conf += g as f64;
+        } else {
+            t.push_token([]);
+        }
+    }
+    let processed = t.experts_of.len().max(1);
+    t.router_confidence = conf / processed as f64;
+    t
 }

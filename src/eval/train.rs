@@ -9,10 +9,12 @@ use super::params::Params;
 use super::program::Program;
 use super::DeviceKind;
 use crate::arch::Arch;
+use crate::routing::stats::{Checkpoint, RoutingReport};
+use crate::routing::{LayerTrace, RouterSettings};
 use crate::tasks::{Batch, Task, IGNORE};
 use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -33,6 +35,8 @@ pub struct TrainConfig {
     pub eval_batch_size: usize,
     /// Points kept of the training-loss curve.
     pub curve_points: usize,
+    /// Router balancing, drop policy and traces.
+    pub routing: RouterSettings,
 }
 
 impl Default for TrainConfig {
@@ -49,6 +53,7 @@ impl Default for TrainConfig {
             max_memory_bytes: 4 << 30,
             eval_batch_size: 64,
             curve_points: 50,
+            routing: RouterSettings::default(),
         }
     }
 }
@@ -127,6 +132,7 @@ pub struct Trained {
     pub steps: usize,
     pub train_secs: f64,
     pub routes: Vec<RouteRecord>,
+    pub routing: Option<RoutingReport>,
 }
 
 /// Parameters and AdamW state of one candidate being trained.
@@ -139,6 +145,9 @@ pub struct Trainer<'a, D: Backend> {
     m1: Vec<Vec<f32>>,
     m2: Vec<Vec<f32>>,
     step: usize,
+    /// Auxiliary-loss-free selection bias per routed layer (used by MoE
+    /// layers with `balance=bias`).
+    pub bias: Vec<Vec<f32>>,
 }
 
 impl<'a, D: Backend> Trainer<'a, D> {
@@ -161,6 +170,7 @@ impl<'a, D: Backend> Trainer<'a, D> {
             m1,
             m2,
             step: 0,
+            bias: vec![Vec::new(); prog.routed_layers],
         }
     }
 
@@ -168,7 +178,10 @@ impl<'a, D: Backend> Trainer<'a, D> {
     pub fn step(&mut self, batch: &Batch) -> Result<f64, String> {
         let (dev, prog, cfg, step) = (self.dev, self.prog, self.cfg, self.step);
         let mut run: Run<'_, D, OwnedTape<f32, D>> = Run::new(dev, &self.params, batch.batch);
+        run.routing = cfg.routing;
+        run.bias = self.bias.clone();
         let logits = forward(&mut run, prog, &batch.inputs);
+        let routes = std::mem::take(&mut run.routes);
         let mut loss = cross_entropy(dev, logits, batch, prog.vocab);
         for a in std::mem::take(&mut run.aux) {
             loss = loss + a;
@@ -214,8 +227,38 @@ impl<'a, D: Backend> Trainer<'a, D> {
             }
             self.params.tensors[i].copy_from(&self.host[i]);
         }
+        self.update_bias(&routes);
         self.step += 1;
         Ok(value)
+    }
+
+    /// b_i ← b_i + γ·sign(c̄ − c_i) from this step's loads (Wang et al. 2024,
+    /// auxiliary-loss-free balancing; DeepSeek-V3).
+    fn update_bias(&mut self, routes: &[RouteRecord]) {
+        let gamma = self.cfg.routing.bias_rate as f32;
+        for (b, r) in self.bias.iter_mut().zip(routes) {
+            if r.kind != "moe" || gamma == 0.0 {
+                continue;
+            }
+            if b.len() != r.load.len() {
+                *b = vec![0.0; r.load.len()];
+            }
+            let mean = r.load.iter().sum::<u32>() as f32 / r.load.len().max(1) as f32;
+            for (bi, &c) in b.iter_mut().zip(&r.load) {
+                let c = c as f32;
+                *bi += gamma * if c < mean { 1.0 } else if c > mean { -1.0 } else { 0.0 };
+            }
+        }
+    }
+
+    /// Routing traces of a forward pass on `batch` (no gradients).
+    pub fn trace(&self, batch: &Batch) -> Vec<LayerTrace> {
+        let mut run: Run<'_, D, NoneTape> = Run::new(self.dev, &self.params, batch.batch);
+        run.routing = self.cfg.routing;
+        run.bias = self.bias.clone();
+        run.trace = true;
+        let _ = forward(&mut run, self.prog, &batch.inputs);
+        run.traces
     }
 }
 
@@ -231,7 +274,15 @@ pub fn train_on<D: Backend>(
     let every = (cfg.steps / cfg.curve_points.max(1)).max(1);
     let mut curve = Vec::new();
     let mut last = f64::NAN;
+    // A fixed probe batch whose routing is traced at a few checkpoints,
+    // for routing-consistency statistics.
+    let probe = (prog.routed_layers > 0 && cfg.routing.trace_checkpoints > 0)
+        .then(|| task.test_batches(PROBE_SEQUENCES).into_iter().next())
+        .flatten();
+    let marks = cfg.routing.trace_checkpoints.max(1);
+    let mut checkpoints = Vec::new();
     let start = Instant::now();
+    let mut traced = Duration::ZERO;
     for step in 0..cfg.steps {
         let batch = task.train_batch(step, cfg.batch_size, &mut data_rng);
         let value = trainer.step(&batch)?;
@@ -239,9 +290,29 @@ pub fn train_on<D: Backend>(
         if step % every == 0 || step + 1 == cfg.steps {
             curve.push((step, value));
         }
+        if let Some(p) = &probe {
+            if (step + 1) * marks % cfg.steps.max(1) < marks {
+                let t0 = Instant::now();
+                checkpoints.push(Checkpoint {
+                    step: step + 1,
+                    layers: trainer.trace(p),
+                });
+                traced += t0.elapsed();
+            }
+        }
     }
-    let train_secs = start.elapsed().as_secs_f64();
-    let (score, scored, routes) = score_on(dev, prog, &trainer.params, task, cfg.eval_batch_size)?;
+    let train_secs = (start.elapsed() - traced).as_secs_f64();
+    let (score, scored, routes, final_trace, labels) = score_on(
+        dev,
+        prog,
+        &trainer.params,
+        task,
+        cfg.eval_batch_size,
+        &cfg.routing,
+        &trainer.bias,
+    )?;
+    let routing = (prog.routed_layers > 0)
+        .then(|| RoutingReport::build(final_trace, checkpoints, labels.as_deref()));
     Ok(Trained {
         curve,
         final_loss: last,
@@ -250,24 +321,59 @@ pub fn train_on<D: Backend>(
         steps: cfg.steps,
         train_secs,
         routes,
+        routing,
     })
 }
 
-/// Greedy predictions on the held-out split, scored by the task; routing
-/// records summed per routed layer.
+/// Sequences in the probe batch traced at training checkpoints.
+const PROBE_SEQUENCES: usize = 8;
+/// Sequences of the first held-out batch kept in the final trace.
+const TRACE_SEQUENCES: usize = 16;
+
+/// What scoring returns: score, positions scored, routing records summed
+/// per routed layer, the final trace (first sequences of the first held-out
+/// batch) and the traced tokens' domain labels if the task has domains.
+pub type Scored = (
+    f64,
+    usize,
+    Vec<RouteRecord>,
+    Vec<LayerTrace>,
+    Option<Vec<usize>>,
+);
+
+/// Greedy predictions on the held-out split, scored by the task, with the
+/// routers as trained (settings and selection bias).
 pub fn score_on<D: Backend>(
     dev: &D,
     prog: &Program,
     params: &Params<D>,
     task: &dyn Task,
     batch_size: usize,
-) -> Result<(f64, usize, Vec<RouteRecord>), String> {
+    routing: &RouterSettings,
+    bias: &[Vec<f32>],
+) -> Result<Scored, String> {
     let mut credit = 0.0;
     let mut count = 0;
     let mut routes: Vec<RouteRecord> = Vec::new();
-    for batch in task.test_batches(batch_size) {
+    let mut traces = Vec::new();
+    let mut labels = None;
+    for (i, batch) in task.test_batches(batch_size).into_iter().enumerate() {
         let mut run: Run<'_, D, NoneTape> = Run::new(dev, params, batch.batch);
+        run.routing = *routing;
+        run.bias = bias.to_vec();
+        run.trace = i == 0 && prog.routed_layers > 0;
         let logits = forward(&mut run, prog, &batch.inputs).as_vec();
+        if run.trace {
+            let keep = TRACE_SEQUENCES.min(batch.batch) * batch.seq;
+            traces = std::mem::take(&mut run.traces);
+            traces.iter_mut().for_each(|t| t.truncate(keep));
+            labels = batch.domains.as_ref().map(|d| {
+                d.iter()
+                    .take(TRACE_SEQUENCES)
+                    .flat_map(|&x| std::iter::repeat_n(x as usize, batch.seq))
+                    .collect()
+            });
+        }
         let v = prog.vocab;
         let preds: Vec<u32> = logits
             .chunks(v)
@@ -299,7 +405,7 @@ pub fn score_on<D: Backend>(
     if count == 0 {
         return Err("the task's test split has no scored positions".into());
     }
-    Ok((credit / count as f64, count, routes))
+    Ok((credit / count as f64, count, routes, traces, labels))
 }
 
 /// Trains and scores `arch` on `task`. Never panics: every failure is an

@@ -11,6 +11,30 @@ pub struct Routing {
     pub select: Vec<f32>,
     pub load: Vec<u32>,
     pub dropped: u32,
+    /// (token, expert) of each dropped assignment, token = b·seq + t.
+    pub dropped_at: Vec<(u32, u16)>,
+}
+
+/// Which assignments a full expert drops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropPolicy {
+    /// Slots fill in sequence order; late tokens drop first (GShard, Switch;
+    /// "drop-towards-the-end", OpenMoE).
+    #[default]
+    Position,
+    /// Slots fill by decreasing gate; the least confident assignments drop
+    /// (batch-prioritized routing, Riquelme et al. 2021, V-MoE).
+    Score,
+}
+
+/// Per-call routing options beyond the architecture's `MoeSpec`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RouteOptions<'a> {
+    pub drop: DropPolicy,
+    /// Per-expert selection bias (DeepSeek-V3's auxiliary-loss-free
+    /// balancing): experts are chosen by p + b, gates stay p.
+    pub bias: Option<&'a [f32]>,
 }
 
 fn order_desc(p: &[f32]) -> Vec<usize> {
@@ -30,42 +54,66 @@ fn order_desc(p: &[f32]) -> Vec<usize> {
 /// - expert choice: each expert takes its ceil(cf·T/E) most probable tokens
 ///   (Zhou et al. 2022); nothing is dropped, some tokens get no expert.
 pub fn route_tokens(probs: &[f32], batch: usize, seq: usize, spec: &MoeSpec) -> Routing {
+    route_with(probs, batch, seq, spec, RouteOptions::default())
+}
+
+/// [`route_tokens`] with a drop policy and a selection bias.
+pub fn route_with(
+    probs: &[f32],
+    batch: usize,
+    seq: usize,
+    spec: &MoeSpec,
+    opts: RouteOptions<'_>,
+) -> Routing {
     let e = spec.experts;
     let mut select = vec![0.0f32; batch * seq * e];
     let mut load = vec![0u32; e];
     let mut dropped = 0;
+    let mut dropped_at = Vec::new();
     let k = spec.top_k.min(e).max(1);
     match spec.router {
         RouterKind::TokenChoice | RouterKind::TopP => {
             let cap = (spec.capacity * k as f64 * seq as f64 / e as f64).ceil() as u32;
             for b in 0..batch {
-                let mut used = vec![0u32; e];
+                // Each token's wanted experts, then slots filled in the
+                // policy's order.
+                let mut wants: Vec<(usize, usize, f32)> = Vec::new();
                 for t in 0..seq {
                     let at = (b * seq + t) * e;
                     let p = &probs[at..at + e];
-                    let order = order_desc(p);
-                    let chosen: Vec<usize> = if spec.router == RouterKind::TokenChoice {
-                        order[..k].to_vec()
+                    let order = match opts.bias {
+                        Some(bias) => {
+                            let biased: Vec<f32> = p.iter().zip(bias).map(|(a, b)| a + b).collect();
+                            order_desc(&biased)
+                        }
+                        None => order_desc(p),
+                    };
+                    if spec.router == RouterKind::TokenChoice {
+                        wants.extend(order[..k].iter().map(|&x| (t, x, p[x])));
                     } else {
                         let mut mass = 0.0;
-                        let mut c = Vec::new();
                         for &x in order.iter().take(k) {
-                            c.push(x);
+                            wants.push((t, x, p[x]));
                             mass += p[x] as f64;
                             if mass >= spec.top_p {
                                 break;
                             }
                         }
-                        c
-                    };
-                    for x in chosen {
-                        if used[x] < cap {
-                            used[x] += 1;
-                            load[x] += 1;
-                            select[at + x] = 1.0;
-                        } else {
-                            dropped += 1;
-                        }
+                    }
+                }
+                if opts.drop == DropPolicy::Score {
+                    // Stable: equal gates keep position order.
+                    wants.sort_by(|a, b| b.2.total_cmp(&a.2));
+                }
+                let mut used = vec![0u32; e];
+                for (t, x, _) in wants {
+                    if used[x] < cap {
+                        used[x] += 1;
+                        load[x] += 1;
+                        select[(b * seq + t) * e + x] = 1.0;
+                    } else {
+                        dropped += 1;
+                        dropped_at.push(((b * seq + t) as u32, x as u16));
                     }
                 }
             }
@@ -87,6 +135,7 @@ pub fn route_tokens(probs: &[f32], batch: usize, seq: usize, spec: &MoeSpec) -> 
         select,
         load,
         dropped,
+        dropped_at,
     }
 }
 
@@ -135,6 +184,45 @@ mod tests {
         assert_eq!(r.select[0], 1.0);
         assert_eq!(r.select[e], 1.0);
         assert_eq!(r.select[2 * e], 0.0);
+    }
+
+    #[test]
+    fn score_policy_drops_the_least_confident() {
+        let (b, s, e) = (1, 4, 2);
+        // Everyone wants expert 0; C = ceil(1·1·4/2) = 2.
+        let p = vec![0.6f32, 0.4, 0.7, 0.3, 0.9, 0.1, 0.8, 0.2];
+        let sp = spec(RouterKind::TokenChoice, e, 1, 1.0);
+        let pos = route_with(&p, b, s, &sp, RouteOptions::default());
+        assert_eq!(pos.select, vec![1., 0., 1., 0., 0., 0., 0., 0.]);
+        let score = route_with(
+            &p,
+            b,
+            s,
+            &sp,
+            RouteOptions {
+                drop: DropPolicy::Score,
+                bias: None,
+            },
+        );
+        assert_eq!(score.select, vec![0., 0., 0., 0., 1., 0., 1., 0.]);
+        assert_eq!((pos.dropped, score.dropped), (2, 2));
+    }
+
+    #[test]
+    fn bias_changes_choice_not_gates() {
+        let p = vec![0.6f32, 0.4];
+        let sp = spec(RouterKind::TokenChoice, 2, 1, 4.0);
+        let r = route_with(
+            &p,
+            1,
+            1,
+            &sp,
+            RouteOptions {
+                drop: DropPolicy::Position,
+                bias: Some(&[0.0, 0.3]),
+            },
+        );
+        assert_eq!(r.select, vec![0.0, 1.0]);
     }
 
     #[test]

@@ -37,6 +37,14 @@ pub struct LayerTrace {
     pub gates: Vec<f32>,
     /// (token, expert) assignments the router chose but capacity dropped.
     pub dropped: Vec<(u32, u16)>,
+    /// Mean over tokens of the router distribution's entropy, −Σ p log p
+    /// (nats; 0 for a scalar router).
+    #[serde(default)]
+    pub router_entropy: f64,
+    /// Mean over tokens of the largest router probability (for a scalar
+    /// router: the mean gate of processed tokens).
+    #[serde(default)]
+    pub router_confidence: f64,
 }
 
 impl LayerTrace {
@@ -56,6 +64,19 @@ impl LayerTrace {
             load[e as usize] += 1;
         }
         load
+    }
+
+    /// Keeps the first `tokens` tokens.
+    pub fn truncate(&mut self, tokens: usize) {
+        if tokens >= self.tokens {
+            return;
+        }
+        let end = self.offsets[tokens] as usize;
+        self.offsets.truncate(tokens + 1);
+        self.experts_of.truncate(end);
+        self.gates.truncate(end);
+        self.dropped.retain(|&(t, _)| (t as usize) < tokens);
+        self.tokens = tokens;
     }
 
     /// Appends a token's assignments.

@@ -81,6 +81,7 @@ pub fn train_config(space: &Space, seed: u64, steps: usize, device: DeviceKind) 
         warmup_steps: t.warmup_steps.min(steps / 2),
         weight_decay: t.weight_decay,
         clip_norm: t.clip_norm,
+        routing: t.routing,
         seed,
         device,
         ..TrainConfig::default()
@@ -330,7 +331,8 @@ pub fn run(
                         json!({"id": job.id, "score": score, "metric": outcome.metric, "params": outcome.params,
                                "active_params": outcome.active_params, "flops": outcome.flops_per_token,
                                "wall_secs": outcome.wall_secs, "tokens_per_sec": outcome.tokens_per_sec,
-                               "evaluations": pos.evaluations, "budget": settings.budget}),
+                               "evaluations": pos.evaluations, "budget": settings.budget,
+                               "routing": outcome.routing.as_ref().map(|r| r.summary())}),
                     ),
                 )?;
             } else {
