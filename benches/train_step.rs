@@ -107,5 +107,44 @@ fn parallel(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, reference, parallel);
+/// One MoE layer of 8 MLP experts (width 64, ratio 4, capacity high enough
+/// that nothing drops) at top-k 8, 4, 2, 1: experts run on gathered tokens,
+/// so forward and step cost should fall with k/E.
+fn moe_topk(c: &mut Criterion) {
+    let ctx = ArchContext {
+        seq_len: 32,
+        width: 64,
+        vocab: 16,
+        causal: true,
+        allow_noncausal_routing: true,
+    };
+    let mut group = c.benchmark_group("moe_topk");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(32 * 32));
+    for k in [8, 4, 2, 1] {
+        let text =
+            format!("block(moe(experts=8, top_k={k}, capacity=8.0, balance=none, mlp(ratio=4)))");
+        let net = Network::build(Derivation::parse(&text).expect("term"), &ctx).expect("lowers");
+        let prog = Program::build(&net.arch, 16).expect("compiles");
+        let cfg = TrainConfig::default();
+        let dev = Cpu::seed_from_u64(0);
+        let mut trainer = Trainer::new(&dev, &prog, &cfg);
+        let batch = Batch {
+            inputs: (0..1024).map(|i| ((i * 7 + i / 5) % 16) as u32).collect(),
+            targets: (0..1024).map(|i| ((i * 3 + 1) % 16) as i32).collect(),
+            batch: 32,
+            seq: 32,
+            domains: None,
+        };
+        group.bench_function(format!("forward/top{k}of8"), |b| {
+            b.iter(|| trainer.forward(&batch))
+        });
+        group.bench_function(format!("step/top{k}of8"), |b| {
+            b.iter(|| trainer.step(&batch).expect("finite"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, reference, parallel, moe_topk);
 criterion_main!(benches);

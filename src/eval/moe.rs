@@ -36,7 +36,10 @@ pub fn balance_weights(
     for g in 0..groups {
         let (b0, b1) = (g * group, ((g + 1) * group).min(batch));
         let mut f = vec![0.0f64; e];
-        for v in &select[b0 * seq * e..b1 * seq * e].chunks(e).collect::<Vec<_>>() {
+        for v in &select[b0 * seq * e..b1 * seq * e]
+            .chunks(e)
+            .collect::<Vec<_>>()
+        {
             for (i, &x) in v.iter().enumerate() {
                 f[i] += x as f64;
             }
@@ -45,8 +48,7 @@ pub fn balance_weights(
         let tokens = ((b1 - b0) * seq) as f64;
         for t in b0 * seq..b1 * seq {
             for i in 0..e {
-                w[t * e + i] =
-                    (alpha * e as f64 * (f[i] / total) / tokens / groups as f64) as f32;
+                w[t * e + i] = (alpha * e as f64 * (f[i] / total) / tokens / groups as f64) as f32;
             }
         }
     }

@@ -246,9 +246,25 @@ impl<'a, D: Backend> Trainer<'a, D> {
             let mean = r.load.iter().sum::<u32>() as f32 / r.load.len().max(1) as f32;
             for (bi, &c) in b.iter_mut().zip(&r.load) {
                 let c = c as f32;
-                *bi += gamma * if c < mean { 1.0 } else if c > mean { -1.0 } else { 0.0 };
+                *bi += gamma
+                    * if c < mean {
+                        1.0
+                    } else if c > mean {
+                        -1.0
+                    } else {
+                        0.0
+                    };
             }
         }
+    }
+
+    /// Logits (batch × seq × vocab, row-major) of a forward pass without
+    /// gradients, routers as trained.
+    pub fn forward(&self, batch: &Batch) -> Vec<f32> {
+        let mut run: Run<'_, D, NoneTape> = Run::new(self.dev, &self.params, batch.batch);
+        run.routing = self.cfg.routing;
+        run.bias = self.bias.clone();
+        forward(&mut run, self.prog, &batch.inputs).as_vec()
     }
 
     /// Routing traces of a forward pass on `batch` (no gradients).
@@ -326,7 +342,7 @@ pub fn train_on<D: Backend>(
 }
 
 /// Sequences in the probe batch traced at training checkpoints.
-const PROBE_SEQUENCES: usize = 8;
+const PROBE_SEQUENCES: usize = 4;
 /// Sequences of the first held-out batch kept in the final trace.
 const TRACE_SEQUENCES: usize = 16;
 

@@ -58,11 +58,7 @@ pub fn layer_stats(t: &LayerTrace) -> LayerStats {
     let load = t.load();
     let total: u64 = load.iter().sum();
     let mean = total as f64 / e as f64;
-    let var = load
-        .iter()
-        .map(|&c| (c as f64 - mean).powi(2))
-        .sum::<f64>()
-        / e as f64;
+    let var = load.iter().map(|&c| (c as f64 - mean).powi(2)).sum::<f64>() / e as f64;
     let max = load.iter().copied().max().unwrap_or(0) as f64;
     let (cv, mom) = if mean > 0.0 {
         (var.sqrt() / mean, max / mean)
@@ -91,7 +87,7 @@ pub fn layer_stats(t: &LayerTrace) -> LayerStats {
     }
     let mean_k = t.experts_of.len() as f64 / t.tokens.max(1) as f64;
     let chosen = t.experts_of.len() + t.dropped.len();
-    let mut by_pos = vec![(0u64, 0u64); 4];
+    let mut by_pos = [(0u64, 0u64); 4];
     let bucket = |tok: usize| ((tok % t.seq.max(1)) * 4 / t.seq.max(1)).min(3);
     for tok in 0..t.tokens {
         by_pos[bucket(tok)].1 += (t.offsets[tok + 1] - t.offsets[tok]) as u64;
@@ -171,7 +167,12 @@ pub struct Consistency {
     pub top1_changed: f64,
 }
 
-pub fn consistency(a: &LayerTrace, b: &LayerTrace, from_step: usize, to_step: usize) -> Consistency {
+pub fn consistency(
+    a: &LayerTrace,
+    b: &LayerTrace,
+    from_step: usize,
+    to_step: usize,
+) -> Consistency {
     let n = a.tokens.min(b.tokens);
     let mut jac = 0.0;
     let mut changed = 0usize;

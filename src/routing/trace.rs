@@ -34,6 +34,7 @@ pub struct LayerTrace {
     pub offsets: Vec<u32>,
     pub experts_of: Vec<u16>,
     /// Gate value of each listed assignment (router weight for `mod`).
+    #[serde(serialize_with = "short_floats")]
     pub gates: Vec<f32>,
     /// (token, expert) assignments the router chose but capacity dropped.
     pub dropped: Vec<(u32, u16)>,
@@ -86,11 +87,25 @@ impl LayerTrace {
         }
         for (e, g) in assigned {
             self.experts_of.push(e as u16);
-            self.gates.push(g);
+            // Four decimals are plenty for statistics and simulation and
+            // keep stored traces small.
+            self.gates.push((g * 1e4).round() / 1e4);
         }
         self.offsets.push(self.experts_of.len() as u32);
         self.tokens = self.offsets.len() - 1;
     }
+}
+
+/// Gates as f64 with four decimals: stored outcomes go through
+/// `serde_json::Value`, which would otherwise print every f32 as a
+/// 17-digit f64.
+fn short_floats<S: serde::Serializer>(v: &[f32], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(v.len()))?;
+    for &g in v {
+        seq.serialize_element(&((g as f64 * 1e4).round() / 1e4))?;
+    }
+    seq.end()
 }
 
 /// The traces of an outcome's final evaluation (`outcome.routing.final`),
@@ -114,13 +129,14 @@ mod tests {
             experts: 3,
             ..LayerTrace::default()
         };
-        t.push_token([(0, 0.7), (2, 0.3)]);
+        t.push_token([(0, 0.7), (2, 0.30004)]);
         t.push_token([]);
         t.push_token([(2, 1.0)]);
         assert_eq!(t.tokens, 3);
         assert_eq!(t.load(), vec![1, 0, 2]);
         assert_eq!(t.of_token(1).count(), 0);
         assert_eq!(t.of_token(2).collect::<Vec<_>>(), vec![(2, 1.0)]);
+        assert_eq!(t.gates[1], 0.3);
         let v = serde_json::json!({"routing": {"final": [t.clone()]}});
         assert_eq!(final_trace(&v), vec![t]);
     }
