@@ -131,7 +131,7 @@ fn moe_topk(c: &mut Criterion) {
         let mut trainer = Trainer::new(&dev, &prog, &cfg);
         let batch = Batch {
             inputs: (0..1024).map(|i| ((i * 7 + i / 5) % 16) as u32).collect(),
-            targets: (0..1024).map(|i| ((i * 3 + 1) % 16) as i32).collect(),
+            targets: (0..1024).map(|i: i32| (i * 3 + 1) % 16).collect(),
             batch: 32,
             seq: 32,
             domains: None,
