@@ -133,8 +133,10 @@ pub enum Command {
         /// Space file (.ron).
         #[arg(long)]
         space: PathBuf,
-        /// `random` or `evolution` (default: the space's).
-        #[arg(long, value_parser = ["random", "evolution"])]
+        /// `random`, `evolution`, or `halving` (successive halving over
+        /// training steps, fed by the space's `halving.source`; default: the
+        /// space's strategy).
+        #[arg(long, value_parser = ["random", "evolution", "halving"])]
         strategy: Option<String>,
         /// Candidates to train (duplicates are free; default: the space's).
         #[arg(long)]

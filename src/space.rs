@@ -85,6 +85,8 @@ pub struct SearchSettings {
     pub tournament: usize,
     /// Parallel evaluations (0 = decide by measurement).
     pub workers: usize,
+    /// Successive halving (`strategy: "halving"`).
+    pub halving: crate::search::Halving,
 }
 
 impl Default for SearchSettings {
@@ -95,6 +97,7 @@ impl Default for SearchSettings {
             population: 16,
             tournament: 4,
             workers: 0,
+            halving: crate::search::Halving::default(),
         }
     }
 }

@@ -242,3 +242,45 @@ fn export_writes_every_format() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("resume"));
 }
+
+#[test]
+fn successive_halving_promotes_the_best_with_eta_times_the_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().to_str().unwrap();
+    let mut args = search_args(runs, "sh", "8", "90");
+    args.extend(["--strategy", "halving"]);
+    let out = bin().args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s = SledStore::open(&dir.path().join("sh/store")).unwrap();
+    let cands = s.candidates().unwrap();
+    let trained: Vec<_> = cands.iter().filter(|c| c.duplicate_of.is_none()).collect();
+    assert_eq!(trained.len(), 8, "the budget counts every training");
+    // quickstart halving: eta 3, 3 rungs over 90 steps → 10, 30, 90.
+    let promotions: Vec<_> = trained
+        .iter()
+        .filter(|c| c.origin.starts_with("promotion"))
+        .collect();
+    assert!(!promotions.is_empty());
+    for p in &promotions {
+        let root = p.parent.unwrap();
+        let first = cands.iter().find(|c| c.id == root).unwrap();
+        assert_eq!(
+            first.text, p.text,
+            "a promotion retrains the same architecture"
+        );
+        assert!([30, 90].contains(&p.steps), "{}", p.steps);
+        assert_eq!(first.steps, 10);
+    }
+    // The first promotion is the best of the first three rung-0 results.
+    let rung0: Vec<_> = trained.iter().filter(|c| c.steps == 10).take(3).collect();
+    let score = |id: u64| archgram::search::score_of(&s.outcome(id).unwrap().unwrap());
+    let best = rung0
+        .iter()
+        .max_by(|a, b| score(a.id).total_cmp(&score(b.id)))
+        .unwrap();
+    assert_eq!(promotions[0].parent, Some(best.id));
+}

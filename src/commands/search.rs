@@ -85,13 +85,14 @@ fn printer(out: &mut dyn Write) -> impl FnMut(&Event) + '_ {
                 }
             ),
             "sampled" => {
-                arch.insert(
-                    id,
-                    e.get("arch")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("")
-                        .to_string(),
-                );
+                let origin = e.get("origin").and_then(|v| v.as_str()).unwrap_or("");
+                let text = e.get("arch").and_then(|v| v.as_str()).unwrap_or("");
+                let shown = if origin.starts_with("promotion") {
+                    format!("[{origin}] {text}")
+                } else {
+                    text.to_string()
+                };
+                arch.insert(id, shown);
                 return;
             }
             "evaluated" => {
@@ -168,10 +169,14 @@ pub fn search(
     let space = Space::load(space_path)?;
     let d = &space.file.search;
     let strategy = strategy.unwrap_or_else(|| d.strategy.clone());
-    let strategy = StrategyKind::parse(&strategy).ok_or_else(|| {
+    let halving = (strategy == "halving").then(|| d.halving.clone());
+    let source = halving
+        .as_ref()
+        .map_or(strategy.clone(), |h| h.source.clone());
+    let strategy = StrategyKind::parse(&source).ok_or_else(|| {
         space.error_at(
             "strategy",
-            format!("unknown strategy `{strategy}`; use random or evolution"),
+            format!("unknown strategy `{source}`; use random, evolution or halving (whose `halving.source` is random or evolution)"),
         )
     })?;
     let seed = seed.unwrap_or(space.file.seed);
@@ -188,6 +193,7 @@ pub fn search(
         tournament: d.tournament,
         steps: steps.unwrap_or(space.file.train.steps),
         device: DeviceKind::Cpu,
+        halving,
     };
     let time = time.as_deref().map(parse_duration).transpose()?;
     let dir = RunDir::create(runs, &space, &settings)?;

@@ -2,11 +2,13 @@
 //! its cache, Pareto bookkeeping and run folders. Sees candidates only as
 //! derivations, hashes and outcomes.
 
+mod halving;
 pub mod pareto;
 mod run;
 mod rundir;
 mod strategy;
 
+pub use halving::{Halving, Rungs};
 pub use run::{run, score_of, train_config, Ending, RunControl, RunSettings, SearchError};
 pub use rundir::RunDir;
 pub use strategy::{Proposal, Strategy, StrategyKind};

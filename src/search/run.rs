@@ -1,6 +1,7 @@
 //! The run loop: propose → build → hash → cache → evaluate (in parallel) →
 //! record durably → tell the strategy, until the budget is spent.
 
+use super::halving::{Halving, Rungs};
 use super::rundir::RunDir;
 use super::strategy::{Proposal, Strategy, StrategyKind};
 use crate::arch::Network;
@@ -35,9 +36,12 @@ pub struct RunSettings {
     pub workers: usize,
     pub population: usize,
     pub tournament: usize,
-    /// Training steps per candidate.
+    /// Training steps per candidate (the top rung's, with halving).
     pub steps: usize,
     pub device: DeviceKind,
+    /// Successive halving over training steps; `strategy` is its source.
+    #[serde(default)]
+    pub halving: Option<Halving>,
 }
 
 /// How a run ended.
@@ -102,14 +106,27 @@ struct Progress {
     next_id: u64,
     evaluations: usize,
     best: Option<(u64, f64)>,
+    rungs: Option<Rungs>,
 }
 
-fn restore(store: &SledStore, strategy: &mut Strategy) -> Result<Progress, SearchError> {
+/// Rung of an evaluation with `steps` training steps.
+fn rung_of(h: &Halving, steps: usize, full: usize) -> usize {
+    (0..h.rungs.max(1))
+        .find(|&r| h.steps_at(r, full) >= steps)
+        .unwrap_or(0)
+}
+
+fn restore(
+    store: &SledStore,
+    strategy: &mut Strategy,
+    settings: &RunSettings,
+) -> Result<Progress, SearchError> {
     let cands = store.candidates()?;
     let mut told = Vec::new();
     let mut evaluations = 0;
     let mut best: Option<(u64, f64)> = None;
     let mut baselines = 0;
+    let mut rungs = settings.halving.as_ref().map(|h| Rungs::new(h.rungs));
     for c in &cands {
         if c.origin.starts_with("baseline") {
             baselines += 1;
@@ -124,6 +141,14 @@ fn restore(store: &SledStore, strategy: &mut Strategy) -> Result<Progress, Searc
             if best.is_none_or(|b| s > b.1) {
                 best = Some((c.id, s));
             }
+            if let (Some(r), Some(h)) = (rungs.as_mut(), &settings.halving) {
+                let root = if c.origin.starts_with("promotion") {
+                    c.parent.unwrap_or(c.id)
+                } else {
+                    c.id
+                };
+                r.record(rung_of(h, c.steps, settings.steps), c.id, s, root);
+            }
         }
         told.push((c.id, s));
     }
@@ -132,6 +157,7 @@ fn restore(store: &SledStore, strategy: &mut Strategy) -> Result<Progress, Searc
         next_id: cands.last().map_or(0, |c| c.id + 1),
         evaluations,
         best,
+        rungs,
     })
 }
 
@@ -140,6 +166,9 @@ struct Job {
     id: u64,
     net: Network,
     record: CandidateRecord,
+    /// Successive-halving rung and the architecture's first candidate.
+    rung: usize,
+    root: u64,
 }
 
 /// Runs (or continues) the search in `dir` until its budget, `time`, or
@@ -161,7 +190,7 @@ pub fn run(
         settings.tournament,
         baselines,
     );
-    let mut pos = restore(&store, &mut strategy)?;
+    let mut pos = restore(&store, &mut strategy, settings)?;
     let mut counters = store.counters()?;
     let task = space
         .build_task(space.file.seed)
@@ -183,7 +212,11 @@ pub fn run(
             "run_started",
             json!({
                 "name": settings.name, "space": space.name(), "seed": settings.seed,
-                "budget": settings.budget, "strategy": settings.strategy.name(),
+                "budget": settings.budget,
+                "strategy": match &settings.halving {
+                    Some(_) => format!("halving over {}", settings.strategy.name()),
+                    None => settings.strategy.name().to_string(),
+                },
                 "workers": settings.workers, "resumed": pos.next_id > 0,
                 "evaluations": pos.evaluations, "metric": space.metric,
             }),
@@ -218,6 +251,44 @@ pub fn run(
         let mut deferred: Vec<(CandidateRecord, u64, &'static str)> = Vec::new();
         while jobs.len() < want && dry <= 300 {
             let id = pos.next_id;
+            if let (Some(rungs), Some(h)) = (pos.rungs.as_mut(), &settings.halving) {
+                if let Some((from, root, rung)) = rungs.next(h.eta) {
+                    rungs.start(rung - 1, root);
+                    let src = store.candidate(from)?.ok_or_else(|| {
+                        SearchError::Io(format!("candidate {from} is missing from the store"))
+                    })?;
+                    let net = space
+                        .network(src.derivation.clone())
+                        .map_err(|e| SearchError::Io(e.to_string()))?;
+                    pos.next_id += 1;
+                    let steps = h.steps_at(rung, settings.steps);
+                    let record = CandidateRecord {
+                        id,
+                        origin: format!("promotion to rung {rung} ({steps} steps)"),
+                        parent: Some(root),
+                        duplicate_of: None,
+                        steps,
+                        ..src
+                    };
+                    emit(
+                        &mut log,
+                        Event::new(
+                            "sampled",
+                            json!({"id": id, "origin": record.origin, "parent": root, "arch": record.text,
+                                   "params": record.params, "active_params": record.active_params,
+                                   "flops": record.flops, "steps": steps}),
+                        ),
+                    )?;
+                    jobs.push(Job {
+                        id,
+                        net,
+                        record,
+                        rung,
+                        root,
+                    });
+                    continue;
+                }
+            }
             let mut rng = seed::rng(settings.seed, "propose", id);
             let proposal = strategy.propose(&mut rng);
             let built = match &proposal {
@@ -252,6 +323,10 @@ pub fn run(
                 params: net.cost.params,
                 active_params: net.cost.active_params,
                 flops: net.cost.flops,
+                steps: settings
+                    .halving
+                    .as_ref()
+                    .map_or(settings.steps, |h| h.steps_at(0, settings.steps)),
             };
             emit(
                 &mut log,
@@ -305,13 +380,28 @@ pub fn run(
             if let Some(f) = hashes.functional {
                 in_batch.insert(f, id);
             }
-            jobs.push(Job { id, net, record });
+            jobs.push(Job {
+                id,
+                net,
+                record,
+                rung: 0,
+                root: id,
+            });
         }
         if jobs.is_empty() && deferred.is_empty() {
             continue;
         }
-        let work: Vec<(&crate::arch::Arch, TrainConfig)> =
-            jobs.iter().map(|j| (&j.net.arch, cfg.clone())).collect();
+        let work: Vec<(&crate::arch::Arch, TrainConfig)> = jobs
+            .iter()
+            .map(|j| {
+                let mut c = cfg.clone();
+                if j.record.steps != c.steps {
+                    c = train_config(space, settings.seed, j.record.steps, settings.device);
+                    c.routing = cfg.routing;
+                }
+                (&j.net.arch, c)
+            })
+            .collect();
         let outcomes: Vec<Outcome> =
             pool.install(|| evaluate_all(&work, task.as_ref(), settings.workers > 1));
         for (job, outcome) in jobs.into_iter().zip(outcomes) {
@@ -352,6 +442,9 @@ pub fn run(
             store.put_counters(&counters)?;
             store.flush()?;
             strategy.tell(job.id, score);
+            if let Some(r) = pos.rungs.as_mut() {
+                r.record(job.rung, job.id, score, job.root);
+            }
             if outcome.is_ok() && pos.best.is_none_or(|b| score > b.1) {
                 pos.best = Some((job.id, score));
                 emit(

@@ -30,6 +30,10 @@ pub struct CandidateRecord {
     pub params: f64,
     pub active_params: f64,
     pub flops: f64,
+    /// Training steps of its evaluation (successive halving trains the
+    /// same architecture again, with more steps, as a new candidate).
+    #[serde(default)]
+    pub steps: usize,
 }
 
 /// Cache counters of a run.

@@ -1,0 +1,129 @@
+//! Successive halving over training steps (Jamieson & Talwalkar 2016), in
+//! its asynchronous form (ASHA, Li et al. 2020): every new candidate trains
+//! for the lowest rung's steps; whenever a rung holds `eta` results per
+//! promotion made so far, its best unpromoted candidate trains again with
+//! `eta` times the steps, up to the space's full step count at the top
+//! rung. The candidate source (random or evolution) is unchanged.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Halving {
+    /// Where new candidates come from: `random` or `evolution`.
+    pub source: String,
+    /// Keep 1/eta of each rung.
+    pub eta: usize,
+    /// Rungs; the top one trains for the space's `train.steps`.
+    pub rungs: usize,
+}
+
+impl Default for Halving {
+    fn default() -> Self {
+        Halving {
+            source: "random".into(),
+            eta: 3,
+            rungs: 3,
+        }
+    }
+}
+
+impl Halving {
+    /// Training steps at `rung` when the top rung trains `full` steps.
+    pub fn steps_at(&self, rung: usize, full: usize) -> usize {
+        let down = (self.eta.max(2) as u64).pow((self.rungs.max(1) - 1 - rung) as u32);
+        ((full as u64 / down) as usize).max(1)
+    }
+}
+
+/// Results per rung and promotions made.
+#[derive(Clone, Debug, Default)]
+pub struct Rungs {
+    /// Per rung: (candidate id, score, architecture's first candidate id).
+    results: Vec<Vec<(u64, f64, u64)>>,
+    /// Architectures (by first candidate id) promoted out of each rung.
+    promoted: Vec<BTreeSet<u64>>,
+}
+
+impl Rungs {
+    pub fn new(rungs: usize) -> Rungs {
+        Rungs {
+            results: vec![Vec::new(); rungs.max(1)],
+            promoted: vec![BTreeSet::new(); rungs.max(1)],
+        }
+    }
+
+    /// A finished evaluation at `rung` of the architecture first seen as
+    /// `root` (itself, or the candidate it was promoted from).
+    pub fn record(&mut self, rung: usize, id: u64, score: f64, root: u64) {
+        if rung > 0 {
+            self.promoted[rung - 1].insert(root);
+        }
+        if let Some(r) = self.results.get_mut(rung) {
+            r.push((id, score, root));
+        }
+    }
+
+    /// Marks a promotion as started (so it is not handed out twice).
+    pub fn start(&mut self, rung: usize, root: u64) {
+        self.promoted[rung].insert(root);
+    }
+
+    /// The next promotion due, highest rung first: (candidate to retrain,
+    /// its root, the rung it moves to).
+    pub fn next(&self, eta: usize) -> Option<(u64, u64, usize)> {
+        let eta = eta.max(2);
+        for r in (0..self.results.len().saturating_sub(1)).rev() {
+            let done = &self.results[r];
+            let allowed = done.len() / eta;
+            if self.promoted[r].len() >= allowed {
+                continue;
+            }
+            let mut ranked: Vec<&(u64, f64, u64)> = done.iter().collect();
+            // Best score first; earlier candidates win ties.
+            ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            if let Some(c) = ranked
+                .iter()
+                .take(allowed)
+                .find(|c| !self.promoted[r].contains(&c.2))
+            {
+                return Some((c.0, c.2, r + 1));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_grow_by_eta_to_the_full_count() {
+        let h = Halving::default();
+        assert_eq!(
+            (0..3).map(|r| h.steps_at(r, 270)).collect::<Vec<_>>(),
+            vec![30, 90, 270]
+        );
+    }
+
+    #[test]
+    fn promotes_the_best_of_every_eta_results() {
+        let mut r = Rungs::new(3);
+        for (id, s) in [(0, 0.1), (1, 0.5), (2, 0.3)] {
+            assert_eq!(r.next(3), None);
+            r.record(0, id, s, id);
+        }
+        // 3 results at rung 0: the best (id 1) goes to rung 1.
+        assert_eq!(r.next(3), Some((1, 1, 1)));
+        r.start(0, 1);
+        assert_eq!(r.next(3), None);
+        r.record(1, 10, 0.6, 1);
+        for (id, s) in [(3, 0.9), (4, 0.0), (5, 0.2)] {
+            r.record(0, id, s, id);
+        }
+        // 6 results allow two promotions: id 3 next, never id 1 again.
+        assert_eq!(r.next(3), Some((3, 3, 1)));
+    }
+}
