@@ -183,6 +183,7 @@ mod tests {
             duplicate_of: None,
             params: 10.0,
             active_params: 10.0,
+            steps: 100,
             flops: 20.0,
         }
     }
