@@ -173,6 +173,10 @@ pub enum Command {
         #[arg(long)]
         no_tui: bool,
     },
+    /// The live dashboard on a run's event log (another process's search,
+    /// or a finished run).
+    #[command(after_help = "Example:\n  archgram watch runs/quickstart-1")]
+    Watch { run: PathBuf },
     /// Progress, best so far, Pareto front and cache statistics of a run
     /// (works while it runs: reads the event log).
     #[command(after_help = "Example:\n  archgram status runs/quickstart-1 --json")]

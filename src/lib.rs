@@ -13,3 +13,4 @@ pub mod seed;
 pub mod space;
 pub mod store;
 pub mod tasks;
+pub mod tui;

@@ -73,16 +73,13 @@ pub fn run(cmd: Command, out: &mut dyn Write) -> Result<(), CliError> {
             name,
             workers,
             steps,
-            no_tui: _,
+            no_tui,
             runs,
         } => search::search(
-            &space, strategy, budget, time, seed, name, workers, steps, &runs, out,
+            &space, strategy, budget, time, seed, name, workers, steps, no_tui, &runs, out,
         ),
-        Command::Resume {
-            run,
-            time,
-            no_tui: _,
-        } => search::resume(&run, time, out),
+        Command::Resume { run, time, no_tui } => search::resume(&run, time, no_tui, out),
+        Command::Watch { run } => search::watch(&run),
         Command::Status { run, json } => search::status(&run, json, out),
         Command::Export {
             run,

@@ -10,7 +10,7 @@ use crate::search::{
 use crate::space::Space;
 use crate::store::{read_events, Event, SledStore, Store};
 use serde_json::json;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -163,6 +163,7 @@ pub fn search(
     name: Option<String>,
     workers: Option<usize>,
     steps: Option<usize>,
+    no_tui: bool,
     runs: &Path,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
@@ -197,23 +198,127 @@ pub fn search(
     };
     let time = time.as_deref().map(parse_duration).transpose()?;
     let dir = RunDir::create(runs, &space, &settings)?;
-    let stop = stop_flag();
-    let mut print = printer(out);
-    let ending = run(&dir, &space, &settings, time, &stop, &mut print)?;
-    drop(print);
-    finish(ending, &dir, out)
+    drive(&dir, &space, &settings, time, no_tui, out)
 }
 
-pub fn resume(path: &Path, time: Option<String>, out: &mut dyn Write) -> Result<(), CliError> {
+/// Runs the search with the dashboard when stdout is a terminal, else with
+/// plain progress lines.
+fn drive(
+    dir: &RunDir,
+    space: &Space,
+    settings: &RunSettings,
+    time: Option<Duration>,
+    no_tui: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let ctl = stop_flag();
+    let ending = if !no_tui && std::io::stdout().is_terminal() {
+        let (tx, rx) = std::sync::mpsc::channel::<Event>();
+        let export = export_hook(dir, space);
+        std::thread::scope(|sc| {
+            let worker = sc.spawn(|| {
+                let tx = tx;
+                run(dir, space, settings, time, &ctl, &mut |e| {
+                    let _ = tx.send(e.clone());
+                })
+            });
+            let shown = crate::tui::run_dashboard(
+                crate::tui::EventSource::Channel(rx),
+                crate::tui::Hooks {
+                    pause: Some(&ctl.pause),
+                    stop: Some(&ctl.stop),
+                    export: &export,
+                },
+                true,
+            );
+            if shown.is_err() {
+                // The terminal failed under us: stop the search cleanly.
+                ctl.stop.store(true, Ordering::SeqCst);
+            }
+            let ending = worker
+                .join()
+                .map_err(|_| CliError::Runtime("the search thread panicked".into()))?;
+            shown.map_err(|e| CliError::Runtime(format!("dashboard: {e}")))?;
+            ending.map_err(CliError::from)
+        })?
+    } else {
+        let mut print = printer(out);
+        let ending = run(dir, space, settings, time, &ctl, &mut print)?;
+        drop(print);
+        ending
+    };
+    finish(ending, dir, out)
+}
+
+/// `e` in the dashboard: the selected candidate's text form, Graphviz graph
+/// and summary into RUN/export/ (from events, so it works while the search
+/// holds the store).
+fn export_hook<'a>(
+    dir: &'a RunDir,
+    space: &'a Space,
+) -> impl Fn(&crate::tui::Dashboard, u64) -> Result<String, String> + 'a {
+    move |d, id| {
+        let c = d.cands.get(&id).ok_or("unknown candidate")?;
+        let out = dir.path.join("export");
+        std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+        let stem = out.join(format!("id{id}"));
+        let net = space.parse_arch(&c.arch).map_err(|e| e.to_string())?;
+        let score = crate::tui::score_of_cand(c);
+        std::fs::write(stem.with_extension("txt"), format!("{}\n", c.arch))
+            .map_err(|e| e.to_string())?;
+        std::fs::write(
+            stem.with_extension("dot"),
+            super::report::dot(&net, &format!("#{id} score {score:.4}")),
+        )
+        .map_err(|e| e.to_string())?;
+        let doc = json!({"id": id, "arch": c.arch, "score": score, "origin": c.origin,
+                         "params": c.params, "active_params": c.active_params, "flops": c.flops,
+                         "graph": net.arch});
+        std::fs::write(
+            stem.with_extension("json"),
+            serde_json::to_string_pretty(&doc).unwrap_or_default(),
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(format!(
+            "exported #{id} to {}.{{txt,dot,json}}",
+            stem.display()
+        ))
+    }
+}
+
+/// `archgram watch RUN`: the dashboard on a run's event log.
+pub fn watch(path: &Path) -> Result<(), CliError> {
+    let dir = RunDir::open(path)?;
+    let space = Space::load(&dir.space_path())?;
+    if !std::io::stdout().is_terminal() {
+        return Err(CliError::BadInput(
+            "watch needs a terminal; use `archgram status` for plain text".into(),
+        ));
+    }
+    let export = export_hook(&dir, &space);
+    crate::tui::run_dashboard(
+        crate::tui::EventSource::File(dir.events_path()),
+        crate::tui::Hooks {
+            pause: None,
+            stop: None,
+            export: &export,
+        },
+        false,
+    )
+    .map_err(|e| CliError::Runtime(format!("dashboard: {e}")))
+}
+
+pub fn resume(
+    path: &Path,
+    time: Option<String>,
+    no_tui: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
     let dir = RunDir::open(path)?;
     let settings = dir.settings()?;
     let space = Space::load(&dir.space_path())?;
     let time = time.as_deref().map(parse_duration).transpose()?;
-    let stop = stop_flag();
-    let mut print = printer(out);
-    let ending = run(&dir, &space, &settings, time, &stop, &mut print)?;
-    drop(print);
-    finish(ending, &dir, out)
+    drive(&dir, &space, &settings, time, no_tui, out)
 }
 
 /// What `status` knows, from the event log alone.

@@ -1,0 +1,525 @@
+//! Dashboard state: everything the screen shows, folded from events, plus
+//! the selection and overlays. `apply` and `key` are the only ways it
+//! changes, so the same events and keys always give the same screen.
+
+use crate::store::Event;
+use std::collections::{BTreeMap, VecDeque};
+
+/// Routing summary of one routed layer (from an `evaluated` event).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LayerLoad {
+    pub layer: usize,
+    pub kind: String,
+    pub load: Vec<f64>,
+    pub drop_rate: f64,
+    pub skip_rate: f64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum CandStatus {
+    Training,
+    Done(f64),
+    Failed(String),
+    Duplicate { of: u64, stage: String },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cand {
+    pub id: u64,
+    pub arch: String,
+    pub origin: String,
+    pub params: f64,
+    pub active_params: f64,
+    pub flops: f64,
+    pub status: CandStatus,
+    pub wall_secs: f64,
+    pub tokens_per_sec: f64,
+    pub routing: Vec<LayerLoad>,
+    /// Later candidates the cache merged into this one.
+    pub duplicates: usize,
+}
+
+/// Which panel the arrow keys move in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Focus {
+    #[default]
+    Top,
+    Log,
+}
+
+/// What a key asks the surrounding loop to do.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    None,
+    Quit,
+    /// Stop the search gracefully (it stays resumable), then quit.
+    StopAndQuit,
+    TogglePause,
+    Export(u64),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Dashboard {
+    pub name: String,
+    pub space: String,
+    pub strategy: String,
+    pub metric: String,
+    pub budget: usize,
+    pub workers: usize,
+    pub evaluations: usize,
+    pub failed: usize,
+    pub started_t: f64,
+    /// Time of the latest event (the clock the screen is drawn at).
+    pub now: f64,
+    pub finished: Option<String>,
+    pub cands: BTreeMap<u64, Cand>,
+    /// (evaluations, best score) after every evaluation.
+    pub best_curve: Vec<(f64, f64)>,
+    pub structural_hits: u64,
+    pub functional_hits: u64,
+    pub seconds_saved: f64,
+    pub log: VecDeque<String>,
+    // View state.
+    pub selected: usize,
+    pub log_scroll: usize,
+    pub focus: Focus,
+    pub help: bool,
+    pub details: bool,
+    pub confirm_quit: bool,
+    /// Inside a running search (quit asks first; `p` pauses).
+    pub live_search: bool,
+    pub paused: bool,
+    pub message: String,
+}
+
+const LOG_LINES: usize = 500;
+
+fn f(e: &Event, k: &str) -> f64 {
+    e.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0)
+}
+
+fn s(e: &Event, k: &str) -> String {
+    e.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string()
+}
+
+impl Dashboard {
+    pub fn new(live_search: bool) -> Dashboard {
+        Dashboard {
+            live_search,
+            ..Dashboard::default()
+        }
+    }
+
+    /// Folds one event into the state.
+    pub fn apply(&mut self, e: &Event) {
+        self.now = self.now.max(e.t);
+        let id = e.get("id").and_then(|v| v.as_u64()).unwrap_or(0);
+        let line = match e.event.as_str() {
+            "run_started" => {
+                self.name = s(e, "name");
+                self.space = s(e, "space");
+                self.strategy = s(e, "strategy");
+                self.metric = s(e, "metric");
+                self.budget = f(e, "budget") as usize;
+                self.workers = f(e, "workers") as usize;
+                self.evaluations = self.evaluations.max(f(e, "evaluations") as usize);
+                if self.started_t == 0.0 {
+                    self.started_t = e.t;
+                }
+                self.finished = None;
+                format!(
+                    "run {} started ({} strategy, budget {})",
+                    self.name, self.strategy, self.budget
+                )
+            }
+            "sampled" => {
+                self.cands.insert(
+                    id,
+                    Cand {
+                        id,
+                        arch: s(e, "arch"),
+                        origin: s(e, "origin"),
+                        params: f(e, "params"),
+                        active_params: f(e, "active_params"),
+                        flops: f(e, "flops"),
+                        status: CandStatus::Training,
+                        wall_secs: 0.0,
+                        tokens_per_sec: 0.0,
+                        routing: Vec::new(),
+                        duplicates: 0,
+                    },
+                );
+                return;
+            }
+            "evaluated" => {
+                let score = f(e, "score");
+                self.evaluations = f(e, "evaluations") as usize;
+                let routing = e
+                    .get("routing")
+                    .and_then(|v| v.as_array())
+                    .map(|layers| {
+                        layers
+                            .iter()
+                            .map(|l| LayerLoad {
+                                layer: l["layer"].as_u64().unwrap_or(0) as usize,
+                                kind: l["kind"].as_str().unwrap_or("").to_string(),
+                                load: l["load"]
+                                    .as_array()
+                                    .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
+                                    .unwrap_or_default(),
+                                drop_rate: l["drop_rate"].as_f64().unwrap_or(0.0),
+                                skip_rate: l["skip_rate"].as_f64().unwrap_or(0.0),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if let Some(c) = self.cands.get_mut(&id) {
+                    c.status = CandStatus::Done(score);
+                    c.wall_secs = f(e, "wall_secs");
+                    c.tokens_per_sec = f(e, "tokens_per_sec");
+                    c.routing = routing;
+                }
+                let best = self.best_curve.last().map_or(score, |b| b.1.max(score));
+                self.best_curve.push((self.evaluations as f64, best));
+                format!(
+                    "#{id} {} {score:.4} in {:.1}s",
+                    self.metric,
+                    f(e, "wall_secs")
+                )
+            }
+            "failed" => {
+                self.evaluations = f(e, "evaluations") as usize;
+                self.failed += 1;
+                let reason = s(e, "reason");
+                if let Some(c) = self.cands.get_mut(&id) {
+                    c.status = CandStatus::Failed(reason.clone());
+                }
+                let best = self.best_curve.last().map_or(0.0, |b| b.1);
+                self.best_curve.push((self.evaluations as f64, best));
+                format!("#{id} failed: {reason}")
+            }
+            "duplicate" => {
+                let of = e.get("of").and_then(|v| v.as_u64()).unwrap_or(0);
+                let stage = s(e, "stage");
+                if stage == "functional" {
+                    self.functional_hits += 1;
+                } else {
+                    self.structural_hits += 1;
+                }
+                self.seconds_saved += f(e, "seconds_saved");
+                if let Some(c) = self.cands.get_mut(&id) {
+                    c.status = CandStatus::Duplicate {
+                        of,
+                        stage: stage.clone(),
+                    };
+                }
+                if let Some(c) = self.cands.get_mut(&of) {
+                    c.duplicates += 1;
+                }
+                format!("#{id} duplicate of #{of} ({stage} hash)")
+            }
+            "new_best" => format!("new best #{id}: {:.4}", f(e, "score")),
+            "run_finished" => {
+                let reason = s(e, "reason");
+                self.finished = Some(reason.clone());
+                format!("run finished ({reason})")
+            }
+            _ => return,
+        };
+        self.log.push_back(line);
+        while self.log.len() > LOG_LINES {
+            self.log.pop_front();
+        }
+    }
+
+    /// Evaluated candidates, best first (ties: earlier first).
+    pub fn ranked(&self) -> Vec<&Cand> {
+        let mut v: Vec<&Cand> = self
+            .cands
+            .values()
+            .filter(|c| matches!(c.status, CandStatus::Done(_)))
+            .collect();
+        v.sort_by(|a, b| score(b).total_cmp(&score(a)).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    pub fn selected_cand(&self) -> Option<&Cand> {
+        self.ranked().get(self.selected).copied()
+    }
+
+    /// Score against active parameters: candidates no other beats on both.
+    pub fn pareto(&self) -> Vec<(f64, f64)> {
+        let mut pts: Vec<(f64, f64)> = self
+            .ranked()
+            .iter()
+            .map(|c| (c.active_params, score(c)))
+            .collect();
+        pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
+        let mut front: Vec<(f64, f64)> = Vec::new();
+        for p in pts {
+            if front.last().is_none_or(|l| p.1 > l.1) {
+                front.push(p);
+            }
+        }
+        front
+    }
+
+    /// Evaluations per minute since the run started.
+    pub fn rate_per_min(&self) -> f64 {
+        let mins = (self.now - self.started_t) / 60.0;
+        if mins > 0.0 {
+            self.evaluations as f64 / mins
+        } else {
+            0.0
+        }
+    }
+
+    /// Seconds to the end of the budget at the current rate.
+    pub fn eta_secs(&self) -> Option<f64> {
+        let r = self.rate_per_min();
+        (r > 0.0 && self.finished.is_none())
+            .then(|| self.budget.saturating_sub(self.evaluations) as f64 / r * 60.0)
+    }
+
+    /// Mean training tokens/s of the last few evaluations.
+    pub fn tokens_per_sec(&self) -> f64 {
+        let recent: Vec<f64> = self
+            .cands
+            .values()
+            .rev()
+            .filter(|c| matches!(c.status, CandStatus::Done(_)))
+            .take(8)
+            .map(|c| c.tokens_per_sec)
+            .collect();
+        if recent.is_empty() {
+            0.0
+        } else {
+            recent.iter().sum::<f64>() / recent.len() as f64
+        }
+    }
+
+    /// Candidates being trained right now.
+    pub fn training(&self) -> usize {
+        if self.finished.is_some() {
+            return 0;
+        }
+        self.cands
+            .values()
+            .filter(|c| c.status == CandStatus::Training)
+            .count()
+    }
+
+    /// Handles one key; returns what the loop must do.
+    pub fn key(&mut self, key: char) -> Action {
+        if self.confirm_quit {
+            self.confirm_quit = false;
+            return match key {
+                'y' | 'Y' => Action::StopAndQuit,
+                _ => {
+                    self.message = "search continues".into();
+                    Action::None
+                }
+            };
+        }
+        if self.help || self.details {
+            self.help = false;
+            self.details = false;
+            return if key == 'q' {
+                self.quit()
+            } else {
+                Action::None
+            };
+        }
+        let n = self.ranked().len();
+        match key {
+            'q' => return self.quit(),
+            '?' => self.help = true,
+            '\n' => self.details = n > 0,
+            '\t' => {
+                self.focus = match self.focus {
+                    Focus::Top => Focus::Log,
+                    Focus::Log => Focus::Top,
+                }
+            }
+            'j' | '↓' => match self.focus {
+                Focus::Top => self.selected = (self.selected + 1).min(n.saturating_sub(1)),
+                Focus::Log => self.log_scroll = self.log_scroll.saturating_sub(1),
+            },
+            'k' | '↑' => match self.focus {
+                Focus::Top => self.selected = self.selected.saturating_sub(1),
+                Focus::Log => {
+                    self.log_scroll = (self.log_scroll + 1).min(self.log.len().saturating_sub(1))
+                }
+            },
+            'p' if self.live_search && self.finished.is_none() => {
+                self.paused = !self.paused;
+                self.message = if self.paused {
+                    "paused: nothing new is proposed; evaluations in flight finish".into()
+                } else {
+                    "resumed".into()
+                };
+                return Action::TogglePause;
+            }
+            'e' => {
+                if let Some(c) = self.selected_cand() {
+                    return Action::Export(c.id);
+                }
+                self.message = "nothing evaluated to export yet".into();
+            }
+            _ => {}
+        }
+        Action::None
+    }
+
+    fn quit(&mut self) -> Action {
+        if self.live_search && self.finished.is_none() {
+            self.confirm_quit = true;
+            Action::None
+        } else {
+            Action::Quit
+        }
+    }
+}
+
+pub fn score(c: &Cand) -> f64 {
+    match c.status {
+        CandStatus::Done(s) => s,
+        _ => 0.0,
+    }
+}
+
+/// The text form as an indented tree: one line per module, its
+/// parameters beside it.
+pub fn arch_tree(text: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut depth = 0usize;
+    let mut token = String::new();
+    let mut args: Vec<String> = Vec::new();
+    let mut pending: Option<(usize, String)> = None;
+    let flush =
+        |lines: &mut Vec<String>, pending: &mut Option<(usize, String)>, args: &mut Vec<String>| {
+            if let Some((d, name)) = pending.take() {
+                let a = if args.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {}", args.join(" "))
+                };
+                lines.push(format!("{}{}{}", "  ".repeat(d), name, a));
+                args.clear();
+            }
+        };
+    for ch in text.chars() {
+        match ch {
+            '(' => {
+                flush(&mut lines, &mut pending, &mut args);
+                pending = Some((depth, token.trim().to_string()));
+                token.clear();
+                depth += 1;
+            }
+            ',' | ')' => {
+                let t = token.trim().to_string();
+                token.clear();
+                if !t.is_empty() {
+                    if t.contains('=') {
+                        args.push(t);
+                    } else {
+                        flush(&mut lines, &mut pending, &mut args);
+                        lines.push(format!("{}{}", "  ".repeat(depth), t));
+                    }
+                }
+                if ch == ')' {
+                    flush(&mut lines, &mut pending, &mut args);
+                    depth = depth.saturating_sub(1);
+                }
+            }
+            _ => token.push(ch),
+        }
+    }
+    flush(&mut lines, &mut pending, &mut args);
+    if lines.is_empty() && !text.is_empty() {
+        lines.push(text.to_string());
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ev(t: f64, kind: &str, fields: serde_json::Value) -> Event {
+        let mut e = Event::new(kind, fields);
+        e.t = t;
+        e
+    }
+
+    fn run() -> Dashboard {
+        let mut d = Dashboard::new(true);
+        d.apply(&ev(
+            0.0,
+            "run_started",
+            json!({"name": "r", "budget": 4, "metric": "accuracy"}),
+        ));
+        for (i, s) in [(0u64, 0.2), (1, 0.5), (2, 0.3)] {
+            d.apply(&ev(i as f64, "sampled", json!({"id": i, "arch": "seq(linear(width=8))", "active_params": 100.0 * (i + 1) as f64})));
+            d.apply(&ev(
+                i as f64 + 0.5,
+                "evaluated",
+                json!({"id": i, "score": s, "evaluations": i + 1}),
+            ));
+        }
+        d.apply(&ev(4.0, "sampled", json!({"id": 3})));
+        d.apply(&ev(
+            4.0,
+            "duplicate",
+            json!({"id": 3, "of": 1, "stage": "functional", "seconds_saved": 2.0}),
+        ));
+        d
+    }
+
+    #[test]
+    fn folds_events_into_ranking_front_and_cache() {
+        let d = run();
+        let ids: Vec<u64> = d.ranked().iter().map(|c| c.id).collect();
+        assert_eq!(ids, vec![1, 2, 0]);
+        assert_eq!(d.best_curve, vec![(1.0, 0.2), (2.0, 0.5), (3.0, 0.5)]);
+        assert_eq!(d.pareto(), vec![(100.0, 0.2), (200.0, 0.5)]);
+        assert_eq!((d.functional_hits, d.seconds_saved), (1, 2.0));
+        assert_eq!(d.cands[&1].duplicates, 1);
+        // 3 evaluations in 4 s: 45 per minute, 1 left → 1.33 s.
+        assert!((d.rate_per_min() - 45.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn keys_select_confirm_and_export() {
+        let mut d = run();
+        assert_eq!(d.key('j'), Action::None);
+        assert_eq!(d.selected_cand().unwrap().id, 2);
+        d.key('j');
+        d.key('j');
+        assert_eq!(d.selected, 2, "selection stops at the last row");
+        assert_eq!(d.key('e'), Action::Export(0));
+        assert_eq!(d.key('q'), Action::None);
+        assert!(d.confirm_quit);
+        assert_eq!(d.key('n'), Action::None);
+        d.key('q');
+        assert_eq!(d.key('y'), Action::StopAndQuit);
+        assert_eq!(d.key('p'), Action::TogglePause);
+        assert!(d.paused);
+    }
+
+    #[test]
+    fn tree_of_a_text_form() {
+        let t = arch_tree("repeat(n=2, seq(block(norm=pre, mlp(ratio=4)), identity))");
+        assert_eq!(
+            t,
+            vec![
+                "repeat n=2",
+                "  seq",
+                "    block norm=pre",
+                "      mlp ratio=4",
+                "    identity"
+            ]
+        );
+    }
+}

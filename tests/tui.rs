@@ -1,0 +1,175 @@
+//! The dashboard: golden screens from a recorded event log, and `watch`
+//! driven through a real pseudo-terminal (tmux).
+
+use archgram::store::read_events;
+use archgram::tui::{draw, Dashboard};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn dashboard(keys: &str) -> Dashboard {
+    let mut d = Dashboard::new(false);
+    for e in read_events(Path::new("tests/fixtures/events.jsonl")).unwrap() {
+        d.apply(&e);
+    }
+    for k in keys.chars() {
+        d.key(k);
+    }
+    d
+}
+
+/// The screen as text, one line per row.
+fn render(d: &Dashboard, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| draw(f, d)).unwrap();
+    let buf = t.backend().buffer().clone();
+    let mut out = String::new();
+    for y in 0..h {
+        for x in 0..w {
+            out.push_str(buf[(x, y)].symbol());
+        }
+        out.push('\n');
+    }
+    out
+}
+
+fn golden(name: &str, screen: &str) {
+    let p = Path::new("tests/golden/tui").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, screen).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&p)
+        .unwrap_or_else(|_| panic!("{} missing; run with UPDATE_GOLDEN=1", p.display()));
+    if want != screen {
+        let diff: Vec<String> = want
+            .lines()
+            .zip(screen.lines())
+            .enumerate()
+            .filter(|(_, (a, b))| a != b)
+            .map(|(i, (a, b))| format!("row {i}:\n  want {a}\n  got  {b}"))
+            .collect();
+        panic!("{} differs:\n{}", p.display(), diff.join("\n"));
+    }
+}
+
+#[test]
+fn golden_screens_at_80x24_and_160x48() {
+    let d = dashboard("");
+    golden("main-80x24.txt", &render(&d, 80, 24));
+    golden("main-160x48.txt", &render(&d, 160, 48));
+    golden("help-80x24.txt", &render(&dashboard("?"), 80, 24));
+    golden("details-160x48.txt", &render(&dashboard("jj\n"), 160, 48));
+}
+
+#[test]
+fn the_same_events_draw_the_same_screen() {
+    assert_eq!(
+        render(&dashboard("j"), 120, 40),
+        render(&dashboard("j"), 120, 40)
+    );
+    assert_ne!(
+        render(&dashboard(""), 120, 40),
+        render(&dashboard("j"), 120, 40)
+    );
+}
+
+#[test]
+fn screen_shows_progress_best_and_routing() {
+    let d = dashboard("");
+    let s = render(&d, 160, 48);
+    assert!(s.contains("10/10"), "{s}");
+    assert!(s.contains("finished: budget spent"));
+    let best = d.ranked()[0];
+    assert!(s.contains(&format!("#{}", best.id)));
+    // Tiny screens still draw every panel's frame without panicking.
+    for (w, h) in [(80, 24), (60, 15), (20, 6)] {
+        render(&d, w, h);
+    }
+}
+
+fn tmux(args: &[&str]) -> Option<String> {
+    let out = Command::new("tmux").args(args).output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn wait_for(session: &str, text: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let screen = tmux(&["capture-pane", "-p", "-t", session]).unwrap_or_default();
+        if screen.contains(text) || start.elapsed() > Duration::from_secs(20) {
+            return screen;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn watch_in_a_real_terminal() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipped: tmux not installed");
+        return;
+    }
+    // A run folder made of the fixture's events and the quickstart space.
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("fixture");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::copy("tests/fixtures/events.jsonl", run.join("events.jsonl")).unwrap();
+    let space = std::fs::read_to_string("spaces/quickstart.ron")
+        .unwrap()
+        .replace("../grammars/blocks.ron", "grammar.ron");
+    std::fs::write(run.join("space.ron"), space).unwrap();
+    std::fs::copy("grammars/blocks.ron", run.join("grammar.ron")).unwrap();
+    let session = format!("archgram-test-{}", std::process::id());
+    let cmd = format!("{} watch {}", env!("CARGO_BIN_EXE_archgram"), run.display());
+    tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "100",
+        "-y",
+        "30",
+        &cmd,
+    ])
+    .unwrap();
+    let screen = wait_for(&session, "top candidates");
+    assert!(screen.contains("top candidates"), "{screen}");
+    assert!(screen.contains("finished: budget spent"), "{screen}");
+    // The first row is selected; j moves down, Enter opens its details.
+    tmux(&["send-keys", "-t", &session, "j", "Enter"]);
+    let d = dashboard("j");
+    let second = d.ranked()[1].id;
+    let screen = wait_for(&session, &format!("candidate #{second}"));
+    assert!(screen.contains(&format!("candidate #{second}")), "{screen}");
+    // Separate sends: ESC followed at once by a key reads as Alt+key.
+    tmux(&["send-keys", "-t", &session, "Escape"]);
+    wait_for(&session, "top candidates");
+    std::thread::sleep(Duration::from_millis(300));
+    tmux(&["send-keys", "-t", &session, "?"]);
+    let screen = wait_for(&session, "this help");
+    assert!(screen.contains("pause or resume sampling"), "{screen}");
+    tmux(&["send-keys", "-t", &session, "Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
+    tmux(&["send-keys", "-t", &session, "q"]);
+    let start = Instant::now();
+    while tmux(&["has-session", "-t", &session])
+        .map(|_| {
+            Command::new("tmux")
+                .args(["has-session", "-t", &session])
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .unwrap_or(false)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "watch did not quit"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
