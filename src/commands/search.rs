@@ -4,7 +4,9 @@ use super::CliError;
 use crate::cli::ExportFormat;
 use crate::eval::DeviceKind;
 use crate::search::pareto::{front, Point};
-use crate::search::{run, score_of, RunControl, Ending, RunDir, RunSettings, SearchError, StrategyKind};
+use crate::search::{
+    run, score_of, Ending, RunControl, RunDir, RunSettings, SearchError, StrategyKind,
+};
 use crate::space::Space;
 use crate::store::{read_events, Event, SledStore, Store};
 use serde_json::json;
