@@ -327,3 +327,52 @@ fn the_readme_hardware_example_loads_and_runs() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("989 TFLOP/s"), "{}", stdout(&o));
 }
+
+#[test]
+fn recorded_loads_stand_in_for_a_missing_token_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let route = |load: Vec<u64>| json!({"kind": "moe", "tokens": 8, "load": load, "dropped": 0});
+    let outcome = json!({"score": 0.5, "routes": [
+        route(vec![4, 2, 1, 1, 0, 0, 0, 0]),
+        route(vec![1, 1, 1, 1, 1, 1, 1, 1]),
+    ]});
+    let run = run_with_outcome(dir.path(), &outcome);
+    let arg = run.join("3");
+    let args = [
+        "simulate",
+        "--trace",
+        arg.to_str().unwrap(),
+        "--devices",
+        "2",
+    ];
+    let o = archgram(&[&args[..], &["--capacity-factor", "0", "--json"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["source"]["kind"], "loads");
+    assert_eq!(
+        v["layers"][0]["expert_load"],
+        json!([4, 2, 1, 1, 0, 0, 0, 0])
+    );
+    // Round-robin: experts 0, 2 (5 tokens) on device 0, 1, 3 (3) on device 1.
+    assert_eq!(v["layers"][0]["device_load"], json!([5.0, 3.0]));
+    assert_eq!(v["layers"][1]["imbalance"], 1.0);
+    let o = archgram(&args);
+    assert!(
+        stdout(&o).contains("recorded per-expert loads"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Loads that do not fit the architecture are bad input.
+    let run = run_with_outcome(
+        &dir.path().join("b"),
+        &json!({"routes": [{"kind": "moe", "tokens": 8, "load": [1, 2], "dropped": 0}]}),
+    );
+    let o = archgram(&["simulate", "--trace", run.join("3").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("2 loads for 8 experts"),
+        "{}",
+        stderr(&o)
+    );
+}

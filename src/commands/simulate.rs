@@ -4,10 +4,10 @@
 use super::{load, parse_arch, CliError};
 use crate::cli::{PlacementArg, SimulateArgs};
 use crate::routing::simulate::LayerReport;
-use crate::routing::synth::routed_layers;
+use crate::routing::synth::{routed_layers, MoeLayer};
 use crate::routing::{
-    final_trace, simulate as run_model, synthesize, Hardware, LayerTrace, PlacementKind, SimConfig,
-    SimReport, Skew,
+    final_trace, from_loads, simulate as run_model, synthesize, Hardware, LayerTrace,
+    PlacementKind, SimConfig, SimReport, Skew,
 };
 use crate::search::RunDir;
 use crate::space::Space;
@@ -199,10 +199,27 @@ fn from_run(arg: &Path) -> Result<Input, CliError> {
             run_path.display()
         ))
     })?;
-    let traces = final_trace(&outcome);
+    // The architecture, for expert FLOPs (and for the loads fallback).
+    let routed = Space::load(&run.space_path())
+        .ok()
+        .and_then(|space| space.parse_arch(&record.text).ok())
+        .map(|net| routed_layers(&net.arch));
+    let mut kind = "trace";
+    let mut traces = final_trace(&outcome);
+    if traces.is_empty() {
+        if let Some(routed) = &routed {
+            traces = from_recorded_loads(&outcome, routed).map_err(|m| {
+                bad(format!(
+                    "candidate {id} of {}: recorded routes: {m}",
+                    run_path.display()
+                ))
+            })?;
+            kind = "loads";
+        }
+    }
     if traces.is_empty() {
         return Err(bad(format!(
-            "candidate {id} of {} has no routing trace (no `routing.final` in its outcome: no routed layers, or evaluated by a build that did not record traces); simulate its architecture instead: archgram simulate --arch '{}' --space {}",
+            "candidate {id} of {} has no routing trace (no `routing.final` or `routes` in its outcome: no routed layers, or evaluated by a build that did not record them); simulate its architecture instead: archgram simulate --arch '{}' --space {}",
             run_path.display(),
             record.text,
             run.space_path().display()
@@ -211,15 +228,10 @@ fn from_run(arg: &Path) -> Result<Input, CliError> {
     // Expert FLOPs from the architecture; a layer that does not match keeps
     // the simulator's ratio-4 assumption (and says so).
     let mut expert_flops = BTreeMap::new();
-    if let Ok(space) = Space::load(&run.space_path()) {
-        if let Ok(net) = space.parse_arch(&record.text) {
-            let routed = routed_layers(&net.arch);
-            for t in &traces {
-                if let Some((_, Some(m))) = routed.get(t.layer) {
-                    if m.spec.experts == t.experts && m.width == t.width {
-                        expert_flops.insert(t.layer, m.expert_flops);
-                    }
-                }
+    for t in &traces {
+        if let Some((_, Some(m))) = routed.as_ref().and_then(|r| r.get(t.layer)) {
+            if m.spec.experts == t.experts && m.width == t.width {
+                expert_flops.insert(t.layer, m.expert_flops);
             }
         }
     }
@@ -227,7 +239,7 @@ fn from_run(arg: &Path) -> Result<Input, CliError> {
         traces,
         expert_flops,
         source: json!({
-            "kind": "trace",
+            "kind": kind,
             "run": run_path.display().to_string(),
             "candidate": id,
             "arch": record.text,
@@ -235,10 +247,53 @@ fn from_run(arg: &Path) -> Result<Input, CliError> {
     })
 }
 
+/// Traces rebuilt from an outcome's `routes` (per routed layer, in execution
+/// order: kind, tokens, per-expert load) when token-level routing was not
+/// recorded; see [`from_loads`].
+fn from_recorded_loads(
+    outcome: &serde_json::Value,
+    routed: &[(&'static str, Option<MoeLayer>)],
+) -> Result<Vec<LayerTrace>, String> {
+    let Some(routes) = outcome.get("routes").and_then(|r| r.as_array()) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (i, r) in routes.iter().enumerate() {
+        let kind = r["kind"].as_str().unwrap_or("");
+        match routed.get(i) {
+            Some((k, Some(m))) if *k == kind => {
+                let tokens = r["tokens"].as_u64().unwrap_or(0) as usize;
+                let load: Vec<u64> = r["load"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
+                    .unwrap_or_default();
+                out.push(from_loads(m, &load, tokens, 0).map_err(|e| format!("layer {i}: {e}"))?);
+            }
+            Some((k, _)) if *k == kind => out.push(LayerTrace {
+                layer: i,
+                kind: kind.to_string(),
+                ..LayerTrace::default()
+            }),
+            _ => {
+                return Err(format!(
+                    "layer {i} is `{kind}` but the architecture's routed layer {i} is not"
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn source_line(s: &serde_json::Value) -> String {
     if s["kind"] == "trace" {
         format!(
-            "trace of candidate {} in {}",
+            "routing trace of candidate {} in {}",
+            s["candidate"],
+            s["run"].as_str().unwrap_or("")
+        )
+    } else if s["kind"] == "loads" {
+        format!(
+            "recorded per-expert loads of candidate {} in {} (token positions random: no token-level trace)",
             s["candidate"],
             s["run"].as_str().unwrap_or("")
         )

@@ -13,5 +13,5 @@ pub use hardware::Hardware;
 pub use placement::{place, Placement, PlacementKind};
 pub use select::{route_tokens, top_tokens, Routing};
 pub use simulate::{simulate, SimConfig, SimError, SimReport};
-pub use synth::{moe_layers, synthesize, MoeLayer, Skew};
+pub use synth::{from_loads, moe_layers, synthesize, MoeLayer, Skew};
 pub use trace::{final_trace, LayerTrace};

@@ -161,6 +161,59 @@ pub fn synthesize(layers: &[MoeLayer], tokens: usize, skew: Skew, seed: u64) -> 
         .collect()
 }
 
+/// A trace for a layer whose only record is its per-expert loads (kept
+/// assignments over `tokens` tokens), e.g. an outcome's `routes`. Which token
+/// went where is not known: the assignments, sorted by expert, are dealt to
+/// tokens with stride T (so no token gets an expert twice while every load
+/// is ≤ T), and the tokens are shuffled with `seed`. Loads, and so device
+/// loads and drops, are exact; the byte matrix is that of random token
+/// positions.
+pub fn from_loads(
+    l: &MoeLayer,
+    load: &[u64],
+    tokens: usize,
+    seed: u64,
+) -> Result<LayerTrace, String> {
+    let e = l.spec.experts;
+    if load.len() != e {
+        return Err(format!("{} loads for {e} experts", load.len()));
+    }
+    if tokens == 0 || load.iter().any(|&c| c as usize > tokens) {
+        return Err(format!("loads {load:?} do not fit {tokens} tokens"));
+    }
+    let items: Vec<usize> = (0..e)
+        .flat_map(|x| std::iter::repeat_n(x, load[x] as usize))
+        .collect();
+    let mut order: Vec<usize> = (0..tokens).collect();
+    order.shuffle(&mut crate::seed::rng(
+        seed,
+        "simulate-loads",
+        l.layer as u64,
+    ));
+    let mut per_token = vec![Vec::new(); tokens];
+    for (i, &x) in items.iter().enumerate() {
+        per_token[order[i % tokens]].push(x);
+    }
+    let mut t = LayerTrace {
+        layer: l.layer,
+        kind: "moe".into(),
+        router: l.spec.router.name().into(),
+        experts: e,
+        shared: l.spec.shared,
+        top_k: l.spec.top_k,
+        capacity_factor: l.spec.capacity,
+        seq: l.seq,
+        width: l.width,
+        offsets: vec![0],
+        ..LayerTrace::default()
+    };
+    for a in per_token {
+        let g = 1.0 / a.len().max(1) as f32;
+        t.push_token(a.into_iter().map(|x| (x, g)));
+    }
+    Ok(t)
+}
+
 /// `k` distinct indices drawn one at a time in proportion to `w` among the
 /// indices not yet drawn.
 fn draw_distinct(w: &[f64], k: usize, rng: &mut impl Rng) -> Vec<usize> {
@@ -257,6 +310,22 @@ mod tests {
         assert!(cv2 > 1.0, "zipf:2 cv {cv2}");
         // Zipf(2) over 8: the top expert has 1/H(8,2) ≈ 65% of the tokens.
         assert!((4800..5600).contains(&max2), "{max2}");
+    }
+
+    #[test]
+    fn loads_are_reproduced_without_repeats() {
+        let l = layer(4, 2, RouterKind::TokenChoice);
+        let t = from_loads(&l, &[10, 7, 2, 1], 10, 3).unwrap();
+        assert_eq!(t.load(), vec![10, 7, 2, 1]);
+        assert_eq!(t.tokens, 10);
+        for tok in 0..10 {
+            let mut ex: Vec<usize> = t.of_token(tok).map(|(e, _)| e).collect();
+            let n = ex.len();
+            ex.dedup();
+            assert_eq!(ex.len(), n);
+        }
+        assert!(from_loads(&l, &[11, 0, 0, 0], 10, 3).is_err());
+        assert!(from_loads(&l, &[1, 1], 10, 3).is_err());
     }
 
     #[test]
