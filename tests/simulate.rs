@@ -116,6 +116,8 @@ fn bad_input_exits_2_with_a_clear_message() {
         (vec!["--devices", "0"], "--devices".into()),
         (vec!["--devices", "6", "--nodes", "4"], "--nodes 4".into()),
         (vec!["--tokens", "0"], "--tokens".into()),
+        (vec!["--spare-slots", "100000"], "--spare-slots".into()),
+        (vec!["--devices", "5000"], "--devices".into()),
         (vec!["--capacity-factor", "NaN"], "--capacity-factor".into()),
     ];
     for (extra, want) in cases {

@@ -17,7 +17,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-const MAX_DEVICES: usize = 4096;
+const MAX_DEVICES: usize = 1024;
+const MAX_SPARE_SLOTS: usize = 64;
 const MAX_TOKENS: usize = 1 << 22;
 
 /// Routing to simulate, with where it came from.
@@ -39,6 +40,12 @@ pub fn simulate(a: &SimulateArgs, out: &mut dyn Write) -> Result<(), CliError> {
                 "--capacity-factor must be ≥ 0 (0: dropless), got {cf}"
             )));
         }
+    }
+    if a.spare_slots > MAX_SPARE_SLOTS {
+        return Err(bad(format!(
+            "--spare-slots must be at most {MAX_SPARE_SLOTS}, got {}",
+            a.spare_slots
+        )));
     }
     let input = match (&a.trace, &a.arch) {
         (Some(t), _) => from_run(t)?,

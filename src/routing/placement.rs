@@ -77,8 +77,9 @@ pub fn place(kind: PlacementKind, load: &[f64], devices: usize, spare_slots: usi
     if kind == PlacementKind::Greedy {
         return greedy;
     }
-    let slots = slots + spare_slots;
-    let counts = replica_counts(load, devices, devices * slots);
+    // No expert has more replicas than devices, so more slots than E are idle.
+    let slots = slots.saturating_add(spare_slots).min(load.len().max(1));
+    let counts = replica_counts(load, devices, devices.saturating_mul(slots));
     let hot = pack(load, &counts, devices, slots);
     if max_of(&hot.device_loads(load, devices)) <= max_of(&greedy.device_loads(load, devices)) {
         hot

@@ -229,3 +229,44 @@ fn more_devices_than_tokens_or_experts() {
     assert_eq!(l.dispatch_bytes.iter().flatten().sum::<f64>(), 24.0);
     assert_eq!((r.nodes, r.devices_per_node), (2, 8));
 }
+
+#[test]
+fn invariants_on_random_traces() {
+    use rand::Rng;
+    let mut rng = crate::seed::rng(5, "simulate-test", 0);
+    let kinds = [
+        PlacementKind::RoundRobin,
+        PlacementKind::Greedy,
+        PlacementKind::ReplicateHot,
+    ];
+    for _ in 0..300 {
+        let e = rng.gen_range(1..12);
+        let tokens = rng.gen_range(1..80);
+        let k = rng.gen_range(1..=e.min(3));
+        let mut t = trace(e, 6, &[]);
+        t.top_k = k;
+        for _ in 0..tokens {
+            let mut ex: Vec<usize> = (0..e).collect();
+            use rand::seq::SliceRandom;
+            ex.shuffle(&mut rng);
+            t.push_token(ex[..k].iter().map(|&x| (x, 1.0 / k as f32)));
+        }
+        let d = rng.gen_range(1..20);
+        let mut cfg = SimConfig::new(d);
+        cfg.placement = kinds[rng.gen_range(0..3)];
+        cfg.capacity_factor = Some([0.0, 0.5, 1.0, 1.25, 2.0][rng.gen_range(0..5)]);
+        if d % 2 == 0 && rng.gen_bool(0.5) {
+            cfg.nodes = Some(2);
+        }
+        let r = simulate(std::slice::from_ref(&t), &cfg, &hw()).unwrap();
+        let l = &r.layers[0];
+        let kept = (l.routed - l.dropped) as f64;
+        assert_eq!(l.routed, (tokens * k) as u64);
+        assert!((l.device_load.iter().sum::<f64>() - kept).abs() < 1e-9);
+        let bytes: f64 = l.dispatch_bytes.iter().flatten().sum();
+        assert!((bytes - kept * 12.0).abs() < 1e-6);
+        assert_eq!(l.dropped_by_device.iter().sum::<u64>(), l.dropped);
+        assert!(l.imbalance >= 1.0 - 1e-12 && l.time.inflation.is_finite());
+        assert!(l.time.step >= l.time.step_overlap);
+    }
+}
