@@ -1,7 +1,7 @@
 //! Command-line definitions (clap). Only syntax lives here; the commands
 //! themselves are in `commands`.
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -41,6 +41,59 @@ pub enum DeviceArg {
     Cpu,
     /// Needs a build with `--features cuda`.
     Cuda,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlacementArg {
+    /// Expert e on device e mod D.
+    RoundRobin,
+    /// Heaviest experts first, each to the least-loaded device (LPT).
+    Greedy,
+    /// Greedy, plus replicas of the hottest experts in spare slots (EPLB-style).
+    ReplicateHot,
+}
+
+/// `archgram simulate`: where the routing comes from, the cluster, the output.
+#[derive(Args, Debug, Clone)]
+pub struct SimulateArgs {
+    /// Routing trace of an evaluated candidate, RUN/CANDIDATE (e.g. runs/q1/17).
+    #[arg(long, conflicts_with_all = ["arch", "skew", "tokens", "seed"], required_unless_present = "arch")]
+    pub trace: Option<PathBuf>,
+    /// Architecture (text form, or a file holding one) to synthesise routing for.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Space the architecture is read against.
+    #[arg(long, default_value = "spaces/moe-heavy.ron")]
+    pub space: PathBuf,
+    /// Expert popularity of synthetic routing: `zipf:S` (S ≥ 0; 0 is uniform) [default: zipf:1.0].
+    #[arg(long)]
+    pub skew: Option<String>,
+    /// Tokens per synthetic trace (one micro-batch) [default: 4096].
+    #[arg(long)]
+    pub tokens: Option<usize>,
+    /// Seed of the synthetic routing [default: 0].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Devices, or a comma-separated sweep such as 8,16,32,64.
+    #[arg(long, default_value = "8")]
+    pub devices: String,
+    /// Nodes (must divide the devices); default: nodes of the hardware's gpus_per_node.
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    #[arg(long, value_enum, default_value_t = PlacementArg::RoundRobin)]
+    pub placement: PlacementArg,
+    /// Extra expert slots per device for replicate-hot replicas.
+    #[arg(long, default_value_t = 1)]
+    pub spare_slots: usize,
+    /// Capacity factor for every layer (0: dropless); default: each layer's own.
+    #[arg(long)]
+    pub capacity_factor: Option<f64>,
+    /// Hardware file (.ron); default: A100-like numbers (see README, "simulate").
+    #[arg(long)]
+    pub hw: Option<PathBuf>,
+    /// Print one JSON object (everything, byte matrices included).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -203,6 +256,12 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Expert-parallel cost model: per-device load, dropped tokens,
+    /// all-to-all bytes and time per MoE layer and per training step.
+    #[command(
+        after_help = "Examples:\n  archgram simulate --arch best.txt --space spaces/moe-heavy.ron --skew zipf:1.2 --devices 8,16,32,64\n  archgram simulate --trace runs/moe-1/17 --devices 16 --nodes 2 --placement replicate-hot --json"
+    )]
+    Simulate(SimulateArgs),
     /// List the generated proxy tasks and their parameters.
     #[command(after_help = "Example:\n  archgram tasks")]
     Tasks {

@@ -3,6 +3,7 @@
 
 mod report;
 mod search;
+mod simulate;
 
 pub use search::{parse_duration, status_of};
 
@@ -88,6 +89,7 @@ pub fn run(cmd: Command, out: &mut dyn Write) -> Result<(), CliError> {
             format,
             out: dir,
         } => search::export(&run, top, pareto, format, dir, out),
+        Command::Simulate(args) => simulate::simulate(&args, out),
         Command::Eval {
             space,
             arch,

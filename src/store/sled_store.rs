@@ -36,7 +36,12 @@ impl SledStore {
         let db = sled::Config::new().path(dir).open().map_err(|e| StoreError::Open {
             path: dir.display().to_string(),
             reason: match e {
-                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+                // sled 0.34 reports a held lock as `ErrorKind::Other` with
+                // this message (config.rs), not as `WouldBlock`.
+                sled::Error::Io(ref io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("could not acquire lock") =>
+                {
                     "another archgram process is using this run (watch it with `archgram status` or `archgram watch`)".into()
                 }
                 other => other.to_string(),
