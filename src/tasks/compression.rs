@@ -15,7 +15,7 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::dataset::{check_size, generate_splits, Example, FixedTask};
+use super::dataset::{Example, FixedTask};
 use super::params::{self, ParamInfo, Params};
 use super::{Task, TaskError, TaskSpec, IGNORE};
 
@@ -71,17 +71,8 @@ fn make(p: &Params, seed: u64) -> Result<FixedTask, TaskError> {
         comp: (vocab - 1) as u32,
         n: seq / 2,
     };
-    let (n_train, n_test) = check_size(p, seq)?;
-    let (train, test) =
-        generate_splits(NAME, seed, seq, n_train, n_test, |rng, _| gen.generate(rng))?;
-    Ok(FixedTask {
-        name: NAME,
-        vocab,
-        seq,
-        causal: false,
-        num_domains: 1,
-        train,
-        test,
+    FixedTask::generate(NAME, p, seed, vocab, seq, false, 1, |rng, _| {
+        gen.generate(rng)
     })
 }
 

@@ -9,7 +9,7 @@ use rand::seq::index;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::dataset::{check_size, generate_splits, Example, FixedTask};
+use super::dataset::{Example, FixedTask};
 use super::params::{self, ParamInfo, Params};
 use super::{Task, TaskError, TaskSpec, IGNORE};
 
@@ -91,17 +91,8 @@ fn make(p: &Params, seed: u64) -> Result<FixedTask, TaskError> {
         n,
         seq,
     };
-    let (n_train, n_test) = check_size(p, seq)?;
-    let (train, test) =
-        generate_splits(NAME, seed, seq, n_train, n_test, |rng, _| gen.generate(rng))?;
-    Ok(FixedTask {
-        name: NAME,
-        vocab,
-        seq,
-        causal: false,
-        num_domains: 1,
-        train,
-        test,
+    FixedTask::generate(NAME, p, seed, vocab, seq, false, 1, |rng, _| {
+        gen.generate(rng)
     })
 }
 

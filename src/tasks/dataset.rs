@@ -175,6 +175,35 @@ pub(super) struct FixedTask {
     pub test: Split,
 }
 
+impl FixedTask {
+    /// Generates a task's train and test splits (sizes from `p`'s
+    /// `train_examples`/`test_examples`, checked against the token limit)
+    /// from `gen`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn generate(
+        name: &'static str,
+        p: &Params,
+        seed: u64,
+        vocab: usize,
+        seq: usize,
+        causal: bool,
+        num_domains: usize,
+        gen: impl FnMut(&mut ChaCha8Rng, Mode) -> Example,
+    ) -> Result<FixedTask, TaskError> {
+        let (n_train, n_test) = check_size(p, seq)?;
+        let (train, test) = generate_splits(name, seed, seq, n_train, n_test, gen)?;
+        Ok(FixedTask {
+            name,
+            vocab,
+            seq,
+            causal,
+            num_domains,
+            train,
+            test,
+        })
+    }
+}
+
 impl Task for FixedTask {
     fn name(&self) -> &str {
         self.name

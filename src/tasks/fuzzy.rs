@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::dataset::{check_size, generate_splits, Example, FixedTask, Mode};
+use super::dataset::{Example, FixedTask, Mode};
 use super::params::{self, ParamInfo, Params};
 use super::recall::shift;
 use super::{Task, TaskError, TaskSpec, IGNORE};
@@ -147,18 +147,8 @@ fn make(p: &Params, seed: u64) -> Result<FixedTask, TaskError> {
         keys: ((vocab - 1) / 2) as u32,
         seq,
     };
-    let (n_train, n_test) = check_size(p, seq)?;
-    let (train, test) = generate_splits(NAME, seed, seq, n_train, n_test, |rng, mode| {
+    FixedTask::generate(NAME, p, seed, vocab, seq, true, 1, |rng, mode| {
         gen.generate(rng, mode)
-    })?;
-    Ok(FixedTask {
-        name: NAME,
-        vocab,
-        seq,
-        causal: true,
-        num_domains: 1,
-        train,
-        test,
     })
 }
 

@@ -9,7 +9,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::dataset::{check_size, generate_splits, structure_rng, Example, FixedTask};
+use super::dataset::{structure_rng, Example, FixedTask};
 use super::params::{self, ParamInfo, Params};
 use super::{Task, TaskError, TaskSpec, IGNORE};
 
@@ -81,17 +81,8 @@ fn make(p: &Params, seed: u64) -> Result<FixedTask, TaskError> {
         table: fact_table(&mut structure_rng(seed), insert / 2, insert),
         slots: seq / 2,
     };
-    let (n_train, n_test) = check_size(p, seq)?;
-    let (train, test) =
-        generate_splits(NAME, seed, seq, n_train, n_test, |rng, _| gen.generate(rng))?;
-    Ok(FixedTask {
-        name: NAME,
-        vocab,
-        seq,
-        causal: false,
-        num_domains: 1,
-        train,
-        test,
+    FixedTask::generate(NAME, p, seed, vocab, seq, false, 1, |rng, _| {
+        gen.generate(rng)
     })
 }
 

@@ -19,7 +19,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Gamma};
 
-use super::dataset::{check_size, generate_splits, structure_rng, Example, FixedTask};
+use super::dataset::{structure_rng, Example, FixedTask};
 use super::params::{self, ParamInfo, Params};
 use super::{Task, TaskError, TaskSpec, IGNORE};
 
@@ -181,18 +181,16 @@ fn make(p: &Params, seed: u64) -> Result<FixedTask, TaskError> {
         tagged,
         domains,
     };
-    let (n_train, n_test) = check_size(p, seq)?;
-    let (train, test) =
-        generate_splits(NAME, seed, seq, n_train, n_test, |rng, _| gen.generate(rng))?;
-    Ok(FixedTask {
-        name: NAME,
-        vocab: vocab + if tagged { k } else { 0 },
+    FixedTask::generate(
+        NAME,
+        p,
+        seed,
+        vocab + if tagged { k } else { 0 },
         seq,
-        causal: true,
-        num_domains: k,
-        train,
-        test,
-    })
+        true,
+        k,
+        |rng, _| gen.generate(rng),
+    )
 }
 
 pub(super) fn build(p: &Params, _: &TaskSpec, seed: u64) -> Result<Box<dyn Task>, TaskError> {

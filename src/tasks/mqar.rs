@@ -14,7 +14,7 @@ use rand::seq::index;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::dataset::{check_size, generate_splits, Example, FixedTask};
+use super::dataset::{Example, FixedTask};
 use super::params::{self, ParamInfo, Params};
 use super::{Task, TaskError, TaskSpec, IGNORE};
 
@@ -132,17 +132,8 @@ fn make(p: &Params, seed: u64) -> Result<FixedTask, TaskError> {
         p.get("power_a"),
         p.flag("random_non_queries"),
     );
-    let (n_train, n_test) = check_size(p, seq)?;
-    let (train, test) =
-        generate_splits(NAME, seed, seq, n_train, n_test, |rng, _| gen.generate(rng))?;
-    Ok(FixedTask {
-        name: NAME,
-        vocab,
-        seq,
-        causal: true,
-        num_domains: 1,
-        train,
-        test,
+    FixedTask::generate(NAME, p, seed, vocab, seq, true, 1, |rng, _| {
+        gen.generate(rng)
     })
 }
 

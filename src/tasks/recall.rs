@@ -11,7 +11,7 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use super::dataset::{check_size, generate_splits, Example, FixedTask, Mode};
+use super::dataset::{Example, FixedTask, Mode};
 use super::params::{self, ParamInfo, Params};
 use super::{Task, TaskError, TaskSpec, IGNORE};
 
@@ -126,18 +126,8 @@ fn make(
     seed: u64,
 ) -> Result<FixedTask, TaskError> {
     let seq = 2 * gen.pairs - 1;
-    let (n_train, n_test) = check_size(p, seq)?;
-    let (train, test) = generate_splits(name, seed, seq, n_train, n_test, |rng, mode| {
+    FixedTask::generate(name, p, seed, vocab, seq, true, 1, |rng, mode| {
         gen.generate(rng, mode)
-    })?;
-    Ok(FixedTask {
-        name,
-        vocab,
-        seq,
-        causal: true,
-        num_domains: 1,
-        train,
-        test,
     })
 }
 
