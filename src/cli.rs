@@ -32,8 +32,30 @@ pub enum ExportFormat {
     Json,
     /// A Graphviz graph of the architecture.
     Dot,
+    /// A self-contained Python file with a `torch.nn.Module` (routers
+    /// included); with --weights, safetensors weights it loads.
+    Pytorch,
     /// A short Markdown report of the run and its winners.
     Md,
+}
+
+/// Which weights `export --format pytorch --weights` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WeightsArg {
+    /// The seeded initial weights training started from.
+    Init,
+    /// Retrained deterministically from the run's seed: the weights the
+    /// search scored.
+    Trained,
+}
+
+impl WeightsArg {
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightsArg::Init => "init",
+            WeightsArg::Trained => "trained",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -240,7 +262,7 @@ pub enum Command {
     },
     /// Write a run's best architectures as files other tools read.
     #[command(
-        after_help = "Examples:\n  archgram export runs/quickstart-1 --top 3 --format json\n  archgram export runs/quickstart-1 --pareto --format dot --out front/"
+        after_help = "Examples:\n  archgram export runs/quickstart-1 --top 3 --format json\n  archgram export runs/quickstart-1 --pareto --format dot --out front/\n  archgram export runs/quickstart-1 --top 3 --format pytorch --weights\n  python3 runs/quickstart-1/export/01-id47.py --check"
     )]
     Export {
         run: PathBuf,
@@ -252,6 +274,11 @@ pub enum Command {
         pareto: bool,
         #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
         format: ExportFormat,
+        /// With --format pytorch: also write weights (ID.safetensors) and a
+        /// probe of archgram's logits (ID.probe.safetensors) for `--check`.
+        /// `trained` (the default) retrains the candidate from the run's seed.
+        #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "trained")]
+        weights: Option<WeightsArg>,
         /// Output folder (default: RUN/export).
         #[arg(long)]
         out: Option<PathBuf>,

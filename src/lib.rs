@@ -5,6 +5,7 @@ pub mod arch;
 pub mod cli;
 pub mod commands;
 pub mod eval;
+pub mod export;
 pub mod grammar;
 pub mod hash;
 pub mod routing;

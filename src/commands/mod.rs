@@ -1,6 +1,7 @@
 //! The commands behind the CLI. Each writes its report to `out` and returns
 //! a typed error whose kind decides the exit code.
 
+mod export;
 mod report;
 mod search;
 mod simulate;
@@ -87,8 +88,9 @@ pub fn run(cmd: Command, out: &mut dyn Write) -> Result<(), CliError> {
             top,
             pareto,
             format,
+            weights,
             out: dir,
-        } => search::export(&run, top, pareto, format, dir, out),
+        } => export::export(&run, top, pareto, format, weights, dir, out),
         Command::Simulate(args) => simulate::simulate(&args, out),
         Command::Eval {
             space,

@@ -1,17 +1,14 @@
 //! `search`, `resume`, `status`, `export`.
 
 use super::CliError;
-use crate::cli::ExportFormat;
 use crate::eval::DeviceKind;
 use crate::search::pareto::{front, Point};
-use crate::search::{
-    run, score_of, Ending, RunControl, RunDir, RunSettings, SearchError, StrategyKind,
-};
+use crate::search::{run, Ending, RunControl, RunDir, RunSettings, SearchError, StrategyKind};
 use crate::space::Space;
-use crate::store::{read_events, Event, SledStore, Store};
+use crate::store::{read_events, Event};
 use serde_json::json;
 use std::io::{IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -462,104 +459,6 @@ pub fn status(path: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), Cli
             crate::arch::fmt_count(p.active_params),
             crate::arch::fmt_count(p.flops)
         )?;
-    }
-    Ok(())
-}
-
-pub fn export(
-    path: &Path,
-    top: Option<usize>,
-    pareto: bool,
-    format: ExportFormat,
-    out_dir: Option<PathBuf>,
-    out: &mut dyn Write,
-) -> Result<(), CliError> {
-    let dir = RunDir::open(path)?;
-    let space = Space::load(&dir.space_path())?;
-    let store = SledStore::open(&dir.store_path()).map_err(|e| CliError::Runtime(e.to_string()))?;
-    let store_err = |e: crate::store::StoreError| CliError::Runtime(e.to_string());
-    let mut rows = Vec::new();
-    for c in store.candidates().map_err(store_err)? {
-        if c.duplicate_of.is_some() {
-            continue;
-        }
-        let Some(o) = store.outcome(c.id).map_err(store_err)? else {
-            continue;
-        };
-        if o["status"] != "ok" {
-            continue;
-        }
-        rows.push((c, o));
-    }
-    rows.sort_by(|a, b| {
-        score_of(&b.1)
-            .total_cmp(&score_of(&a.1))
-            .then(a.0.id.cmp(&b.0.id))
-    });
-    let chosen: Vec<_> = if pareto {
-        let pts: Vec<Point> = rows
-            .iter()
-            .map(|(c, o)| Point {
-                id: c.id,
-                score: score_of(o),
-                active_params: c.active_params,
-                flops: c.flops,
-            })
-            .collect();
-        let ids: Vec<u64> = front(&pts).iter().map(|p| p.id).collect();
-        rows.into_iter()
-            .filter(|(c, _)| ids.contains(&c.id))
-            .collect()
-    } else {
-        rows.into_iter().take(top.unwrap_or(1)).collect()
-    };
-    if chosen.is_empty() {
-        return Err(CliError::BadInput(format!(
-            "{}: no evaluated candidates to export yet",
-            dir.path.display()
-        )));
-    }
-    let out_dir = out_dir.unwrap_or_else(|| dir.path.join("export"));
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|e| CliError::Runtime(format!("cannot create {}: {e}", out_dir.display())))?;
-    let write = |name: String, text: String| -> Result<PathBuf, CliError> {
-        let p = out_dir.join(name);
-        std::fs::write(&p, text)
-            .map_err(|e| CliError::Runtime(format!("cannot write {}: {e}", p.display())))?;
-        Ok(p)
-    };
-    if format == ExportFormat::Md {
-        let p = write(
-            "report.md".into(),
-            super::report::markdown(&dir, &space, &store, &chosen)?,
-        )?;
-        writeln!(out, "{}", p.display())?;
-        return Ok(());
-    }
-    for (rank, (c, o)) in chosen.iter().enumerate() {
-        let net = space
-            .network(c.derivation.clone())
-            .map_err(|e| CliError::Runtime(format!("candidate #{} no longer lowers: {e}", c.id)))?;
-        let stem = format!("{:02}-id{}", rank + 1, c.id);
-        let doc = json!({"id": c.id, "rank": rank + 1, "arch": c.text, "hashes": c.hashes,
-                         "origin": c.origin, "parent": c.parent, "outcome": o, "graph": net.arch});
-        let p = match format {
-            ExportFormat::Json => write(
-                format!("{stem}.json"),
-                serde_json::to_string_pretty(&doc).unwrap_or_default(),
-            )?,
-            ExportFormat::Ron => write(
-                format!("{stem}.ron"),
-                ron::ser::to_string_pretty(&doc, ron::ser::PrettyConfig::default())
-                    .map_err(|e| CliError::Runtime(e.to_string()))?,
-            )?,
-            ExportFormat::Dot => write(
-                format!("{stem}.dot"),
-                super::report::dot(&net, &format!("#{} score {:.4}", c.id, score_of(o))),
-            )?,
-            ExportFormat::Md => unreachable!("handled above"),
-        };
-        writeln!(out, "{}", p.display())?;
     }
     Ok(())
 }

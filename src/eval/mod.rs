@@ -9,7 +9,7 @@ mod kernels;
 mod moe;
 mod outcome;
 mod params;
-mod program;
+pub mod program;
 mod routed;
 mod train;
 
@@ -17,7 +17,9 @@ pub use forward::RouteRecord;
 pub use kernels::Backend;
 pub use outcome::{Outcome, Status};
 pub use program::Program;
-pub use train::{evaluate, learning_rate, memory_estimate, train_on, TrainConfig, Trainer};
+pub use train::{
+    evaluate, learning_rate, memory_estimate, train_on, TrainConfig, Trained, Trainer, Weights,
+};
 
 use serde::{Deserialize, Serialize};
 

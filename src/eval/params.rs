@@ -24,6 +24,8 @@ pub enum Init {
 pub struct ParamInfo {
     pub name: String,
     pub len: usize,
+    /// Logical shape (matrices `in × out`, used as `x · W`); `len` is its product.
+    pub shape: Vec<usize>,
     pub init: Init,
     /// Decoupled weight decay applies (matrices; not gains, biases, tables).
     pub decay: bool,
@@ -37,19 +39,30 @@ pub struct Params<D: Backend> {
 impl<D: Backend> Params<D> {
     /// Draws initial values from `rng` on the host, in declaration order.
     pub fn init(dev: &D, info: &[ParamInfo], rng: &mut ChaCha8Rng) -> Params<D> {
-        let tensors = info
-            .iter()
-            .map(|p| {
-                let data: Vec<f32> = match p.init {
-                    Init::Const(v) => vec![v; p.len],
-                    Init::FanIn(fan) => normal(rng, 1.0 / (fan.max(1) as f64).sqrt(), p.len),
-                    Init::Normal(std) => normal(rng, std, p.len),
-                };
-                dev.tensor_from_vec(data, (p.len,))
+        Params::from_host(dev, init_host(info, rng))
+    }
+
+    pub fn from_host(dev: &D, host: Vec<Vec<f32>>) -> Params<D> {
+        let tensors = host
+            .into_iter()
+            .map(|data| {
+                let n = data.len();
+                dev.tensor_from_vec(data, (n,))
             })
             .collect();
         Params { tensors }
     }
+}
+
+/// Initial values of every parameter, drawn from `rng` in declaration order.
+pub fn init_host(info: &[ParamInfo], rng: &mut ChaCha8Rng) -> Vec<Vec<f32>> {
+    info.iter()
+        .map(|p| match p.init {
+            Init::Const(v) => vec![v; p.len],
+            Init::FanIn(fan) => normal(rng, 1.0 / (fan.max(1) as f64).sqrt(), p.len),
+            Init::Normal(std) => normal(rng, std, p.len),
+        })
+        .collect()
 }
 
 fn normal(rng: &mut ChaCha8Rng, std: f64, n: usize) -> Vec<f32> {

@@ -96,6 +96,8 @@ pub enum StepOp {
 
 #[derive(Clone, Debug)]
 pub struct Step {
+    /// Local name (`n<node>`), the prefix of the step's parameter names.
+    pub name: String,
     pub op: StepOp,
     pub inputs: Vec<usize>,
     pub shape: Shape,
@@ -132,10 +134,11 @@ struct Builder {
 }
 
 impl Builder {
-    fn param(&mut self, name: String, len: usize, init: Init, decay: bool) -> usize {
+    fn param(&mut self, name: String, shape: Vec<usize>, init: Init, decay: bool) -> usize {
         self.params.push(ParamInfo {
             name,
-            len,
+            len: shape.iter().product(),
+            shape,
             init,
             decay,
         });
@@ -143,7 +146,7 @@ impl Builder {
     }
 
     fn matrix(&mut self, name: String, rows: usize, cols: usize) -> usize {
-        self.param(name, rows * cols, Init::FanIn(rows), true)
+        self.param(name, vec![rows, cols], Init::FanIn(rows), true)
     }
 
     fn heads(&mut self, at: &str, n: usize, d: usize, hd: usize) -> Vec<Head> {
@@ -181,9 +184,10 @@ impl Builder {
                 uses[i] += 1;
             }
             let in_shape = inputs.first().map(|&i| steps_shape(&steps, i));
-            let at = format!("{prefix}n{}", n.index());
-            let op = self.step(&node.op, in_shape, node.shape, &at)?;
+            let name = format!("n{}", n.index());
+            let op = self.step(&node.op, in_shape, node.shape, &format!("{prefix}{name}"))?;
             steps.push(Step {
+                name,
                 op,
                 inputs,
                 shape: node.shape,
@@ -216,7 +220,8 @@ impl Builder {
                 causal,
             } => {
                 let w = self.matrix(format!("{at}.w"), last, *o);
-                let b = bias.then(|| self.param(format!("{at}.b"), *o, Init::Const(0.0), false));
+                let b =
+                    bias.then(|| self.param(format!("{at}.b"), vec![*o], Init::Const(0.0), false));
                 StepOp::Linear {
                     w,
                     b,
@@ -227,16 +232,16 @@ impl Builder {
             }
             Op::Norm { kind } => StepOp::Norm {
                 kind: *kind,
-                gain: self.param(format!("{at}.g"), last, Init::Const(1.0), false),
+                gain: self.param(format!("{at}.g"), vec![last], Init::Const(1.0), false),
                 bias: (*kind == NormKind::Layer)
-                    .then(|| self.param(format!("{at}.b"), last, Init::Const(0.0), false)),
+                    .then(|| self.param(format!("{at}.b"), vec![last], Init::Const(0.0), false)),
             },
             Op::Act { f } => StepOp::Act(*f),
             Op::Softmax { causal } => StepOp::Softmax { causal: *causal },
             Op::PosEnc => StepOp::PosEnc {
                 table: self.param(
                     format!("{at}.pos"),
-                    out.elements(),
+                    vec![out.rows.size, out.cols.size],
                     Init::Normal(0.02),
                     false,
                 ),
@@ -306,7 +311,7 @@ impl Builder {
                     // Start at the target rate: sigmoid(b) = capacity.
                     bias: self.param(
                         format!("{at}.router_b"),
-                        1,
+                        vec![1],
                         Init::Const((c / (1.0 - c)).ln() as f32),
                         false,
                     ),
@@ -356,10 +361,10 @@ impl Program {
         };
         let width = input.cols.size;
         let out_width = output.cols.size;
-        let embed = b.param("embed".into(), vocab * width, Init::Normal(1.0), false);
+        let embed = b.param("embed".into(), vec![vocab, width], Init::Normal(1.0), false);
         let graph = b.graph(arch, "")?;
         let head_w = b.matrix("head.w".into(), out_width, vocab);
-        let head_b = b.param("head.b".into(), vocab, Init::Const(0.0), false);
+        let head_b = b.param("head.b".into(), vec![vocab], Init::Const(0.0), false);
         Ok(Program {
             vocab,
             seq: input.rows.size,

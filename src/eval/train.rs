@@ -133,6 +133,37 @@ pub struct Trained {
     pub train_secs: f64,
     pub routes: Vec<RouteRecord>,
     pub routing: Option<RoutingReport>,
+    /// The weights as trained.
+    pub weights: Weights,
+}
+
+/// A candidate's weights on the host: every parameter in the program's
+/// declaration order, and the selection bias of each routed layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Weights {
+    pub params: Vec<Vec<f32>>,
+    pub bias: Vec<Vec<f32>>,
+}
+
+impl Weights {
+    /// The seeded initial weights training starts from.
+    pub fn init(prog: &Program, seed: u64) -> Weights {
+        let mut rng = crate::seed::rng(seed, "init", 0);
+        Weights {
+            params: super::params::init_host(&prog.params, &mut rng),
+            bias: vec![Vec::new(); prog.routed_layers],
+        }
+    }
+
+    /// Logits (batch × seq × vocab, row-major) of a forward pass on the CPU.
+    pub fn logits(&self, prog: &Program, routing: &RouterSettings, batch: &Batch) -> Vec<f32> {
+        let dev = Cpu::default();
+        let params = Params::from_host(&dev, self.params.clone());
+        let mut run: Run<'_, Cpu, NoneTape> = Run::new(&dev, &params, batch.batch);
+        run.routing = *routing;
+        run.bias = self.bias.clone();
+        forward(&mut run, prog, &batch.inputs).as_vec()
+    }
 }
 
 /// Parameters and AdamW state of one candidate being trained.
@@ -156,9 +187,8 @@ impl<'a, D: Backend> Trainer<'a, D> {
         // Reuse freed buffers between steps instead of faulting in new pages
         // (measured: see benches/train_step.rs).
         let _ = dev.try_enable_cache();
-        let mut init_rng = crate::seed::rng(cfg.seed, "init", 0);
-        let params = Params::init(dev, &prog.params, &mut init_rng);
-        let host: Vec<Vec<f32>> = params.tensors.iter().map(|t| t.as_vec()).collect();
+        let host = Weights::init(prog, cfg.seed).params;
+        let params = Params::from_host(dev, host.clone());
         let m1: Vec<Vec<f32>> = host.iter().map(|p| vec![0.0; p.len()]).collect();
         let m2 = m1.clone();
         Trainer {
@@ -338,6 +368,10 @@ pub fn train_on<D: Backend>(
         train_secs,
         routes,
         routing,
+        weights: Weights {
+            params: trainer.host,
+            bias: trainer.bias,
+        },
     })
 }
 

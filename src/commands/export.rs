@@ -1,0 +1,231 @@
+//! `export`: a run's best architectures as files other tools read.
+
+use super::CliError;
+use crate::cli::{ExportFormat, WeightsArg};
+use crate::eval::program::Program;
+use crate::eval::{train_on, Weights};
+use crate::export::pytorch::{self, Provenance};
+use crate::search::pareto::{front, Point};
+use crate::search::{score_of, train_config, RunDir};
+use crate::space::Space;
+use crate::store::{CandidateRecord, SledStore, Store};
+use crate::tasks::Task;
+use dfdx::prelude::Cpu;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Sequences of held-out data in a probe file.
+const PROBE_SEQUENCES: usize = 4;
+
+pub fn export(
+    path: &Path,
+    top: Option<usize>,
+    pareto: bool,
+    format: ExportFormat,
+    weights: Option<WeightsArg>,
+    out_dir: Option<PathBuf>,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    if weights.is_some() && format != ExportFormat::Pytorch {
+        return Err(CliError::BadInput(
+            "--weights goes with --format pytorch".into(),
+        ));
+    }
+    let dir = RunDir::open(path)?;
+    let space = Space::load(&dir.space_path())?;
+    // Read before opening the store: `settings()` opens it too.
+    let settings = dir.settings()?;
+    let store = SledStore::open(&dir.store_path()).map_err(|e| CliError::Runtime(e.to_string()))?;
+    let chosen = choose(&store, top, pareto)?;
+    if chosen.is_empty() {
+        return Err(CliError::BadInput(format!(
+            "{}: no evaluated candidates to export yet",
+            dir.path.display()
+        )));
+    }
+    let out_dir = out_dir.unwrap_or_else(|| dir.path.join("export"));
+    std::fs::create_dir_all(&out_dir)
+        .map_err(|e| CliError::Runtime(format!("cannot create {}: {e}", out_dir.display())))?;
+    let write = |name: String, bytes: &[u8]| -> Result<PathBuf, CliError> {
+        let p = out_dir.join(name);
+        std::fs::write(&p, bytes)
+            .map_err(|e| CliError::Runtime(format!("cannot write {}: {e}", p.display())))?;
+        Ok(p)
+    };
+    if format == ExportFormat::Md {
+        let p = write(
+            "report.md".into(),
+            super::report::markdown(&dir, &space, &store, &chosen)?.as_bytes(),
+        )?;
+        writeln!(out, "{}", p.display())?;
+        return Ok(());
+    }
+    let run_name = dir
+        .path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for (rank, (c, o)) in chosen.iter().enumerate() {
+        let net = space
+            .network(c.derivation.clone())
+            .map_err(|e| CliError::Runtime(format!("candidate #{} no longer lowers: {e}", c.id)))?;
+        let stem = format!("{:02}-id{}", rank + 1, c.id);
+        let doc = json!({"id": c.id, "rank": rank + 1, "arch": c.text, "hashes": c.hashes,
+                         "origin": c.origin, "parent": c.parent, "outcome": o, "graph": net.arch});
+        match format {
+            ExportFormat::Json => {
+                let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+                let p = write(format!("{stem}.json"), text.as_bytes())?;
+                writeln!(out, "{}", p.display())?;
+            }
+            ExportFormat::Ron => {
+                let text = ron::ser::to_string_pretty(&doc, ron::ser::PrettyConfig::default())
+                    .map_err(|e| CliError::Runtime(e.to_string()))?;
+                let p = write(format!("{stem}.ron"), text.as_bytes())?;
+                writeln!(out, "{}", p.display())?;
+            }
+            ExportFormat::Dot => {
+                let text = super::report::dot(&net, &format!("#{} score {:.4}", c.id, score_of(o)));
+                let p = write(format!("{stem}.dot"), text.as_bytes())?;
+                writeln!(out, "{}", p.display())?;
+            }
+            ExportFormat::Pytorch => {
+                let task = space
+                    .build_task(space.file.seed)
+                    .map_err(|e| CliError::BadInput(e.to_string()))?;
+                let prog = Program::build(&net.arch, task.vocab()).map_err(|e| {
+                    CliError::Runtime(format!("candidate #{} does not compile: {e}", c.id))
+                })?;
+                let origin = format!(
+                    "Run {run_name}, candidate #{}, score {:.4} ({}).",
+                    c.id,
+                    score_of(o),
+                    o["metric"].as_str().unwrap_or("score")
+                );
+                let routing = space.file.train.routing;
+                let source = pytorch::module_source(
+                    &prog,
+                    &routing,
+                    &Provenance {
+                        arch: &c.text,
+                        origin: &origin,
+                    },
+                );
+                let p = write(format!("{stem}.py"), source.as_bytes())?;
+                writeln!(out, "{}", p.display())?;
+                let Some(kind) = weights else { continue };
+                let w = match kind {
+                    WeightsArg::Init => Weights::init(&prog, settings.seed),
+                    WeightsArg::Trained => {
+                        let steps = if c.steps > 0 { c.steps } else { settings.steps };
+                        // Training is deterministic given the run's seed, so
+                        // this retrains exactly the weights the search scored.
+                        let cfg = train_config(
+                            &space,
+                            settings.seed,
+                            steps,
+                            crate::eval::DeviceKind::Cpu,
+                        );
+                        let dev = Cpu::seed_from_u64(cfg.seed);
+                        let t = train_on(&dev, &prog, task.as_ref(), &cfg).map_err(|e| {
+                            CliError::Runtime(format!("retraining #{} failed: {e}", c.id))
+                        })?;
+                        let recorded = score_of(o);
+                        let same = (t.score - recorded).abs() < 1e-9;
+                        writeln!(
+                            out,
+                            "  retrained #{} for {steps} steps: score {:.4} ({})",
+                            c.id,
+                            t.score,
+                            if same {
+                                "as recorded".to_string()
+                            } else {
+                                format!("the search recorded {recorded:.4}")
+                            }
+                        )?;
+                        t.weights
+                    }
+                };
+                let meta = vec![
+                    (
+                        "archgram".to_string(),
+                        env!("CARGO_PKG_VERSION").to_string(),
+                    ),
+                    ("arch".to_string(), c.text.clone()),
+                    ("weights".to_string(), kind.name().to_string()),
+                    ("candidate".to_string(), c.id.to_string()),
+                    ("seed".to_string(), settings.seed.to_string()),
+                ];
+                let bytes = pytorch::weights_file(&prog, &w, meta).map_err(CliError::Runtime)?;
+                let p = write(format!("{stem}.safetensors"), &bytes)?;
+                writeln!(out, "{}", p.display())?;
+                let bytes = probe(&prog, &w, &routing, task.as_ref())?;
+                let p = write(format!("{stem}.probe.safetensors"), &bytes)?;
+                writeln!(out, "{}", p.display())?;
+            }
+            ExportFormat::Md => unreachable!("handled above"),
+        }
+    }
+    Ok(())
+}
+
+/// Archgram's logits on the first held-out sequences, for `--check`.
+fn probe(
+    prog: &Program,
+    w: &Weights,
+    routing: &crate::routing::RouterSettings,
+    task: &dyn Task,
+) -> Result<Vec<u8>, CliError> {
+    let batch = task
+        .test_batches(PROBE_SEQUENCES)
+        .into_iter()
+        .next()
+        .ok_or_else(|| CliError::Runtime("the task has no held-out data".into()))?;
+    let logits = w.logits(prog, routing, &batch);
+    pytorch::probe_file(&batch.inputs, batch.batch, batch.seq, &logits).map_err(CliError::Runtime)
+}
+
+/// The evaluated, non-duplicate candidates to export, best first.
+fn choose(
+    store: &SledStore,
+    top: Option<usize>,
+    pareto: bool,
+) -> Result<Vec<(CandidateRecord, Value)>, CliError> {
+    let store_err = |e: crate::store::StoreError| CliError::Runtime(e.to_string());
+    let mut rows = Vec::new();
+    for c in store.candidates().map_err(store_err)? {
+        if c.duplicate_of.is_some() {
+            continue;
+        }
+        let Some(o) = store.outcome(c.id).map_err(store_err)? else {
+            continue;
+        };
+        if o["status"] != "ok" {
+            continue;
+        }
+        rows.push((c, o));
+    }
+    rows.sort_by(|a, b| {
+        score_of(&b.1)
+            .total_cmp(&score_of(&a.1))
+            .then(a.0.id.cmp(&b.0.id))
+    });
+    Ok(if pareto {
+        let pts: Vec<Point> = rows
+            .iter()
+            .map(|(c, o)| Point {
+                id: c.id,
+                score: score_of(o),
+                active_params: c.active_params,
+                flops: c.flops,
+            })
+            .collect();
+        let ids: Vec<u64> = front(&pts).iter().map(|p| p.id).collect();
+        rows.into_iter()
+            .filter(|(c, _)| ids.contains(&c.id))
+            .collect()
+    } else {
+        rows.into_iter().take(top.unwrap_or(1)).collect()
+    })
+}
