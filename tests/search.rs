@@ -234,6 +234,63 @@ fn export_writes_every_format() {
     assert!(o.status.success());
     let md = std::fs::read_to_string(run.join("export/report.md")).unwrap();
     assert!(md.contains("Pareto front") && md.contains("Best so far"));
+    // PyTorch: a module, its retrained weights and a probe per candidate.
+    let out = dir.path().join("pt");
+    let export_pt = |extra: &[&str]| {
+        let mut args = vec![
+            "export",
+            run.to_str().unwrap(),
+            "--top",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        bin().args(args).output().unwrap()
+    };
+    let o = export_pt(&["--format", "pytorch", "--weights"]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Training is deterministic, so retraining reproduces the recorded score.
+    assert_eq!(text.matches("as recorded").count(), 3, "{text}");
+    let mut py: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().unwrap() == "py")
+        .collect();
+    py.sort();
+    assert_eq!(py.len(), 3);
+    for f in &py {
+        assert!(f.with_extension("safetensors").exists());
+        assert!(f.with_extension("probe.safetensors").exists());
+    }
+    let torch = Command::new("python3")
+        .args(["-c", "import torch"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if torch {
+        for f in &py {
+            let o = Command::new("python3")
+                .arg(f)
+                .arg("--check")
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&o.stdout);
+            assert!(
+                o.status.success(),
+                "{}: {text}{}",
+                f.display(),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            assert!(text.contains("within"), "{text}");
+        }
+    } else {
+        eprintln!("skipped running the exported modules: python3 cannot import torch");
+    }
+    // --weights is for the PyTorch format only.
+    let o = export_pt(&["--format", "json", "--weights"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--format pytorch"));
     // A run name that exists is refused; resume is the way to continue.
     let o = bin()
         .args(search_args(runs, "e", "4", "10"))

@@ -12,6 +12,7 @@ use crate::arch::{Activation, DotMask, NormKind, RouterKind};
 use crate::eval::program::{Graph, Program, Step, StepOp};
 use crate::eval::Weights;
 use crate::routing::{BalanceScope, DropPolicy, RouterSettings};
+use crate::tasks::Batch;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use std::collections::BTreeMap;
@@ -464,6 +465,18 @@ pub fn weights_file(
         .map(|(k, (shape, v))| (k, RawTensor::f32(shape, &v)))
         .collect();
     safetensors_bytes(&tensors, metadata)
+}
+
+/// The probe file for `batch`: its tokens and archgram's CPU logits under
+/// weights `w`.
+pub fn probe_for(
+    prog: &Program,
+    w: &Weights,
+    routing: &RouterSettings,
+    batch: &Batch,
+) -> Result<Vec<u8>, String> {
+    let logits = w.logits(prog, routing, batch);
+    probe_file(&batch.inputs, batch.batch, batch.seq, &logits)
 }
 
 /// A probe file: token ids (batch × seq) and archgram's logits for them,
