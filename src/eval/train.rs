@@ -158,6 +158,7 @@ impl Weights {
     /// Logits (batch × seq × vocab, row-major) of a forward pass on the CPU.
     pub fn logits(&self, prog: &Program, routing: &RouterSettings, batch: &Batch) -> Vec<f32> {
         let dev = Cpu::default();
+        let _cache = FreeCacheOnDrop(&dev);
         let params = Params::from_host(&dev, self.params.clone());
         let mut run: Run<'_, Cpu, NoneTape> = Run::new(&dev, &params, batch.batch);
         run.routing = *routing;
@@ -309,12 +310,28 @@ impl<'a, D: Backend> Trainer<'a, D> {
 }
 
 /// Trains `prog` on `task` on device `dev`. Errors are reasons for a failed outcome.
+/// Empties a device's tensor cache when dropped. dfdx 0.13 keeps freed
+/// buffers for reuse and never frees them when the device itself is
+/// dropped, so a search that trains candidate after candidate on fresh
+/// devices would grow by each candidate's working set (about 120 MB each
+/// on quickstart).
+struct FreeCacheOnDrop<'a, D: Backend>(&'a D);
+
+impl<D: Backend> Drop for FreeCacheOnDrop<'_, D> {
+    fn drop(&mut self) {
+        self.0.empty_cache();
+    }
+}
+
 pub fn train_on<D: Backend>(
     dev: &D,
     prog: &Program,
     task: &dyn Task,
     cfg: &TrainConfig,
 ) -> Result<Trained, String> {
+    // Declared before the trainer so it drops after it: every buffer is back
+    // in the device's cache by then, and the cache is freed.
+    let _cache = FreeCacheOnDrop(dev);
     let mut data_rng = crate::seed::rng(cfg.seed, "data", 0);
     let mut trainer = Trainer::new(dev, prog, cfg);
     let every = (cfg.steps / cfg.curve_points.max(1)).max(1);
