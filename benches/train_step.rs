@@ -146,5 +146,46 @@ fn moe_topk(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, reference, parallel, moe_topk);
+/// One mixture-of-depths layer whose body is a transformer layer (4-head
+/// attention and a ratio-4 MLP, width 64) at capacity 1, 1/2, 1/4, 1/8 of
+/// 64 tokens: the routed tokens are gathered, so cost should fall with the
+/// capacity (attention scores faster than linearly).
+fn mod_capacity(c: &mut Criterion) {
+    let ctx = ArchContext {
+        seq_len: 64,
+        width: 64,
+        vocab: 16,
+        causal: true,
+        allow_noncausal_routing: true,
+    };
+    let mut group = c.benchmark_group("mod_capacity");
+    group.sample_size(20);
+    group.throughput(Throughput::Elements(16 * 64));
+    for cap in ["1.0", "0.5", "0.25", "0.125"] {
+        let text = format!(
+            "mod(capacity={cap}, seq(block(norm=pre, residual=false, attention(heads=4)), block(norm=pre, residual=false, mlp(ratio=4))))"
+        );
+        let net = Network::build(Derivation::parse(&text).expect("term"), &ctx).expect("lowers");
+        let prog = Program::build(&net.arch, 16).expect("compiles");
+        let cfg = TrainConfig::default();
+        let dev = Cpu::seed_from_u64(0);
+        let mut trainer = Trainer::new(&dev, &prog, &cfg);
+        let batch = Batch {
+            inputs: (0..1024).map(|i| ((i * 7 + i / 5) % 16) as u32).collect(),
+            targets: (0..1024).map(|i: i32| (i * 3 + 1) % 16).collect(),
+            batch: 16,
+            seq: 64,
+            domains: None,
+        };
+        group.bench_function(format!("forward/c{cap}"), |b| {
+            b.iter(|| trainer.forward(&batch))
+        });
+        group.bench_function(format!("step/c{cap}"), |b| {
+            b.iter(|| trainer.step(&batch).expect("finite"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, reference, parallel, moe_topk, mod_capacity);
 criterion_main!(benches);

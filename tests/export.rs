@@ -30,6 +30,8 @@ const ROUTED: &[&str] = &[
     "seq(block(moe(experts=4, top_k=2, shared=2, balance=none, capacity=1.25, mlp(ratio=1, act=relu))))",
     "seq(mod(capacity=0.25, block(norm=pre, residual=false, attention(heads=2))), block(mlp(ratio=2)))",
     "seq(layer_skip(capacity=0.5, block(norm=pre, residual=false, mlp(ratio=2))))",
+    // Sequences route different numbers of tokens: the body runs per group.
+    "seq(layer_skip(capacity=0.6, block(norm=pre, residual=false, attention(heads=2))), block(mlp(ratio=1)))",
     "seq(block(norm=post, moh(heads=4, active=2, shared=1)), block(norm=peri, norm_kind=rms, mlp(ratio=2)))",
     "seq(block(norm=none, moh(heads=4, active=1, head_dim=16)))",
     // A routed layer inside a routed layer's body.

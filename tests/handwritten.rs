@@ -231,3 +231,38 @@ fn terms_outside_the_grammar_say_where() {
     let e = s.parse_arch("repeat(n=1, seq(block(norm=pre").unwrap_err();
     assert!(matches!(e, ArchError::Syntax(_)), "{e}");
 }
+
+/// Depth-routed bodies run on the routed tokens alone, so they may not use
+/// positions; a layer-skip body runs once per group of sequences, so no
+/// routed layer nests in it. Mixture-of-depths may hold an MoE.
+#[test]
+fn routed_bodies_reject_positional_ops_and_skip_bodies_reject_nesting() {
+    let s = space("moe-heavy");
+    let bad = [
+        (
+            "mod(capacity=0.5, seq(posenc, block(mlp(ratio=2))))",
+            "posenc",
+        ),
+        (
+            "mod(capacity=0.5, route(pre=transpose, post=transpose, linear(width=same)))",
+            "transpose",
+        ),
+        (
+            "layer_skip(capacity=0.5, block(moe(experts=4, mlp(ratio=1))))",
+            "layer-skip",
+        ),
+        (
+            "layer_skip(capacity=0.5, block(moh(heads=4, active=1)))",
+            "layer-skip",
+        ),
+    ];
+    for (text, why) in bad {
+        let e = Network::build(archgram::grammar::Derivation::parse(text).unwrap(), s.ctx())
+            .err()
+            .unwrap_or_else(|| panic!("{text} was accepted"));
+        assert!(e.to_string().contains(why), "{text}: {e}");
+    }
+    let ok = "mod(capacity=0.5, block(moe(experts=4, mlp(ratio=1))))";
+    Network::build(archgram::grammar::Derivation::parse(ok).unwrap(), s.ctx())
+        .unwrap_or_else(|e| panic!("{ok}: {e}"));
+}

@@ -439,6 +439,63 @@ fn causal_err(detail: String) -> Reject {
     Reject::new("causality", detail)
 }
 
+/// Where a form sits, which limits what it may do with tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// The network's own sequence.
+    #[default]
+    Sequence,
+    /// A mixture-of-depths body: it runs on the routed tokens only,
+    /// gathered in order, so nothing in it may depend on positions or on the
+    /// sequence length (attention among the routed tokens is fine).
+    Routed,
+    /// A layer-skip body: as `Routed`, and since sequences route different
+    /// numbers of tokens it runs once per group of equal counts, so no
+    /// routed layer may nest inside it.
+    SkipBody,
+    /// An MoE expert: no op may mix tokens or positions.
+    Expert,
+}
+
+impl Scope {
+    /// The scope of a routed form's body.
+    pub fn inside(self, form: &str) -> Scope {
+        match (form, self) {
+            ("moe", _) => Scope::Expert,
+            ("layer_skip", _) => Scope::SkipBody,
+            (_, Scope::Sequence) => Scope::Routed,
+            (_, s) => s,
+        }
+    }
+}
+
+/// Rejects forms that depend on positions outside the network's sequence.
+fn positional(form: &str, scope: Scope) -> Result<(), Reject> {
+    match scope {
+        Scope::Sequence => Ok(()),
+        Scope::Expert => Err(token_wise_err(form)),
+        Scope::Routed | Scope::SkipBody => Err(Reject::new(
+            "routed_body",
+            format!(
+                "`{form}` depends on positions, which a mixture-of-depths or layer-skip body may not: it sees only the routed tokens"
+            ),
+        )),
+    }
+}
+
+/// Rejects routed forms where they cannot nest.
+pub fn nested_routing(form: &str, scope: Scope) -> Result<(), Reject> {
+    let inside = match scope {
+        Scope::Sequence | Scope::Routed => return Ok(()),
+        Scope::Expert => "an expert",
+        Scope::SkipBody => "a layer-skip body",
+    };
+    Err(Reject::new(
+        "nesting",
+        format!("`{form}` cannot be nested inside {inside}"),
+    ))
+}
+
 fn token_wise_err(form: &str) -> Reject {
     Reject::new(
         "token_wise",
@@ -483,8 +540,9 @@ pub fn terminal(
     node: &Node,
     s: Shape,
     ctx: &ArchContext,
-    token_wise: bool,
+    scope: Scope,
 ) -> Result<Option<(Op, Shape)>, Reject> {
+    let token_wise = scope == Scope::Expert;
     let last_tok = s.cols.axis == Axis::Tok;
     let op = match node.form {
         "identity" => return Ok(None),
@@ -547,9 +605,7 @@ pub fn terminal(
             (Op::Act { f }, s)
         }
         "posenc" => {
-            if token_wise {
-                return Err(token_wise_err("posenc"));
-            }
+            positional("posenc", scope)?;
             (Op::PosEnc, s)
         }
         "attention" => {
@@ -574,6 +630,7 @@ pub fn terminal(
             if token_wise {
                 return Err(token_wise_err("moh"));
             }
+            nested_routing("moh", scope)?;
             let d = need_seq("moh", s)?;
             let heads = int(node, "heads")? as usize;
             let active = int(node, "active")? as usize;
@@ -622,10 +679,8 @@ fn check_attention_causal(causal: bool, ctx: &ArchContext) -> Result<(), Reject>
 }
 
 /// The transpose a `route` applies, checked against the causality rules.
-pub fn transpose(s: Shape, ctx: &ArchContext, token_wise: bool) -> Result<Shape, Reject> {
-    if token_wise {
-        return Err(token_wise_err("transpose"));
-    }
+pub fn transpose(s: Shape, ctx: &ArchContext, scope: Scope) -> Result<Shape, Reject> {
+    positional("transpose", scope)?;
     if ctx.causal && s.is_tok_tok() {
         return Err(causal_err(
             "transposing a (token × token) tensor swaps queries and keys".into(),

@@ -4,7 +4,7 @@
 //! so any tree the semantics accepts lowers without error.
 
 use super::context::ArchContext;
-use super::forms::{self, Placement};
+use super::forms::{self, Placement, Scope};
 use super::graph::Arch;
 use super::ops::Op;
 use super::shape::Shape;
@@ -15,7 +15,7 @@ use petgraph::graph::NodeIndex;
 pub fn lower(d: &Derivation, ctx: &ArchContext) -> Result<Arch, Reject> {
     let mut arch = Arch::start(Shape::seq(ctx.seq_len, ctx.width), ctx.causal);
     let x = arch.input;
-    let y = lower_into(d, &mut arch, x, ctx, false)?;
+    let y = lower_into(d, &mut arch, x, ctx, Scope::Sequence)?;
     arch.finish(y);
     Ok(arch)
 }
@@ -25,7 +25,7 @@ fn lower_into(
     arch: &mut Arch,
     x: NodeIndex,
     ctx: &ArchContext,
-    token_wise: bool,
+    scope: Scope,
 ) -> Result<NodeIndex, Reject> {
     let node = Node {
         form: &d.form,
@@ -46,7 +46,7 @@ fn lower_into(
             }
             d.children
                 .iter()
-                .try_fold(x, |y, c| lower_into(c, arch, y, ctx, token_wise))
+                .try_fold(x, |y, c| lower_into(c, arch, y, ctx, scope))
         }
         "branch" => {
             let split = forms::name(&node, "split")?;
@@ -82,7 +82,7 @@ fn lower_into(
             let mut outs = Vec::with_capacity(factor);
             for (b, &input) in inputs.iter().enumerate() {
                 let child = &d.children[if replicated { 0 } else { b }];
-                outs.push(lower_into(child, arch, input, ctx, token_wise)?);
+                outs.push(lower_into(child, arch, input, ctx, scope)?);
             }
             let shapes: Vec<Shape> = outs.iter().map(|&o| arch.node(o).shape).collect();
             let (op, out) = forms::merge(merge, &shapes, ctx)?;
@@ -92,12 +92,12 @@ fn lower_into(
             let child = only_child(d)?;
             let mut y = x;
             if forms::name(&node, "pre")? == "transpose" {
-                let t = forms::transpose(s, ctx, token_wise)?;
+                let t = forms::transpose(s, ctx, scope)?;
                 y = arch.add(Op::Transpose, t, &[y]);
             }
-            y = lower_into(child, arch, y, ctx, token_wise)?;
+            y = lower_into(child, arch, y, ctx, scope)?;
             if forms::name(&node, "post")? == "transpose" {
-                let t = forms::transpose(arch.node(y).shape, ctx, token_wise)?;
+                let t = forms::transpose(arch.node(y).shape, ctx, scope)?;
                 y = arch.add(Op::Transpose, t, &[y]);
             }
             Ok(y)
@@ -110,7 +110,7 @@ fn lower_into(
             if matches!(b.placement, Placement::Pre | Placement::Peri) {
                 y = arch.add(norm.clone(), s, &[y]);
             }
-            y = lower_into(child, arch, y, ctx, token_wise)?;
+            y = lower_into(child, arch, y, ctx, scope)?;
             let out = forms::block_shapes(&b, s, arch.node(y).shape)?;
             if b.placement == Placement::Peri {
                 y = arch.add(norm.clone(), out, &[y]);
@@ -124,17 +124,12 @@ fn lower_into(
             Ok(y)
         }
         "moe" | "mod" | "layer_skip" => {
-            if token_wise {
-                return Err(Reject::new(
-                    "token_wise",
-                    format!("`{}` cannot be nested inside an expert", d.form),
-                ));
-            }
+            forms::nested_routing(&d.form, scope)?;
             forms::need_seq(&d.form, s)?;
             let child = only_child(d)?;
             let mut body = Arch::start(s, ctx.causal);
             let bin = body.input;
-            let by = lower_into(child, &mut body, bin, ctx, d.form == "moe")?;
+            let by = lower_into(child, &mut body, bin, ctx, scope.inside(&d.form))?;
             body.finish(by);
             if body.output_shape() != s {
                 return Err(Reject::new(
@@ -155,7 +150,7 @@ fn lower_into(
                     format!("`{}` takes no children", d.form),
                 ));
             }
-            match forms::terminal(&node, s, ctx, token_wise)? {
+            match forms::terminal(&node, s, ctx, scope)? {
                 Some((op, out)) => Ok(arch.add(op, out, &[x])),
                 None => Ok(x),
             }

@@ -239,16 +239,20 @@ pub enum Op {
         expert: Box<Arch>,
     },
     /// Mixture-of-depths (Raposo et al. 2024): router score r = x·w (width →
-    /// 1); the ceil(capacity·T) highest-scoring tokens of each sequence get
-    /// x + sigmoid(r)·body(x), the rest pass through unchanged. `body` is the
-    /// residual branch (it does not add x itself). Non-causal: the top-k is
+    /// 1); the ceil(capacity·T) highest-scoring tokens of each sequence,
+    /// gathered in order, form the shorter sequence `body` runs on (its
+    /// attention sees only them), and get x + sigmoid(r)·body; the rest pass
+    /// through unchanged. `body` is the residual branch (it does not add x
+    /// itself) and may not depend on positions. Non-causal: the top-k is
     /// over the whole sequence.
     Mod {
         capacity: f64,
         body: Box<Arch>,
     },
     /// Routed layer skip, decided by each token alone (causal): g =
-    /// sigmoid(x·w + b); the token gets x + g·body(x) when g ≥ 0.5, else x.
+    /// sigmoid(x·w + b); the tokens with g ≥ 0.5, gathered in order, form
+    /// the sequence `body` runs on and get x + g·body, the others keep x.
+    /// No routed layer may nest inside `body`.
     /// `capacity` is the target fraction of tokens that run `body` (the bias
     /// starts at logit(capacity); a routing loss holds the rate there).
     LayerSkip {

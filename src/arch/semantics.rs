@@ -7,7 +7,7 @@
 
 use super::context::{ArchContext, Limits};
 use super::cost::{embedding_cost, head_cost, op_cost, routed_scales, router_cost, Cost};
-use super::forms::{self, Placement};
+use super::forms::{self, Placement, Scope};
 use super::graph::Arch;
 use super::ops::{NormKind, Op};
 use super::shape::Shape;
@@ -50,8 +50,8 @@ impl Scale {
 #[derive(Clone, Debug, PartialEq)]
 pub struct State {
     pub shape: Shape,
-    /// Inside an MoE expert: no op may mix tokens or positions.
-    pub token_wise: bool,
+    /// What the enclosing routed forms allow (see `forms::Scope`).
+    pub scope: Scope,
     pub scale: Scale,
     /// Cost of the whole network built so far (embedding included).
     pub cost: Cost,
@@ -80,7 +80,7 @@ impl ArchSemantics {
     pub fn start(&self) -> State {
         State {
             shape: Shape::seq(self.ctx.seq_len, self.ctx.width),
-            token_wise: false,
+            scope: Scope::Sequence,
             scale: Scale::ONE,
             cost: embedding_cost(self.ctx.vocab, self.ctx.width) + MARKER,
         }
@@ -184,7 +184,7 @@ impl Semantics for ArchSemantics {
             }
             "route" => {
                 if forms::name(node, "pre")? == "transpose" {
-                    forms::transpose(s, &self.ctx, input.token_wise)?;
+                    forms::transpose(s, &self.ctx, input.scope)?;
                 }
                 Ok(())
             }
@@ -196,17 +196,12 @@ impl Semantics for ArchSemantics {
                 Ok(())
             }
             "moe" | "mod" | "layer_skip" => {
-                if input.token_wise {
-                    return Err(Reject::new(
-                        "token_wise",
-                        format!("`{}` cannot be nested inside an expert", node.form),
-                    ));
-                }
+                forms::nested_routing(node.form, input.scope)?;
                 let d = forms::need_seq(node.form, s)?;
                 let op = self.routed_op(node, s)?;
                 self.charge(input.clone(), router_cost(&op, d)).map(|_| ())
             }
-            _ => match forms::terminal(node, s, &self.ctx, input.token_wise)? {
+            _ => match forms::terminal(node, s, &self.ctx, input.scope)? {
                 Some((op, out)) => self
                     .charge(input.clone(), self.op(&op, &[s], out))
                     .map(|_| ()),
@@ -258,7 +253,7 @@ impl Semantics for ArchSemantics {
             }
             "route" => {
                 if forms::name(node, "pre")? == "transpose" {
-                    st.shape = forms::transpose(s, &self.ctx, input.token_wise)?;
+                    st.shape = forms::transpose(s, &self.ctx, input.scope)?;
                     st = self.charge(st, self.op(&Op::Transpose, &[s], s.transposed()))?;
                 }
                 Ok(st)
@@ -276,7 +271,7 @@ impl Semantics for ArchSemantics {
                 st = self.charge(st, router_cost(&op, d))?;
                 let (copies, touched, flops) = routed_scales(&op);
                 st.scale = st.scale.times(copies, touched, flops, 1.0);
-                st.token_wise = node.form == "moe";
+                st.scope = input.scope.inside(node.form);
                 self.charge(st, MARKER)
             }
             other => Err(Reject::new("form", format!("`{other}` takes no children"))),
@@ -288,7 +283,7 @@ impl Semantics for ArchSemantics {
         let last = children.last().cloned();
         let restore = |mut st: State| {
             st.scale = input.scale;
-            st.token_wise = input.token_wise;
+            st.scope = input.scope;
             st
         };
         match node.form {
@@ -320,7 +315,7 @@ impl Semantics for ArchSemantics {
             "route" => {
                 let mut st = restore(last.unwrap_or_else(|| input.clone()));
                 if forms::name(node, "post")? == "transpose" {
-                    let t = forms::transpose(st.shape, &self.ctx, input.token_wise)?;
+                    let t = forms::transpose(st.shape, &self.ctx, input.scope)?;
                     st = self.charge(st.clone(), self.op(&Op::Transpose, &[st.shape], t))?;
                     st.shape = t;
                 }
@@ -355,7 +350,7 @@ impl Semantics for ArchSemantics {
                 let st = self.charge(body, MARKER)?;
                 Ok(restore(st))
             }
-            _ => match forms::terminal(node, s, &self.ctx, input.token_wise)? {
+            _ => match forms::terminal(node, s, &self.ctx, input.scope)? {
                 Some((op, out)) => {
                     let mut st = self.charge(input.clone(), self.op(&op, &[s], out))?;
                     st.shape = out;

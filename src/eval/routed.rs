@@ -5,20 +5,90 @@
 //! router's scores, then applied as constant 0/1 masks on the
 //! differentiable gates, so gradients flow through the gate values. Mixture
 //! of experts gathers each expert's tokens (`eval::moe`); the depth routers
-//! and head routing here run their body on every token and mask the result,
-//! because their bodies may mix tokens (attention) and dropping tokens from
-//! a sequence would change what the kept ones attend to. The selection
-//! rules live in `routing::select`.
+//! gather each sequence's routed tokens, in order, into a shorter sequence
+//! that the body runs on (its attention sees only them, as in Raposo et al.
+//! 2024), so their compute falls with the capacity. Head routing masks head
+//! outputs. The selection rules live in `routing::select`.
 
 use super::forward::{fingerprint, run_graph, RouteRecord, Run, T2, T3};
 use super::kernels::Backend;
-use super::program::{Step, StepOp};
+use super::program::{Graph, Step, StepOp};
 use crate::arch::{MoeSpec, RouterKind};
 use crate::routing::{route_tokens, top_tokens, LayerTrace};
 use dfdx::prelude::*;
 
 /// Weight of the layer-skip rate loss (mean gate pulled to the capacity).
 pub const SKIP_RATE_WEIGHT: f32 = 0.01;
+
+/// Runs `body` on the tokens `sel` marks (batch × seq, 0/1), each sequence's
+/// tokens gathered in order into a shorter sequence; sequences routing the
+/// same number of tokens run together. Returns (batch, seq, width) with the
+/// body's outputs at the routed positions and 0 elsewhere, or `None` when
+/// no token is routed.
+fn on_routed_tokens<D: Backend, T: Tape<f32, D>>(
+    run: &mut Run<'_, D, T>,
+    body: &Graph,
+    x: T3<D, T>,
+    sel: &[f32],
+) -> Option<T3<D, T>> {
+    let (b, s, d) = *x.shape();
+    let routed: Vec<Vec<usize>> = (0..b)
+        .map(|r| (0..s).filter(|&t| sel[r * s + t] > 0.0).collect())
+        .collect();
+    let mut counts: Vec<usize> = routed.iter().map(Vec::len).filter(|&m| m > 0).collect();
+    counts.sort_unstable();
+    counts.dedup();
+    if counts.is_empty() {
+        return None;
+    }
+    let flat = x.reshape_like(&(b * s, d));
+    let mut flat = Some(flat);
+    // Row of the concatenated outputs holding each (sequence, position).
+    let mut slot = vec![usize::MAX; b * s];
+    let mut buf: Option<T2<D, T>> = None;
+    let mut filled = 0;
+    let saved_batch = run.batch;
+    for (i, &m) in counts.iter().enumerate() {
+        let group: Vec<usize> = (0..b).filter(|&r| routed[r].len() == m).collect();
+        let idx: Vec<usize> = group
+            .iter()
+            .flat_map(|&r| routed[r].iter().map(move |&t| r * s + t))
+            .collect();
+        for (j, &p) in idx.iter().enumerate() {
+            slot[p] = filled + j;
+        }
+        let src = if i + 1 == counts.len() {
+            flat.take().expect("x")
+        } else {
+            flat.as_ref().expect("x").with_empty_tape()
+        };
+        let n = idx.len();
+        let xg = src
+            .gather(run.dev.tensor_from_vec(idx, (n,)))
+            .reshape_like(&(group.len(), m, d));
+        run.batch = group.len();
+        let y = run_graph(run, body, xg);
+        run.batch = saved_batch;
+        let y = y.reshape_like(&(n, d));
+        filled += n;
+        buf = Some(match buf {
+            None => y,
+            Some(acc) => (acc, y).concat_along(Axis::<0>),
+        });
+    }
+    // Back in place: a gather from [outputs; a zero row], whose backward
+    // is the scatter-add.
+    let zero = run.dev.zeros_like(&(1, d)).retaped::<T>();
+    let buf = (buf.expect("a group"), zero).concat_along(Axis::<0>);
+    let idx: Vec<usize> = slot
+        .into_iter()
+        .map(|r| if r == usize::MAX { filled } else { r })
+        .collect();
+    Some(
+        buf.gather(run.dev.tensor_from_vec(idx, (b * s,)))
+            .reshape_like(&(b, s, d)),
+    )
+}
 
 /// Runs a routed step on `x`.
 pub fn apply<D: Backend, T: Tape<f32, D>>(
@@ -57,12 +127,15 @@ pub fn apply<D: Backend, T: Tape<f32, D>>(
                 dropped: 0,
                 fingerprint: fingerprint(&sel),
             });
+            let y = on_routed_tokens(run, body, x.with_empty_tape(), &sel);
             let sel = run.dev.tensor_from_vec(sel, (b, s));
             // Routed tokens' outputs are scaled by the router weight so the
             // router learns (Raposo et al. 2024, eq. 1); sigmoid keeps it in (0, 1).
             let gate = run.over_cols(score.sigmoid() * sel, s, d);
-            let y = run_graph(run, body, x.with_empty_tape());
-            x + y * gate
+            match y {
+                Some(y) => x + y * gate,
+                None => x,
+            }
         }
         StepOp::Skip {
             capacity,
@@ -97,10 +170,13 @@ pub fn apply<D: Backend, T: Tape<f32, D>>(
             });
             let rate = g.with_empty_tape().mean::<(), _>() - *capacity as f32;
             run.aux.push(rate.square() * SKIP_RATE_WEIGHT);
+            let y = on_routed_tokens(run, body, x.with_empty_tape(), &sel);
             let sel = run.dev.tensor_from_vec(sel, (b, s));
             let gate = run.over_cols(g * sel, s, d);
-            let y = run_graph(run, body, x.with_empty_tape());
-            x + y * gate
+            match y {
+                Some(y) => x + y * gate,
+                None => x + gate * 0.0,
+            }
         }
         StepOp::Moh {
             heads,

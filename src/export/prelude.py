@@ -286,11 +286,29 @@ class MixtureOfExperts(nn.Module):
         self.sel_bias += self.routing["bias_rate"] * torch.sign(self.load.mean() - self.load)
 
 
+def _on_routed(body, x, sel):
+    """body run on each sequence's routed tokens (sel, bool (b, s)) alone,
+    gathered in order; sequences routing equally many tokens run together.
+    Outputs back at the routed positions, 0 elsewhere."""
+    b, s, d = x.shape
+    out = torch.zeros_like(x)
+    counts = sel.sum(1)
+    for m in sorted(set(counts.tolist())):
+        if m == 0:
+            continue
+        rows = torch.nonzero(counts == m).squeeze(1)
+        pos = torch.nonzero(sel[rows])  # (group row, position), in order
+        r, t = rows[pos[:, 0]], pos[:, 1]
+        y = body(x[r, t].reshape(len(rows), m, d))
+        out = out.index_put((r, t), y.reshape(-1, d))
+    return out
+
+
 class MixtureOfDepths(nn.Module):
     """Mixture-of-depths (Raposo et al. 2024): the ceil(capacity*T) tokens
-    with the highest router score get x + sigmoid(r)*body(x), the others
-    pass unchanged. The body runs on every token, as in archgram, since it
-    may mix tokens."""
+    with the highest router score run the body as a shorter sequence (its
+    attention sees only them) and get x + sigmoid(r)*body; the others pass
+    unchanged."""
 
     def __init__(self, width, capacity, body):
         super().__init__()
@@ -307,13 +325,13 @@ class MixtureOfDepths(nn.Module):
         sel = torch.zeros_like(score).scatter_(1, chosen, 1.0)
         gate = torch.sigmoid(score) * sel
         self.aux_loss = score.new_zeros(())
-        return x + self.body(x) * gate.unsqueeze(-1)
+        return x + _on_routed(self.body, x, sel.bool()) * gate.unsqueeze(-1)
 
 
 class LayerSkip(nn.Module):
-    """Routed layer skip: g = sigmoid(x w + b); a token runs the body when
-    g >= 0.5 (x + g*body(x)), else passes unchanged. `aux_loss` pulls the
-    mean gate to `capacity`."""
+    """Routed layer skip: g = sigmoid(x w + b); the tokens with g >= 0.5
+    run the body as a shorter sequence and get x + g*body, the others pass
+    unchanged. `aux_loss` pulls the mean gate to `capacity`."""
 
     RATE_WEIGHT = 0.01
 
@@ -330,7 +348,7 @@ class LayerSkip(nn.Module):
         g = torch.sigmoid((x @ self.router).squeeze(-1) + self.router_b)
         sel = (g.detach() >= 0.5).to(g.dtype)
         self.aux_loss = self.RATE_WEIGHT * (g.mean() - self.capacity) ** 2
-        return x + self.body(x) * (g * sel).unsqueeze(-1)
+        return x + _on_routed(self.body, x, sel.bool()) * (g * sel).unsqueeze(-1)
 
 
 class MixtureOfHeads(Attention):

@@ -402,33 +402,54 @@ fn eval_op(op: &Op, ins: &[&Mat], input: &Mat, w: &Weights, key: &[u8], rows: bo
                 x.rows,
                 *capacity,
             );
-            let y = run(body, x, w, &[key, b"body"].concat());
-            let mut out = x.clone();
-            for (t, &chosen) in sel.iter().enumerate() {
-                let g = chosen as f64 * sigmoid(r.v[t]);
-                for j in 0..x.cols {
-                    out.v[t * x.cols + j] += g * y.at(t, j);
-                }
-            }
-            out
+            let chosen: Vec<usize> = (0..x.rows).filter(|&t| sel[t] > 0.0).collect();
+            let gates: Vec<f64> = chosen.iter().map(|&t| sigmoid(r.v[t])).collect();
+            on_routed_rows(body, x, w, &[key, b"body"].concat(), &chosen, &gates)
         }
         Op::LayerSkip { capacity, body } => {
             let x = x.expect("input");
             let r = x.matmul(&w.matrix(key, "router", x.cols, 1));
             let c = capacity.clamp(1e-3, 1.0 - 1e-3);
             let b = (c / (1.0 - c)).ln() + w.vector(key, "router_b", 1, 0.0)[0];
-            let y = run(body, x, w, &[key, b"body"].concat());
-            let mut out = x.clone();
-            for t in 0..x.rows {
-                let g = sigmoid(r.v[t] + b);
-                let g = if g >= 0.5 { g } else { 0.0 };
-                for j in 0..x.cols {
-                    out.v[t * x.cols + j] += g * y.at(t, j);
-                }
-            }
-            out
+            let (chosen, gates): (Vec<usize>, Vec<f64>) = (0..x.rows)
+                .map(|t| (t, sigmoid(r.v[t] + b)))
+                .filter(|&(_, g)| g >= 0.5)
+                .unzip();
+            on_routed_rows(body, x, w, &[key, b"body"].concat(), &chosen, &gates)
         }
     }
+}
+
+/// x + gate·body(routed rows) at the routed rows, x elsewhere: the body
+/// runs on the routed tokens alone, in order (mixture-of-depths semantics).
+fn on_routed_rows(
+    body: &Arch,
+    x: &Mat,
+    w: &Weights,
+    key: &[u8],
+    chosen: &[usize],
+    gates: &[f64],
+) -> Mat {
+    let mut out = x.clone();
+    if chosen.is_empty() {
+        return out;
+    }
+    let c = x.cols;
+    let sub = Mat {
+        rows: chosen.len(),
+        cols: c,
+        v: chosen
+            .iter()
+            .flat_map(|&t| x.v[t * c..(t + 1) * c].iter().copied())
+            .collect(),
+    };
+    let y = run(body, &sub, w, key);
+    for (i, (&t, &g)) in chosen.iter().zip(gates).enumerate() {
+        for j in 0..c {
+            out.v[t * c + j] += g * y.at(i, j);
+        }
+    }
+    out
 }
 
 fn split(x: &Mat, part: usize, parts: usize, rows: bool) -> Mat {
