@@ -90,6 +90,42 @@ fn on_routed_tokens<D: Backend, T: Tape<f32, D>>(
     )
 }
 
+/// A depth router's shared tail: records the route (and trace), runs `body`
+/// on the tokens `sel` marks and returns x + gate·body there, x elsewhere.
+fn depth_routed<D: Backend, T: Tape<f32, D>>(
+    run: &mut Run<'_, D, T>,
+    kind: &str,
+    capacity: f64,
+    body: &Graph,
+    x: T3<D, T>,
+    sel: Vec<f32>,
+    gate: T2<D, T>,
+) -> T3<D, T> {
+    let (b, s, d) = *x.shape();
+    let processed = sel.iter().filter(|&&v| v > 0.0).count() as u32;
+    if run.trace {
+        let gv = gate.as_vec();
+        let t = scalar_trace(run.routes.len(), kind, capacity, s, d, &sel, &gv);
+        run.traces.push(t);
+    }
+    run.routes.push(RouteRecord {
+        kind: kind.into(),
+        tokens: (b * s) as u32,
+        load: vec![processed],
+        dropped: 0,
+        fingerprint: fingerprint(&sel),
+    });
+    let y = on_routed_tokens(run, body, x.with_empty_tape(), &sel);
+    let sel = run.dev.tensor_from_vec(sel, (b, s));
+    let gate = run.over_cols(gate * sel, s, d);
+    match y {
+        Some(y) => x + y * gate,
+        // Nothing routed: keep the gate's tape so the router still trains
+        // through the rate loss's graph.
+        None => x + gate * 0.0,
+    }
+}
+
 /// Runs a routed step on `x`.
 pub fn apply<D: Backend, T: Tape<f32, D>>(
     run: &mut Run<'_, D, T>,
@@ -112,30 +148,10 @@ pub fn apply<D: Backend, T: Tape<f32, D>>(
             let score = run
                 .linear(x.with_empty_tape(), *router, d, 1)
                 .reshape_like(&(b, s));
-            let sv = score.as_vec();
-            let sel = top_tokens(&sv, b, s, *capacity);
-            let processed = sel.iter().filter(|&&v| v > 0.0).count() as u32;
-            if run.trace {
-                let gates: Vec<f32> = sv.iter().map(|&r| 1.0 / (1.0 + (-r).exp())).collect();
-                let t = scalar_trace(run.routes.len(), "mod", *capacity, s, d, &sel, &gates);
-                run.traces.push(t);
-            }
-            run.routes.push(RouteRecord {
-                kind: "mod".into(),
-                tokens: (b * s) as u32,
-                load: vec![processed],
-                dropped: 0,
-                fingerprint: fingerprint(&sel),
-            });
-            let y = on_routed_tokens(run, body, x.with_empty_tape(), &sel);
-            let sel = run.dev.tensor_from_vec(sel, (b, s));
+            let sel = top_tokens(&score.as_vec(), b, s, *capacity);
             // Routed tokens' outputs are scaled by the router weight so the
             // router learns (Raposo et al. 2024, eq. 1); sigmoid keeps it in (0, 1).
-            let gate = run.over_cols(score.sigmoid() * sel, s, d);
-            match y {
-                Some(y) => x + y * gate,
-                None => x,
-            }
+            depth_routed(run, "mod", *capacity, body, x, sel, score.sigmoid())
         }
         StepOp::Skip {
             capacity,
@@ -156,27 +172,9 @@ pub fn apply<D: Backend, T: Tape<f32, D>>(
                 .iter()
                 .map(|&v| if v >= 0.5 { 1.0 } else { 0.0 })
                 .collect();
-            let processed = sel.iter().filter(|&&v| v > 0.0).count() as u32;
-            if run.trace {
-                let t = scalar_trace(run.routes.len(), "layer_skip", *capacity, s, d, &sel, &gv);
-                run.traces.push(t);
-            }
-            run.routes.push(RouteRecord {
-                kind: "layer_skip".into(),
-                tokens: (b * s) as u32,
-                load: vec![processed],
-                dropped: 0,
-                fingerprint: fingerprint(&sel),
-            });
             let rate = g.with_empty_tape().mean::<(), _>() - *capacity as f32;
             run.aux.push(rate.square() * SKIP_RATE_WEIGHT);
-            let y = on_routed_tokens(run, body, x.with_empty_tape(), &sel);
-            let sel = run.dev.tensor_from_vec(sel, (b, s));
-            let gate = run.over_cols(g * sel, s, d);
-            match y {
-                Some(y) => x + y * gate,
-                None => x + gate * 0.0,
-            }
+            depth_routed(run, "layer_skip", *capacity, body, x, sel, g)
         }
         StepOp::Moh {
             heads,
