@@ -57,6 +57,7 @@ fn experts_specialise_by_domain() {
     let task = mixture();
     let o = train(MOE2, task.as_ref(), 300, RouterSettings::default());
     let s = &stats(&o)[0];
+    assert!(!s.noncausal, "token choice routes each token by itself");
     let (mi, base) = (s.domain_mi.unwrap(), s.domain_mi_shuffled.unwrap());
     eprintln!(
         "domain MI {mi:.4} nats, shuffled {base:.4}; load {:?}",
@@ -86,6 +87,10 @@ fn expert_choice_loads_are_exactly_equal_in_training() {
     assert!(s.load.iter().all(|&c| c == s.load[0]), "{:?}", s.load);
     assert!(s.cv.abs() < 1e-12);
     assert_eq!(s.dropped_fraction, 0.0);
+    // Each expert picks among all of a sequence's tokens: flagged, and said
+    // so where `archgram eval` prints the layer.
+    assert!(s.noncausal);
+    assert!(o.report().contains("non-causal"), "{}", o.report());
 }
 
 #[test]
@@ -101,6 +106,7 @@ fn mixture_of_depths_processes_ceil_capacity_tokens() {
     // ceil(0.3 · 48) = 15 of every 48 tokens.
     assert_eq!(s.load[0] as usize, 15 * s.tokens / 48);
     assert!((s.processed_fraction - 15.0 / 48.0).abs() < 1e-12);
+    assert!(s.noncausal);
 }
 
 #[test]

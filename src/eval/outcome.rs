@@ -147,8 +147,15 @@ impl Outcome {
 /// One routed layer's statistics on a few lines.
 fn layer_line(st: &crate::routing::stats::LayerStats) -> String {
     let mut s = format!(
-        "routed layer {} ({}, {} tokens traced): ",
-        st.layer, st.kind, st.tokens
+        "routed layer {} ({}{}, {} tokens traced): ",
+        st.layer,
+        st.kind,
+        if st.noncausal {
+            ", non-causal: routes using later tokens"
+        } else {
+            ""
+        },
+        st.tokens
     );
     if st.kind == "mod" || st.kind == "layer_skip" {
         s.push_str(&format!(

@@ -11,6 +11,11 @@ use std::collections::BTreeSet;
 pub struct LayerStats {
     pub layer: usize,
     pub kind: String,
+    /// The router chose using later tokens of the sequence (expert choice,
+    /// mixture-of-depths): fine for training a proxy, but the same layer
+    /// cannot route that way when decoding one token at a time.
+    #[serde(default)]
+    pub noncausal: bool,
     pub experts: usize,
     pub tokens: usize,
     /// Tokens processed per expert, c_i.
@@ -105,6 +110,7 @@ pub fn layer_stats(t: &LayerTrace) -> LayerStats {
     LayerStats {
         layer: t.layer,
         kind: t.kind.clone(),
+        noncausal: t.kind == "mod" || t.router == "expert_choice",
         experts: t.experts,
         tokens: t.tokens,
         cv,
