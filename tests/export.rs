@@ -118,7 +118,8 @@ fn export(
     let bytes = pytorch::weights_file(&prog, &w, vec![]).unwrap();
     std::fs::write(py.with_extension("safetensors"), bytes).unwrap();
     let batch = task.test_batches(3).into_iter().next().unwrap();
-    let probe = pytorch::probe_for(&prog, &w, routing, &batch).unwrap();
+    let logits = w.logits(&prog, routing, &batch);
+    let probe = pytorch::probe_file(&batch.inputs, batch.batch, batch.seq, &logits).unwrap();
     std::fs::write(py.with_extension("probe.safetensors"), probe).unwrap();
     let (kinds, routers) = kinds_of(net);
     Exported { py, kinds, routers }

@@ -182,7 +182,8 @@ fn probe(
         .into_iter()
         .next()
         .ok_or_else(|| CliError::Runtime("the task has no held-out data".into()))?;
-    pytorch::probe_for(prog, w, routing, &batch).map_err(CliError::Runtime)
+    let logits = w.logits(prog, routing, &batch);
+    pytorch::probe_file(&batch.inputs, batch.batch, batch.seq, &logits).map_err(CliError::Runtime)
 }
 
 /// The evaluated, non-duplicate candidates to export, best first.

@@ -1,4 +1,4 @@
-//! `search`, `resume`, `status`, `export`.
+//! `search`, `resume`, `status`.
 
 use super::CliError;
 use crate::eval::DeviceKind;

@@ -98,6 +98,8 @@ pub enum StepOp {
 pub struct Step {
     /// Local name (`n<node>`), the prefix of the step's parameter names.
     pub name: String,
+    /// The arch op's kind (`Op::kind`), for labels.
+    pub kind: &'static str,
     pub op: StepOp,
     pub inputs: Vec<usize>,
     pub shape: Shape,
@@ -188,6 +190,7 @@ impl Builder {
             let op = self.step(&node.op, in_shape, node.shape, &format!("{prefix}{name}"))?;
             steps.push(Step {
                 name,
+                kind: node.op.kind(),
                 op,
                 inputs,
                 shape: node.shape,

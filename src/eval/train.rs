@@ -309,7 +309,6 @@ impl<'a, D: Backend> Trainer<'a, D> {
     }
 }
 
-/// Trains `prog` on `task` on device `dev`. Errors are reasons for a failed outcome.
 /// Empties a device's tensor cache when dropped. dfdx 0.13 keeps freed
 /// buffers for reuse and never frees them when the device itself is
 /// dropped, so a search that trains candidate after candidate on fresh
@@ -323,6 +322,7 @@ impl<D: Backend> Drop for FreeCacheOnDrop<'_, D> {
     }
 }
 
+/// Trains `prog` on `task` on device `dev`. Errors are reasons for a failed outcome.
 pub fn train_on<D: Backend>(
     dev: &D,
     prog: &Program,

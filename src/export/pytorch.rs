@@ -8,11 +8,10 @@
 //! generated class per graph (the network and each routed body) whose
 //! `forward` lists the graph's steps in order.
 
-use crate::arch::{Activation, DotMask, NormKind, RouterKind};
+use crate::arch::DotMask;
 use crate::eval::program::{Graph, Program, Step, StepOp};
 use crate::eval::Weights;
 use crate::routing::{BalanceScope, DropPolicy, RouterSettings};
-use crate::tasks::Batch;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 use std::collections::BTreeMap;
@@ -90,15 +89,12 @@ fn graph_class(prog: &Program, g: &Graph, name: &str, out: &mut Vec<String>) {
             StepOp::Norm { kind, gain, .. } => (
                 Some(format!(
                     "Norm({}, {})",
-                    py_str(match kind {
-                        NormKind::Layer => "layer",
-                        NormKind::Rms => "rms",
-                    }),
+                    py_str(kind.name()),
                     prog.params[*gain].len
                 )),
                 format!("self.{var}({x})"),
             ),
-            StepOp::Act(f) => (None, format!("activation({x}, {})", py_str(act_name(*f)))),
+            StepOp::Act(f) => (None, format!("activation({x}, {})", py_str(f.name()))),
             StepOp::Softmax { causal } => {
                 (None, format!("softmax({x}, causal={})", py_bool(*causal)))
             }
@@ -158,7 +154,7 @@ fn graph_class(prog: &Program, g: &Graph, name: &str, out: &mut Vec<String>) {
                 Some(format!(
                     "Mlp({}, {hidden}, {}, gated={})",
                     prog.params[*w1].shape[0],
-                    py_str(act_name(*act)),
+                    py_str(act.name()),
                     py_bool(w3.is_some())
                 )),
                 format!("self.{var}({x})"),
@@ -179,11 +175,7 @@ fn graph_class(prog: &Program, g: &Graph, name: &str, out: &mut Vec<String>) {
                         prog.params[*router].shape[0],
                         experts.len(),
                         shared.len(),
-                        py_str(match spec.router {
-                            RouterKind::TokenChoice => "token_choice",
-                            RouterKind::ExpertChoice => "expert_choice",
-                            RouterKind::TopP => "top_p",
-                        }),
+                        py_str(spec.router.name()),
                         spec.top_k,
                         py_float(spec.capacity),
                         py_float(spec.top_p),
@@ -196,27 +188,22 @@ fn graph_class(prog: &Program, g: &Graph, name: &str, out: &mut Vec<String>) {
                 capacity,
                 router,
                 body,
-            } => {
-                graph_class(prog, body, &child, out);
-                (
-                    Some(format!(
-                        "MixtureOfDepths({}, {}, {child}())",
-                        prog.params[*router].shape[0],
-                        py_float(*capacity)
-                    )),
-                    format!("self.{var}({x})"),
-                )
             }
-            StepOp::Skip {
+            | StepOp::Skip {
                 capacity,
                 router,
                 body,
                 ..
             } => {
                 graph_class(prog, body, &child, out);
+                let class = if matches!(step.op, StepOp::Mod { .. }) {
+                    "MixtureOfDepths"
+                } else {
+                    "LayerSkip"
+                };
                 (
                     Some(format!(
-                        "LayerSkip({}, {}, {child}())",
+                        "{class}({}, {}, {child}())",
                         prog.params[*router].shape[0],
                         py_float(*capacity)
                     )),
@@ -258,33 +245,10 @@ fn graph_class(prog: &Program, g: &Graph, name: &str, out: &mut Vec<String>) {
 }
 
 fn label(step: &Step) -> String {
-    let shape = format!("{}×{}", step.shape.rows.size, step.shape.cols.size);
-    let kind = match &step.op {
-        StepOp::Input => "input",
-        StepOp::Output => "output",
-        StepOp::Linear { .. } => "linear",
-        StepOp::Norm { .. } => "norm",
-        StepOp::Act(f) => act_name(*f),
-        StepOp::Softmax { .. } => "softmax",
-        StepOp::PosEnc { .. } => "positional encoding",
-        StepOp::Transpose => "transpose",
-        StepOp::Split { .. } => "split",
-        StepOp::Add => "add",
-        StepOp::Mul => "mul",
-        StepOp::Concat { .. } => "concat",
-        StepOp::Dot { .. } => "dot",
-        StepOp::Attention { .. } => "attention",
-        StepOp::Mlp { .. } => "mlp",
-        StepOp::Moe { .. } => "mixture of experts",
-        StepOp::Mod { .. } => "mixture of depths",
-        StepOp::Skip { .. } => "layer skip",
-        StepOp::Moh { .. } => "mixture of heads",
-    };
-    format!("{kind}, {shape}")
-}
-
-fn act_name(f: Activation) -> &'static str {
-    f.name()
+    format!(
+        "{}, {}×{}",
+        step.kind, step.shape.rows.size, step.shape.cols.size
+    )
 }
 
 fn py_bool(b: bool) -> &'static str {
@@ -465,18 +429,6 @@ pub fn weights_file(
         .map(|(k, (shape, v))| (k, RawTensor::f32(shape, &v)))
         .collect();
     safetensors_bytes(&tensors, metadata)
-}
-
-/// The probe file for `batch`: its tokens and archgram's CPU logits under
-/// weights `w`.
-pub fn probe_for(
-    prog: &Program,
-    w: &Weights,
-    routing: &RouterSettings,
-    batch: &Batch,
-) -> Result<Vec<u8>, String> {
-    let logits = w.logits(prog, routing, batch);
-    probe_file(&batch.inputs, batch.batch, batch.seq, &logits)
 }
 
 /// A probe file: token ids (batch × seq) and archgram's logits for them,
