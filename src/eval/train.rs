@@ -185,9 +185,6 @@ pub struct Trainer<'a, D: Backend> {
 impl<'a, D: Backend> Trainer<'a, D> {
     /// Seeded initial weights (from `cfg.seed`).
     pub fn new(dev: &'a D, prog: &'a Program, cfg: &'a TrainConfig) -> Self {
-        // Reuse freed buffers between steps instead of faulting in new pages
-        // (measured: see benches/train_step.rs).
-        let _ = dev.try_enable_cache();
         let host = Weights::init(prog, cfg.seed).params;
         let params = Params::from_host(dev, host.clone());
         let m1: Vec<Vec<f32>> = host.iter().map(|p| vec![0.0; p.len()]).collect();

@@ -1,0 +1,259 @@
+//! Multi-head scaled dot-product attention on the CPU, forward and backward
+//! in one pass each over packed projections.
+//!
+//! Layout: `qkv` is (batch, seq, 3·H·hd) row-major with every head's query
+//! in columns [h·hd, (h+1)·hd), keys after all queries, values after all
+//! keys; the output is (batch, seq, H·hd) with head h in the same columns
+//! as its query. Every inner loop is an axpy over a contiguous row (keys and
+//! values are transposed per head first), so it vectorises without
+//! reassociating a float reduction.
+
+use super::fastmath::exp_fast;
+use multiversion::multiversion;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Dims {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+    pub causal: bool,
+}
+
+impl Dims {
+    fn width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    fn scale(&self) -> f32 {
+        1.0 / (self.head_dim as f32).sqrt()
+    }
+
+    /// Keys a query at position i attends to.
+    fn keys(&self, i: usize) -> usize {
+        if self.causal {
+            i + 1
+        } else {
+            self.seq
+        }
+    }
+
+    /// Offsets of query, key and value of head h at (b, t) in `qkv`.
+    fn qkv_at(&self, b: usize, t: usize, h: usize) -> (usize, usize, usize) {
+        let w = self.width();
+        let row = (b * self.seq + t) * 3 * w + h * self.head_dim;
+        (row, row + w, row + 2 * w)
+    }
+
+    fn out_at(&self, b: usize, t: usize, h: usize) -> usize {
+        (b * self.seq + t) * self.width() + h * self.head_dim
+    }
+
+    /// Elements of the probability tensor the backward pass needs.
+    pub fn probs_len(&self) -> usize {
+        self.batch * self.heads * self.seq * self.seq
+    }
+
+    fn probs_at(&self, b: usize, h: usize, i: usize) -> usize {
+        ((b * self.heads + h) * self.seq + i) * self.seq
+    }
+}
+
+/// Vector lanes the inner loops are written in: rows are padded to a
+/// multiple of this so every loop is whole `[f32; LANES]` blocks, which the
+/// compiler turns into vector instructions (a plain loop over a short,
+/// variable length ran mostly in its scalar remainder).
+const LANES: usize = 8;
+
+fn padded(n: usize) -> usize {
+    n.div_ceil(LANES) * LANES
+}
+
+/// y = Σ_r a[r]·x[r·stride ..][..y.len()] (y's length a multiple of
+/// `LANES`), up to four blocks of y at a time so the sums stay in
+/// registers while the rows stream past.
+#[inline(always)]
+fn combine(y: &mut [f32], a: &[f32], x: &[f32], stride: usize) {
+    let mut at = 0;
+    while at < y.len() {
+        let blocks = ((y.len() - at) / LANES).min(4);
+        let (y, x) = (&mut y[at..], &x[at..]);
+        match blocks {
+            1 => combine_blocks::<1>(y, a, x, stride),
+            2 => combine_blocks::<2>(y, a, x, stride),
+            3 => combine_blocks::<3>(y, a, x, stride),
+            _ => combine_blocks::<4>(y, a, x, stride),
+        }
+        at += blocks * LANES;
+    }
+}
+
+#[inline(always)]
+fn combine_blocks<const B: usize>(y: &mut [f32], a: &[f32], x: &[f32], stride: usize) {
+    let mut acc = [[0.0f32; LANES]; B];
+    for (r, &ar) in a.iter().enumerate() {
+        let row = &x[r * stride..r * stride + B * LANES];
+        for (b, acc) in acc.iter_mut().enumerate() {
+            for k in 0..LANES {
+                acc[k] += ar * row[b * LANES + k];
+            }
+        }
+    }
+    for (b, acc) in acc.iter().enumerate() {
+        y[b * LANES..(b + 1) * LANES].copy_from_slice(acc);
+    }
+}
+
+/// One head of one sequence, gathered into padded row-major blocks.
+struct Head {
+    /// Rows of `hp` (head_dim padded): queries, keys, values or gradients.
+    rows: Vec<f32>,
+    hp: usize,
+}
+
+impl Head {
+    fn new(seq: usize, head_dim: usize) -> Self {
+        let hp = padded(head_dim);
+        Head {
+            rows: vec![0.0; seq * hp],
+            hp,
+        }
+    }
+
+    #[inline(always)]
+    fn row(&self, t: usize) -> &[f32] {
+        &self.rows[t * self.hp..(t + 1) * self.hp]
+    }
+
+    #[inline(always)]
+    fn row_mut(&mut self, t: usize) -> &mut [f32] {
+        &mut self.rows[t * self.hp..(t + 1) * self.hp]
+    }
+
+    /// Rows t = 0..seq from `src` at `at(t)`, times `scale`.
+    #[inline(always)]
+    fn gather(&mut self, src: &[f32], hd: usize, scale: f32, at: impl Fn(usize) -> usize) {
+        for t in 0..self.rows.len() / self.hp {
+            let a = at(t);
+            self.row_mut(t)[..hd].copy_from_slice(&src[a..a + hd]);
+        }
+        if scale != 1.0 {
+            self.rows.iter_mut().for_each(|v| *v *= scale);
+        }
+    }
+
+    /// Adds rows t = 0..seq into `dst` at `at(t)`.
+    #[inline(always)]
+    fn scatter_add(&self, dst: &mut [f32], hd: usize, at: impl Fn(usize) -> usize) {
+        for t in 0..self.rows.len() / self.hp {
+            let a = at(t);
+            for (d, &v) in dst[a..a + hd].iter_mut().zip(self.row(t)) {
+                *d += v;
+            }
+        }
+    }
+}
+
+/// `tr[c·sp + j]` = element c of the head-wide slice at `at(j)`; columns
+/// j ≥ seq stay zero.
+#[inline(always)]
+fn transpose_head(src: &[f32], d: &Dims, sp: usize, at: impl Fn(usize) -> usize, tr: &mut [f32]) {
+    for j in 0..d.seq {
+        let a = at(j);
+        for (c, &v) in src[a..a + d.head_dim].iter().enumerate() {
+            tr[c * sp + j] = v;
+        }
+    }
+}
+
+/// out = softmax(q·kᵀ/√hd + mask)·v per head. With `probs`
+/// (`d.probs_len()` elements), keeps the probabilities for `backward`.
+#[multiversion(targets("x86_64+avx2+fma"))]
+pub fn forward(qkv: &[f32], d: &Dims, out: &mut [f32], mut probs: Option<&mut [f32]>) {
+    let (s, hd, sp) = (d.seq, d.head_dim, padded(d.seq));
+    let mut q = Head::new(s, hd);
+    let mut v = Head::new(s, hd);
+    let mut kt = vec![0.0f32; hd * sp];
+    let mut row = vec![0.0f32; sp];
+    let mut o = vec![0.0f32; q.hp];
+    for b in 0..d.batch {
+        for h in 0..d.heads {
+            q.gather(qkv, hd, d.scale(), |t| d.qkv_at(b, t, h).0);
+            v.gather(qkv, hd, 1.0, |t| d.qkv_at(b, t, h).2);
+            transpose_head(qkv, d, sp, |t| d.qkv_at(b, t, h).1, &mut kt);
+            for i in 0..s {
+                let n = d.keys(i);
+                combine(&mut row, &q.row(i)[..hd], &kt, sp);
+                let m = row[..n].iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+                row.iter_mut().for_each(|x| *x = exp_fast(*x - m));
+                row[n..].fill(0.0);
+                let inv = 1.0 / row.iter().sum::<f32>();
+                row.iter_mut().for_each(|x| *x *= inv);
+                combine(&mut o, &row[..n], &v.rows, v.hp);
+                let at = d.out_at(b, i, h);
+                out[at..at + hd].copy_from_slice(&o[..hd]);
+                if let Some(probs) = probs.as_deref_mut() {
+                    let at = d.probs_at(b, h, i);
+                    probs[at..at + s].copy_from_slice(&row[..s]);
+                }
+            }
+        }
+    }
+}
+
+/// Accumulates into `dqkv` the gradient of the loss with respect to `qkv`,
+/// given the output gradient `dout` and the forward pass's `probs`:
+/// dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P ⊙ (dP − rowsum(P ⊙ dP)), dQ = dS·K/√hd,
+/// dK = dSᵀ·Q/√hd. dS and P are kept transposed per head so that dK and
+/// dV, like the rest, are sums over rows in registers.
+#[multiversion(targets("x86_64+avx2+fma"))]
+pub fn backward(qkv: &[f32], probs: &[f32], dout: &[f32], d: &Dims, dqkv: &mut [f32]) {
+    let (s, hd, sp, scale) = (d.seq, d.head_dim, padded(d.seq), d.scale());
+    let [mut q, mut k, mut go, mut dq, mut dk, mut dv] = std::array::from_fn(|_| Head::new(s, hd));
+    let mut vt = vec![0.0f32; hd * sp];
+    // Transposed: row j holds column j of P (or dS) over queries i.
+    let mut pt = vec![0.0f32; s * sp];
+    let mut dst = vec![0.0f32; s * sp];
+    let mut ds = vec![0.0f32; sp];
+    for b in 0..d.batch {
+        for h in 0..d.heads {
+            q.gather(qkv, hd, 1.0, |t| d.qkv_at(b, t, h).0);
+            k.gather(qkv, hd, 1.0, |t| d.qkv_at(b, t, h).1);
+            go.gather(dout, hd, 1.0, |t| d.out_at(b, t, h));
+            transpose_head(qkv, d, sp, |t| d.qkv_at(b, t, h).2, &mut vt);
+            for i in 0..s {
+                let n = d.keys(i);
+                let at = d.probs_at(b, h, i);
+                let p = &probs[at..at + n];
+                combine(&mut ds, &go.row(i)[..hd], &vt, sp);
+                let dot: f32 = p.iter().zip(&ds).map(|(a, b)| a * b).sum();
+                for (j, (x, &pj)) in ds[..n].iter_mut().zip(p).enumerate() {
+                    *x = pj * (*x - dot) * scale;
+                    dst[j * sp + i] = *x;
+                    pt[j * sp + i] = pj;
+                }
+                combine(dq.row_mut(i), &ds[..n], &k.rows, k.hp);
+            }
+            for j in 0..s {
+                // Queries that see key j: i ≥ j when causal.
+                let first = if d.causal { j } else { 0 };
+                let rows = first * q.hp..;
+                combine(
+                    dk.row_mut(j),
+                    &dst[j * sp + first..j * sp + s],
+                    &q.rows[rows.clone()],
+                    q.hp,
+                );
+                combine(
+                    dv.row_mut(j),
+                    &pt[j * sp + first..j * sp + s],
+                    &go.rows[rows],
+                    go.hp,
+                );
+            }
+            dq.scatter_add(dqkv, hd, |t| d.qkv_at(b, t, h).0);
+            dk.scatter_add(dqkv, hd, |t| d.qkv_at(b, t, h).1);
+            dv.scatter_add(dqkv, hd, |t| d.qkv_at(b, t, h).2);
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! The kernels as compositions of dfdx ops: the trait's defaults (what CUDA
+//! runs), and the reference the CPU kernels are tested against.
+
+use super::{Backend, T1, T2, T3};
+use dfdx::prelude::*;
+
+/// (batch × n × n) additive causal mask: 0 on and below the diagonal, -1e9
+/// above.
+pub fn causal_neg<D: Backend>(dev: &D, batch: usize, n: usize) -> T3<D, NoneTape> {
+    let mut v = vec![0.0f32; n * n];
+    for i in 0..n {
+        for j in i + 1..n {
+            v[i * n + j] = -1e9;
+        }
+    }
+    dev.tensor_from_vec(v, (n, n))
+        .broadcast_like::<_, Axis<0>>(&(batch, n, n))
+}
+
+/// See `Backend::attention_core`.
+pub fn attention_core<D: Backend, T: Tape<f32, D>>(
+    qkv: T3<D, T>,
+    heads: usize,
+    head_dim: usize,
+    causal: bool,
+) -> T3<D, T> {
+    let (b, s, _) = *qkv.shape();
+    let w = heads * head_dim;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let mut src = Some(qkv);
+    let reads = 3 * heads;
+    let mut read = 0;
+    // Each read slices the packed input; the last one takes its tape.
+    let mut cols = |at: usize| {
+        read += 1;
+        let x = if read == reads {
+            src.take().expect("qkv")
+        } else {
+            src.as_ref().expect("qkv").with_empty_tape()
+        };
+        x.slice((.., .., at..at + head_dim))
+    };
+    let mut outs = Vec::with_capacity(heads);
+    for h in 0..heads {
+        let q = cols(h * head_dim);
+        let k = cols(w + h * head_dim);
+        let v = cols(2 * w + h * head_dim);
+        let mut scores = q.matmul(k.permute::<_, Axes3<0, 2, 1>>()) * scale;
+        if causal {
+            let mask = causal_neg(scores.device(), b, s);
+            scores = scores + mask;
+        }
+        outs.push(scores.softmax::<Axis<2>>().matmul(v));
+    }
+    concat_cols(outs)
+}
+
+/// See `Backend::norm`.
+pub fn norm<D: Backend, T: Tape<f32, D>>(
+    x: T3<D, T>,
+    center: bool,
+    gain: T1<D, T>,
+    bias: Option<T1<D, T>>,
+) -> T3<D, T> {
+    let shape = *x.shape();
+    let y = if center {
+        x.normalize::<Axis<2>>(super::NORM_EPS)
+    } else {
+        let ms = x.with_empty_tape().square().mean::<_, Axis<2>>();
+        let inv = (ms + super::NORM_EPS).sqrt().recip();
+        x * inv.broadcast_like::<_, Axis<2>>(&shape)
+    };
+    let y = y * gain.broadcast_like::<_, Axes2<0, 1>>(&shape);
+    match bias {
+        Some(b) => y + b.broadcast_like::<_, Axes2<0, 1>>(&shape),
+        None => y,
+    }
+}
+
+/// Concatenates along the last axis.
+pub fn concat_cols<D: Backend, T: Tape<f32, D>>(parts: Vec<T3<D, T>>) -> T3<D, T> {
+    let mut it = parts.into_iter();
+    let first = it.next().expect("at least one part");
+    it.fold(first, |acc, p| (acc, p).concat_along(Axis::<2>))
+}
+
+/// See `Backend::pack_columns`.
+pub fn pack_columns<D: Backend, T: Tape<f32, D>>(parts: Vec<T2<D, T>>) -> T2<D, T> {
+    let mut it = parts.into_iter();
+    let first = it.next().expect("at least one part");
+    it.fold(first, |acc, p| (acc, p).concat_along(Axis::<1>))
+}

@@ -1,0 +1,93 @@
+//! Layer and RMS normalisation with gain and optional bias over the last
+//! axis of row-major rows, forward and backward in one pass each.
+//!
+//! Layer norm (Ba et al. 2016): x̂ = (x − μ)·r with r = 1/√(σ² + ε);
+//! RMS norm (Zhang & Sennrich 2019): x̂ = x·r with r = 1/√(mean(x²) + ε);
+//! y = x̂·g + b. With x̂ and r kept, the input gradient is
+//! dx = r·(dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂)), without the mean(dx̂) term for
+//! RMS, where dx̂ = dy·g.
+
+use multiversion::multiversion;
+
+pub const EPS: f32 = 1e-5;
+
+/// Writes y; with `saved` = (x̂, r) storage, keeps what `backward` needs.
+#[multiversion(targets("x86_64+avx2+fma"))]
+pub fn forward(
+    x: &[f32],
+    cols: usize,
+    center: bool,
+    gain: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    mut saved: Option<(&mut [f32], &mut [f32])>,
+) {
+    for (r, (xr, yr)) in x
+        .chunks_exact(cols)
+        .zip(y.chunks_exact_mut(cols))
+        .enumerate()
+    {
+        let mean = if center {
+            xr.iter().sum::<f32>() / cols as f32
+        } else {
+            0.0
+        };
+        let var = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<f32>() / cols as f32;
+        let rstd = 1.0 / (var + EPS).sqrt();
+        for ((o, &v), &g) in yr.iter_mut().zip(xr).zip(gain) {
+            *o = (v - mean) * rstd * g;
+        }
+        if let Some(b) = bias {
+            yr.iter_mut().zip(b).for_each(|(o, &b)| *o += b);
+        }
+        if let Some((xhat, rs)) = saved.as_mut() {
+            rs[r] = rstd;
+            for (h, &v) in xhat[r * cols..(r + 1) * cols].iter_mut().zip(xr) {
+                *h = (v - mean) * rstd;
+            }
+        }
+    }
+}
+
+/// Gradients of the loss for x (accumulated into `dx`), gain and bias
+/// (accumulated into `dgain`, `dbias`) from dy and the forward's (x̂, r).
+#[multiversion(targets("x86_64+avx2+fma"))]
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    dy: &[f32],
+    xhat: &[f32],
+    rstd: &[f32],
+    cols: usize,
+    center: bool,
+    gain: &[f32],
+    dx: &mut [f32],
+    dgain: &mut [f32],
+    mut dbias: Option<&mut [f32]>,
+) {
+    let mut dxhat = vec![0.0f32; cols];
+    let rows = dy.chunks_exact(cols).zip(xhat.chunks_exact(cols));
+    for (r, (dyr, hr)) in rows.enumerate() {
+        for (((d, &g), &dyv), (dg, &h)) in dxhat
+            .iter_mut()
+            .zip(gain)
+            .zip(dyr)
+            .zip(dgain.iter_mut().zip(hr))
+        {
+            *d = dyv * g;
+            *dg += dyv * h;
+        }
+        if let Some(db) = dbias.as_deref_mut() {
+            db.iter_mut().zip(dyr).for_each(|(b, &v)| *b += v);
+        }
+        let m1 = if center {
+            dxhat.iter().sum::<f32>() / cols as f32
+        } else {
+            0.0
+        };
+        let m2 = dxhat.iter().zip(hr).map(|(a, b)| a * b).sum::<f32>() / cols as f32;
+        let rs = rstd[r];
+        for ((o, &d), &h) in dx[r * cols..(r + 1) * cols].iter_mut().zip(&dxhat).zip(hr) {
+            *o += rs * (d - m1 - h * m2);
+        }
+    }
+}
