@@ -7,6 +7,7 @@ mod forward;
 mod gradcheck;
 mod kernels;
 mod moe;
+mod optim;
 mod outcome;
 mod params;
 pub mod program;

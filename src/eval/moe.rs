@@ -1,13 +1,12 @@
 //! Mixture-of-experts in training, by gathering: each expert runs only on
 //! the tokens routed to it, so compute falls with k/E as in real systems
 //! (benches/train_step.rs `moe_topk`). Routing decisions are made on the
-//! host from the router's probabilities (rules in `routing::select`); gates
-//! are gathered from the differentiable probabilities, and expert outputs
-//! are put back in place by a gather from [expert outputs; a zero row],
-//! whose backward is the scatter-add the combine needs.
+//! host from the router's probabilities (rules in `routing::select`); each
+//! expert's output rows go back to their tokens scaled by the
+//! differentiable gates (`Backend::combine_rows`).
 
-use super::forward::{fingerprint, run_graph, RouteRecord, Run, T2, T3};
-use super::kernels::Backend;
+use super::forward::{fingerprint, run_graph, RouteRecord, Run, T3};
+use super::kernels::{Backend, Pick};
 use super::program::Graph;
 use crate::arch::{Balance, MoeSpec, RouterKind};
 use crate::routing::{route_with, BalanceScope, LayerTrace, RouteOptions, Routing};
@@ -121,12 +120,6 @@ pub fn trace_of(
     t
 }
 
-/// Rows `idx` of a (n × d) tensor.
-fn rows<D: Backend, T: Tape<f32, D>>(dev: &D, x: T2<D, T>, idx: Vec<usize>) -> T2<D, T> {
-    let m = idx.len();
-    x.gather(dev.tensor_from_vec(idx, (m,)))
-}
-
 /// Runs a mixture-of-experts step on `x` (batch × seq × width).
 pub fn apply<D: Backend, T: Tape<f32, D>>(
     run: &mut Run<'_, D, T>,
@@ -224,64 +217,30 @@ pub fn apply<D: Backend, T: Tape<f32, D>>(
             x.as_ref().expect("x").with_empty_tape()
         }
     };
-    let mut gates = Some(gates.reshape_like(&(n * e,)));
-    let mut buf: Option<T2<D, T>> = None;
-    // Row of buf holding token tok's j-th expert output.
-    let mut slot_rows: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut rows_so_far = 0;
+    let mut outs = Vec::with_capacity(active.len());
+    let mut picks = Vec::with_capacity(n * spec.top_k.max(1));
     let saved_batch = run.batch;
-    for (a, &i) in active.iter().enumerate() {
+    for (part, &i) in active.iter().enumerate() {
         let idx = &tokens_of[i];
         let m = idx.len();
-        let xi = rows(run.dev, next_x(&mut x).reshape_like(&(n, d)), idx.clone());
-        let g = if a + 1 == active.len() {
-            gates.take().expect("gates")
-        } else {
-            gates.as_ref().expect("gates").with_empty_tape()
-        };
-        let gi = g.gather(
-            run.dev
-                .tensor_from_vec(idx.iter().map(|&t| t * e + i).collect(), (m,)),
-        );
+        let xi = D::gather_rows(next_x(&mut x).reshape_like(&(n, d)), idx);
         // Expert bodies are token-wise, so running them on the gathered
         // tokens as one sequence computes exactly what they would in place.
         run.batch = 1;
         let y = run_graph(run, &experts[i], xi.reshape_like(&(1, m, d)));
         run.batch = saved_batch;
-        let y = y.reshape_like(&(m, d)) * gi.broadcast_like::<_, Axis<1>>(&(m, d));
-        for (j, &tok) in idx.iter().enumerate() {
-            slot_rows[tok].push(rows_so_far + j);
-        }
-        rows_so_far += m;
-        buf = Some(match buf {
-            None => y,
-            Some(acc) => (acc, y).concat_along(Axis::<0>),
-        });
+        outs.push(y.reshape_like(&(m, d)));
+        picks.extend(idx.iter().enumerate().map(|(row, &tok)| Pick {
+            out: tok,
+            part,
+            row,
+            gate: tok * e + i,
+        }));
     }
-    let mut acc: Option<T3<D, T>> = None;
-    if let Some(buf) = buf {
-        let zero_row = rows_so_far;
-        let zero = run.dev.zeros_like(&(1, d)).retaped::<T>();
-        let buf = (buf, zero).concat_along(Axis::<0>);
-        let slots = slot_rows.iter().map(Vec::len).max().unwrap_or(0);
-        let mut buf = Some(buf);
-        for j in 0..slots {
-            let idx: Vec<usize> = slot_rows
-                .iter()
-                .map(|r| r.get(j).copied().unwrap_or(zero_row))
-                .collect();
-            let src = if j + 1 == slots {
-                buf.take().expect("buf")
-            } else {
-                buf.as_ref().expect("buf").with_empty_tape()
-            };
-            let y = rows(run.dev, src, idx).reshape_like(&(b, s, d));
-            acc = Some(match acc {
-                Some(a) => a + y,
-                None => y,
-            });
-        }
-    }
+    let mut acc: Option<T3<D, T>> = (!outs.is_empty()).then(|| {
+        let gates = gates.reshape_like(&(n * e,));
+        D::combine_rows(outs, &picks, n, Some(gates)).reshape_like(&(b, s, d))
+    });
     for g in shared {
         let y = run_graph(run, g, next_x(&mut x));
         acc = Some(match acc {

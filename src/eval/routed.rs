@@ -11,7 +11,7 @@
 //! outputs. The selection rules live in `routing::select`.
 
 use super::forward::{fingerprint, run_graph, RouteRecord, Run, T2, T3};
-use super::kernels::Backend;
+use super::kernels::{Backend, Pick};
 use super::program::{Graph, Step, StepOp};
 use crate::arch::{MoeSpec, RouterKind};
 use crate::routing::{route_tokens, top_tokens, LayerTrace};
@@ -43,51 +43,34 @@ fn on_routed_tokens<D: Backend, T: Tape<f32, D>>(
     }
     let flat = x.reshape_like(&(b * s, d));
     let mut flat = Some(flat);
-    // Row of the concatenated outputs holding each (sequence, position).
-    let mut slot = vec![usize::MAX; b * s];
-    let mut buf: Option<T2<D, T>> = None;
-    let mut filled = 0;
+    let mut outs = Vec::with_capacity(counts.len());
+    let mut picks = Vec::new();
     let saved_batch = run.batch;
-    for (i, &m) in counts.iter().enumerate() {
+    for (part, &m) in counts.iter().enumerate() {
         let group: Vec<usize> = (0..b).filter(|&r| routed[r].len() == m).collect();
         let idx: Vec<usize> = group
             .iter()
             .flat_map(|&r| routed[r].iter().map(move |&t| r * s + t))
             .collect();
-        for (j, &p) in idx.iter().enumerate() {
-            slot[p] = filled + j;
-        }
-        let src = if i + 1 == counts.len() {
+        picks.extend(idx.iter().enumerate().map(|(row, &p)| Pick {
+            out: p,
+            part,
+            row,
+            gate: 0,
+        }));
+        let src = if part + 1 == counts.len() {
             flat.take().expect("x")
         } else {
             flat.as_ref().expect("x").with_empty_tape()
         };
         let n = idx.len();
-        let xg = src
-            .gather(run.dev.tensor_from_vec(idx, (n,)))
-            .reshape_like(&(group.len(), m, d));
+        let xg = D::gather_rows(src, &idx).reshape_like(&(group.len(), m, d));
         run.batch = group.len();
         let y = run_graph(run, body, xg);
         run.batch = saved_batch;
-        let y = y.reshape_like(&(n, d));
-        filled += n;
-        buf = Some(match buf {
-            None => y,
-            Some(acc) => (acc, y).concat_along(Axis::<0>),
-        });
+        outs.push(y.reshape_like(&(n, d)));
     }
-    // Back in place: a gather from [outputs; a zero row], whose backward
-    // is the scatter-add.
-    let zero = run.dev.zeros_like(&(1, d)).retaped::<T>();
-    let buf = (buf.expect("a group"), zero).concat_along(Axis::<0>);
-    let idx: Vec<usize> = slot
-        .into_iter()
-        .map(|r| if r == usize::MAX { filled } else { r })
-        .collect();
-    Some(
-        buf.gather(run.dev.tensor_from_vec(idx, (b * s,)))
-            .reshape_like(&(b, s, d)),
-    )
+    Some(D::combine_rows(outs, &picks, b * s, None).reshape_like(&(b, s, d)))
 }
 
 /// A depth router's shared tail: records the route (and trace), runs `body`

@@ -4,6 +4,7 @@
 
 use super::forward::{forward, RouteRecord, Run, T3};
 use super::kernels::Backend;
+use super::optim::{adamw, Hyper};
 use super::outcome::Outcome;
 use super::params::Params;
 use super::program::Program;
@@ -57,10 +58,6 @@ impl Default for TrainConfig {
         }
     }
 }
-
-const BETA1: f64 = 0.9;
-const BETA2: f64 = 0.999;
-const EPS: f64 = 1e-8;
 
 /// Linear warm-up then cosine decay to 10% of the peak.
 pub fn learning_rate(cfg: &TrainConfig, step: usize) -> f64 {
@@ -185,6 +182,9 @@ pub struct Trainer<'a, D: Backend> {
 impl<'a, D: Backend> Trainer<'a, D> {
     /// Seeded initial weights (from `cfg.seed`).
     pub fn new(dev: &'a D, prog: &'a Program, cfg: &'a TrainConfig) -> Self {
+        if D::KEEP_FREED_BUFFERS {
+            let _ = dev.try_enable_cache();
+        }
         let host = Weights::init(prog, cfg.seed).params;
         let params = Params::from_host(dev, host.clone());
         let m1: Vec<Vec<f32>> = host.iter().map(|p| vec![0.0; p.len()]).collect();
@@ -219,16 +219,18 @@ impl<'a, D: Backend> Trainer<'a, D> {
             return Err(format!("loss became {value} at step {step}"));
         }
         let mut grads = loss.backward();
-        let mut g_host = Vec::with_capacity(self.host.len());
+        let mut g_host: Vec<Vec<f32>> = Vec::with_capacity(self.host.len());
         let mut norm2 = 0.0f64;
         for t in &self.params.tensors {
             grads
                 .try_alloc_for(t)
                 .map_err(|e| format!("gradient allocation: {e:?}"))?;
-            let g = grads.get(t).as_vec();
+            let mut g = vec![0.0f32; t.shape().0];
+            grads.get(t).copy_into(&mut g);
             norm2 += g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
             g_host.push(g);
         }
+        drop(grads);
         if !norm2.is_finite() {
             return Err(format!("gradient became non-finite at step {step}"));
         }
@@ -239,20 +241,16 @@ impl<'a, D: Backend> Trainer<'a, D> {
             1.0
         };
         let lr = learning_rate(cfg, step);
-        let t = (step + 1) as i32;
-        let (c1, c2) = (1.0 - BETA1.powi(t), 1.0 - BETA2.powi(t));
         for (i, info) in prog.params.iter().enumerate() {
             let decay = if info.decay { cfg.weight_decay } else { 0.0 };
-            let (p, a, b) = (&mut self.host[i], &mut self.m1[i], &mut self.m2[i]);
-            for j in 0..p.len() {
-                let g = g_host[i][j] as f64 * clip;
-                let m = BETA1 * a[j] as f64 + (1.0 - BETA1) * g;
-                let v = BETA2 * b[j] as f64 + (1.0 - BETA2) * g * g;
-                a[j] = m as f32;
-                b[j] = v as f32;
-                let update = (m / c1) / ((v / c2).sqrt() + EPS) + decay * p[j] as f64;
-                p[j] = (p[j] as f64 - lr * update) as f32;
-            }
+            let h = Hyper::at(step, lr, clip, decay);
+            adamw(
+                &mut self.host[i],
+                &mut self.m1[i],
+                &mut self.m2[i],
+                &g_host[i],
+                h,
+            );
             self.params.tensors[i].copy_from(&self.host[i]);
         }
         self.update_bias(&routes);

@@ -1,7 +1,7 @@
 //! The kernels as compositions of dfdx ops: the trait's defaults (what CUDA
 //! runs), and the reference the CPU kernels are tested against.
 
-use super::{Backend, T1, T2, T3};
+use super::{Backend, Pick, T1, T2, T3};
 use dfdx::prelude::*;
 
 /// (batch × n × n) additive causal mask: 0 on and below the diagonal, -1e9
@@ -89,4 +89,84 @@ pub fn pack_columns<D: Backend, T: Tape<f32, D>>(parts: Vec<T2<D, T>>) -> T2<D, 
     let mut it = parts.into_iter();
     let first = it.next().expect("at least one part");
     it.fold(first, |acc, p| (acc, p).concat_along(Axis::<1>))
+}
+
+/// See `Backend::gather_rows`.
+pub fn gather_rows<D: Backend, T: Tape<f32, D>>(x: T2<D, T>, idx: &[usize]) -> T2<D, T> {
+    let idx = x.device().tensor_from_vec(idx.to_vec(), (idx.len(),));
+    x.gather(idx)
+}
+
+/// See `Backend::combine_rows`: each part (scaled row-wise by its gates)
+/// is stacked with a zero row under the others, and output row o gathers
+/// its k-th pick's row for k = 0, 1, …, the zero row where it has fewer;
+/// the gathers' backward is the scatter-add.
+pub fn combine_rows<D: Backend, T: Tape<f32, D>>(
+    parts: Vec<T2<D, T>>,
+    picks: &[Pick],
+    n: usize,
+    gates: Option<T1<D, T>>,
+) -> T2<D, T> {
+    let dev = parts.first().expect("at least one part").device().clone();
+    let d = parts[0].shape().1;
+    let mut offset = Vec::with_capacity(parts.len());
+    let mut rows = 0;
+    for p in &parts {
+        offset.push(rows);
+        rows += p.shape().0;
+    }
+    let mut gates = gates;
+    let last = parts.len() - 1;
+    let mut stacked: Option<T2<D, T>> = None;
+    for (i, y) in parts.into_iter().enumerate() {
+        let m = y.shape().0;
+        let y = match gates.take() {
+            Some(g) => {
+                // The part's gate of each row, in row order.
+                let mut idx = vec![0usize; m];
+                for p in picks.iter().filter(|p| p.part == i) {
+                    idx[p.row] = p.gate;
+                }
+                let gi = if i == last {
+                    g.gather(dev.tensor_from_vec(idx, (m,)))
+                } else {
+                    let gi = g.with_empty_tape().gather(dev.tensor_from_vec(idx, (m,)));
+                    gates = Some(g);
+                    gi
+                };
+                y * gi.broadcast_like::<_, Axis<1>>(&(m, d))
+            }
+            None => y,
+        };
+        stacked = Some(match stacked {
+            None => y,
+            Some(acc) => (acc, y).concat_along(Axis::<0>),
+        });
+    }
+    let zero = dev.zeros_like(&(1, d)).retaped::<T>();
+    let stacked = (stacked.expect("a part"), zero).concat_along(Axis::<0>);
+    let mut slots: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for p in picks {
+        slots[p.out].push(offset[p.part] + p.row);
+    }
+    let depth = slots.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let mut src = Some(stacked);
+    let mut acc: Option<T2<D, T>> = None;
+    for k in 0..depth {
+        let idx: Vec<usize> = slots
+            .iter()
+            .map(|s| s.get(k).copied().unwrap_or(rows))
+            .collect();
+        let from = if k + 1 == depth {
+            src.take().expect("stacked")
+        } else {
+            src.as_ref().expect("stacked").with_empty_tape()
+        };
+        let y = from.gather(dev.tensor_from_vec(idx, (n,)));
+        acc = Some(match acc {
+            Some(a) => a + y,
+            None => y,
+        });
+    }
+    acc.expect("depth ≥ 1")
 }
