@@ -416,9 +416,8 @@ pub fn forward<D: Backend, T: Tape<f32, D>>(
         .iter()
         .map(|&t| (t as usize).min(prog.vocab - 1))
         .collect();
-    let idx = run.dev.tensor_from_vec(idx, (b, prog.seq));
     let table = run.matrix(prog.embed, prog.vocab, prog.width);
-    let x: T3<D, T> = table.gather(idx);
+    let x: T3<D, T> = D::gather_rows(table, &idx).reshape_like(&(b, prog.seq, prog.width));
     let y = run_graph(run, &prog.graph, x);
     let logits = run.linear(y, prog.head_w, prog.out_width, prog.vocab);
     logits

@@ -50,7 +50,7 @@ fn batch() -> Batch {
 fn loss_plain(dev: &Cpu, prog: &Program, params: &Params<Cpu>, b: &Batch) -> (f64, Vec<u64>) {
     let mut run: Run<'_, Cpu, NoneTape> = Run::new(dev, params, b.batch);
     let logits = forward(&mut run, prog, &b.inputs);
-    let mut loss = cross_entropy(dev, logits, b, prog.vocab);
+    let mut loss = cross_entropy(logits, b, prog.vocab);
     for a in std::mem::take(&mut run.aux) {
         loss = loss + a;
     }
@@ -69,7 +69,7 @@ fn check(text: &str, causal: bool) {
 
     let mut run: Run<'_, Cpu, OwnedTape<f32, Cpu>> = Run::new(&dev, &params, b.batch);
     let logits = forward(&mut run, &prog, &b.inputs);
-    let mut loss = cross_entropy(&dev, logits, &b, prog.vocab);
+    let mut loss = cross_entropy(logits, &b, prog.vocab);
     for a in std::mem::take(&mut run.aux) {
         loss = loss + a;
     }

@@ -110,14 +110,11 @@ fn target_weights(batch: &Batch, vocab: usize) -> (Vec<f32>, usize) {
 }
 
 pub(crate) fn cross_entropy<D: Backend, T: Tape<f32, D>>(
-    dev: &D,
     logits: T3<D, T>,
     batch: &Batch,
     vocab: usize,
 ) -> Tensor<(), f32, D, T> {
-    let (w, _) = target_weights(batch, vocab);
-    let w = dev.tensor_from_vec(w, (batch.batch, batch.seq, vocab));
-    -(logits.log_softmax::<Axis<2>>() * w).sum::<(), _>()
+    D::weighted_nll(logits, target_weights(batch, vocab).0)
 }
 
 /// What training produced, before it is packed into an `Outcome`.
@@ -210,7 +207,7 @@ impl<'a, D: Backend> Trainer<'a, D> {
         run.bias = self.bias.clone();
         let logits = forward(&mut run, prog, &batch.inputs);
         let routes = std::mem::take(&mut run.routes);
-        let mut loss = cross_entropy(dev, logits, batch, prog.vocab);
+        let mut loss = cross_entropy(logits, batch, prog.vocab);
         for a in std::mem::take(&mut run.aux) {
             loss = loss + a;
         }

@@ -104,6 +104,43 @@ fn combine_blocks<const B: usize>(y: &mut [f32], a: &[f32], x: &[f32], stride: u
     }
 }
 
+/// Σ x over whole blocks, lane-wise first (a plain sum is one long chain
+/// of dependent scalar adds).
+#[inline(always)]
+fn lane_sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    for c in x.chunks_exact(LANES) {
+        for k in 0..LANES {
+            acc[k] += c[k];
+        }
+    }
+    acc.iter().sum()
+}
+
+/// Σ x·y over whole blocks, lane-wise first.
+#[inline(always)]
+fn lane_dot(x: &[f32], y: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    for (a, b) in x.chunks_exact(LANES).zip(y.chunks_exact(LANES)) {
+        for k in 0..LANES {
+            acc[k] += a[k] * b[k];
+        }
+    }
+    acc.iter().sum()
+}
+
+/// max x over whole blocks, lane-wise first.
+#[inline(always)]
+fn lane_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::MIN; LANES];
+    for c in x.chunks_exact(LANES) {
+        for k in 0..LANES {
+            acc[k] = if c[k] > acc[k] { c[k] } else { acc[k] };
+        }
+    }
+    acc.iter().fold(f32::MIN, |a, &b| if b > a { b } else { a })
+}
+
 /// One head of one sequence, gathered into padded row-major blocks.
 struct Head {
     /// Rows of `hp` (head_dim padded): queries, keys, values or gradients.
@@ -184,10 +221,11 @@ pub fn forward(qkv: &[f32], d: &Dims, out: &mut [f32], mut probs: Option<&mut [f
             for i in 0..s {
                 let n = d.keys(i);
                 combine(&mut row, &q.row(i)[..hd], &kt, sp);
-                let m = row[..n].iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+                row[n..].fill(f32::MIN);
+                let m = lane_max(&row);
                 row.iter_mut().for_each(|x| *x = exp_fast(*x - m));
                 row[n..].fill(0.0);
-                let inv = 1.0 / row.iter().sum::<f32>();
+                let inv = 1.0 / lane_sum(&row);
                 row.iter_mut().for_each(|x| *x *= inv);
                 combine(&mut o, &row[..n], &v.rows, v.hp);
                 let at = d.out_at(b, i, h);
@@ -215,6 +253,8 @@ pub fn backward(qkv: &[f32], probs: &[f32], dout: &[f32], d: &Dims, dqkv: &mut [
     let mut pt = vec![0.0f32; s * sp];
     let mut dst = vec![0.0f32; s * sp];
     let mut ds = vec![0.0f32; sp];
+    // One row of P, zero past the sequence.
+    let mut p = vec![0.0f32; sp];
     for b in 0..d.batch {
         for h in 0..d.heads {
             q.gather(qkv, hd, 1.0, |t| d.qkv_at(b, t, h).0);
@@ -224,10 +264,10 @@ pub fn backward(qkv: &[f32], probs: &[f32], dout: &[f32], d: &Dims, dqkv: &mut [
             for i in 0..s {
                 let n = d.keys(i);
                 let at = d.probs_at(b, h, i);
-                let p = &probs[at..at + n];
+                p[..s].copy_from_slice(&probs[at..at + s]);
                 combine(&mut ds, &go.row(i)[..hd], &vt, sp);
-                let dot: f32 = p.iter().zip(&ds).map(|(a, b)| a * b).sum();
-                for (j, (x, &pj)) in ds[..n].iter_mut().zip(p).enumerate() {
+                let dot = lane_dot(&p, &ds);
+                for (j, (x, &pj)) in ds[..n].iter_mut().zip(&p[..n]).enumerate() {
                     *x = pj * (*x - dot) * scale;
                     dst[j * sp + i] = *x;
                     pt[j * sp + i] = pj;

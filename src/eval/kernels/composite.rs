@@ -1,7 +1,7 @@
 //! The kernels as compositions of dfdx ops: the trait's defaults (what CUDA
 //! runs), and the reference the CPU kernels are tested against.
 
-use super::{Backend, Pick, T1, T2, T3};
+use super::{Backend, Pick, T0, T1, T2, T3};
 use dfdx::prelude::*;
 
 /// (batch × n × n) additive causal mask: 0 on and below the diagonal, -1e9
@@ -169,4 +169,11 @@ pub fn combine_rows<D: Backend, T: Tape<f32, D>>(
         });
     }
     acc.expect("depth ≥ 1")
+}
+
+/// See `Backend::weighted_nll`.
+pub fn weighted_nll<D: Backend, T: Tape<f32, D>>(logits: T3<D, T>, w: Vec<f32>) -> T0<D, T> {
+    let shape = *logits.shape();
+    let w = logits.device().tensor_from_vec(w, shape);
+    -(logits.log_softmax::<Axis<2>>() * w).sum::<(), _>()
 }

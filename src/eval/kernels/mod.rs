@@ -21,6 +21,7 @@ pub use norm::EPS as NORM_EPS;
 type T3<D, T> = Tensor<(usize, usize, usize), f32, D, T>;
 type T2<D, T> = Tensor<(usize, usize), f32, D, T>;
 type T1<D, T> = Tensor<(usize,), f32, D, T>;
+type T0<D, T> = Tensor<(), f32, D, T>;
 
 /// A dfdx device archgram can train on.
 pub trait Backend: Device<f32> + dfdx::tensor::Cache + 'static {
@@ -60,6 +61,12 @@ pub trait Backend: Device<f32> + dfdx::tensor::Cache + 'static {
     /// Matrices with the same row count side by side (r × Σ cols).
     fn pack_columns<T: Tape<f32, Self>>(parts: Vec<T2<Self, T>>) -> T2<Self, T> {
         composite::pack_columns(parts)
+    }
+
+    /// −Σ w·log softmax(logits) over the last axis: cross-entropy with
+    /// per-class target weights `w` (same shape as `logits`).
+    fn weighted_nll<T: Tape<f32, Self>>(logits: T3<Self, T>, w: Vec<f32>) -> T0<Self, T> {
+        composite::weighted_nll(logits, w)
     }
 
     /// Rows `idx` of `x` (n × d), in that order (m × d).
@@ -161,6 +168,45 @@ impl Backend for Cpu {
         tape.add_backward_op(move |grads| {
             let og = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
             fastmath::gelu_backward(&xs, &og, grads.get_or_alloc_mut(&x_ghost)?);
+            Ok(())
+        });
+        out.put_tape(tape)
+    }
+
+    fn weighted_nll<T: Tape<f32, Self>>(logits: T3<Self, T>, w: Vec<f32>) -> T0<Self, T> {
+        let (z, mut tape) = logits.contiguous().split_tape();
+        let v = z.shape().2;
+        let zs = host(&z);
+        assert_eq!(w.len(), zs.len(), "one weight per logit");
+        // Softmax rows, kept for the backward pass.
+        let mut p = zs;
+        let mut loss = 0.0f64;
+        for (row, wr) in p.chunks_exact_mut(v).zip(w.chunks_exact(v)) {
+            let m = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+            let sum: f32 = row.iter().map(|&x| (x - m).exp()).sum();
+            let lse = m + sum.ln();
+            loss -= wr
+                .iter()
+                .zip(row.iter())
+                .map(|(&w, &x)| (w * (x - lse)) as f64)
+                .sum::<f64>();
+            row.iter_mut().for_each(|x| *x = (*x - lse).exp());
+        }
+        let out = z.device().tensor_from_vec(vec![loss as f32], ());
+        let (z_ghost, out_ghost) = (z.ghost(), out.ghost());
+        tape.add_backward_op(move |grads| {
+            let g = grads.get_or_alloc_mut(&out_ghost)?[0];
+            let dz = grads.get_or_alloc_mut(&z_ghost)?;
+            let rows = dz
+                .chunks_exact_mut(v)
+                .zip(p.chunks_exact(v))
+                .zip(w.chunks_exact(v));
+            for ((dr, pr), wr) in rows {
+                let total: f32 = wr.iter().sum();
+                for ((d, &p), &w) in dr.iter_mut().zip(pr).zip(wr) {
+                    *d += g * (total * p - w);
+                }
+            }
             Ok(())
         });
         out.put_tape(tape)
@@ -553,5 +599,30 @@ mod tests {
             // Output row 2 has no pick.
             assert!(fused.0[2 * d..3 * d].iter().all(|&v| v == 0.0));
         }
+    }
+
+    #[test]
+    fn cpu_cross_entropy_matches_the_composition() {
+        let dev = Cpu::default();
+        let (b, s, v) = (2, 3, 5);
+        let leaves = [dev.tensor_from_vec(random(b * s * v, 30), (b * s * v,))];
+        let mut w = vec![0.0f32; b * s * v];
+        for (i, t) in [(0, 2), (1, 4), (3, 0), (5, 1)] {
+            w[i * v + t] = 0.25;
+        }
+        let go = |cpu: bool| {
+            run3(&leaves, |l| {
+                let z = l.into_iter().next().unwrap().reshape_like(&(b, s, v));
+                let loss = if cpu {
+                    <Cpu as Backend>::weighted_nll(z, w.clone())
+                } else {
+                    composite::weighted_nll(z, w.clone())
+                };
+                loss.broadcast_like::<_, Axes3<0, 1, 2>>(&(1, 1, 1))
+            })
+        };
+        let (fused, reference) = (go(true), go(false));
+        close("loss", &fused.0, &reference.0);
+        close("d loss", &fused.1[0], &reference.1[0]);
     }
 }
