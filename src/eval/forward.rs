@@ -8,12 +8,12 @@
 //! same value are given distinct ids first, since dfdx's binary backward
 //! borrows both gradients mutably.
 
-use super::kernels::composite::{causal_neg, concat_cols};
+use super::kernels::composite::{activate, causal_neg, concat_cols, matmul_rows};
 use super::kernels::Backend;
 use super::params::Params;
 use super::program::{Graph, Head, Program, Step, StepOp};
 use super::routed;
-use crate::arch::{Activation, DotMask, NormKind};
+use crate::arch::{DotMask, NormKind};
 use crate::routing::{LayerTrace, RouterSettings};
 use dfdx::prelude::*;
 
@@ -179,21 +179,6 @@ impl<'a, D: Backend, T: Tape<f32, D>> Run<'a, D, T> {
     }
 }
 
-/// (b, m, k) · (k, n) as one (b·m, k) · (k, n) product: dfdx runs a
-/// batched-by-broadcast product, and its backward, as b small GEMMs, which
-/// profiled at 2.5× the forward's cost on the reference transformer.
-pub fn matmul_rows<D: Backend, T: Tape<f32, D>>(
-    x: T3<D, T>,
-    w: Tensor<(usize, usize), f32, D, T>,
-) -> T3<D, T> {
-    let (b, m, k) = *x.shape();
-    let n = w.shape().1;
-    x.contiguous()
-        .reshape_like(&(b * m, k))
-        .matmul(w)
-        .reshape_like(&(b, m, n))
-}
-
 fn concat_rows<D: Backend, T: Tape<f32, D>>(parts: Vec<T3<D, T>>) -> T3<D, T> {
     let mut it = parts.into_iter();
     let first = it.next().expect("at least one part");
@@ -296,7 +281,7 @@ fn apply<D: Backend, T: Tape<f32, D>>(
             run.vector(*gain),
             bias.map(|b| run.vector(b)),
         ),
-        StepOp::Act(f) => act(ins.remove(0), *f),
+        StepOp::Act(f) => activate(ins.remove(0), *f),
         StepOp::Softmax { causal } => {
             let x = ins.remove(0);
             if *causal {
@@ -376,32 +361,18 @@ fn apply<D: Backend, T: Tape<f32, D>>(
             act: f,
             hidden,
         } => {
-            let x = ins.remove(0);
-            let d = cols;
-            let h = match w3 {
-                Some(w3) => {
-                    let gate = run.linear(x.with_empty_tape(), *w3, d, *hidden);
-                    act(run.linear(x, *w1, d, *hidden), *f) * gate
-                }
-                None => act(run.linear(x, *w1, d, *hidden), *f),
-            };
-            run.linear(h, *w2, *hidden, d)
+            let (d, h) = (cols, *hidden);
+            D::mlp(
+                ins.remove(0),
+                run.matrix(*w1, d, h),
+                run.matrix(*w2, h, d),
+                w3.map(|w3| run.matrix(w3, d, h)),
+                *f,
+            )
         }
         StepOp::Moe { .. } | StepOp::Mod { .. } | StepOp::Skip { .. } | StepOp::Moh { .. } => {
             routed::apply(run, step, ins.remove(0))
         }
-    }
-}
-
-pub fn act<D: Backend, T: Tape<f32, D>>(x: T3<D, T>, f: Activation) -> T3<D, T> {
-    match f {
-        Activation::Relu => x.relu(),
-        Activation::Gelu => D::gelu(x),
-        Activation::Silu => {
-            let s = x.with_empty_tape().sigmoid();
-            x * s
-        }
-        Activation::LeakyRelu => x.prelu(0.01),
     }
 }
 

@@ -12,8 +12,10 @@
 mod attention;
 pub mod composite;
 mod fastmath;
+mod mlp;
 mod norm;
 
+use crate::arch::Activation;
 use dfdx::prelude::*;
 
 pub use norm::EPS as NORM_EPS;
@@ -61,6 +63,18 @@ pub trait Backend: Device<f32> + dfdx::tensor::Cache + 'static {
     /// Matrices with the same row count side by side (r × Σ cols).
     fn pack_columns<T: Tape<f32, Self>>(parts: Vec<T2<Self, T>>) -> T2<Self, T> {
         composite::pack_columns(parts)
+    }
+
+    /// An MLP block on x (b × r × d): f(x·W₁)·W₂, or (f(x·W₁) ⊙ x·W₃)·W₂
+    /// when gated; W₁, W₃ are (d × h), W₂ (h × d).
+    fn mlp<T: Tape<f32, Self>>(
+        x: T3<Self, T>,
+        w1: T2<Self, T>,
+        w2: T2<Self, T>,
+        w3: Option<T2<Self, T>>,
+        act: Activation,
+    ) -> T3<Self, T> {
+        composite::mlp(x, w1, w2, w3, act)
     }
 
     /// −Σ w·log softmax(logits) over the last axis: cross-entropy with
@@ -168,6 +182,55 @@ impl Backend for Cpu {
         tape.add_backward_op(move |grads| {
             let og = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
             fastmath::gelu_backward(&xs, &og, grads.get_or_alloc_mut(&x_ghost)?);
+            Ok(())
+        });
+        out.put_tape(tape)
+    }
+
+    fn mlp<T: Tape<f32, Self>>(
+        x: T3<Self, T>,
+        w1: T2<Self, T>,
+        w2: T2<Self, T>,
+        w3: Option<T2<Self, T>>,
+        act: Activation,
+    ) -> T3<Self, T> {
+        let (x, mut tape) = x.contiguous().split_tape();
+        let shape = *x.shape();
+        let (rows, d, h) = (shape.0 * shape.1, shape.2, w1.shape().1);
+        let mut weight = |w: T2<Self, T>| {
+            let (w, t) = w.split_tape();
+            tape = std::mem::take(&mut tape).merge(t);
+            (host(&w), w.ghost())
+        };
+        let (w1, g1) = weight(w1);
+        let (w2, g2) = weight(w2);
+        let (w3, g3) = w3.map(&mut weight).unzip();
+        let xs = host(&x);
+        let w = mlp::Weights {
+            w1,
+            w2,
+            w3,
+            d,
+            h,
+            act,
+        };
+        let (y, saved) = mlp::forward(&xs, rows, &w);
+        let out = x.device().tensor_from_vec(y, shape);
+        let (x_ghost, out_ghost) = (x.ghost(), out.ghost());
+        tape.add_backward_op(move |grads| {
+            let dy = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
+            let dx = grads.get_or_alloc_mut(&x_ghost)?;
+            let (dw1, dw2, dw3) = mlp::backward(&xs, rows, &w, saved, &dy, dx);
+            let mut add = |g, dw: Vec<f32>| -> Result<(), CpuError> {
+                let buf = grads.get_or_alloc_mut(g)?;
+                buf.iter_mut().zip(&dw).for_each(|(a, &b)| *a += b);
+                Ok(())
+            };
+            add(&g1, dw1)?;
+            add(&g2, dw2)?;
+            if let (Some(g3), Some(dw3)) = (&g3, dw3) {
+                add(g3, dw3)?;
+            }
             Ok(())
         });
         out.put_tape(tape)
@@ -624,5 +687,47 @@ mod tests {
         let (fused, reference) = (go(true), go(false));
         close("loss", &fused.0, &reference.0);
         close("d loss", &fused.1[0], &reference.1[0]);
+    }
+
+    #[test]
+    fn cpu_mlp_matches_the_composition() {
+        let dev = Cpu::default();
+        let (b, r, d, h) = (2, 5, 4, 6);
+        let leaves = [
+            dev.tensor_from_vec(random(b * r * d, 40), (b * r * d,)),
+            dev.tensor_from_vec(random(d * h, 41), (d * h,)),
+            dev.tensor_from_vec(random(h * d, 42), (h * d,)),
+            dev.tensor_from_vec(random(d * h, 43), (d * h,)),
+        ];
+        let acts = [
+            Activation::Relu,
+            Activation::Gelu,
+            Activation::Silu,
+            Activation::LeakyRelu,
+        ];
+        for act in acts {
+            for gated in [false, true] {
+                let go = |cpu: bool| {
+                    run3(&leaves, |v| {
+                        let mut v = v.into_iter();
+                        let x = v.next().unwrap().reshape_like(&(b, r, d));
+                        let w1 = v.next().unwrap().reshape_like(&(d, h));
+                        let w2 = v.next().unwrap().reshape_like(&(h, d));
+                        let w3 = v.next().unwrap().reshape_like(&(d, h));
+                        let w3 = gated.then_some(w3);
+                        if cpu {
+                            <Cpu as Backend>::mlp(x, w1, w2, w3, act)
+                        } else {
+                            composite::mlp(x, w1, w2, w3, act)
+                        }
+                    })
+                };
+                let (fused, reference) = (go(true), go(false));
+                close(&format!("{act:?} mlp"), &fused.0, &reference.0);
+                for (a, r) in fused.1.iter().zip(&reference.1) {
+                    close(&format!("d {act:?} mlp"), a, r);
+                }
+            }
+        }
     }
 }

@@ -1,0 +1,176 @@
+//! A whole MLP block on the CPU — x·W₁, activation (times x·W₃ when
+//! gated), ·W₂ — as one op whose backward is written out, so the hidden
+//! activations are allocated once and never copied between dfdx ops.
+//! Matrix products go to the `gemm` crate (the one dfdx uses).
+
+use super::fastmath::{exp_fast, gelu_grad, gelu_value};
+use crate::arch::Activation;
+use multiversion::multiversion;
+
+/// c (m × n) = [c +] a·b, all row-major; `a` is (m × k), or (k × m) read
+/// transposed with `ta`; `b` is (k × n), or (n × k) with `tb`.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(
+    c: &mut [f32],
+    accumulate: bool,
+    a: &[f32],
+    ta: bool,
+    b: &[f32],
+    tb: bool,
+    (m, k, n): (usize, usize, usize),
+) {
+    assert!(
+        c.len() == m * n && a.len() == m * k && b.len() == k * n,
+        "matmul shapes"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c.fill(0.0);
+        }
+        return;
+    }
+    let (a_rs, a_cs) = if ta { (1, m) } else { (k, 1) };
+    let (b_rs, b_cs) = if tb { (1, k) } else { (n, 1) };
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the lengths asserted above cover every element the strides
+    // reach: a spans m·k, b k·n and c m·n elements.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs as isize,
+            a_rs as isize,
+            b.as_ptr(),
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp_fast(-x))
+}
+
+/// out = f(x).
+#[multiversion(targets("x86_64+avx2+fma"))]
+pub fn activate(f: Activation, x: &[f32], out: &mut [f32]) {
+    let pairs = out.iter_mut().zip(x);
+    match f {
+        Activation::Relu => pairs.for_each(|(o, &v)| *o = v.max(0.0)),
+        Activation::Gelu => pairs.for_each(|(o, &v)| *o = gelu_value(v)),
+        Activation::Silu => pairs.for_each(|(o, &v)| *o = v * sigmoid(v)),
+        Activation::LeakyRelu => pairs.for_each(|(o, &v)| *o = if v > 0.0 { v } else { 0.01 * v }),
+    }
+}
+
+/// d ← d·f'(x).
+#[multiversion(targets("x86_64+avx2+fma"))]
+pub fn activate_backward(f: Activation, x: &[f32], d: &mut [f32]) {
+    let pairs = d.iter_mut().zip(x);
+    match f {
+        Activation::Relu => pairs.for_each(|(g, &v)| *g = if v > 0.0 { *g } else { 0.0 }),
+        Activation::Gelu => pairs.for_each(|(g, &v)| *g *= gelu_grad(v)),
+        Activation::Silu => pairs.for_each(|(g, &v)| {
+            let s = sigmoid(v);
+            *g *= s * (1.0 + v * (1.0 - s));
+        }),
+        Activation::LeakyRelu => {
+            pairs.for_each(|(g, &v)| *g = if v > 0.0 { *g } else { 0.01 * *g })
+        }
+    }
+}
+
+/// The block's weights, row-major: w1, w3 (d × h), w2 (h × d).
+pub struct Weights {
+    pub w1: Vec<f32>,
+    pub w2: Vec<f32>,
+    pub w3: Option<Vec<f32>>,
+    pub d: usize,
+    pub h: usize,
+    pub act: Activation,
+}
+
+/// What the backward pass needs besides x and the weights.
+pub struct Saved {
+    /// x·W₁.
+    pre: Vec<f32>,
+    /// x·W₃ (gated blocks).
+    gate: Option<Vec<f32>>,
+    /// The hidden layer fed to W₂: f(x·W₁)[·x·W₃].
+    hidden: Vec<f32>,
+}
+
+/// y (rows × d) for x (rows × d).
+pub fn forward(x: &[f32], rows: usize, w: &Weights) -> (Vec<f32>, Saved) {
+    let (d, h) = (w.d, w.h);
+    let mut pre = vec![0.0f32; rows * h];
+    matmul(&mut pre, false, x, false, &w.w1, false, (rows, d, h));
+    let mut hidden = vec![0.0f32; rows * h];
+    activate(w.act, &pre, &mut hidden);
+    let gate = w.w3.as_ref().map(|w3| {
+        let mut g = vec![0.0f32; rows * h];
+        matmul(&mut g, false, x, false, w3, false, (rows, d, h));
+        hidden.iter_mut().zip(&g).for_each(|(a, &b)| *a *= b);
+        g
+    });
+    let mut y = vec![0.0f32; rows * d];
+    matmul(&mut y, false, &hidden, false, &w.w2, false, (rows, h, d));
+    (y, Saved { pre, gate, hidden })
+}
+
+/// Accumulates the gradient for x into `dx` and returns those for W₁, W₂
+/// and W₃, from dy.
+pub fn backward(
+    x: &[f32],
+    rows: usize,
+    w: &Weights,
+    s: Saved,
+    dy: &[f32],
+    dx: &mut [f32],
+) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+    let (d, h) = (w.d, w.h);
+    let mut dw2 = vec![0.0f32; h * d];
+    matmul(&mut dw2, false, &s.hidden, true, dy, false, (h, rows, d));
+    drop(s.hidden);
+    // d hidden = dy·W₂ᵀ.
+    let mut dh = vec![0.0f32; rows * h];
+    matmul(&mut dh, false, dy, false, &w.w2, true, (rows, d, h));
+    let mut dw3 = None;
+    if let (Some(gate), Some(w3)) = (&s.gate, &w.w3) {
+        // hidden = f(pre)·gate: d gate = dh·f(pre), d f(pre) = dh·gate.
+        let mut dg = vec![0.0f32; rows * h];
+        activate(w.act, &s.pre, &mut dg);
+        dg.iter_mut().zip(&dh).for_each(|(a, &b)| *a *= b);
+        dh.iter_mut().zip(gate).for_each(|(a, &b)| *a *= b);
+        let mut g3 = vec![0.0f32; d * h];
+        matmul(&mut g3, false, x, true, &dg, false, (d, rows, h));
+        matmul(dx, true, &dg, false, w3, true, (rows, h, d));
+        dw3 = Some(g3);
+    }
+    activate_backward(w.act, &s.pre, &mut dh);
+    let mut dw1 = vec![0.0f32; d * h];
+    matmul(&mut dw1, false, x, true, &dh, false, (d, rows, h));
+    matmul(dx, true, &dh, false, &w.w1, true, (rows, h, d));
+    (dw1, dw2, dw3)
+}
