@@ -14,9 +14,9 @@ use dfdx::prelude::Cpu;
 use std::path::Path;
 
 /// The issue's reference: 2-layer pre-LN transformer, batch 32, seq 32,
-/// width 64, MLP 256, vocab 16, 4 heads × 16. PyTorch 2.15 eager on one
-/// thread of the development machine: 62–68 steps/s (the issue quotes ~84
-/// for its machine).
+/// width 64, MLP 256, vocab 16, 4 heads × 16. The same model in PyTorch
+/// 2.15 eager, one thread, is `benches/pytorch_reference.py` (with the MoE
+/// variant below); the README's Performance section has both sides.
 const TRANSFORMER: &str = "repeat(n=2, seq(block(attention(heads=4)), block(mlp(ratio=4))), seq(block(attention(heads=4)), block(mlp(ratio=4))))";
 /// The same with each MLP a top-2-of-4 mixture of MLP experts.
 const MOE: &str = "repeat(n=2, seq(block(attention(heads=4)), block(moe(experts=4, top_k=2, capacity=2.0, mlp(ratio=4)))), seq(block(attention(heads=4)), block(moe(experts=4, top_k=2, capacity=2.0, mlp(ratio=4)))))";

@@ -62,9 +62,10 @@ pub enum EvalError {
 ///
 /// Measured on the 2-core CI-class machine (`cargo bench --bench train_step
 /// -- two_candidates`, two quickstart baselines × 30 steps): one after the
-/// other 665 ms with 2 threads inside each matrix product and 504 ms with
-/// `RAYON_NUM_THREADS=1`; both at once 378 ms. Small candidates do not scale
-/// inside one product, so parallel candidates are the default.
+/// other 302 ms with 2 threads inside each matrix product and 223 ms with
+/// `RAYON_NUM_THREADS=1`; both at once 177 ms. Small candidates do not scale
+/// inside one product (and the fused CPU kernels run on one thread), so
+/// parallel candidates are the default.
 pub fn evaluate_all(
     jobs: &[(&crate::arch::Arch, TrainConfig)],
     task: &dyn crate::tasks::Task,

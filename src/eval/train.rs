@@ -302,10 +302,10 @@ impl<'a, D: Backend> Trainer<'a, D> {
 }
 
 /// Empties a device's tensor cache when dropped. dfdx 0.13 keeps freed
-/// buffers for reuse and never frees them when the device itself is
-/// dropped, so a search that trains candidate after candidate on fresh
-/// devices would grow by each candidate's working set (about 120 MB each
-/// on quickstart).
+/// buffers for reuse (on devices whose `Backend::KEEP_FREED_BUFFERS` turns
+/// it on) and never frees them when the device itself is dropped, so a
+/// search that trains candidate after candidate on fresh devices would grow
+/// by each candidate's working set (about 120 MB each on quickstart).
 struct FreeCacheOnDrop<'a, D: Backend>(&'a D);
 
 impl<D: Backend> Drop for FreeCacheOnDrop<'_, D> {
