@@ -1,0 +1,348 @@
+//! The CPU's fused kernels: each reads its inputs to the host, computes
+//! with the slice kernels of the sibling modules, and records one backward
+//! op that writes every input's gradient.
+
+use super::{attention, fastmath, mlp, norm, Backend, Pick, T0, T1, T2, T3};
+use crate::arch::Activation;
+use dfdx::prelude::*;
+
+/// A CPU tensor's elements in logical order (one memcpy: dfdx keeps a
+/// tensor's buffer private).
+fn host<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
+    let mut v = vec![0.0f32; t.shape().num_elements()];
+    t.copy_into(&mut v);
+    v
+}
+
+impl Backend for Cpu {
+    /// Off: the fused kernels' outputs are allocated outside dfdx's cache,
+    /// which then kept every one of them when freed, so each step faulted
+    /// in fresh pages (the reference transformer's step went from 25 ms to
+    /// 15 ms without it; the allocator reuses the memory itself).
+    const KEEP_FREED_BUFFERS: bool = false;
+
+    fn pack_columns<T: Tape<f32, Self>>(parts: Vec<T2<Self, T>>) -> T2<Self, T> {
+        let mut tape = T::default();
+        let mut ghosts = Vec::with_capacity(parts.len());
+        let mut hosts = Vec::with_capacity(parts.len());
+        let first = parts.first().expect("at least one part");
+        let (dev, rows) = (first.device().clone(), first.shape().0);
+        for p in parts {
+            let (p, t) = p.split_tape();
+            tape = tape.merge(t);
+            assert_eq!(p.shape().0, rows, "packed matrices share their rows");
+            hosts.push((host(&p), p.shape().1));
+            ghosts.push(p.ghost());
+        }
+        let width: usize = hosts.iter().map(|h| h.1).sum();
+        let mut packed = vec![0.0f32; rows * width];
+        let mut at = 0;
+        for (h, c) in &hosts {
+            for (dst, src) in packed.chunks_exact_mut(width).zip(h.chunks_exact(*c)) {
+                dst[at..at + c].copy_from_slice(src);
+            }
+            at += c;
+        }
+        let out = dev.tensor_from_vec(packed, (rows, width));
+        let out_ghost = out.ghost();
+        let cols: Vec<usize> = hosts.iter().map(|h| h.1).collect();
+        drop(hosts);
+        tape.add_backward_op(move |grads| {
+            let go = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
+            let mut at = 0;
+            for (g, c) in ghosts.iter().zip(&cols) {
+                let dst = grads.get_or_alloc_mut(g)?;
+                for (d, src) in dst.chunks_exact_mut(*c).zip(go.chunks_exact(width)) {
+                    d.iter_mut()
+                        .zip(&src[at..at + c])
+                        .for_each(|(a, &b)| *a += b);
+                }
+                at += c;
+            }
+            Ok(())
+        });
+        out.put_tape(tape)
+    }
+
+    fn gelu<S: Shape, T: Tape<f32, Self>>(x: Tensor<S, f32, Self, T>) -> Tensor<S, f32, Self, T> {
+        let (x, mut tape) = x.contiguous().split_tape();
+        let xs = host(&x);
+        let mut out = vec![0.0f32; xs.len()];
+        fastmath::gelu_forward(&xs, &mut out);
+        let out = x.device().tensor_from_vec(out, *x.shape());
+        let (x_ghost, out_ghost) = (x.ghost(), out.ghost());
+        tape.add_backward_op(move |grads| {
+            let og = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
+            fastmath::gelu_backward(&xs, &og, grads.get_or_alloc_mut(&x_ghost)?);
+            Ok(())
+        });
+        out.put_tape(tape)
+    }
+
+    fn mlp<T: Tape<f32, Self>>(
+        x: T3<Self, T>,
+        w1: T2<Self, T>,
+        w2: T2<Self, T>,
+        w3: Option<T2<Self, T>>,
+        act: Activation,
+    ) -> T3<Self, T> {
+        let (x, mut tape) = x.contiguous().split_tape();
+        let shape = *x.shape();
+        let (rows, d, h) = (shape.0 * shape.1, shape.2, w1.shape().1);
+        let mut weight = |w: T2<Self, T>| {
+            let (w, t) = w.split_tape();
+            tape = std::mem::take(&mut tape).merge(t);
+            (host(&w), w.ghost())
+        };
+        let (w1, g1) = weight(w1);
+        let (w2, g2) = weight(w2);
+        let (w3, g3) = w3.map(&mut weight).unzip();
+        let xs = host(&x);
+        let w = mlp::Weights {
+            w1,
+            w2,
+            w3,
+            d,
+            h,
+            act,
+        };
+        let (y, saved) = mlp::forward(&xs, rows, &w);
+        let out = x.device().tensor_from_vec(y, shape);
+        let (x_ghost, out_ghost) = (x.ghost(), out.ghost());
+        tape.add_backward_op(move |grads| {
+            let dy = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
+            let dx = grads.get_or_alloc_mut(&x_ghost)?;
+            let (dw1, dw2, dw3) = mlp::backward(&xs, rows, &w, saved, &dy, dx);
+            let mut add = |g, dw: Vec<f32>| -> Result<(), CpuError> {
+                let buf = grads.get_or_alloc_mut(g)?;
+                buf.iter_mut().zip(&dw).for_each(|(a, &b)| *a += b);
+                Ok(())
+            };
+            add(&g1, dw1)?;
+            add(&g2, dw2)?;
+            if let (Some(g3), Some(dw3)) = (&g3, dw3) {
+                add(g3, dw3)?;
+            }
+            Ok(())
+        });
+        out.put_tape(tape)
+    }
+
+    fn weighted_nll<T: Tape<f32, Self>>(logits: T3<Self, T>, w: Vec<f32>) -> T0<Self, T> {
+        let (z, mut tape) = logits.contiguous().split_tape();
+        let v = z.shape().2;
+        let zs = host(&z);
+        assert_eq!(w.len(), zs.len(), "one weight per logit");
+        // Softmax rows, kept for the backward pass.
+        let mut p = zs;
+        let mut loss = 0.0f64;
+        for (row, wr) in p.chunks_exact_mut(v).zip(w.chunks_exact(v)) {
+            let m = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+            let sum: f32 = row.iter().map(|&x| (x - m).exp()).sum();
+            let lse = m + sum.ln();
+            loss -= wr
+                .iter()
+                .zip(row.iter())
+                .map(|(&w, &x)| (w * (x - lse)) as f64)
+                .sum::<f64>();
+            row.iter_mut().for_each(|x| *x = (*x - lse).exp());
+        }
+        let out = z.device().tensor_from_vec(vec![loss as f32], ());
+        let (z_ghost, out_ghost) = (z.ghost(), out.ghost());
+        tape.add_backward_op(move |grads| {
+            let g = grads.get_or_alloc_mut(&out_ghost)?[0];
+            let dz = grads.get_or_alloc_mut(&z_ghost)?;
+            let rows = dz
+                .chunks_exact_mut(v)
+                .zip(p.chunks_exact(v))
+                .zip(w.chunks_exact(v));
+            for ((dr, pr), wr) in rows {
+                let total: f32 = wr.iter().sum();
+                for ((d, &p), &w) in dr.iter_mut().zip(pr).zip(wr) {
+                    *d += g * (total * p - w);
+                }
+            }
+            Ok(())
+        });
+        out.put_tape(tape)
+    }
+
+    fn gather_rows<T: Tape<f32, Self>>(x: T2<Self, T>, idx: &[usize]) -> T2<Self, T> {
+        let (x, mut tape) = x.contiguous().split_tape();
+        let (n, d) = *x.shape();
+        assert!(idx.iter().all(|&i| i < n), "row index out of range");
+        let xs = host(&x);
+        let mut out = vec![0.0f32; idx.len() * d];
+        for (o, &i) in out.chunks_exact_mut(d).zip(idx) {
+            o.copy_from_slice(&xs[i * d..(i + 1) * d]);
+        }
+        drop(xs);
+        let out = x.device().tensor_from_vec(out, (idx.len(), d));
+        let (x_ghost, out_ghost) = (x.ghost(), out.ghost());
+        let idx = idx.to_vec();
+        tape.add_backward_op(move |grads| {
+            let go = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
+            let dx = grads.get_or_alloc_mut(&x_ghost)?;
+            for (g, &i) in go.chunks_exact(d).zip(&idx) {
+                dx[i * d..(i + 1) * d]
+                    .iter_mut()
+                    .zip(g)
+                    .for_each(|(a, &b)| *a += b);
+            }
+            Ok(())
+        });
+        out.put_tape(tape)
+    }
+
+    fn combine_rows<T: Tape<f32, Self>>(
+        parts: Vec<T2<Self, T>>,
+        picks: &[Pick],
+        n: usize,
+        gates: Option<T1<Self, T>>,
+    ) -> T2<Self, T> {
+        let first = parts.first().expect("at least one part");
+        let (dev, d) = (first.device().clone(), first.shape().1);
+        let mut tape = T::default();
+        let (mut ys, mut ghosts) = (Vec::new(), Vec::new());
+        for p in parts {
+            let (p, t) = p.contiguous().split_tape();
+            tape = tape.merge(t);
+            assert_eq!(p.shape().1, d, "combined rows share their width");
+            ys.push(host(&p));
+            ghosts.push(p.ghost());
+        }
+        let gates = gates.map(|g| {
+            let (g, t) = g.split_tape();
+            tape = std::mem::take(&mut tape).merge(t);
+            (host(&g), g.ghost())
+        });
+        let gate = |p: &Pick| gates.as_ref().map_or(1.0, |g| g.0[p.gate]);
+        let mut out = vec![0.0f32; n * d];
+        for p in picks {
+            let (g, src) = (gate(p), &ys[p.part][p.row * d..(p.row + 1) * d]);
+            out[p.out * d..(p.out + 1) * d]
+                .iter_mut()
+                .zip(src)
+                .for_each(|(o, &v)| *o += g * v);
+        }
+        let out = dev.tensor_from_vec(out, (n, d));
+        let out_ghost = out.ghost();
+        let picks = picks.to_vec();
+        tape.add_backward_op(move |grads| {
+            let go = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
+            let row = |o: usize| &go[o * d..(o + 1) * d];
+            for (part, ghost) in ghosts.iter().enumerate() {
+                let dy = grads.get_or_alloc_mut(ghost)?;
+                for p in picks.iter().filter(|p| p.part == part) {
+                    let g = gates.as_ref().map_or(1.0, |g| g.0[p.gate]);
+                    dy[p.row * d..(p.row + 1) * d]
+                        .iter_mut()
+                        .zip(row(p.out))
+                        .for_each(|(a, &b)| *a += g * b);
+                }
+            }
+            if let Some((_, gate_ghost)) = &gates {
+                let dg = grads.get_or_alloc_mut(gate_ghost)?;
+                for p in &picks {
+                    let y = &ys[p.part][p.row * d..(p.row + 1) * d];
+                    dg[p.gate] += y.iter().zip(row(p.out)).map(|(a, b)| a * b).sum::<f32>();
+                }
+            }
+            Ok(())
+        });
+        out.put_tape(tape)
+    }
+
+    fn attention_core<T: Tape<f32, Self>>(
+        qkv: T3<Self, T>,
+        heads: usize,
+        head_dim: usize,
+        causal: bool,
+    ) -> T3<Self, T> {
+        let (qkv, mut tape) = qkv.contiguous().split_tape();
+        let (batch, seq, cols) = *qkv.shape();
+        assert_eq!(cols, 3 * heads * head_dim, "packed q, k, v");
+        let d = attention::Dims {
+            batch,
+            seq,
+            heads,
+            head_dim,
+            causal,
+        };
+        let x = host(&qkv);
+        let mut out = vec![0.0f32; batch * seq * heads * head_dim];
+        let mut probs = vec![0.0f32; if T::OWNS_TAPE { d.probs_len() } else { 0 }];
+        let keep = T::OWNS_TAPE.then_some(&mut probs[..]);
+        attention::forward(&x, &d, &mut out, keep);
+        let out = qkv
+            .device()
+            .tensor_from_vec(out, (batch, seq, heads * head_dim));
+        let (in_ghost, out_ghost) = (qkv.ghost(), out.ghost());
+        tape.add_backward_op(move |grads| {
+            let go = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
+            let dx = grads.get_or_alloc_mut(&in_ghost)?;
+            attention::backward(&x, &probs, &go, &d, dx);
+            Ok(())
+        });
+        out.put_tape(tape)
+    }
+
+    fn norm<T: Tape<f32, Self>>(
+        x: T3<Self, T>,
+        center: bool,
+        gain: T1<Self, T>,
+        bias: Option<T1<Self, T>>,
+    ) -> T3<Self, T> {
+        let (x, tx) = x.contiguous().split_tape();
+        let (gain, tg) = gain.split_tape();
+        let mut tape = tx.merge(tg);
+        let bias = bias.map(|b| {
+            let (b, tb) = b.split_tape();
+            tape = std::mem::take(&mut tape).merge(tb);
+            b
+        });
+        let shape = *x.shape();
+        let cols = shape.2;
+        let rows = shape.0 * shape.1;
+        let xs = host(&x);
+        let gs = host(&gain);
+        let bs = bias.as_ref().map(host);
+        let mut y = vec![0.0f32; rows * cols];
+        let (mut xhat, mut rstd) = if T::OWNS_TAPE {
+            (vec![0.0f32; rows * cols], vec![0.0f32; rows])
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let saved = T::OWNS_TAPE.then_some((&mut xhat[..], &mut rstd[..]));
+        norm::forward(&xs, cols, center, &gs, bs.as_deref(), &mut y, saved);
+        drop(xs);
+        let out = x.device().tensor_from_vec(y, shape);
+        let (x_ghost, g_ghost, out_ghost) = (x.ghost(), gain.ghost(), out.ghost());
+        let b_ghost = bias.as_ref().map(|b| b.ghost());
+        tape.add_backward_op(move |grads| {
+            let dy = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
+            let mut dgain = vec![0.0f32; cols];
+            let mut dbias = b_ghost.as_ref().map(|_| vec![0.0f32; cols]);
+            let dx = grads.get_or_alloc_mut(&x_ghost)?;
+            norm::backward(
+                &dy,
+                &xhat,
+                &rstd,
+                cols,
+                center,
+                &gs,
+                dx,
+                &mut dgain,
+                dbias.as_deref_mut(),
+            );
+            let g = grads.get_or_alloc_mut(&g_ghost)?;
+            g.iter_mut().zip(&dgain).for_each(|(a, &b)| *a += b);
+            if let (Some(bg), Some(db)) = (b_ghost, dbias) {
+                let b = grads.get_or_alloc_mut(&bg)?;
+                b.iter_mut().zip(&db).for_each(|(a, &v)| *a += v);
+            }
+            Ok(())
+        });
+        out.put_tape(tape)
+    }
+}

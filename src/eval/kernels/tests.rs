@@ -1,0 +1,269 @@
+//! Every CPU kernel against the dfdx composition it replaces, on values
+//! and on gradients.
+
+use super::*;
+use rand::{Rng, SeedableRng};
+
+type Owned = OwnedTape<f32, Cpu>;
+
+fn random(n: usize, seed: u64) -> Vec<f32> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| rng.gen_range(-1.5f32..1.5)).collect()
+}
+
+fn close(what: &str, a: &[f32], b: &[f32]) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!(
+            (x - y).abs() <= 1e-4 * x.abs().max(y.abs()) + 1e-5,
+            "{what}[{i}]: {x} vs {y}"
+        );
+    }
+}
+
+type Run3 = (Vec<f32>, Vec<Vec<f32>>);
+
+/// The fused kernel's output and gradients agree with the reference's.
+fn agree(what: &str, fused: &Run3, reference: &Run3) {
+    close(what, &fused.0, &reference.0);
+    for (a, r) in fused.1.iter().zip(&reference.1) {
+        close(&format!("d {what}"), a, r);
+    }
+}
+
+/// Output and the gradients of Σ out·R for `leaves` (leaf tensors,
+/// traced), running `f` on them.
+fn run3(
+    leaves: &[Tensor<(usize,), f32, Cpu>],
+    f: impl Fn(Vec<Tensor<(usize,), f32, Cpu, Owned>>) -> T3<Cpu, Owned>,
+) -> Run3 {
+    let traced = leaves.iter().map(|t| t.retaped::<Owned>()).collect();
+    let out = f(traced);
+    let r = random(out.shape().num_elements(), 99);
+    let r = out.device().tensor_from_vec(r, *out.shape());
+    let value = out.with_empty_tape().as_vec();
+    let mut grads = (out * r).sum::<(), _>().backward();
+    let g = leaves
+        .iter()
+        .map(|t| {
+            grads.try_alloc_for(t).unwrap();
+            grads.get(t).as_vec()
+        })
+        .collect::<Vec<_>>();
+    (value, g)
+}
+
+#[test]
+fn cpu_attention_matches_the_composition() {
+    let dev = Cpu::default();
+    for (b, s, heads, hd, causal) in [(2, 5, 3, 4, true), (3, 7, 2, 3, false), (1, 1, 1, 2, true)] {
+        let x = dev.tensor_from_vec(random(b * s * 3 * heads * hd, 1), (b * s * 3 * heads * hd,));
+        let shape = (b, s, 3 * heads * hd);
+        let fused = run3(std::slice::from_ref(&x), |v| {
+            <Cpu as Backend>::attention_core(
+                v.into_iter().next().unwrap().reshape_like(&shape),
+                heads,
+                hd,
+                causal,
+            )
+        });
+        let reference = run3(std::slice::from_ref(&x), |v| {
+            composite::attention_core(
+                v.into_iter().next().unwrap().reshape_like(&shape),
+                heads,
+                hd,
+                causal,
+            )
+        });
+        agree("attention", &fused, &reference);
+    }
+}
+
+#[test]
+fn cpu_norms_match_the_composition() {
+    let dev = Cpu::default();
+    let (b, s, c) = (2, 3, 6);
+    let x = dev.tensor_from_vec(random(b * s * c, 2), (b * s * c,));
+    let g = dev.tensor_from_vec(random(c, 3), (c,));
+    let bias = dev.tensor_from_vec(random(c, 4), (c,));
+    for center in [true, false] {
+        for with_bias in [true, false] {
+            let leaves = [x.clone(), g.clone(), bias.clone()];
+            let args = |v: Vec<Tensor<(usize,), f32, Cpu, Owned>>| {
+                let mut v = v.into_iter();
+                let x = v.next().unwrap().reshape_like(&(b, s, c));
+                let g = v.next().unwrap();
+                let bias = v.next().unwrap();
+                (x, g, with_bias.then_some(bias))
+            };
+            let fused = run3(&leaves, |v| {
+                let (x, g, bias) = args(v);
+                <Cpu as Backend>::norm(x, center, g, bias)
+            });
+            let reference = run3(&leaves, |v| {
+                let (x, g, bias) = args(v);
+                composite::norm(x, center, g, bias)
+            });
+            agree("norm", &fused, &reference);
+        }
+    }
+}
+
+#[test]
+fn cpu_packing_matches_the_composition() {
+    let dev = Cpu::default();
+    let widths = [3, 1, 4];
+    let leaves: Vec<_> = widths
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| dev.tensor_from_vec(random(5 * w, 10 + i as u64), (5 * w,)))
+        .collect();
+    let parts = |v: Vec<Tensor<(usize,), f32, Cpu, Owned>>| {
+        v.into_iter()
+            .zip(widths)
+            .map(|(t, w)| t.reshape_like(&(5, w)))
+            .collect::<Vec<_>>()
+    };
+    let fused = run3(&leaves, |v| {
+        <Cpu as Backend>::pack_columns(parts(v)).reshape_like(&(1, 5, 8))
+    });
+    let reference = run3(&leaves, |v| {
+        composite::pack_columns(parts(v)).reshape_like(&(1, 5, 8))
+    });
+    agree("packed", &fused, &reference);
+}
+
+#[test]
+fn cpu_row_gather_and_combine_match_the_composition() {
+    let dev = Cpu::default();
+    let d = 3;
+    // x (5 × d); two parts of 3 and 2 rows gathered from it; output of
+    // 4 rows: row 0 takes two picks, row 2 none.
+    let leaves = vec![
+        dev.tensor_from_vec(random(5 * d, 20), (5 * d,)),
+        dev.tensor_from_vec(random(8, 21), (8,)),
+    ];
+    let picks = [
+        Pick {
+            out: 0,
+            part: 0,
+            row: 0,
+            gate: 1,
+        },
+        Pick {
+            out: 1,
+            part: 0,
+            row: 1,
+            gate: 2,
+        },
+        Pick {
+            out: 3,
+            part: 0,
+            row: 2,
+            gate: 7,
+        },
+        Pick {
+            out: 0,
+            part: 1,
+            row: 1,
+            gate: 4,
+        },
+        Pick {
+            out: 1,
+            part: 1,
+            row: 0,
+            gate: 0,
+        },
+    ];
+    for gated in [true, false] {
+        let go = |cpu: bool| {
+            run3(&leaves, |v| {
+                let mut v = v.into_iter();
+                let x = v.next().unwrap().reshape_like(&(5, d));
+                let g = v.next().unwrap();
+                let (a, b) = (x.with_empty_tape(), x);
+                let out = if cpu {
+                    let parts = vec![
+                        <Cpu as Backend>::gather_rows(a, &[4, 0, 2]),
+                        <Cpu as Backend>::gather_rows(b, &[1, 1]),
+                    ];
+                    <Cpu as Backend>::combine_rows(parts, &picks, 4, gated.then_some(g))
+                } else {
+                    let parts = vec![
+                        composite::gather_rows(a, &[4, 0, 2]),
+                        composite::gather_rows(b, &[1, 1]),
+                    ];
+                    composite::combine_rows(parts, &picks, 4, gated.then_some(g))
+                };
+                out.reshape_like(&(1, 4, d))
+            })
+        };
+        let (fused, reference) = (go(true), go(false));
+        agree("combined", &fused, &reference);
+        // Output row 2 has no pick.
+        assert!(fused.0[2 * d..3 * d].iter().all(|&v| v == 0.0));
+    }
+}
+
+#[test]
+fn cpu_cross_entropy_matches_the_composition() {
+    let dev = Cpu::default();
+    let (b, s, v) = (2, 3, 5);
+    let leaves = [dev.tensor_from_vec(random(b * s * v, 30), (b * s * v,))];
+    let mut w = vec![0.0f32; b * s * v];
+    for (i, t) in [(0, 2), (1, 4), (3, 0), (5, 1)] {
+        w[i * v + t] = 0.25;
+    }
+    let go = |cpu: bool| {
+        run3(&leaves, |l| {
+            let z = l.into_iter().next().unwrap().reshape_like(&(b, s, v));
+            let loss = if cpu {
+                <Cpu as Backend>::weighted_nll(z, w.clone())
+            } else {
+                composite::weighted_nll(z, w.clone())
+            };
+            loss.broadcast_like::<_, Axes3<0, 1, 2>>(&(1, 1, 1))
+        })
+    };
+    let (fused, reference) = (go(true), go(false));
+    agree("loss", &fused, &reference);
+}
+
+#[test]
+fn cpu_mlp_matches_the_composition() {
+    let dev = Cpu::default();
+    let (b, r, d, h) = (2, 5, 4, 6);
+    let leaves = [
+        dev.tensor_from_vec(random(b * r * d, 40), (b * r * d,)),
+        dev.tensor_from_vec(random(d * h, 41), (d * h,)),
+        dev.tensor_from_vec(random(h * d, 42), (h * d,)),
+        dev.tensor_from_vec(random(d * h, 43), (d * h,)),
+    ];
+    let acts = [
+        Activation::Relu,
+        Activation::Gelu,
+        Activation::Silu,
+        Activation::LeakyRelu,
+    ];
+    for act in acts {
+        for gated in [false, true] {
+            let go = |cpu: bool| {
+                run3(&leaves, |v| {
+                    let mut v = v.into_iter();
+                    let x = v.next().unwrap().reshape_like(&(b, r, d));
+                    let w1 = v.next().unwrap().reshape_like(&(d, h));
+                    let w2 = v.next().unwrap().reshape_like(&(h, d));
+                    let w3 = v.next().unwrap().reshape_like(&(d, h));
+                    let w3 = gated.then_some(w3);
+                    if cpu {
+                        <Cpu as Backend>::mlp(x, w1, w2, w3, act)
+                    } else {
+                        composite::mlp(x, w1, w2, w3, act)
+                    }
+                })
+            };
+            let (fused, reference) = (go(true), go(false));
+            agree(&format!("{act:?} mlp"), &fused, &reference);
+        }
+    }
+}
