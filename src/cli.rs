@@ -262,7 +262,7 @@ pub enum Command {
     },
     /// Write a run's best architectures as files other tools read.
     #[command(
-        after_help = "Examples:\n  archgram export runs/quickstart-1 --top 3 --format json\n  archgram export runs/quickstart-1 --pareto --format dot --out front/\n  archgram export runs/quickstart-1 --top 3 --format pytorch --weights\n  python3 runs/quickstart-1/export/01-id8.py --check"
+        after_help = "Examples:\n  archgram export runs/quickstart-1 --top 3 --format json\n  archgram export runs/quickstart-1 --pareto --format dot --out front/\n  archgram export runs/quickstart-1 --top 3 --format pytorch --weights\n  python3 runs/quickstart-1/export/01-id51.py --check"
     )]
     Export {
         run: PathBuf,
