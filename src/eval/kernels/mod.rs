@@ -2,7 +2,8 @@
 //! dfdx ops as its default (`composite`), which is what the CUDA device
 //! runs; the CPU overrides them (`cpu`) with fused kernels of its own, each
 //! one tape entry with a hand-written backward, computed by plain functions
-//! over row-major buffers (`attention`, `mlp`, `norm`, `fastmath`).
+//! over row-major buffers (`attention`, `mlp`, `norm`, `fastmath`). Knows
+//! tensors and arithmetic only: nothing of programs, routers or tasks.
 //!
 //! Why: profiling the 2-layer transformer bench (perf, one thread) put a
 //! third of the step in libm's scalar `tanhf`/`expm1f` inside dfdx's GELU,
