@@ -152,7 +152,6 @@ impl Weights {
     /// Logits (batch × seq × vocab, row-major) of a forward pass on the CPU.
     pub fn logits(&self, prog: &Program, routing: &RouterSettings, batch: &Batch) -> Vec<f32> {
         let dev = Cpu::default();
-        let _cache = FreeCacheOnDrop(&dev);
         let params = Params::from_host(&dev, self.params.clone());
         let mut run: Run<'_, Cpu, NoneTape> = Run::new(&dev, &params, batch.batch);
         run.routing = *routing;

@@ -14,6 +14,22 @@ fn host<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
     v
 }
 
+/// `t` without its tape, which joins `tape`: a fused op with several
+/// inputs records its one backward op on all of their history.
+fn detach<S: Shape, T: Tape<f32, Cpu>>(
+    t: Tensor<S, f32, Cpu, T>,
+    tape: &mut T,
+) -> Tensor<S, f32, Cpu> {
+    let (t, own) = t.split_tape();
+    *tape = std::mem::take(tape).merge(own);
+    t
+}
+
+/// y += a·x (gradient accumulation, gated rows).
+fn add_scaled(y: &mut [f32], a: f32, x: &[f32]) {
+    y.iter_mut().zip(x).for_each(|(y, &x)| *y += a * x);
+}
+
 impl Backend for Cpu {
     /// Off: the fused kernels' outputs are allocated outside dfdx's cache,
     /// which then kept every one of them when freed, so each step faulted
@@ -28,8 +44,7 @@ impl Backend for Cpu {
         let first = parts.first().expect("at least one part");
         let (dev, rows) = (first.device().clone(), first.shape().0);
         for p in parts {
-            let (p, t) = p.split_tape();
-            tape = tape.merge(t);
+            let p = detach(p, &mut tape);
             assert_eq!(p.shape().0, rows, "packed matrices share their rows");
             hosts.push((host(&p), p.shape().1));
             ghosts.push(p.ghost());
@@ -53,9 +68,7 @@ impl Backend for Cpu {
             for (g, c) in ghosts.iter().zip(&cols) {
                 let dst = grads.get_or_alloc_mut(g)?;
                 for (d, src) in dst.chunks_exact_mut(*c).zip(go.chunks_exact(width)) {
-                    d.iter_mut()
-                        .zip(&src[at..at + c])
-                        .for_each(|(a, &b)| *a += b);
+                    add_scaled(d, 1.0, &src[at..at + c]);
                 }
                 at += c;
             }
@@ -90,8 +103,7 @@ impl Backend for Cpu {
         let shape = *x.shape();
         let (rows, d, h) = (shape.0 * shape.1, shape.2, w1.shape().1);
         let mut weight = |w: T2<Self, T>| {
-            let (w, t) = w.split_tape();
-            tape = std::mem::take(&mut tape).merge(t);
+            let w = detach(w, &mut tape);
             (host(&w), w.ghost())
         };
         let (w1, g1) = weight(w1);
@@ -113,15 +125,10 @@ impl Backend for Cpu {
             let dy = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
             let dx = grads.get_or_alloc_mut(&x_ghost)?;
             let (dw1, dw2, dw3) = mlp::backward(&xs, rows, &w, saved, &dy, dx);
-            let mut add = |g, dw: Vec<f32>| -> Result<(), CpuError> {
-                let buf = grads.get_or_alloc_mut(g)?;
-                buf.iter_mut().zip(&dw).for_each(|(a, &b)| *a += b);
-                Ok(())
-            };
-            add(&g1, dw1)?;
-            add(&g2, dw2)?;
+            add_scaled(grads.get_or_alloc_mut(&g1)?, 1.0, &dw1);
+            add_scaled(grads.get_or_alloc_mut(&g2)?, 1.0, &dw2);
             if let (Some(g3), Some(dw3)) = (&g3, dw3) {
-                add(g3, dw3)?;
+                add_scaled(grads.get_or_alloc_mut(g3)?, 1.0, &dw3);
             }
             Ok(())
         });
@@ -184,10 +191,7 @@ impl Backend for Cpu {
             let go = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
             let dx = grads.get_or_alloc_mut(&x_ghost)?;
             for (g, &i) in go.chunks_exact(d).zip(&idx) {
-                dx[i * d..(i + 1) * d]
-                    .iter_mut()
-                    .zip(g)
-                    .for_each(|(a, &b)| *a += b);
+                add_scaled(&mut dx[i * d..(i + 1) * d], 1.0, g);
             }
             Ok(())
         });
@@ -205,25 +209,25 @@ impl Backend for Cpu {
         let mut tape = T::default();
         let (mut ys, mut ghosts) = (Vec::new(), Vec::new());
         for p in parts {
-            let (p, t) = p.contiguous().split_tape();
-            tape = tape.merge(t);
+            let p = detach(p.contiguous(), &mut tape);
             assert_eq!(p.shape().1, d, "combined rows share their width");
             ys.push(host(&p));
             ghosts.push(p.ghost());
         }
-        let gates = gates.map(|g| {
-            let (g, t) = g.split_tape();
-            tape = std::mem::take(&mut tape).merge(t);
-            (host(&g), g.ghost())
-        });
-        let gate = |p: &Pick| gates.as_ref().map_or(1.0, |g| g.0[p.gate]);
+        let (gates, gate_ghost) = gates
+            .map(|g| {
+                let g = detach(g, &mut tape);
+                (host(&g), g.ghost())
+            })
+            .unzip();
+        // A pick's gate value (1 without gates).
+        fn gate(gates: &Option<Vec<f32>>, p: &Pick) -> f32 {
+            gates.as_ref().map_or(1.0, |g| g[p.gate])
+        }
         let mut out = vec![0.0f32; n * d];
         for p in picks {
-            let (g, src) = (gate(p), &ys[p.part][p.row * d..(p.row + 1) * d]);
-            out[p.out * d..(p.out + 1) * d]
-                .iter_mut()
-                .zip(src)
-                .for_each(|(o, &v)| *o += g * v);
+            let src = &ys[p.part][p.row * d..(p.row + 1) * d];
+            add_scaled(&mut out[p.out * d..(p.out + 1) * d], gate(&gates, p), src);
         }
         let out = dev.tensor_from_vec(out, (n, d));
         let out_ghost = out.ghost();
@@ -234,14 +238,14 @@ impl Backend for Cpu {
             for (part, ghost) in ghosts.iter().enumerate() {
                 let dy = grads.get_or_alloc_mut(ghost)?;
                 for p in picks.iter().filter(|p| p.part == part) {
-                    let g = gates.as_ref().map_or(1.0, |g| g.0[p.gate]);
-                    dy[p.row * d..(p.row + 1) * d]
-                        .iter_mut()
-                        .zip(row(p.out))
-                        .for_each(|(a, &b)| *a += g * b);
+                    add_scaled(
+                        &mut dy[p.row * d..(p.row + 1) * d],
+                        gate(&gates, p),
+                        row(p.out),
+                    );
                 }
             }
-            if let Some((_, gate_ghost)) = &gates {
+            if let Some(gate_ghost) = &gate_ghost {
                 let dg = grads.get_or_alloc_mut(gate_ghost)?;
                 for p in &picks {
                     let y = &ys[p.part][p.row * d..(p.row + 1) * d];
@@ -293,14 +297,9 @@ impl Backend for Cpu {
         gain: T1<Self, T>,
         bias: Option<T1<Self, T>>,
     ) -> T3<Self, T> {
-        let (x, tx) = x.contiguous().split_tape();
-        let (gain, tg) = gain.split_tape();
-        let mut tape = tx.merge(tg);
-        let bias = bias.map(|b| {
-            let (b, tb) = b.split_tape();
-            tape = std::mem::take(&mut tape).merge(tb);
-            b
-        });
+        let (x, mut tape) = x.contiguous().split_tape();
+        let gain = detach(gain, &mut tape);
+        let bias = bias.map(|b| detach(b, &mut tape));
         let shape = *x.shape();
         let cols = shape.2;
         let rows = shape.0 * shape.1;
@@ -335,11 +334,9 @@ impl Backend for Cpu {
                 &mut dgain,
                 dbias.as_deref_mut(),
             );
-            let g = grads.get_or_alloc_mut(&g_ghost)?;
-            g.iter_mut().zip(&dgain).for_each(|(a, &b)| *a += b);
+            add_scaled(grads.get_or_alloc_mut(&g_ghost)?, 1.0, &dgain);
             if let (Some(bg), Some(db)) = (b_ghost, dbias) {
-                let b = grads.get_or_alloc_mut(&bg)?;
-                b.iter_mut().zip(&db).for_each(|(a, &v)| *a += v);
+                add_scaled(grads.get_or_alloc_mut(&bg)?, 1.0, &db);
             }
             Ok(())
         });
