@@ -10,7 +10,7 @@
 use archgram::eval::DeviceKind;
 use archgram::search::{run, score_of, RunControl, RunDir, RunSettings, StrategyKind};
 use archgram::space::Space;
-use archgram::store::{SledStore, Store};
+use archgram::store::Store;
 use std::path::Path;
 
 fn env(name: &str, default: usize) -> usize {
@@ -41,9 +41,10 @@ fn one(
         device: DeviceKind::Cpu,
         halving: None,
     };
-    let rd = RunDir::create(dir.path(), space, &settings).expect("run dir");
+    let (rd, store) = RunDir::create(dir.path(), space, &settings).expect("run dir");
     run(
         &rd,
+        &store,
         space,
         &settings,
         None,
@@ -51,7 +52,6 @@ fn one(
         &mut |_| {},
     )
     .expect("search");
-    let store = SledStore::open(&rd.store_path()).expect("store");
     let cands = store.candidates().expect("candidates");
     let mut best = Vec::new();
     let mut b = 0.0f64;

@@ -34,9 +34,8 @@ pub fn export(
     }
     let dir = RunDir::open(path)?;
     let space = Space::load(&dir.space_path())?;
-    // Read before opening the store: `settings()` opens it too.
-    let settings = dir.settings()?;
-    let store = SledStore::open(&dir.store_path()).map_err(|e| CliError::Runtime(e.to_string()))?;
+    let store = dir.store()?;
+    let settings = dir.settings(&store)?;
     let chosen = choose(&store, top, pareto)?;
     if chosen.is_empty() {
         return Err(CliError::BadInput(format!(

@@ -5,6 +5,7 @@ use crate::eval::DeviceKind;
 use crate::search::pareto::{front, Point};
 use crate::search::{run, Ending, RunControl, RunDir, RunSettings, SearchError, StrategyKind};
 use crate::space::Space;
+use crate::store::SledStore;
 use crate::store::{read_events, Event};
 use serde_json::json;
 use std::io::{IsTerminal, Write};
@@ -194,14 +195,15 @@ pub fn search(
         halving,
     };
     let time = time.as_deref().map(parse_duration).transpose()?;
-    let dir = RunDir::create(runs, &space, &settings)?;
-    drive(&dir, &space, &settings, time, no_tui, out)
+    let (dir, store) = RunDir::create(runs, &space, &settings)?;
+    drive(&dir, &store, &space, &settings, time, no_tui, out)
 }
 
 /// Runs the search with the dashboard when stdout is a terminal, else with
 /// plain progress lines.
 fn drive(
     dir: &RunDir,
+    store: &SledStore,
     space: &Space,
     settings: &RunSettings,
     time: Option<Duration>,
@@ -215,7 +217,7 @@ fn drive(
         std::thread::scope(|sc| {
             let worker = sc.spawn(|| {
                 let tx = tx;
-                run(dir, space, settings, time, &ctl, &mut |e| {
+                run(dir, store, space, settings, time, &ctl, &mut |e| {
                     let _ = tx.send(e.clone());
                 })
             });
@@ -240,7 +242,7 @@ fn drive(
         })?
     } else {
         let mut print = printer(out);
-        let ending = run(dir, space, settings, time, &ctl, &mut print)?;
+        let ending = run(dir, store, space, settings, time, &ctl, &mut print)?;
         drop(print);
         ending
     };
@@ -312,10 +314,11 @@ pub fn resume(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let dir = RunDir::open(path)?;
-    let settings = dir.settings()?;
+    let store = dir.store()?;
+    let settings = dir.settings(&store)?;
     let space = Space::load(&dir.space_path())?;
     let time = time.as_deref().map(parse_duration).transpose()?;
-    drive(&dir, &space, &settings, time, no_tui, out)
+    drive(&dir, &store, &space, &settings, time, no_tui, out)
 }
 
 /// What `status` knows, from the event log alone.

@@ -175,13 +175,13 @@ struct Job {
 /// `ctl.stop` ends it. `progress` receives every event as it is logged.
 pub fn run(
     dir: &RunDir,
+    store: &SledStore,
     space: &Space,
     settings: &RunSettings,
     time: Option<Duration>,
     ctl: &RunControl,
     progress: &mut dyn FnMut(&Event),
 ) -> Result<Ending, SearchError> {
-    let store = SledStore::open(&dir.store_path())?;
     let mut log = EventLog::open(&dir.events_path()).map_err(|e| SearchError::Io(e.to_string()))?;
     let baselines: Vec<String> = space.file.baselines.keys().cloned().collect();
     let mut strategy = Strategy::new(
@@ -190,7 +190,7 @@ pub fn run(
         settings.tournament,
         baselines,
     );
-    let mut pos = restore(&store, &mut strategy, settings)?;
+    let mut pos = restore(store, &mut strategy, settings)?;
     let mut counters = store.counters()?;
     let task = space
         .build_task(space.file.seed)
@@ -357,7 +357,7 @@ pub fn run(
             if let Some((orig, stage)) = hit {
                 let o = store.outcome(orig)?.unwrap_or_default();
                 record_duplicate(
-                    &store,
+                    store,
                     &mut log,
                     &mut counters,
                     record,
@@ -460,7 +460,7 @@ pub fn run(
             let o = store.outcome(orig)?.unwrap_or_default();
             let id = record.id;
             record_duplicate(
-                &store,
+                store,
                 &mut log,
                 &mut counters,
                 record,

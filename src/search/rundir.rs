@@ -24,13 +24,14 @@ impl RunDir {
         self.path.join("space.ron")
     }
 
-    /// Creates `runs_dir/name` for a new run of `space`. An existing run of
-    /// that name is an error (resume it instead).
+    /// Creates `runs_dir/name` for a new run of `space` and returns it with
+    /// its store open. An existing run of that name is an error (resume it
+    /// instead).
     pub fn create(
         runs_dir: &Path,
         space: &Space,
         settings: &RunSettings,
-    ) -> Result<RunDir, SearchError> {
+    ) -> Result<(RunDir, SledStore), SearchError> {
         let path = runs_dir.join(&settings.name);
         if path.join("store").exists() {
             return Err(SearchError::BadInput(format!(
@@ -74,7 +75,7 @@ impl RunDir {
             "source": space.path.display().to_string(),
             "archgram_version": env!("CARGO_PKG_VERSION"),
         }))?;
-        Ok(dir)
+        Ok((dir, store))
     }
 
     /// An existing run folder.
@@ -90,9 +91,14 @@ impl RunDir {
         })
     }
 
+    /// Opens the run's store. Open it once per process and pass it on:
+    /// sled holds the lock a moment after a handle is dropped.
+    pub fn store(&self) -> Result<SledStore, SearchError> {
+        Ok(SledStore::open(&self.store_path())?)
+    }
+
     /// The run's settings as recorded when it started.
-    pub fn settings(&self) -> Result<RunSettings, SearchError> {
-        let store = SledStore::open(&self.store_path())?;
+    pub fn settings(&self, store: &dyn Store) -> Result<RunSettings, SearchError> {
         let meta = store.meta()?.ok_or_else(|| {
             SearchError::BadInput(format!("{}: the run has no metadata", self.path.display()))
         })?;

@@ -3,6 +3,7 @@
 use super::{CandidateRecord, Counters, Store, StoreError};
 use crate::hash::Hashes;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 pub struct SledStore {
     db: sled::Db,
@@ -15,6 +16,16 @@ pub struct SledStore {
 
 fn io(e: sled::Error) -> StoreError {
     StoreError::Io(e.to_string())
+}
+
+/// How long `open` waits for a lock this process may still be releasing.
+const LOCK_GRACE: Duration = Duration::from_secs(3);
+
+/// sled 0.34 reports a held lock as `ErrorKind::Other` with this message
+/// (config.rs), not as `WouldBlock`.
+fn is_lock_held(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
+        || io.to_string().contains("could not acquire lock"))
 }
 
 fn id_key(id: u64) -> [u8; 8] {
@@ -33,18 +44,24 @@ impl SledStore {
     /// Opens (creating) the store in `dir`. A store another process holds
     /// is an error, not a wait.
     pub fn open(dir: &Path) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new().path(dir).open().map_err(|e| StoreError::Open {
-            path: dir.display().to_string(),
-            reason: match e {
-                // sled 0.34 reports a held lock as `ErrorKind::Other` with
-                // this message (config.rs), not as `WouldBlock`.
-                sled::Error::Io(ref io)
-                    if io.kind() == std::io::ErrorKind::WouldBlock
-                        || io.to_string().contains("could not acquire lock") =>
-                {
-                    "another archgram process is using this run (watch it with `archgram status` or `archgram watch`)".into()
+        // sled drops its file lock on a background thread some time after
+        // the last handle goes, so a store this process has just closed can
+        // look held for a moment: retry briefly before blaming another process.
+        let deadline = Instant::now() + LOCK_GRACE;
+        let db = loop {
+            match sled::Config::new().path(dir).open() {
+                Err(e) if is_lock_held(&e) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
                 }
-                other => other.to_string(),
+                r => break r,
+            }
+        };
+        let db = db.map_err(|e| StoreError::Open {
+            path: dir.display().to_string(),
+            reason: if is_lock_held(&e) {
+                "another archgram process is using this run (watch it with `archgram status` or `archgram watch`)".into()
+            } else {
+                e.to_string()
             },
         })?;
         let tree = |name: &str| db.open_tree(name).map_err(io);
@@ -232,12 +249,32 @@ mod tests {
     #[test]
     fn a_held_store_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let _a = SledStore::open(dir.path()).unwrap();
-        // sled's lock is per process; a second handle in the same process
-        // shares it, so check the message path with a bad directory instead.
+        let held = SledStore::open(dir.path()).unwrap();
+        // The lock is per open file, so a second handle in this process is
+        // refused just as another process would be.
+        let e = SledStore::open(dir.path())
+            .err()
+            .expect("the store is held");
+        assert!(e.to_string().contains("another archgram process"), "{e}");
         let file = dir.path().join("file");
         std::fs::write(&file, "x").unwrap();
         let e = SledStore::open(&file).err().expect("a file is not a store");
         assert!(e.to_string().contains("cannot open the run store"), "{e}");
+        assert!(!e.to_string().contains("another archgram process"), "{e}");
+        drop(held);
+    }
+
+    #[test]
+    fn a_store_just_closed_reopens_at_once() {
+        // sled releases the lock on a background thread; without the retry
+        // in `open` some of these reopenings fail.
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..300 {
+            let s = SledStore::open(dir.path()).unwrap_or_else(|e| panic!("reopening {i}: {e}"));
+            for id in 0..5 {
+                s.put_candidate(&record(i * 5 + id)).unwrap();
+            }
+            s.put_meta(&serde_json::json!({ "i": i })).unwrap();
+        }
     }
 }
