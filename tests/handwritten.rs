@@ -116,17 +116,32 @@ fn mixture_of_depths_block() {
             .collect::<Vec<_>>(),
         ["input", "norm", "attention", "output"]
     );
-    // The routed body's work is paid by an eighth of the tokens; the router by all.
+    // The router is paid by every token; the body by the ⌈S/8⌉ routed ones,
+    // whose attention sees only each other: its score and value terms fall
+    // with ρ² (the MoD row of notes/routing.md §9).
     let d = s.ctx().width as f64;
+    let seq = s.ctx().seq_len as f64;
+    let routed = (0.125 * seq).ceil();
+    let Some(&Op::Attention {
+        heads,
+        head_dim,
+        causal: true,
+    }) = body.topo().iter().map(|&i| &body.node(i).op).nth(2)
+    else {
+        panic!("a causal attention body")
+    };
+    let inner = (heads * head_dim) as f64;
+    let norm = 5.0 * d;
+    let attention_at = |tokens: f64| 8.0 * d * inner + 4.0 * (tokens + 1.0) / 2.0 * inner;
     let dense = s
         .parse_arch(&text.replace("mod(capacity=0.125, block(norm=pre, norm_kind=layer, residual=false, attention(heads=2)))", "block(norm=pre, norm_kind=layer, attention(head_dim=auto, heads=2))"))
         .unwrap();
-    let body_flops = body.cost().flops;
+    let rest = dense.cost.flops - (norm + attention_at(seq) + d/* residual add */);
+    let expected = rest + 2.0 * d + routed / seq * (norm + attention_at(routed));
     assert!(
-        (dense.cost.flops - body_flops - d /* residual add */ + body_flops * 0.125 + 2.0 * d
-            - n.cost.flops)
-            .abs()
-            < 1e-6
+        (n.cost.flops - expected).abs() < 1e-6 * expected,
+        "{} vs {expected}",
+        n.cost.flops
     );
     assert!(n.flags().iter().any(|f| f.contains("non-causal")));
 }

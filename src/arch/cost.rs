@@ -97,12 +97,16 @@ pub fn embedding_and_head(vocab: usize, width: usize) -> Cost {
     embedding_cost(vocab, width) + head_cost(width, vocab)
 }
 
-/// Cost of one op that has no body. `inputs` are the input shapes in port
-/// order, `seq` the sequence length.
+/// Cost of one op that has no body, run on a sequence of `seq` tokens.
+/// `inputs` are the input shapes in port order; their token axes are taken
+/// to have `seq` positions (a depth-routed body runs on fewer tokens than
+/// the shapes it was built with).
 pub fn op_cost(op: &Op, inputs: &[Shape], out: Shape, seq: usize) -> Cost {
+    let out = out.with_tokens(seq);
+    let in0 = inputs.first().map_or(out, |s| s.with_tokens(seq));
+    let in1 = inputs.get(1).map(|s| s.with_tokens(seq));
     let elems = out.elements() as f64;
     let s = seq as f64;
-    let in0 = inputs.first().copied().unwrap_or(out);
     match op {
         Op::Input | Op::Output => Cost {
             nodes: 1.0,
@@ -128,7 +132,7 @@ pub fn op_cost(op: &Op, inputs: &[Shape], out: Shape, seq: usize) -> Cost {
         Op::Transpose | Op::Split { .. } | Op::Concat => Cost::dense(0.0, 0.0, seq),
         Op::Add | Op::Mul => Cost::dense(0.0, elems * (inputs.len().max(2) - 1) as f64, seq),
         Op::Dot { .. } => {
-            let b = inputs.get(1).copied().unwrap_or(out);
+            let b = in1.unwrap_or(out);
             let f = 2.0 * in0.rows.size as f64 * in0.cols.size as f64 * b.cols.size as f64;
             Cost::dense(0.0, f, seq)
         }
@@ -176,9 +180,28 @@ pub fn op_cost(op: &Op, inputs: &[Shape], out: Shape, seq: usize) -> Cost {
     }
 }
 
-/// How a routed op scales the cost of one copy of its body:
-/// (copies holding parameters, copies a token touches, FLOP multiplier).
-pub fn routed_scales(op: &Op) -> (f64, f64, f64) {
+/// Tokens per sequence a mixture-of-depths body runs on: the top ⌈ρ·S⌉
+/// (Raposo et al. 2024), at least one.
+pub fn depth_tokens(capacity: f64, seq: usize) -> usize {
+    ((capacity * seq as f64).ceil() as usize).clamp(1, seq.max(1))
+}
+
+/// The sequence length a routed op's body runs on, for a sequence of `seq`
+/// tokens. Depth-routed bodies see only their routed tokens, so their
+/// attention costs fall with ρ² (the MoD row of notes/routing.md §9); layer
+/// skip is charged at its target rate. Experts see every position they
+/// are given and mix no tokens, so their per-token cost does not depend on it.
+pub fn body_seq(op: &Op, seq: usize) -> usize {
+    match op {
+        Op::Mod { capacity, .. } | Op::LayerSkip { capacity, .. } => depth_tokens(*capacity, seq),
+        _ => seq,
+    }
+}
+
+/// How a routed op on a sequence of `seq` tokens scales the cost of one
+/// copy of its body: (copies holding parameters, copies a token touches,
+/// FLOP multiplier).
+pub fn routed_scales(op: &Op, seq: usize) -> (f64, f64, f64) {
     match op {
         Op::Moe { spec, .. } => {
             let per_token = match spec.router {
@@ -190,7 +213,9 @@ pub fn routed_scales(op: &Op) -> (f64, f64, f64) {
             let touched = spec.top_k.min(spec.experts) as f64 + spec.shared as f64;
             (copies, touched, per_token + spec.shared as f64)
         }
-        Op::Mod { capacity, .. } | Op::LayerSkip { capacity, .. } => (1.0, 1.0, *capacity),
+        Op::Mod { .. } | Op::LayerSkip { .. } => {
+            (1.0, 1.0, body_seq(op, seq) as f64 / seq.max(1) as f64)
+        }
         _ => (1.0, 1.0, 1.0),
     }
 }

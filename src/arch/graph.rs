@@ -1,6 +1,6 @@
 //! The architecture graph: a petgraph DAG of typed ops with output shapes.
 
-use super::cost::{embedding_cost, head_cost, op_cost, routed_scales, router_cost, Cost};
+use super::cost::{body_seq, embedding_cost, head_cost, op_cost, routed_scales, router_cost, Cost};
 use super::ops::Op;
 use super::shape::Shape;
 use petgraph::algo::toposort;
@@ -121,14 +121,21 @@ impl Arch {
     /// Parameters, active parameters and forward FLOPs per token of the
     /// graph's ops, without the token embedding and output head.
     pub fn cost(&self) -> Cost {
+        self.cost_at(self.seq_len)
+    }
+
+    /// [`Arch::cost`] when the graph runs on sequences of `seq` tokens.
+    pub fn cost_at(&self, seq: usize) -> Cost {
         let mut total = Cost::default();
         for n in self.graph.node_indices() {
             let node = &self.graph[n];
             let c = match node.op.body() {
                 Some(body) => {
-                    let (copies, touched, flops) = routed_scales(&node.op);
+                    let (copies, touched, flops) = routed_scales(&node.op, seq);
                     let d = self.graph[self.inputs(n)[0]].shape.cols.size;
-                    body.cost().scaled(copies, touched, flops, 1.0) + router_cost(&node.op, d)
+                    body.cost_at(body_seq(&node.op, seq))
+                        .scaled(copies, touched, flops, 1.0)
+                        + router_cost(&node.op, d)
                 }
                 None => {
                     let ins: Vec<Shape> = self
@@ -136,7 +143,7 @@ impl Arch {
                         .iter()
                         .map(|&i| self.graph[i].shape)
                         .collect();
-                    op_cost(&node.op, &ins, node.shape, self.seq_len)
+                    op_cost(&node.op, &ins, node.shape, seq)
                 }
             };
             total += c;

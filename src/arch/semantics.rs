@@ -6,7 +6,7 @@
 //! equals its lowered graph's; a property test holds the two together.
 
 use super::context::{ArchContext, Limits};
-use super::cost::{embedding_cost, head_cost, op_cost, routed_scales, router_cost, Cost};
+use super::cost::{body_seq, embedding_cost, head_cost, op_cost, routed_scales, router_cost, Cost};
 use super::forms::{self, Placement, Scope};
 use super::graph::Arch;
 use super::ops::{NormKind, Op};
@@ -55,6 +55,8 @@ pub struct State {
     pub scale: Scale,
     /// Cost of the whole network built so far (embedding included).
     pub cost: Cost,
+    /// Tokens per sequence the ops here run on (fewer in a depth-routed body).
+    pub seq: usize,
 }
 
 /// The architecture meaning of every form, for one task shape and limits.
@@ -83,6 +85,7 @@ impl ArchSemantics {
             scope: Scope::Sequence,
             scale: Scale::ONE,
             cost: embedding_cost(self.ctx.vocab, self.ctx.width) + MARKER,
+            seq: self.ctx.seq_len,
         }
     }
 
@@ -91,8 +94,9 @@ impl ArchSemantics {
         out.cost + MARKER + head_cost(out.shape.cols.size, self.ctx.vocab)
     }
 
-    fn op(&self, op: &Op, inputs: &[Shape], out: Shape) -> Cost {
-        op_cost(op, inputs, out, self.ctx.seq_len)
+    /// `op`'s cost where `at` stands.
+    fn op(&self, at: &State, op: &Op, inputs: &[Shape], out: Shape) -> Cost {
+        op_cost(op, inputs, out, at.seq)
     }
 
     fn check_limits(&self, c: &Cost) -> Result<(), Reject> {
@@ -119,8 +123,8 @@ impl ArchSemantics {
         Ok(state)
     }
 
-    fn norm_cost(&self, kind: NormKind, s: Shape) -> Cost {
-        self.op(&Op::Norm { kind }, &[s], s)
+    fn norm_cost(&self, at: &State, kind: NormKind, s: Shape) -> Cost {
+        self.op(at, &Op::Norm { kind }, &[s], s)
     }
 
     fn routed_op(&self, node: &Node, s: Shape) -> Result<Op, Reject> {
@@ -203,7 +207,7 @@ impl Semantics for ArchSemantics {
             }
             _ => match forms::terminal(node, s, &self.ctx, input.scope)? {
                 Some((op, out)) => self
-                    .charge(input.clone(), self.op(&op, &[s], out))
+                    .charge(input.clone(), self.op(input, &op, &[s], out))
                     .map(|_| ()),
                 None => Ok(()),
             },
@@ -236,6 +240,7 @@ impl Semantics for ArchSemantics {
                 st.shape = forms::split_shape(split, factor, s)?;
                 if i == 0 && split == "group" {
                     let one = self.op(
+                        &st,
                         &Op::Split {
                             part: 0,
                             parts: factor,
@@ -254,14 +259,16 @@ impl Semantics for ArchSemantics {
             "route" => {
                 if forms::name(node, "pre")? == "transpose" {
                     st.shape = forms::transpose(s, &self.ctx, input.scope)?;
-                    st = self.charge(st, self.op(&Op::Transpose, &[s], s.transposed()))?;
+                    let c = self.op(&st, &Op::Transpose, &[s], s.transposed());
+                    st = self.charge(st, c)?;
                 }
                 Ok(st)
             }
             "block" => {
                 let b = forms::block(node, &self.ctx)?;
                 if matches!(b.placement, Placement::Pre | Placement::Peri) {
-                    st = self.charge(st, self.norm_cost(b.norm, s))?;
+                    let c = self.norm_cost(&st, b.norm, s);
+                    st = self.charge(st, c)?;
                 }
                 Ok(st)
             }
@@ -269,8 +276,9 @@ impl Semantics for ArchSemantics {
                 let op = self.routed_op(node, s)?;
                 let d = forms::need_seq(node.form, s)?;
                 st = self.charge(st, router_cost(&op, d))?;
-                let (copies, touched, flops) = routed_scales(&op);
+                let (copies, touched, flops) = routed_scales(&op, input.seq);
                 st.scale = st.scale.times(copies, touched, flops, 1.0);
+                st.seq = body_seq(&op, input.seq);
                 st.scope = input.scope.inside(node.form);
                 self.charge(st, MARKER)
             }
@@ -284,6 +292,7 @@ impl Semantics for ArchSemantics {
         let restore = |mut st: State| {
             st.scale = input.scale;
             st.scope = input.scope;
+            st.seq = input.seq;
             st
         };
         match node.form {
@@ -307,7 +316,7 @@ impl Semantics for ArchSemantics {
                 };
                 let (op, out) = forms::merge(merge, &outs, &self.ctx)?;
                 let mut st = restore(last.unwrap_or_else(|| input.clone()));
-                let c = self.op(&op, &outs, out);
+                let c = self.op(&st, &op, &outs, out);
                 st = self.charge(st, c)?;
                 st.shape = out;
                 Ok(st)
@@ -316,7 +325,8 @@ impl Semantics for ArchSemantics {
                 let mut st = restore(last.unwrap_or_else(|| input.clone()));
                 if forms::name(node, "post")? == "transpose" {
                     let t = forms::transpose(st.shape, &self.ctx, input.scope)?;
-                    st = self.charge(st.clone(), self.op(&Op::Transpose, &[st.shape], t))?;
+                    let c = self.op(&st, &Op::Transpose, &[st.shape], t);
+                    st = self.charge(st, c)?;
                     st.shape = t;
                 }
                 Ok(st)
@@ -327,13 +337,16 @@ impl Semantics for ArchSemantics {
                 let out = forms::block_shapes(&b, s, body.shape)?;
                 let mut st = restore(body);
                 if b.placement == Placement::Peri {
-                    st = self.charge(st, self.norm_cost(b.norm, out))?;
+                    let c = self.norm_cost(&st, b.norm, out);
+                    st = self.charge(st, c)?;
                 }
                 if b.residual {
-                    st = self.charge(st, self.op(&Op::Add, &[s, out], out))?;
+                    let c = self.op(&st, &Op::Add, &[s, out], out);
+                    st = self.charge(st, c)?;
                 }
                 if b.placement == Placement::Post {
-                    st = self.charge(st, self.norm_cost(b.norm, out))?;
+                    let c = self.norm_cost(&st, b.norm, out);
+                    st = self.charge(st, c)?;
                 }
                 st.shape = out;
                 Ok(st)
@@ -352,7 +365,7 @@ impl Semantics for ArchSemantics {
             }
             _ => match forms::terminal(node, s, &self.ctx, input.scope)? {
                 Some((op, out)) => {
-                    let mut st = self.charge(input.clone(), self.op(&op, &[s], out))?;
+                    let mut st = self.charge(input.clone(), self.op(input, &op, &[s], out))?;
                     st.shape = out;
                     Ok(st)
                 }

@@ -43,6 +43,18 @@ impl Shape {
         }
     }
 
+    /// The same layout over a sequence of `tokens` positions.
+    pub fn with_tokens(self, tokens: usize) -> Shape {
+        let at = |d: Dim| match d.axis {
+            Axis::Tok => Dim { size: tokens, ..d },
+            Axis::Feat => d,
+        };
+        Shape {
+            rows: at(self.rows),
+            cols: at(self.cols),
+        }
+    }
+
     pub fn transposed(self) -> Shape {
         Shape {
             rows: self.cols,

@@ -141,7 +141,7 @@ pub fn route_with(
 
 /// The top ceil(capacity·T) tokens of each sequence by score (mixture-of-depths).
 pub fn top_tokens(scores: &[f32], batch: usize, seq: usize, capacity: f64) -> Vec<f32> {
-    let keep = ((capacity * seq as f64).ceil() as usize).clamp(1, seq);
+    let keep = crate::arch::cost::depth_tokens(capacity, seq);
     let mut sel = vec![0.0f32; batch * seq];
     for b in 0..batch {
         let row = &scores[b * seq..(b + 1) * seq];
