@@ -96,15 +96,24 @@ fn tmux(args: &[&str]) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn wait_for(session: &str, text: &str) -> String {
+/// The screen once `done` holds for it, or after 20 s (the caller asserts).
+fn wait_until(session: &str, done: impl Fn(&str) -> bool) -> String {
     let start = Instant::now();
     loop {
         let screen = tmux(&["capture-pane", "-p", "-t", session]).unwrap_or_default();
-        if screen.contains(text) || start.elapsed() > Duration::from_secs(20) {
+        if done(&screen) || start.elapsed() > Duration::from_secs(20) {
             return screen;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+fn wait_for(session: &str, text: &str) -> String {
+    wait_until(session, |s| s.contains(text))
+}
+
+fn wait_for_no(session: &str, text: &str) -> String {
+    wait_until(session, |s| !s.contains(text))
 }
 
 #[test]
@@ -146,15 +155,20 @@ fn watch_in_a_real_terminal() {
     let second = d.ranked()[1].id;
     let screen = wait_for(&session, &format!("candidate #{second}"));
     assert!(screen.contains(&format!("candidate #{second}")), "{screen}");
-    // Separate sends: ESC followed at once by a key reads as Alt+key.
+    // ESC followed at once by a key reads as Alt+key, so each next key
+    // waits until the screen shows the ESC was taken.
     tmux(&["send-keys", "-t", &session, "Escape"]);
-    wait_for(&session, "top candidates");
-    std::thread::sleep(Duration::from_millis(300));
+    let screen = wait_for_no(&session, &format!("candidate #{second}"));
+    assert!(
+        !screen.contains(&format!("candidate #{second}")),
+        "{screen}"
+    );
     tmux(&["send-keys", "-t", &session, "?"]);
     let screen = wait_for(&session, "this help");
     assert!(screen.contains("pause or resume sampling"), "{screen}");
     tmux(&["send-keys", "-t", &session, "Escape"]);
-    std::thread::sleep(Duration::from_millis(300));
+    let screen = wait_for_no(&session, "this help");
+    assert!(!screen.contains("this help"), "{screen}");
     tmux(&["send-keys", "-t", &session, "q"]);
     let start = Instant::now();
     while tmux(&["has-session", "-t", &session])
