@@ -178,5 +178,33 @@ fn mod_capacity(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, reference, parallel, moe_topk, mod_capacity);
+/// One mixture-of-heads layer (8 heads of 8, width 64) at 8, 4, 2 and 1
+/// active heads of 64 tokens, beside plain 8-head attention: a head a token
+/// does not pick is not computed for it, so the attention core's cost should
+/// fall with the active share (the projections stay dense).
+fn moh_active(c: &mut Criterion) {
+    let mut group = c.benchmark_group("moh_active");
+    group.sample_size(20);
+    bench_routed(
+        &mut group,
+        "block(norm=pre, attention(heads=8, head_dim=8))",
+        "dense",
+        16,
+        64,
+    );
+    for k in [8, 4, 2, 1] {
+        let text = format!("block(norm=pre, moh(heads=8, active={k}, shared=0, head_dim=8))");
+        bench_routed(&mut group, &text, &format!("active{k}of8"), 16, 64);
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    reference,
+    parallel,
+    moe_topk,
+    mod_capacity,
+    moh_active
+);
 criterion_main!(benches);

@@ -132,21 +132,10 @@ impl<'a, D: Backend, T: Tape<f32, D>> Run<'a, D, T> {
         t.broadcast_like::<_, Axis<2>>(&(self.batch, rows, cols))
     }
 
-    /// Column `c` of a (batch, rows, n) tensor as (batch, rows).
-    pub fn column<U: Tape<f32, D>>(
-        &self,
-        t: Tensor<(usize, usize, usize), f32, D, U>,
-        c: usize,
-        rows: usize,
-    ) -> Tensor<(usize, usize), f32, D, U> {
-        t.slice((.., .., c..c + 1))
-            .reshape_like(&(self.batch, rows))
-    }
-
     /// Multi-head attention: one product for every head's query, key and
-    /// value, the fused core, the output projection. With `gates`, head h's
-    /// output is scaled by `gates[h]` (batch, seq) where given
-    /// (mixture-of-heads; `None` = 1).
+    /// value, the fused core, the output projection. With `gates` (batch,
+    /// seq, heads), each head's output is scaled by its gate at each
+    /// position (mixture-of-heads).
     pub fn attention(
         &mut self,
         x: T3<D, T>,
@@ -154,9 +143,9 @@ impl<'a, D: Backend, T: Tape<f32, D>> Run<'a, D, T> {
         o: usize,
         head_dim: usize,
         causal: bool,
-        gates: Option<Vec<Option<T2<D, T>>>>,
+        gates: Option<T3<D, T>>,
     ) -> T3<D, T> {
-        let (_, s, d) = *x.shape();
+        let d = x.shape().2;
         let n = heads.len();
         let packed = [|h: &Head| h.q, |h: &Head| h.k, |h: &Head| h.v]
             .iter()
@@ -164,17 +153,7 @@ impl<'a, D: Backend, T: Tape<f32, D>> Run<'a, D, T> {
             .map(|i| self.matrix(i, d, head_dim))
             .collect();
         let qkv = matmul_rows(x, D::pack_columns(packed));
-        let mut out = D::attention_core(qkv, n, head_dim, causal);
-        if let Some(gates) = gates {
-            let scales = gates
-                .into_iter()
-                .map(|g| match g {
-                    Some(g) => self.over_cols(g, s, head_dim),
-                    None => self.dev.ones_like(&(self.batch, s, head_dim)).retaped(),
-                })
-                .collect();
-            out = out * concat_cols(scales);
-        }
+        let out = D::attention_core(qkv, gates, n, head_dim, causal);
         self.linear(out, o, n * head_dim, d)
     }
 }

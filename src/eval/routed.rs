@@ -11,6 +11,7 @@
 //! outputs. The selection rules live in `routing::select`.
 
 use super::forward::{fingerprint, run_graph, RouteRecord, Run, T2, T3};
+use super::kernels::composite::concat_cols;
 use super::kernels::{Backend, Pick};
 use super::program::{Graph, Step, StepOp};
 use crate::arch::{MoeSpec, RouterKind};
@@ -169,7 +170,7 @@ pub fn apply<D: Backend, T: Tape<f32, D>>(
             causal,
         } => {
             let routed = heads.len() - shared;
-            let mut gate_cols: Vec<Option<T2<D, T>>> = (0..heads.len()).map(|_| None).collect();
+            let mut gates = None;
             if routed > 0 {
                 let probs = run
                     .linear(x.with_empty_tape(), *router, d, routed)
@@ -223,20 +224,18 @@ pub fn apply<D: Backend, T: Tape<f32, D>>(
                     fingerprint: fingerprint(&r.select),
                 });
                 let mask = run.dev.tensor_from_vec(r.select, (b, s, routed));
-                let gates = probs * mask;
-                let denom = gates.with_empty_tape().sum::<(usize, usize), Axis<2>>() + 1e-9;
-                let gates = gates / denom.broadcast_like::<_, Axis<2>>(&(b, s, routed));
-                let mut gates = Some(gates);
-                for h in 0..routed {
-                    let gh = if h + 1 == routed {
-                        gates.take().expect("gates")
-                    } else {
-                        gates.as_ref().expect("gates").with_empty_tape()
-                    };
-                    gate_cols[shared + h] = Some(run.column(gh, h, s));
-                }
+                let picked = probs * mask;
+                let denom = picked.with_empty_tape().sum::<(usize, usize), Axis<2>>() + 1e-9;
+                let routed_gates = picked / denom.broadcast_like::<_, Axis<2>>(&(b, s, routed));
+                // Shared heads, first, always run at full weight.
+                gates = Some(if *shared > 0 {
+                    let ones = run.dev.ones_like(&(b, s, *shared)).retaped::<T>();
+                    concat_cols(vec![ones, routed_gates])
+                } else {
+                    routed_gates
+                });
             }
-            run.attention(x, heads, *o, *head_dim, *causal, Some(gate_cols))
+            run.attention(x, heads, *o, *head_dim, *causal, gates)
         }
         _ => unreachable!("routed::apply only runs routed steps"),
     }

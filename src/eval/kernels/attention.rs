@@ -49,6 +49,11 @@ impl Dims {
         (b * self.seq + t) * self.width() + h * self.head_dim
     }
 
+    /// Head h's gate at (b, t) in (batch, seq, heads) gates; 1 without.
+    fn gate(&self, gates: Option<&[f32]>, b: usize, t: usize, h: usize) -> f32 {
+        gates.map_or(1.0, |g| g[(b * self.seq + t) * self.heads + h])
+    }
+
     /// Elements of the probability tensor the backward pass needs.
     pub fn probs_len(&self) -> usize {
         self.batch * self.heads * self.seq * self.seq
@@ -203,10 +208,21 @@ fn transpose_head(src: &[f32], d: &Dims, sp: usize, at: impl Fn(usize) -> usize,
     }
 }
 
-/// out = softmax(q·kᵀ/√hd + mask)·v per head. With `probs`
-/// (`d.probs_len()` elements), keeps the probabilities for `backward`.
+/// out = g·softmax(q·kᵀ/√hd + mask)·v per head, g the head's gate at the
+/// query (1 without `gates`). A query whose gate is zero is skipped: its
+/// rows of `out`, `probs` and `plain` are left as they are, so pass them
+/// zeroed. With `probs` (`d.probs_len()` elements), keeps the probabilities
+/// for `backward`; with `plain` (the size of `out`), the output before the
+/// gate, which the gates' gradient needs.
 #[multiversion(targets("x86_64+avx2+fma"))]
-pub fn forward(qkv: &[f32], d: &Dims, out: &mut [f32], mut probs: Option<&mut [f32]>) {
+pub fn forward(
+    qkv: &[f32],
+    gates: Option<&[f32]>,
+    d: &Dims,
+    out: &mut [f32],
+    mut probs: Option<&mut [f32]>,
+    mut plain: Option<&mut [f32]>,
+) {
     let (s, hd, sp) = (d.seq, d.head_dim, padded(d.seq));
     let mut q = Head::new(s, hd);
     let mut v = Head::new(s, hd);
@@ -219,6 +235,10 @@ pub fn forward(qkv: &[f32], d: &Dims, out: &mut [f32], mut probs: Option<&mut [f
             v.gather(qkv, hd, 1.0, |t| d.qkv_at(b, t, h).2);
             transpose_head(qkv, d, sp, |t| d.qkv_at(b, t, h).1, &mut kt);
             for i in 0..s {
+                let g = d.gate(gates, b, i, h);
+                if g == 0.0 {
+                    continue;
+                }
                 let n = d.keys(i);
                 combine(&mut row, &q.row(i)[..hd], &kt, sp);
                 row[n..].fill(f32::MIN);
@@ -229,7 +249,12 @@ pub fn forward(qkv: &[f32], d: &Dims, out: &mut [f32], mut probs: Option<&mut [f
                 row.iter_mut().for_each(|x| *x *= inv);
                 combine(&mut o, &row[..n], &v.rows, v.hp);
                 let at = d.out_at(b, i, h);
-                out[at..at + hd].copy_from_slice(&o[..hd]);
+                for (y, &x) in out[at..at + hd].iter_mut().zip(&o) {
+                    *y = g * x;
+                }
+                if let Some(plain) = plain.as_deref_mut() {
+                    plain[at..at + hd].copy_from_slice(&o[..hd]);
+                }
                 if let Some(probs) = probs.as_deref_mut() {
                     let at = d.probs_at(b, h, i);
                     probs[at..at + s].copy_from_slice(&row[..s]);
@@ -240,12 +265,20 @@ pub fn forward(qkv: &[f32], d: &Dims, out: &mut [f32], mut probs: Option<&mut [f
 }
 
 /// Accumulates into `dqkv` the gradient of the loss with respect to `qkv`,
-/// given the output gradient `dout` and the forward pass's `probs`:
-/// dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P ⊙ (dP − rowsum(P ⊙ dP)), dQ = dS·K/√hd,
-/// dK = dSᵀ·Q/√hd. dS and P are kept transposed per head so that dK and
-/// dV, like the rest, are sums over rows in registers.
+/// given the output gradient `dout`, the forward pass's `probs` and its
+/// `gates`: with dO = g·dout, dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P ⊙ (dP −
+/// rowsum(P ⊙ dP)), dQ = dS·K/√hd, dK = dSᵀ·Q/√hd. dS and P are kept
+/// transposed per head so that dK and dV, like the rest, are sums over rows
+/// in registers. Queries with a zero gate add nothing and are skipped.
 #[multiversion(targets("x86_64+avx2+fma"))]
-pub fn backward(qkv: &[f32], probs: &[f32], dout: &[f32], d: &Dims, dqkv: &mut [f32]) {
+pub fn backward(
+    qkv: &[f32],
+    gates: Option<&[f32]>,
+    probs: &[f32],
+    dout: &[f32],
+    d: &Dims,
+    dqkv: &mut [f32],
+) {
     let (s, hd, sp, scale) = (d.seq, d.head_dim, padded(d.seq), d.scale());
     let [mut q, mut k, mut go, mut dq, mut dk, mut dv] = std::array::from_fn(|_| Head::new(s, hd));
     let mut vt = vec![0.0f32; hd * sp];
@@ -260,9 +293,23 @@ pub fn backward(qkv: &[f32], probs: &[f32], dout: &[f32], d: &Dims, dqkv: &mut [
             q.gather(qkv, hd, 1.0, |t| d.qkv_at(b, t, h).0);
             k.gather(qkv, hd, 1.0, |t| d.qkv_at(b, t, h).1);
             go.gather(dout, hd, 1.0, |t| d.out_at(b, t, h));
+            if gates.is_some() {
+                for t in 0..s {
+                    let g = d.gate(gates, b, t, h);
+                    go.row_mut(t).iter_mut().for_each(|v| *v *= g);
+                }
+            }
             transpose_head(qkv, d, sp, |t| d.qkv_at(b, t, h).2, &mut vt);
             for i in 0..s {
                 let n = d.keys(i);
+                if d.gate(gates, b, i, h) == 0.0 {
+                    for j in 0..n {
+                        dst[j * sp + i] = 0.0;
+                        pt[j * sp + i] = 0.0;
+                    }
+                    dq.row_mut(i).fill(0.0);
+                    continue;
+                }
                 let at = d.probs_at(b, h, i);
                 p[..s].copy_from_slice(&probs[at..at + s]);
                 combine(&mut ds, &go.row(i)[..hd], &vt, sp);
@@ -295,5 +342,20 @@ pub fn backward(qkv: &[f32], probs: &[f32], dout: &[f32], d: &Dims, dqkv: &mut [
             dk.scatter_add(dqkv, hd, |t| d.qkv_at(b, t, h).1);
             dv.scatter_add(dqkv, hd, |t| d.qkv_at(b, t, h).2);
         }
+    }
+}
+
+/// Adds to `dgates` (batch, seq, heads) each gate's gradient: the dot
+/// product of its head's output gradient with the head's output before the
+/// gate (`plain`, from `forward`).
+pub fn gate_grads(dout: &[f32], plain: &[f32], d: &Dims, dgates: &mut [f32]) {
+    let hd = d.head_dim;
+    for (i, g) in dgates.iter_mut().enumerate() {
+        let at = i * hd;
+        *g += dout[at..at + hd]
+            .iter()
+            .zip(&plain[at..at + hd])
+            .map(|(a, b)| a * b)
+            .sum::<f32>();
     }
 }

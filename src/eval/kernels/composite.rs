@@ -64,6 +64,7 @@ pub fn causal_neg<D: Backend>(dev: &D, batch: usize, n: usize) -> T3<D, NoneTape
 /// See `Backend::attention_core`.
 pub fn attention_core<D: Backend, T: Tape<f32, D>>(
     qkv: T3<D, T>,
+    gates: Option<T3<D, T>>,
     heads: usize,
     head_dim: usize,
     causal: bool,
@@ -96,7 +97,16 @@ pub fn attention_core<D: Backend, T: Tape<f32, D>>(
         }
         outs.push(scores.softmax::<Axis<2>>().matmul(v));
     }
-    concat_cols(outs)
+    let out = concat_cols(outs);
+    match gates {
+        None => out,
+        Some(g) => {
+            let g = g
+                .broadcast_like::<_, Axis<3>>(&(b, s, heads, head_dim))
+                .reshape_like(&(b, s, w));
+            out * g
+        }
+    }
 }
 
 /// See `Backend::norm`.

@@ -259,13 +259,18 @@ impl Backend for Cpu {
 
     fn attention_core<T: Tape<f32, Self>>(
         qkv: T3<Self, T>,
+        gates: Option<T3<Self, T>>,
         heads: usize,
         head_dim: usize,
         causal: bool,
     ) -> T3<Self, T> {
         let (qkv, mut tape) = qkv.contiguous().split_tape();
+        let gates = gates.map(|g| detach(g.contiguous(), &mut tape));
         let (batch, seq, cols) = *qkv.shape();
         assert_eq!(cols, 3 * heads * head_dim, "packed q, k, v");
+        if let Some(g) = &gates {
+            assert_eq!(*g.shape(), (batch, seq, heads), "a gate per head");
+        }
         let d = attention::Dims {
             batch,
             seq,
@@ -274,18 +279,30 @@ impl Backend for Cpu {
             causal,
         };
         let x = host(&qkv);
-        let mut out = vec![0.0f32; batch * seq * heads * head_dim];
+        let g = gates.as_ref().map(host);
+        let width = heads * head_dim;
+        let mut out = vec![0.0f32; batch * seq * width];
         let mut probs = vec![0.0f32; if T::OWNS_TAPE { d.probs_len() } else { 0 }];
-        let keep = T::OWNS_TAPE.then_some(&mut probs[..]);
-        attention::forward(&x, &d, &mut out, keep);
-        let out = qkv
-            .device()
-            .tensor_from_vec(out, (batch, seq, heads * head_dim));
+        let keep_plain = T::OWNS_TAPE && gates.is_some();
+        let mut plain = vec![0.0f32; if keep_plain { out.len() } else { 0 }];
+        attention::forward(
+            &x,
+            g.as_deref(),
+            &d,
+            &mut out,
+            T::OWNS_TAPE.then_some(&mut probs[..]),
+            keep_plain.then_some(&mut plain[..]),
+        );
+        let out = qkv.device().tensor_from_vec(out, (batch, seq, width));
         let (in_ghost, out_ghost) = (qkv.ghost(), out.ghost());
+        let gate_ghost = gates.as_ref().map(|g| g.ghost());
         tape.add_backward_op(move |grads| {
             let go = grads.get_or_alloc_mut(&out_ghost)?.to_vec();
+            if let Some(ghost) = &gate_ghost {
+                attention::gate_grads(&go, &plain, &d, grads.get_or_alloc_mut(ghost)?);
+            }
             let dx = grads.get_or_alloc_mut(&in_ghost)?;
-            attention::backward(&x, &probs, &go, &d, dx);
+            attention::backward(&x, g.as_deref(), &probs, &go, &d, dx);
             Ok(())
         });
         out.put_tape(tape)

@@ -45,13 +45,19 @@ pub trait Backend: Device<f32> + dfdx::tensor::Cache + 'static {
     /// 3·heads·head_dim) with all queries, then all keys, then all values,
     /// head h at columns h·head_dim of each; returns (batch, seq,
     /// heads·head_dim), softmax(q·kᵀ/√head_dim, causally masked)·v per head.
+    /// With `gates` (batch, seq, heads), head h's output at each position is
+    /// scaled by its gate there (mixture-of-heads). Where a gate is exactly
+    /// zero a fused kernel may skip that head for that query and give the
+    /// gate a zero gradient: pass zeros only for heads left out by a hard
+    /// choice (a constant 0/1 mask), whose gradient goes nowhere anyway.
     fn attention_core<T: Tape<f32, Self>>(
         qkv: T3<Self, T>,
+        gates: Option<T3<Self, T>>,
         heads: usize,
         head_dim: usize,
         causal: bool,
     ) -> T3<Self, T> {
-        composite::attention_core(qkv, heads, head_dim, causal)
+        composite::attention_core(qkv, gates, heads, head_dim, causal)
     }
 
     /// Layer norm (`center`) or RMS norm over the last axis, times `gain`,

@@ -58,24 +58,34 @@ fn cpu_attention_matches_the_composition() {
     let dev = Cpu::default();
     for (b, s, heads, hd, causal) in [(2, 5, 3, 4, true), (3, 7, 2, 3, false), (1, 1, 1, 2, true)] {
         let x = dev.tensor_from_vec(random(b * s * 3 * heads * hd, 1), (b * s * 3 * heads * hd,));
+        // Mixture-of-heads gates: arbitrary, times a constant 0/1 choice of
+        // heads (the kernel skips the unchosen heads there).
+        let g = dev.tensor_from_vec(random(b * s * heads, 5), (b * s * heads,));
+        let chosen: Vec<f32> = random(b * s * heads, 6)
+            .into_iter()
+            .map(|v| if v < -0.3 { 0.0 } else { 1.0 })
+            .collect();
+        assert!(chosen.contains(&0.0) || b * s * heads < 4);
+        let chosen = dev.tensor_from_vec(chosen, (b, s, heads));
         let shape = (b, s, 3 * heads * hd);
-        let fused = run3(std::slice::from_ref(&x), |v| {
-            <Cpu as Backend>::attention_core(
-                v.into_iter().next().unwrap().reshape_like(&shape),
-                heads,
-                hd,
-                causal,
-            )
-        });
-        let reference = run3(std::slice::from_ref(&x), |v| {
-            composite::attention_core(
-                v.into_iter().next().unwrap().reshape_like(&shape),
-                heads,
-                hd,
-                causal,
-            )
-        });
-        agree("attention", &fused, &reference);
+        for gated in [false, true] {
+            let leaves = [x.clone(), g.clone()];
+            let args = |v: Vec<Tensor<(usize,), f32, Cpu, Owned>>| {
+                let mut v = v.into_iter();
+                let x = v.next().unwrap().reshape_like(&shape);
+                let g = v.next().unwrap().reshape_like(&(b, s, heads)) * chosen.clone();
+                (x, gated.then_some(g))
+            };
+            let fused = run3(&leaves, |v| {
+                let (x, g) = args(v);
+                <Cpu as Backend>::attention_core(x, g, heads, hd, causal)
+            });
+            let reference = run3(&leaves, |v| {
+                let (x, g) = args(v);
+                composite::attention_core(x, g, heads, hd, causal)
+            });
+            agree("attention", &fused, &reference);
+        }
     }
 }
 
