@@ -2,8 +2,8 @@
 //! defaults) and children, the load-time check of an alternative against
 //! it, and typed access to a node's parameters with those defaults.
 
-use super::super::context::ArchContext;
-use super::super::ops::{Activation, Balance, NormKind, RouterKind};
+use crate::arch::context::ArchContext;
+use crate::arch::ops::{Activation, Balance, NormKind, RouterKind};
 use crate::grammar::{Alternative, FormProblem, Node, Reject, Value};
 
 /// Kinds of parameter values.
