@@ -1,120 +1,259 @@
-//! Search quality: regularised evolution against random search at the same
-//! evaluation budget, over several seeds, on the quickstart space. Prints
-//! the best score found after each evaluation (mean and spread across
-//! seeds) and the duplicate rate the cache caught.
+//! Search quality: the default strategy against random search at equal
+//! training compute, over seeds and task settings, judged by each run's
+//! confirmed winner (its top candidates retrained with fresh seeds), plus
+//! the proxy's fidelity on the default strategy's runs.
 //!
-//! `cargo bench --bench search_quality` (defaults: 4 seeds × 40
-//! evaluations × 100 steps); override with `SQ_SEEDS`, `SQ_BUDGET`,
-//! `SQ_STEPS`.
+//! `cargo bench --bench search_quality` runs the default study (the
+//! quickstart space, 8 seeds, random against evolution); environment
+//! variables scale it:
+//!
+//! - `SQ_SPACES`: comma-separated space files (default
+//!   `spaces/quickstart.ron`; the targets use
+//!   `spaces/quickstart.ron,spaces/mqar.ron,spaces/fuzzy-recall.ron`);
+//! - `SQ_SEEDS` (8), `SQ_BUDGET` (each space's budget), `SQ_STEPS` (each
+//!   space's steps), `SQ_STRATEGIES` (`random,evolution`; the last is the
+//!   one judged against the first);
+//! - `SQ_FIDELITY`: on how many of the last strategy's runs per space to
+//!   run `fidelity` (top 8, a spread of 4, 4× the steps, 2 seeds; default
+//!   0: it costs about three searches each);
+//! - `SQ_WORKERS` (2), `SQ_OUT` (a JSON file for the results).
 
 use archgram::eval::DeviceKind;
-use archgram::search::{run, score_of, RunControl, RunDir, RunSettings, StrategyKind};
+use archgram::search::fidelity::{measure, FidelityPlan, FidelityReport};
+use archgram::search::{confirm_table, ranked, run, RunControl, RunDir, RunSettings, StrategyKind};
 use archgram::space::Space;
+use archgram::stats::{mean, sd};
 use archgram::store::Store;
+use serde_json::json;
 use std::path::Path;
+use std::time::Instant;
 
-fn env(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+fn env(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-/// Best score after each evaluation, and (duplicates, candidates).
+/// What one search run gave.
+struct RunResult {
+    /// The confirmed winner's mean and sd over fresh seeds.
+    confirmed: f64,
+    confirmed_sd: f64,
+    /// The best single-seed search score.
+    proxy_best: f64,
+    /// (duplicates, candidates proposed).
+    duplicates: usize,
+    proposed: usize,
+    fidelity: Option<FidelityReport>,
+}
+
 fn one(
     space: &Space,
     strategy: StrategyKind,
     seed: u64,
     budget: usize,
     steps: usize,
-) -> (Vec<f64>, usize, usize) {
+    workers: usize,
+    with_fidelity: bool,
+) -> RunResult {
     let dir = tempfile::tempdir().expect("tempdir");
+    let d = &space.file.search;
     let settings = RunSettings {
         name: format!("{}-{seed}", strategy.name()),
         strategy,
         budget,
         seed,
-        workers: 2,
-        population: space.file.search.population,
-        tournament: space.file.search.tournament,
+        workers,
+        population: d.population,
+        tournament: d.tournament,
         steps,
         device: DeviceKind::Cpu,
         halving: None,
+        confirm: Some(d.confirm),
     };
     let (rd, store) = RunDir::create(dir.path(), space, &settings).expect("run dir");
-    run(
-        &rd,
-        &store,
-        space,
-        &settings,
-        None,
-        &RunControl::default(),
-        &mut |_| {},
-    )
-    .expect("search");
+    let ctl = RunControl::default();
+    run(&rd, &store, space, &settings, None, &ctl, &mut |_| {}).expect("search");
+    let table = confirm_table(&store, &settings, d.confirm, space.metric)
+        .expect("store")
+        .expect("the confirm stage finished");
+    let w = table.winner().expect("a winner");
+    let ranking = ranked(&store).expect("ranking");
     let cands = store.candidates().expect("candidates");
-    let mut best = Vec::new();
-    let mut b = 0.0f64;
-    for c in cands.iter().filter(|c| c.duplicate_of.is_none()) {
-        if let Some(o) = store.outcome(c.id).expect("outcome") {
-            b = b.max(score_of(&o));
-            best.push(b);
-        }
+    let fidelity = with_fidelity.then(|| {
+        let task = space.build_task(space.file.seed).expect("task");
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(workers)
+            .build()
+            .expect("pool");
+        measure(
+            &store,
+            space,
+            &settings,
+            &FidelityPlan::for_run(&settings),
+            task.as_ref(),
+            &pool,
+            &ctl,
+            &mut |_| Ok(()),
+        )
+        .expect("fidelity")
+        .expect("not interrupted")
+    });
+    RunResult {
+        confirmed: w.mean,
+        confirmed_sd: w.sd,
+        proxy_best: ranking.first().map_or(0.0, |r| r.score),
+        duplicates: cands.iter().filter(|c| c.duplicate_of.is_some()).count(),
+        proposed: cands.len(),
+        fidelity,
     }
-    let dups = cands.iter().filter(|c| c.duplicate_of.is_some()).count();
-    (best, dups, cands.len())
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:+.2}"))
 }
 
 fn main() {
-    // `cargo bench` passes flags such as --bench; nothing to parse.
-    let seeds = env("SQ_SEEDS", 4) as u64;
-    let budget = env("SQ_BUDGET", 40);
-    let steps = env("SQ_STEPS", 100);
-    let space = Space::load(Path::new("spaces/quickstart.ron")).expect("quickstart");
-    println!("quickstart, {seeds} seeds × {budget} evaluations × {steps} steps, 2 workers");
-    let mut curves = Vec::new();
-    for strategy in [StrategyKind::Random, StrategyKind::Evolution] {
-        let mut runs = Vec::new();
-        let (mut dups, mut total) = (0, 0);
-        for seed in 1..=seeds {
-            let (best, d, n) = one(&space, strategy, seed, budget, steps);
-            println!(
-                "  {:<9} seed {seed}: best {:.4}, {d} duplicates of {n} candidates",
-                strategy.name(),
-                best.last().copied().unwrap_or(0.0)
-            );
-            dups += d;
-            total += n;
-            runs.push(best);
-        }
-        println!(
-            "  {:<9} duplicate rate {:.1}% ({dups} of {total} proposals)",
-            strategy.name(),
-            100.0 * dups as f64 / total.max(1) as f64
-        );
-        curves.push((strategy.name(), runs));
-    }
-    println!("\nbest score after N evaluations: mean ± std over seeds");
-    print!("{:>5}", "N");
-    for (name, _) in &curves {
-        print!("  {name:>17}");
-    }
-    println!();
-    let marks: Vec<usize> = [1, 5, 10, 15, 20, 30, 40, 60, 80, 100]
-        .into_iter()
-        .filter(|&n| n <= budget)
+    let started = Instant::now();
+    let spaces = std::env::var("SQ_SPACES").unwrap_or_else(|_| "spaces/quickstart.ron".into());
+    let seeds = env("SQ_SEEDS").unwrap_or(8) as u64;
+    let workers = env("SQ_WORKERS").unwrap_or(2);
+    let fidelity_runs = env("SQ_FIDELITY").unwrap_or(0) as u64;
+    let strategies: Vec<StrategyKind> = std::env::var("SQ_STRATEGIES")
+        .unwrap_or_else(|_| "random,evolution".into())
+        .split(',')
+        .map(|s| StrategyKind::parse(s.trim()).expect("SQ_STRATEGIES: random or evolution"))
         .collect();
-    for n in marks {
-        print!("{n:>5}");
-        for (_, runs) in &curves {
-            let v: Vec<f64> = runs
-                .iter()
-                .map(|r| r.get(n - 1).or(r.last()).copied().unwrap_or(0.0))
-                .collect();
-            let mean = v.iter().sum::<f64>() / v.len() as f64;
-            let sd = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
-            print!("  {mean:>9.4} ± {sd:.4}");
+    let mut all = Vec::new();
+    for path in spaces.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let space = Space::load(Path::new(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let budget = env("SQ_BUDGET").unwrap_or(space.file.search.budget);
+        let steps = env("SQ_STEPS").unwrap_or(space.file.train.steps);
+        let c = space.file.search.confirm;
+        println!(
+            "\n== {} ({}): {seeds} seeds × {budget} evaluations × {steps} steps, confirm top {} × {} seeds, {workers} workers, score {}",
+            space.name(),
+            path,
+            c.top,
+            c.seeds,
+            space.metric
+        );
+        let mut per: Vec<Vec<RunResult>> = Vec::new();
+        for (si, &strategy) in strategies.iter().enumerate() {
+            let mut runs = Vec::new();
+            for seed in 1..=seeds {
+                let last = si + 1 == strategies.len();
+                let r = one(
+                    &space,
+                    strategy,
+                    seed,
+                    budget,
+                    steps,
+                    workers,
+                    last && seed <= fidelity_runs,
+                );
+                println!(
+                    "  {:<9} seed {seed}: confirmed {:.4} ± {:.4}, best proxy {:.4}, {} duplicates of {} proposed  [{:.0} s]",
+                    strategy.name(),
+                    r.confirmed,
+                    r.confirmed_sd,
+                    r.proxy_best,
+                    r.duplicates,
+                    r.proposed,
+                    started.elapsed().as_secs_f64()
+                );
+                if let Some(f) = &r.fidelity {
+                    println!(
+                        "            fidelity: τ top {} {} (fresh-mean {}), all {}; seed sd {:.4}; regret {:.4}; winner within one sd: {}",
+                        f.plan.top,
+                        fmt_opt(f.proxy_vs_long_top.kendall_tau),
+                        fmt_opt(f.short_vs_long_top.kendall_tau),
+                        fmt_opt(f.proxy_vs_long.kendall_tau),
+                        f.seed_sd_short,
+                        f.regret,
+                        f.winner.as_ref().map_or("n/a".into(), |w| w.within_one_sd.to_string())
+                    );
+                }
+                runs.push(r);
+            }
+            per.push(runs);
         }
-        println!();
+        println!("\n  confirmed winner, mean ± sd over seeds:");
+        for (strategy, runs) in strategies.iter().zip(&per) {
+            let v: Vec<f64> = runs.iter().map(|r| r.confirmed).collect();
+            let d: usize = runs.iter().map(|r| r.duplicates).sum();
+            let n: usize = runs.iter().map(|r| r.proposed).sum();
+            println!(
+                "    {:<9} {:.4} ± {:.4}   (duplicates {:.1}% of proposals)",
+                strategy.name(),
+                mean(&v),
+                sd(&v),
+                100.0 * d as f64 / n.max(1) as f64
+            );
+        }
+        let mut summary = json!({"space": path, "seeds": seeds, "budget": budget, "steps": steps});
+        if per.len() >= 2 {
+            let (base, judged) = (&per[0], &per[per.len() - 1]);
+            let diffs: Vec<f64> = base
+                .iter()
+                .zip(judged)
+                .map(|(a, b)| b.confirmed - a.confirmed)
+                .collect();
+            let wins = diffs.iter().filter(|&&d| d > 0.0).count();
+            let pooled_sd = sd(&base
+                .iter()
+                .chain(judged)
+                .map(|r| r.confirmed)
+                .collect::<Vec<_>>());
+            let seed_sd = mean(&judged.iter().map(|r| r.confirmed_sd).collect::<Vec<_>>());
+            println!(
+                "  {} beats {} in {wins} of {} seeds; mean margin {:+.4} (sd of the margins {:.4}); sd of confirmed winners across seeds and strategies {:.4}; mean confirm seed sd {:.4}",
+                strategies[strategies.len() - 1].name(),
+                strategies[0].name(),
+                diffs.len(),
+                mean(&diffs),
+                sd(&diffs),
+                pooled_sd,
+                seed_sd
+            );
+            summary["wins"] = json!(wins);
+            summary["margin"] = json!(mean(&diffs));
+            summary["margin_sd"] = json!(sd(&diffs));
+            summary["winner_sd_across_seeds"] = json!(pooled_sd);
+            summary["confirm_seed_sd"] = json!(seed_sd);
+        }
+        let fids: Vec<&FidelityReport> = per
+            .last()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r.fidelity.as_ref())
+            .collect();
+        if !fids.is_empty() {
+            let taus: Vec<f64> = fids
+                .iter()
+                .filter_map(|f| f.proxy_vs_long_top.kendall_tau)
+                .collect();
+            let within = fids
+                .iter()
+                .filter(|f| f.winner.as_ref().is_some_and(|w| w.within_one_sd))
+                .count();
+            println!(
+                "  fidelity over {} runs: Kendall τ (proxy vs {}× steps) among the top 8: {:.2} ± {:.2}; winner within one sd of 2 fresh seeds in {within} of {}",
+                fids.len(),
+                fids[0].plan.long_steps / fids[0].steps.max(1),
+                mean(&taus),
+                sd(&taus),
+                fids.len()
+            );
+            summary["fidelity_tau_top8"] = json!(taus);
+            summary["winner_within_sd"] = json!(within);
+        }
+        all.push(summary);
+    }
+    println!(
+        "\nsearch_quality finished in {:.1} min",
+        started.elapsed().as_secs_f64() / 60.0
+    );
+    if let Ok(p) = std::env::var("SQ_OUT") {
+        std::fs::write(&p, serde_json::to_string_pretty(&all).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{p}: {e}"));
     }
 }

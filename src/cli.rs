@@ -235,6 +235,11 @@ pub enum Command {
         /// progress lines either way; the dashboard is not built yet).
         #[arg(long)]
         no_tui: bool,
+        /// Skip the confirm stage (retraining the top candidates with fresh
+        /// seeds once the budget is spent; the space's `search.confirm` sets
+        /// how many and how many seeds).
+        #[arg(long)]
+        no_confirm: bool,
         /// Folder that holds runs.
         #[arg(long, default_value = "runs")]
         runs: PathBuf,
@@ -257,6 +262,40 @@ pub enum Command {
     #[command(after_help = "Example:\n  archgram status runs/quickstart-1 --json")]
     Status {
         run: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure how well a finished run's proxy ranks its candidates: retrain
+    /// its top K and a spread of the rest with fresh seeds, at the run's
+    /// steps and at a longer budget, and report rank correlations (overall
+    /// and among the top K), seed noise and the regret of the run's pick.
+    /// Trainings are kept in the run, so a repeat or a continuation after
+    /// Ctrl-C costs only what is missing.
+    #[command(after_help = "Examples:
+  archgram fidelity runs/quickstart-1
+  archgram fidelity runs/quickstart-1 --top 8 --long-steps 1000 --seeds 2 --ladder 25,80 --json")]
+    Fidelity {
+        run: PathBuf,
+        /// The run's best K are all retrained [default: 8].
+        #[arg(long)]
+        top: Option<usize>,
+        /// Further candidates, evenly spaced through the rest of the ranking [default: 4].
+        #[arg(long)]
+        spread: Option<usize>,
+        /// The longer budget to compare against [default: 4× the run's steps].
+        #[arg(long)]
+        long_steps: Option<usize>,
+        /// Fresh training seeds per candidate and budget [default: 2].
+        #[arg(long)]
+        seeds: Option<usize>,
+        /// Extra step counts to train each candidate at (one seed), e.g.
+        /// 25,80 [default: a halving run's lower rungs].
+        #[arg(long, value_delimiter = ',')]
+        ladder: Option<Vec<usize>>,
+        /// Trainings at once [default: the core count].
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },

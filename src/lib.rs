@@ -12,6 +12,7 @@ pub mod routing;
 pub mod search;
 pub mod seed;
 pub mod space;
+pub mod stats;
 pub mod store;
 pub mod tasks;
 pub mod tui;

@@ -56,6 +56,9 @@ pub struct TrainSettings {
     pub clip_norm: f64,
     /// Router balancing, drop policy and trace checkpoints.
     pub routing: crate::routing::RouterSettings,
+    /// What candidates are scored and ranked by: `accuracy` (the task's
+    /// metric) or `likelihood` (exp of minus the held-out cross-entropy).
+    pub score: crate::eval::ScoreRule,
 }
 
 impl Default for TrainSettings {
@@ -68,6 +71,7 @@ impl Default for TrainSettings {
             weight_decay: 0.01,
             clip_norm: 1.0,
             routing: crate::routing::RouterSettings::default(),
+            score: crate::eval::ScoreRule::default(),
         }
     }
 }
@@ -87,6 +91,9 @@ pub struct SearchSettings {
     pub workers: usize,
     /// Successive halving (`strategy: "halving"`).
     pub halving: crate::search::Halving,
+    /// The confirm stage that ends a search: the top candidates retrained
+    /// with fresh seeds.
+    pub confirm: crate::search::Confirm,
 }
 
 impl Default for SearchSettings {
@@ -98,6 +105,7 @@ impl Default for SearchSettings {
             tournament: 4,
             workers: 0,
             halving: crate::search::Halving::default(),
+            confirm: crate::search::Confirm::default(),
         }
     }
 }
@@ -147,8 +155,9 @@ pub struct Space {
     pub grammar_warnings: Vec<Warning>,
     pub sem: ArchSemantics,
     pub sampler_config: SamplerConfig,
-    /// The task's name and what it asks of a model.
+    /// The task's name.
     pub task_name: String,
+    /// What candidates are scored by (`train.score`'s name).
     pub metric: &'static str,
 }
 
@@ -277,7 +286,7 @@ impl Space {
             path: path.to_path_buf(),
             text: src.text.clone(),
             task_name: task.name().to_string(),
-            metric: task.metric(),
+            metric: file.train.score.name(),
             file,
             grammar,
             grammar_warnings,

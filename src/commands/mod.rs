@@ -2,6 +2,7 @@
 //! a typed error whose kind decides the exit code.
 
 mod export;
+mod fidelity;
 mod report;
 mod search;
 mod simulate;
@@ -76,12 +77,48 @@ pub fn run(cmd: Command, out: &mut dyn Write) -> Result<(), CliError> {
             workers,
             steps,
             no_tui,
+            no_confirm,
             runs,
         } => search::search(
-            &space, strategy, budget, time, seed, name, workers, steps, no_tui, &runs, out,
+            &space,
+            search::SearchArgs {
+                strategy,
+                budget,
+                time,
+                seed,
+                name,
+                workers,
+                steps,
+                no_confirm,
+            },
+            no_tui,
+            &runs,
+            out,
         ),
         Command::Resume { run, time, no_tui } => search::resume(&run, time, no_tui, out),
         Command::Watch { run } => search::watch(&run),
+        Command::Fidelity {
+            run,
+            top,
+            spread,
+            long_steps,
+            seeds,
+            ladder,
+            workers,
+            json,
+        } => fidelity::fidelity(
+            &run,
+            fidelity::FidelityArgs {
+                top,
+                spread,
+                long_steps,
+                seeds,
+                ladder,
+                workers,
+                json,
+            },
+            out,
+        ),
         Command::Status { run, json } => search::status(&run, json, out),
         Command::Export {
             run,

@@ -43,7 +43,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, CliError> {
 }
 
 /// Stops the run at SIGINT/SIGTERM (after the evaluations in flight).
-fn stop_flag() -> Arc<RunControl> {
+pub(super) fn stop_flag() -> Arc<RunControl> {
     let ctl = Arc::new(RunControl::default());
     let c = ctl.clone();
     // A second handler cannot be installed in one process (tests run
@@ -61,7 +61,7 @@ fn short(text: &str, n: usize) -> String {
 }
 
 /// Plain progress lines, one per event worth a line.
-fn printer(out: &mut dyn Write) -> impl FnMut(&Event) + '_ {
+pub(super) fn printer(out: &mut dyn Write) -> impl FnMut(&Event) + '_ {
     let mut best: Option<(u64, f64)> = None;
     let mut arch: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
     move |e: &Event| {
@@ -121,13 +121,54 @@ fn printer(out: &mut dyn Write) -> impl FnMut(&Event) + '_ {
                 e.get("of").unwrap_or(&json!(0)),
                 e.get("stage").and_then(|v| v.as_str()).unwrap_or("")
             ),
-            "run_finished" => format!(
-                "done ({}): {} evaluations, best #{} {:.4}",
-                e.get("reason").and_then(|v| v.as_str()).unwrap_or(""),
-                e.get("evaluations").unwrap_or(&json!(0)),
-                e.get("best_id").unwrap_or(&json!(null)),
-                e.get("best_score").and_then(|v| v.as_f64()).unwrap_or(0.0)
+            "confirm_started" => format!(
+                "confirm: retraining the top {} with {} fresh seeds each at {} steps ({} trainings to go)",
+                e.get("candidates").and_then(|v| v.as_array()).map_or(0, |a| a.len()),
+                e.get("seeds").unwrap_or(&json!(0)),
+                e.get("steps").unwrap_or(&json!(0)),
+                e.get("trainings").unwrap_or(&json!(0)),
             ),
+            "trial" => format!(
+                "        #{id} {} {} steps, seed {}: {} {:.4}{}",
+                e.get("purpose").and_then(|v| v.as_str()).unwrap_or(""),
+                e.get("steps").unwrap_or(&json!(0)),
+                e.get("index").and_then(|v| v.as_u64()).map_or(0, |i| i + 1),
+                e.get("metric").and_then(|v| v.as_str()).unwrap_or("score"),
+                e.get("score").and_then(|v| v.as_f64()).unwrap_or(0.0),
+                e.get("reason")
+                    .and_then(|v| v.as_str())
+                    .map_or(String::new(), |r| format!(" (failed: {r})"))
+            ),
+            "confirmed" => {
+                let mut s = String::from("confirmed (mean ± sd over fresh seeds; proxy = the search's single-seed score):");
+                for f in e.get("finalists").and_then(|v| v.as_array()).into_iter().flatten() {
+                    s.push_str(&format!(
+                        "\n  #{:<5} {:.4} ± {:.4}   proxy {:.4}",
+                        f["id"],
+                        f["mean"].as_f64().unwrap_or(0.0),
+                        f["sd"].as_f64().unwrap_or(0.0),
+                        f["proxy"].as_f64().unwrap_or(0.0)
+                    ));
+                }
+                s
+            }
+            "run_finished" => {
+                let mut s = format!(
+                    "done ({}): {} evaluations, best proxy #{} {:.4}",
+                    e.get("reason").and_then(|v| v.as_str()).unwrap_or(""),
+                    e.get("evaluations").unwrap_or(&json!(0)),
+                    e.get("best_id").unwrap_or(&json!(null)),
+                    e.get("best_score").and_then(|v| v.as_f64()).unwrap_or(0.0)
+                );
+                if let Some(w) = e.get("winner").and_then(|v| v.as_u64()) {
+                    s.push_str(&format!(
+                        "; winner #{w} confirmed {:.4} ± {:.4}",
+                        e.get("winner_score").and_then(|v| v.as_f64()).unwrap_or(0.0),
+                        e.get("winner_sd").and_then(|v| v.as_f64()).unwrap_or(0.0)
+                    ));
+                }
+                s
+            }
             _ => return,
         };
         let _ = writeln!(out, "{line}");
@@ -150,20 +191,36 @@ fn finish(ending: Ending, dir: &RunDir, out: &mut dyn Write) -> Result<(), CliEr
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What `archgram search` was asked, before the space's defaults fill in.
+#[derive(Debug, Default)]
+pub struct SearchArgs {
+    pub strategy: Option<String>,
+    pub budget: Option<usize>,
+    pub time: Option<String>,
+    pub seed: Option<u64>,
+    pub name: Option<String>,
+    pub workers: Option<usize>,
+    pub steps: Option<usize>,
+    pub no_confirm: bool,
+}
+
 pub fn search(
     space_path: &Path,
-    strategy: Option<String>,
-    budget: Option<usize>,
-    time: Option<String>,
-    seed: Option<u64>,
-    name: Option<String>,
-    workers: Option<usize>,
-    steps: Option<usize>,
+    args: SearchArgs,
     no_tui: bool,
     runs: &Path,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
+    let SearchArgs {
+        strategy,
+        budget,
+        time,
+        seed,
+        name,
+        workers,
+        steps,
+        no_confirm,
+    } = args;
     let space = Space::load(space_path)?;
     let d = &space.file.search;
     let strategy = strategy.unwrap_or_else(|| d.strategy.clone());
@@ -192,6 +249,7 @@ pub fn search(
         steps: steps.unwrap_or(space.file.train.steps),
         device: DeviceKind::Cpu,
         halving,
+        confirm: (!no_confirm && d.confirm.top > 0 && d.confirm.seeds > 0).then_some(d.confirm),
     };
     let time = time.as_deref().map(parse_duration).transpose()?;
     let (dir, store) = RunDir::create(runs, &space, &settings)?;

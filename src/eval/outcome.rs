@@ -1,7 +1,7 @@
 //! What an evaluation produces: the record the store keeps and reports show.
 
 use super::forward::RouteRecord;
-use super::train::{TrainConfig, Trained};
+use super::train::{ScoreRule, TrainConfig, Trained};
 use crate::arch::Cost;
 use crate::routing::stats::RoutingReport;
 use serde::{Deserialize, Serialize};
@@ -18,13 +18,23 @@ pub struct Outcome {
     /// `"status": "ok"`, or `"status": "failed", "reason": ...`.
     #[serde(flatten)]
     pub status: Status,
-    /// Name of the task's metric (e.g. `accuracy`).
+    /// What `score` measures: `accuracy` (the task's metric) or
+    /// `likelihood` (see `ScoreRule`).
     pub metric: String,
-    /// The metric on the held-out split (0 for a failed candidate).
+    /// The score on the held-out split (0 for a failed candidate).
     pub score: f64,
+    /// The task's metric (exact-match accuracy) on the held-out split,
+    /// whatever `score` measures (absent in outcomes stored before it was
+    /// recorded apart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
     /// Positions scored.
     pub scored: usize,
     pub final_loss: f64,
+    /// Mean cross-entropy (nats) of the held-out split's scored targets
+    /// (absent in outcomes stored before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_loss: Option<f64>,
     /// (step, training loss) at evenly spaced steps.
     pub loss_curve: Vec<(usize, f64)>,
     pub params: f64,
@@ -47,13 +57,15 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn new(metric: &str, cost: Cost, cfg: &TrainConfig) -> Outcome {
+    pub fn new(cost: Cost, cfg: &TrainConfig) -> Outcome {
         Outcome {
             status: Status::Ok,
-            metric: metric.to_string(),
+            metric: cfg.score.name().to_string(),
             score: 0.0,
+            accuracy: None,
             scored: 0,
             final_loss: f64::NAN,
+            test_loss: None,
             loss_curve: Vec::new(),
             params: cost.params,
             active_params: cost.active_params,
@@ -79,10 +91,15 @@ impl Outcome {
         self.status == Status::Ok
     }
 
-    pub fn finish(mut self, t: Trained, seq: usize, batch: usize) -> Outcome {
-        self.score = t.score;
+    pub fn finish(mut self, t: Trained, seq: usize, batch: usize, rule: ScoreRule) -> Outcome {
+        self.score = match rule {
+            ScoreRule::Accuracy => t.score,
+            ScoreRule::Likelihood => (-t.test_loss).exp(),
+        };
+        self.accuracy = Some(t.score);
         self.scored = t.scored;
         self.final_loss = t.final_loss;
+        self.test_loss = Some(t.test_loss);
         self.loss_curve = t.curve;
         self.steps = t.steps;
         self.tokens = (t.steps * batch * seq) as u64;
@@ -98,7 +115,12 @@ impl Outcome {
     pub fn report(&self) -> String {
         let mut s = String::new();
         match &self.status {
-            Status::Ok => s.push_str(&format!("{} {:.4}", self.metric, self.score)),
+            Status::Ok => {
+                s.push_str(&format!("{} {:.4}", self.metric, self.score));
+                if let (Some(a), true) = (self.accuracy, self.metric != "accuracy") {
+                    s.push_str(&format!("  (accuracy {a:.4})"));
+                }
+            }
             Status::Failed { reason } => s.push_str(&format!("FAILED: {reason}")),
         }
         s.push_str(&format!(

@@ -38,6 +38,31 @@ pub struct TrainConfig {
     pub curve_points: usize,
     /// Router balancing, drop policy and traces.
     pub routing: RouterSettings,
+    /// What an outcome's `score` measures.
+    pub score: ScoreRule,
+}
+
+/// What a candidate is scored by on the held-out split.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoreRule {
+    /// The task's metric (exact-match accuracy of greedy predictions).
+    #[default]
+    Accuracy,
+    /// exp(−mean cross-entropy) of the scored targets: the geometric mean
+    /// of the probabilities the model gives the right answers. Unlike
+    /// accuracy it keeps moving while a model is part-way through learning
+    /// a task, so short trainings rank candidates by it more faithfully.
+    Likelihood,
+}
+
+impl ScoreRule {
+    pub fn name(self) -> &'static str {
+        match self {
+            ScoreRule::Accuracy => "accuracy",
+            ScoreRule::Likelihood => "likelihood",
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -55,6 +80,7 @@ impl Default for TrainConfig {
             eval_batch_size: 64,
             curve_points: 50,
             routing: RouterSettings::default(),
+            score: ScoreRule::default(),
         }
     }
 }
@@ -122,6 +148,8 @@ pub struct Trained {
     pub curve: Vec<(usize, f64)>,
     pub final_loss: f64,
     pub score: f64,
+    /// Mean cross-entropy (nats) of the held-out split's scored targets.
+    pub test_loss: f64,
     pub scored: usize,
     pub steps: usize,
     pub train_secs: f64,
@@ -356,7 +384,14 @@ pub fn train_on<D: Backend>(
         }
     }
     let train_secs = (start.elapsed() - traced).as_secs_f64();
-    let (score, scored, routes, final_trace, labels) = score_on(
+    let Scored {
+        score,
+        test_loss,
+        scored,
+        routes,
+        trace: final_trace,
+        labels,
+    } = score_on(
         dev,
         prog,
         &trainer.params,
@@ -371,6 +406,7 @@ pub fn train_on<D: Backend>(
         curve,
         final_loss: last,
         score,
+        test_loss,
         scored,
         steps: cfg.steps,
         train_secs,
@@ -388,16 +424,28 @@ const PROBE_SEQUENCES: usize = 4;
 /// Sequences of the first held-out batch kept in the final trace.
 const TRACE_SEQUENCES: usize = 16;
 
-/// What scoring returns: score, positions scored, routing records summed
-/// per routed layer, the final trace (first sequences of the first held-out
-/// batch) and the traced tokens' domain labels if the task has domains.
-pub type Scored = (
-    f64,
-    usize,
-    Vec<RouteRecord>,
-    Vec<LayerTrace>,
-    Option<Vec<usize>>,
-);
+/// What scoring on the held-out split returns.
+pub struct Scored {
+    /// The task's metric.
+    pub score: f64,
+    /// Mean cross-entropy (nats) of the scored targets.
+    pub test_loss: f64,
+    /// Positions scored.
+    pub scored: usize,
+    /// Routing records summed per routed layer.
+    pub routes: Vec<RouteRecord>,
+    /// The final trace (first sequences of the first held-out batch).
+    pub trace: Vec<LayerTrace>,
+    /// The traced tokens' domain labels, if the task has domains.
+    pub labels: Option<Vec<usize>>,
+}
+
+/// Cross-entropy of one row of logits against `target`, in nats.
+fn row_nll(row: &[f32], target: usize) -> f64 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
+    max + sum.ln() - row[target] as f64
+}
 
 /// Greedy predictions on the held-out split, scored by the task, with the
 /// routers as trained (settings and selection bias).
@@ -412,6 +460,7 @@ pub fn score_on<D: Backend>(
 ) -> Result<Scored, String> {
     let mut credit = 0.0;
     let mut count = 0;
+    let (mut nll, mut nll_count) = (0.0f64, 0usize);
     let mut routes: Vec<RouteRecord> = Vec::new();
     let mut traces = Vec::new();
     let mut labels = None;
@@ -445,6 +494,12 @@ pub fn score_on<D: Backend>(
                 best as u32
             })
             .collect();
+        for (row, &t) in logits.chunks(v).zip(&batch.targets) {
+            if t != crate::tasks::IGNORE && (t as usize) < v {
+                nll += row_nll(row, t as usize);
+                nll_count += 1;
+            }
+        }
         let (c, n) = task.score(&preds, &batch);
         credit += c;
         count += n;
@@ -463,7 +518,14 @@ pub fn score_on<D: Backend>(
     if count == 0 {
         return Err("the task's test split has no scored positions".into());
     }
-    Ok((credit / count as f64, count, routes, traces, labels))
+    Ok(Scored {
+        score: credit / count as f64,
+        test_loss: nll / nll_count.max(1) as f64,
+        scored: count,
+        routes,
+        trace: traces,
+        labels,
+    })
 }
 
 /// Trains and scores `arch` on `task`. Never panics: every failure is an
@@ -471,7 +533,7 @@ pub fn score_on<D: Backend>(
 pub fn evaluate(arch: &Arch, task: &dyn Task, cfg: &TrainConfig) -> Outcome {
     let vocab = task.vocab();
     let cost = arch.total_cost(vocab);
-    let mut out = Outcome::new(task.metric(), cost, cfg);
+    let mut out = Outcome::new(cost, cfg);
     if arch.seq_len != task.seq_len() {
         return out.failed(format!(
             "the architecture was built for {} tokens, the task has {}",
@@ -501,7 +563,7 @@ pub fn evaluate(arch: &Arch, task: &dyn Task, cfg: &TrainConfig) -> Outcome {
     }));
     out.wall_secs = started.elapsed().as_secs_f64();
     match result {
-        Ok(Ok(t)) => out.finish(t, task.seq_len(), cfg.batch_size),
+        Ok(Ok(t)) => out.finish(t, task.seq_len(), cfg.batch_size, cfg.score),
         Ok(Err(reason)) => out.failed(reason),
         Err(panic) => {
             let msg = panic

@@ -2,12 +2,19 @@
 //! its cache, Pareto bookkeeping and run folders. Sees candidates only as
 //! derivations, hashes and outcomes.
 
+mod confirm;
+pub mod fidelity;
 mod halving;
 pub mod pareto;
 mod run;
 mod rundir;
 mod strategy;
 
+pub use confirm::{
+    ranked, table as confirm_table, train_trials, trial_seed, Confirm, ConfirmTable, Confirmed,
+    Ranked, TrialJob, CONFIRM, REEVAL,
+};
+pub use fidelity::{FidelityPlan, FidelityReport};
 pub use halving::{Halving, Rungs};
 pub use run::{run, score_of, train_config, Ending, RunControl, RunSettings, SearchError};
 pub use rundir::RunDir;

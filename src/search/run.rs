@@ -42,6 +42,10 @@ pub struct RunSettings {
     /// Successive halving over training steps; `strategy` is its source.
     #[serde(default)]
     pub halving: Option<Halving>,
+    /// The confirm stage after the search (None: `--no-confirm`, and runs
+    /// recorded before the stage existed).
+    #[serde(default)]
+    pub confirm: Option<super::confirm::Confirm>,
 }
 
 /// How a run ended.
@@ -86,6 +90,7 @@ pub fn train_config(space: &Space, seed: u64, steps: usize, device: DeviceKind) 
         weight_decay: t.weight_decay,
         clip_norm: t.clip_norm,
         routing: t.routing,
+        score: t.score,
         seed,
         device,
         ..TrainConfig::default()
@@ -137,6 +142,7 @@ fn restore(
         };
         let s = score_of(&o);
         if c.duplicate_of.is_none() {
+            told.push((c.id, s));
             evaluations += 1;
             if best.is_none_or(|b| s > b.1) {
                 best = Some((c.id, s));
@@ -150,7 +156,6 @@ fn restore(
                 r.record(rung_of(h, c.steps, settings.steps), c.id, s, root);
             }
         }
-        told.push((c.id, s));
     }
     strategy.rebuild(&told, baselines);
     Ok(Progress {
@@ -366,7 +371,7 @@ pub fn run(
                     &o,
                     &mut emit,
                 )?;
-                strategy.tell(id, score_of(&o));
+                strategy.tell_duplicate();
                 dry += 1;
                 continue;
             }
@@ -458,7 +463,6 @@ pub fn run(
         }
         for (record, orig, stage) in deferred {
             let o = store.outcome(orig)?.unwrap_or_default();
-            let id = record.id;
             record_duplicate(
                 store,
                 &mut log,
@@ -469,17 +473,42 @@ pub fn run(
                 &o,
                 &mut emit,
             )?;
-            strategy.tell(id, score_of(&o));
+            strategy.tell_duplicate();
         }
     };
     store.put_counters(&counters)?;
     store.flush()?;
+    let mut ending = ending;
+    let mut winner = None;
+    if let (Some(conf), true) = (settings.confirm, ending != Ending::Interrupted) {
+        let mut emit_one = |e: Event| emit(&mut log, e);
+        match super::confirm::confirm(
+            store,
+            space,
+            settings,
+            conf,
+            task.as_ref(),
+            &pool,
+            ctl,
+            &mut emit_one,
+        )? {
+            Some(t) => {
+                emit_one(t.to_event())?;
+                winner = t.winner().cloned();
+            }
+            None if ctl.stop.load(Ordering::SeqCst) => ending = Ending::Interrupted,
+            None => {}
+        }
+    }
     emit(
         &mut log,
         Event::new(
             "run_finished",
             json!({"evaluations": pos.evaluations, "best_id": pos.best.map(|b| b.0),
-                   "best_score": pos.best.map(|b| b.1), "reason": ending.name()}),
+                   "best_score": pos.best.map(|b| b.1), "reason": ending.name(),
+                   "winner": winner.as_ref().map(|w| w.id),
+                   "winner_score": winner.as_ref().map(|w| w.mean),
+                   "winner_sd": winner.as_ref().map(|w| w.sd)}),
         ),
     )?;
     Ok(ending)

@@ -105,6 +105,14 @@ impl Strategy {
         self.pending = self.pending.saturating_sub(1);
     }
 
+    /// A proposal that turned out to be an architecture already evaluated:
+    /// it costs nothing and does not join the population a second time
+    /// (a copy would push out an older member and double its weight in
+    /// tournaments).
+    pub fn tell_duplicate(&mut self) {
+        self.pending = self.pending.saturating_sub(1);
+    }
+
     /// The result of a proposal: candidate `id` scored `score` (0 if it failed).
     pub fn tell(&mut self, id: u64, score: f64) {
         self.pending = self.pending.saturating_sub(1);
@@ -115,7 +123,8 @@ impl Strategy {
         }
     }
 
-    /// Replays results in id order (resume).
+    /// Replays results in id order (resume); duplicates are left out, as
+    /// `tell_duplicate` leaves them out.
     pub fn rebuild(&mut self, told: &[(u64, f64)], baselines_used: usize) {
         for _ in 0..baselines_used.min(self.baselines.len()) {
             self.baselines.pop_front();
@@ -162,6 +171,21 @@ mod tests {
         // Aging: the oldest leaves even if it is good.
         s.tell(3, 0.0);
         assert_eq!(s.members().map(|m| m.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn duplicates_do_not_join_the_population() {
+        let mut s = Strategy::new(StrategyKind::Evolution, 2, 2, vec![]);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        for id in 0..2 {
+            assert_eq!(s.propose(&mut rng), Proposal::Sample);
+            s.tell(id, 0.5);
+        }
+        // A duplicate of member 1 neither ages member 0 out nor counts.
+        assert!(matches!(s.propose(&mut rng), Proposal::Mutate(_)));
+        s.tell_duplicate();
+        assert_eq!(s.members().map(|m| m.0).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(s.pending, 0);
     }
 
     #[test]

@@ -36,6 +36,33 @@ pub struct CandidateRecord {
     pub steps: usize,
 }
 
+/// One more training of an evaluated candidate's architecture, with
+/// another training seed or step count: the confirm stage's retrainings,
+/// seed re-evaluations during a search, and `fidelity`'s measurements.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    /// The candidate whose architecture was trained.
+    pub candidate: u64,
+    /// `confirm`, `reeval` or `fidelity`.
+    pub purpose: String,
+    pub steps: usize,
+    /// The training seed (initial weights and data order).
+    pub seed: u64,
+    /// The evaluation's outcome, as stored for candidates.
+    pub outcome: serde_json::Value,
+}
+
+impl TrialRecord {
+    /// The key a trial is stored under: one trial per candidate, purpose,
+    /// step count and seed, so writing it again replaces it.
+    pub fn key(&self) -> String {
+        format!(
+            "{:016x}/{}/{:010}/{:016x}",
+            self.candidate, self.purpose, self.steps, self.seed
+        )
+    }
+}
+
 /// Cache counters of a run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counters {
@@ -78,6 +105,10 @@ pub trait Store {
     /// The evaluated candidate with this structural hash, if any.
     fn by_structural(&self, h: u128) -> Result<Option<u64>, StoreError>;
     fn by_functional(&self, h: u128) -> Result<Option<u64>, StoreError>;
+    /// Records a trial, durably.
+    fn put_trial(&self, t: &TrialRecord) -> Result<(), StoreError>;
+    /// All trials, by candidate.
+    fn trials(&self) -> Result<Vec<TrialRecord>, StoreError>;
     fn counters(&self) -> Result<Counters, StoreError>;
     fn put_counters(&self, c: &Counters) -> Result<(), StoreError>;
     /// A named small value (strategy state, next id).

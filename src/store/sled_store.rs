@@ -1,6 +1,6 @@
 //! `Store` on sled, in `runs/<name>/store/`.
 
-use super::{CandidateRecord, Counters, Store, StoreError};
+use super::{CandidateRecord, Counters, Store, StoreError, TrialRecord};
 use crate::hash::Hashes;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,6 +12,7 @@ pub struct SledStore {
     structural: sled::Tree,
     functional: sled::Tree,
     values: sled::Tree,
+    trials: sled::Tree,
 }
 
 fn io(e: sled::Error) -> StoreError {
@@ -71,6 +72,7 @@ impl SledStore {
             structural: tree("by_structural")?,
             functional: tree("by_functional")?,
             values: tree("values")?,
+            trials: tree("trials")?,
             db,
         })
     }
@@ -149,6 +151,21 @@ impl Store for SledStore {
             .get(h.to_be_bytes())
             .map_err(io)?
             .and_then(|b| b.as_ref().try_into().ok().map(u64::from_be_bytes)))
+    }
+
+    fn put_trial(&self, t: &TrialRecord) -> Result<(), StoreError> {
+        self.trials
+            .insert(t.key().as_bytes(), json(t)?)
+            .map_err(io)?;
+        self.flush()
+    }
+
+    fn trials(&self) -> Result<Vec<TrialRecord>, StoreError> {
+        self.trials
+            .iter()
+            .values()
+            .map(|v| parse(&v.map_err(io)?))
+            .collect()
     }
 
     fn counters(&self) -> Result<Counters, StoreError> {
@@ -244,6 +261,29 @@ mod tests {
         assert_eq!(s.by_structural(0xabc + 2).unwrap(), None);
         let c = s.counters().unwrap();
         assert_eq!((c.structural_hits, c.misses, c.seconds_saved), (2, 3, 1.5));
+    }
+
+    #[test]
+    fn trials_are_kept_by_candidate_and_replaced_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let trial = |candidate, seed, score| TrialRecord {
+            candidate,
+            purpose: "confirm".into(),
+            steps: 250,
+            seed,
+            outcome: serde_json::json!({"score": score}),
+        };
+        {
+            let s = SledStore::open(dir.path()).unwrap();
+            s.put_trial(&trial(300, 1, 0.5)).unwrap();
+            s.put_trial(&trial(2, 9, 0.1)).unwrap();
+            s.put_trial(&trial(2, 9, 0.2)).unwrap();
+        }
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(
+            s.trials().unwrap(),
+            vec![trial(2, 9, 0.2), trial(300, 1, 0.5)]
+        );
     }
 
     #[test]
