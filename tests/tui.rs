@@ -10,8 +10,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn dashboard(keys: &str) -> Dashboard {
+    dashboard_of("tests/fixtures/events.jsonl", keys)
+}
+
+fn dashboard_of(events: &str, keys: &str) -> Dashboard {
     let mut d = Dashboard::new(false);
-    for e in read_events(Path::new("tests/fixtures/events.jsonl")).unwrap() {
+    for e in read_events(Path::new(events)).unwrap() {
         d.apply(&e);
     }
     for k in keys.chars() {
@@ -63,6 +67,24 @@ fn golden_screens_at_80x24_and_160x48() {
     golden("main-160x48.txt", &render(&d, 160, 48));
     golden("help-80x24.txt", &render(&dashboard("?"), 80, 24));
     golden("details-160x48.txt", &render(&dashboard("jj\n"), 160, 48));
+}
+
+#[test]
+fn a_confirmed_run_ranks_its_winner_first_and_says_which_scores_are_proxies() {
+    // The fixture's best single-seed score is #1 (0.2696), but the confirm
+    // stage's fresh seeds put #2 first.
+    let d = dashboard_of("tests/fixtures/events-confirmed.jsonl", "");
+    assert_eq!(d.winner, Some(2));
+    let order: Vec<u64> = d.ranked().iter().map(|c| c.id).collect();
+    assert_eq!(&order[..3], &[2, 5, 1]);
+    let screen = render(&d, 120, 40);
+    assert!(screen.contains("winner #2 0.2256±0.0085"), "{screen}");
+    assert!(
+        screen.contains("✓ confirmed mean±sd; others one seed"),
+        "{screen}"
+    );
+    assert!(screen.contains("τ +0.60 all, +0.50 top 8"), "{screen}");
+    golden("confirmed-120x40.txt", &screen);
 }
 
 #[test]

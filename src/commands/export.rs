@@ -6,7 +6,7 @@ use crate::eval::program::Program;
 use crate::eval::{train_on, Weights};
 use crate::export::pytorch::{self, Provenance};
 use crate::search::pareto::{front, Point};
-use crate::search::{score_of, train_config, RunDir};
+use crate::search::{score_of, standings, train_config, RunDir, RunSettings, Standing};
 use crate::space::Space;
 use crate::store::{CandidateRecord, SledStore, Store};
 use crate::tasks::Task;
@@ -36,7 +36,7 @@ pub fn export(
     let space = Space::load(&dir.space_path())?;
     let store = dir.store()?;
     let settings = dir.settings(&store)?;
-    let chosen = choose(&store, top, pareto)?;
+    let chosen = choose(&store, &settings, top, pareto)?;
     if chosen.is_empty() {
         return Err(CliError::BadInput(format!(
             "{}: no evaluated candidates to export yet",
@@ -65,13 +65,15 @@ pub fn export(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    for (rank, (c, o)) in chosen.iter().enumerate() {
+    for (rank, Chosen { c, o, standing }) in chosen.iter().enumerate() {
         let net = space
             .network(c.derivation.clone())
             .map_err(|e| CliError::Runtime(format!("candidate #{} no longer lowers: {e}", c.id)))?;
         let stem = format!("{:02}-id{}", rank + 1, c.id);
         let doc = json!({"id": c.id, "rank": rank + 1, "arch": c.text, "hashes": c.hashes,
-                         "origin": c.origin, "parent": c.parent, "outcome": o, "graph": net.arch});
+                         "origin": c.origin, "parent": c.parent,
+                         "score": standing.score(), "score_kind": standing.kind(),
+                         "confirmed": standing.confirmed, "outcome": o, "graph": net.arch});
         match format {
             ExportFormat::Json => {
                 let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
@@ -85,7 +87,7 @@ pub fn export(
                 writeln!(out, "{}", p.display())?;
             }
             ExportFormat::Dot => {
-                let text = super::report::dot(&net, &format!("#{} score {:.4}", c.id, score_of(o)));
+                let text = super::report::dot(&net, &format!("#{} {}", c.id, standing.label()));
                 let p = write(format!("{stem}.dot"), text.as_bytes())?;
                 writeln!(out, "{}", p.display())?;
             }
@@ -97,10 +99,10 @@ pub fn export(
                     CliError::Runtime(format!("candidate #{} does not compile: {e}", c.id))
                 })?;
                 let origin = format!(
-                    "Run {run_name}, candidate #{}, score {:.4} ({}).",
+                    "Run {run_name}, candidate #{}, {} {}.",
                     c.id,
-                    score_of(o),
-                    o["metric"].as_str().unwrap_or("score")
+                    o["metric"].as_str().unwrap_or("score"),
+                    standing.label()
                 );
                 let routing = space.file.train.routing;
                 let source = pytorch::module_source(
@@ -185,45 +187,45 @@ fn probe(
     pytorch::probe_file(&batch.inputs, batch.batch, batch.seq, &logits).map_err(CliError::Runtime)
 }
 
-/// The evaluated, non-duplicate candidates to export, best first.
+/// A candidate chosen for export, with its stored record and outcome.
+pub struct Chosen {
+    pub c: CandidateRecord,
+    pub o: Value,
+    pub standing: Standing,
+}
+
+/// The evaluated, non-duplicate architectures to export in the run's final
+/// order (confirmed finalists first).
 fn choose(
     store: &SledStore,
+    settings: &RunSettings,
     top: Option<usize>,
     pareto: bool,
-) -> Result<Vec<(CandidateRecord, Value)>, CliError> {
+) -> Result<Vec<Chosen>, CliError> {
     let store_err = |e: crate::store::StoreError| CliError::Runtime(e.to_string());
     let mut rows = Vec::new();
-    for c in store.candidates().map_err(store_err)? {
-        if c.duplicate_of.is_some() {
-            continue;
-        }
-        let Some(o) = store.outcome(c.id).map_err(store_err)? else {
+    for standing in standings(store, settings).map_err(store_err)? {
+        let id = standing.ranked.id;
+        let (Some(c), Some(o)) = (
+            store.candidate(id).map_err(store_err)?,
+            store.outcome(id).map_err(store_err)?,
+        ) else {
             continue;
         };
-        if o["status"] != "ok" {
-            continue;
-        }
-        rows.push((c, o));
+        rows.push(Chosen { c, o, standing });
     }
-    rows.sort_by(|a, b| {
-        score_of(&b.1)
-            .total_cmp(&score_of(&a.1))
-            .then(a.0.id.cmp(&b.0.id))
-    });
     Ok(if pareto {
         let pts: Vec<Point> = rows
             .iter()
-            .map(|(c, o)| Point {
-                id: c.id,
-                score: score_of(o),
-                active_params: c.active_params,
-                flops: c.flops,
+            .map(|r| Point {
+                id: r.c.id,
+                score: r.standing.score(),
+                active_params: r.c.active_params,
+                flops: r.c.flops,
             })
             .collect();
         let ids: Vec<u64> = front(&pts).iter().map(|p| p.id).collect();
-        rows.into_iter()
-            .filter(|(c, _)| ids.contains(&c.id))
-            .collect()
+        rows.into_iter().filter(|r| ids.contains(&r.c.id)).collect()
     } else {
         rows.into_iter().take(top.unwrap_or(1)).collect()
     })

@@ -3,9 +3,9 @@
 use super::search::status_of;
 use super::CliError;
 use crate::arch::{Arch, Network};
-use crate::search::{score_of, RunDir};
+use crate::search::RunDir;
 use crate::space::Space;
-use crate::store::{read_events, CandidateRecord, SledStore};
+use crate::store::{read_events, SledStore};
 use std::fmt::Write;
 
 /// A Graphviz digraph of the network; routed bodies are clusters.
@@ -63,7 +63,7 @@ pub fn markdown(
     dir: &RunDir,
     space: &Space,
     _store: &SledStore,
-    chosen: &[(CandidateRecord, serde_json::Value)],
+    chosen: &[super::export::Chosen],
 ) -> Result<String, CliError> {
     let events = read_events(&dir.events_path()).map_err(|e| CliError::Runtime(e.to_string()))?;
     let st = status_of(&events);
@@ -115,14 +115,14 @@ pub fn markdown(
         );
     }
     let _ = writeln!(s, "\n## Winners\n");
-    for (rank, (c, o)) in chosen.iter().enumerate() {
+    for (rank, super::export::Chosen { c, o, standing }) in chosen.iter().enumerate() {
         let _ = writeln!(
             s,
-            "### {}. #{} — {} {:.4}\n\n{} params, {} active, {} FLOPs/token; origin: {}\n\n```text\n{}\n```\n",
+            "### {}. #{} — {} {}\n\n{} params, {} active, {} FLOPs/token; origin: {}\n\n```text\n{}\n```\n",
             rank + 1,
             c.id,
             space.metric,
-            score_of(o),
+            standing.label(),
             crate::arch::fmt_count(c.params),
             crate::arch::fmt_count(c.active_params),
             crate::arch::fmt_count(c.flops),

@@ -387,7 +387,14 @@ pub struct Status {
     pub evaluations: u64,
     pub failed: u64,
     pub finished: Option<String>,
+    /// The best single-seed search score (a proxy: one training run each).
     pub best: Option<serde_json::Value>,
+    /// The confirm stage's winner (mean ± sd over fresh seeds) and finalists.
+    pub winner: Option<serde_json::Value>,
+    pub confirmed: Vec<serde_json::Value>,
+    /// The last `archgram fidelity` measurement's summary.
+    pub fidelity: Option<serde_json::Value>,
+    /// Pareto front of the single-seed search scores.
     pub pareto: Vec<Point>,
     pub structural_hits: u64,
     pub functional_hits: u64,
@@ -458,6 +465,31 @@ pub fn status_of(events: &[Event]) -> Status {
             "run_finished" => {
                 s.finished = e.get("reason").and_then(|v| v.as_str()).map(String::from)
             }
+            "confirmed" => {
+                s.confirmed = e
+                    .get("finalists")
+                    .and_then(|v| v.as_array())
+                    .cloned()
+                    .unwrap_or_default();
+                s.winner = e.get("winner").and_then(|v| v.as_u64()).map(|w| {
+                    json!({"id": w, "score": e.get("score"), "sd": e.get("sd"),
+                           "proxy": e.get("proxy"), "seeds": e.get("seeds"),
+                           "steps": e.get("steps"), "arch": archs.get(&w)})
+                });
+            }
+            "fidelity" => {
+                let field = |k: &str| e.get(k).cloned().unwrap_or_default();
+                s.fidelity = Some(json!({
+                    "candidates": e.get("rows").and_then(|v| v.as_array()).map_or(0, |r| r.len()),
+                    "steps": field("steps"), "long_steps": field("plan")["long_steps"],
+                    "seeds": field("plan")["seeds"], "top": field("plan")["top"],
+                    "proxy_vs_long": field("proxy_vs_long"),
+                    "proxy_vs_long_top": field("proxy_vs_long_top"),
+                    "seed_sd_short": field("seed_sd_short"), "regret": field("regret"),
+                    "pick": field("pick"), "best_long": field("best_long"),
+                    "ladder": field("ladder"), "winner": field("winner"),
+                }));
+            }
             _ => {}
         }
     }
@@ -495,13 +527,62 @@ pub fn status(path: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), Cli
             .as_deref()
             .map_or("running or stopped".into(), |r| format!("finished ({r})"))
     )?;
+    if let Some(w) = &s.winner {
+        writeln!(
+            out,
+            "winner #{} confirmed {:.4} ± {:.4} ({} fresh seeds × {} steps; its single-seed proxy {:.4}): {}",
+            w["id"],
+            w["score"].as_f64().unwrap_or(0.0),
+            w["sd"].as_f64().unwrap_or(0.0),
+            w["seeds"],
+            w["steps"],
+            w["proxy"].as_f64().unwrap_or(0.0),
+            w["arch"].as_str().unwrap_or("")
+        )?;
+        writeln!(out, "confirmed finalists (mean ± sd; proxy):")?;
+        for f in &s.confirmed {
+            writeln!(
+                out,
+                "  #{:<5} {:.4} ± {:.4}   proxy {:.4}",
+                f["id"].as_u64().unwrap_or(0),
+                f["mean"].as_f64().unwrap_or(0.0),
+                f["sd"].as_f64().unwrap_or(0.0),
+                f["proxy"].as_f64().unwrap_or(0.0)
+            )?;
+        }
+    }
     if let Some(b) = &s.best {
         writeln!(
             out,
-            "best #{} score {:.4}: {}",
+            "best proxy #{} score {:.4} (single seed{}): {}",
             b["id"],
             b["score"].as_f64().unwrap_or(0.0),
+            if s.winner.is_some() {
+                ""
+            } else {
+                "; not confirmed"
+            },
             b["arch"].as_str().unwrap_or("")
+        )?;
+    }
+    if let Some(f) = &s.fidelity {
+        let tau = |v: &serde_json::Value| {
+            v["kendall_tau"]
+                .as_f64()
+                .map_or("n/a".to_string(), |t| format!("{t:+.2}"))
+        };
+        writeln!(
+            out,
+            "fidelity ({} candidates, {} against {} steps, {} seeds): Kendall τ {} overall, {} among the top {}; seed sd {:.4}; regret of the pick {:.4}",
+            f["candidates"],
+            f["steps"],
+            f["long_steps"],
+            f["seeds"],
+            tau(&f["proxy_vs_long"]),
+            tau(&f["proxy_vs_long_top"]),
+            f["top"],
+            f["seed_sd_short"].as_f64().unwrap_or(0.0),
+            f["regret"].as_f64().unwrap_or(0.0)
         )?;
     }
     writeln!(
@@ -509,7 +590,10 @@ pub fn status(path: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), Cli
         "cache: {} structural + {} functional hits, {:.1}s of training saved",
         s.structural_hits, s.functional_hits, s.seconds_saved
     )?;
-    writeln!(out, "pareto front (score, active params, flops/token):")?;
+    writeln!(
+        out,
+        "pareto front (single-seed score, active params, flops/token):"
+    )?;
     for p in &s.pareto {
         writeln!(
             out,

@@ -321,3 +321,71 @@ pub(super) fn confirm(
     }
     Ok(table(store, settings, conf, space.metric)?)
 }
+
+/// An architecture's place in a run's final order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Standing {
+    pub ranked: Ranked,
+    /// Its confirm results, if it was a finalist of a finished confirm stage.
+    pub confirmed: Option<Confirmed>,
+}
+
+impl Standing {
+    /// The score it is ranked by: its confirmed mean, else its proxy.
+    pub fn score(&self) -> f64 {
+        self.confirmed
+            .as_ref()
+            .map_or(self.ranked.score, |c| c.mean)
+    }
+
+    /// `confirmed` or `proxy`.
+    pub fn kind(&self) -> &'static str {
+        if self.confirmed.is_some() {
+            "confirmed"
+        } else {
+            "proxy"
+        }
+    }
+
+    /// Its score for people: confirmed mean ± sd, or a single-seed proxy.
+    pub fn label(&self) -> String {
+        match &self.confirmed {
+            Some(c) => format!(
+                "confirmed {:.4} ± {:.4} over {} fresh seeds (proxy {:.4})",
+                c.mean,
+                c.sd,
+                c.scores.len(),
+                self.ranked.score
+            ),
+            None => format!("proxy {:.4} (single seed)", self.ranked.score),
+        }
+    }
+}
+
+/// Every successfully evaluated architecture of a run in its final order:
+/// the confirmed finalists by mean over fresh seeds, then the rest by the
+/// search's own (single-seed) score.
+pub fn standings(store: &dyn Store, settings: &RunSettings) -> Result<Vec<Standing>, StoreError> {
+    let table = match settings.confirm {
+        Some(c) => table(store, settings, c, "")?,
+        None => None,
+    };
+    let finalists = table.map_or(Vec::new(), |t| t.finalists);
+    let mut rest = Vec::new();
+    let mut first: Vec<Option<Standing>> = vec![None; finalists.len()];
+    for r in ranked(store)?.into_iter().filter(|r| r.ok) {
+        match finalists.iter().position(|f| f.id == r.id) {
+            Some(i) => {
+                first[i] = Some(Standing {
+                    ranked: r,
+                    confirmed: Some(finalists[i].clone()),
+                })
+            }
+            None => rest.push(Standing {
+                ranked: r,
+                confirmed: None,
+            }),
+        }
+    }
+    Ok(first.into_iter().flatten().chain(rest).collect())
+}

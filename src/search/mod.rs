@@ -11,8 +11,8 @@ mod rundir;
 mod strategy;
 
 pub use confirm::{
-    ranked, table as confirm_table, train_trials, trial_seed, Confirm, ConfirmTable, Confirmed,
-    Ranked, TrialJob, CONFIRM, REEVAL,
+    ranked, standings, table as confirm_table, train_trials, trial_seed, Confirm, ConfirmTable,
+    Confirmed, Ranked, Standing, TrialJob, CONFIRM, REEVAL,
 };
 pub use fidelity::{FidelityPlan, FidelityReport};
 pub use halving::{Halving, Rungs};

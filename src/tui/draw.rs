@@ -99,6 +99,13 @@ fn header(f: &mut Frame, r: Rect, d: &Dashboard) {
         ),
         Span::raw(format!(" {}  space {}  {}  ", d.name, d.space, d.strategy)),
         Span::styled(state, Style::default().add_modifier(Modifier::BOLD)),
+        Span::raw(match d.winner.and_then(|w| d.cands.get(&w)) {
+            Some(c) => {
+                let (m, sd) = c.confirmed.unwrap_or_default();
+                format!("  winner #{} {m:.4}±{sd:.4}", c.id)
+            }
+            None => String::new(),
+        }),
     ]);
     f.render_widget(Paragraph::new(line), r);
 }
@@ -118,17 +125,27 @@ fn status_row(f: &mut Frame, r: Rect, d: &Dashboard) {
         0.0
     };
     let eta = d.eta_secs().map_or("–".into(), clock);
-    f.render_widget(
-        Gauge::default()
-            .block(panel("progress", false))
-            .gauge_style(Style::default().fg(Color::Green))
-            .ratio(ratio)
-            .label(format!(
+    let (ratio, label) = match d.confirming {
+        Some((done, due)) => (
+            done as f64 / due.max(1) as f64,
+            format!("confirm {done}/{due}"),
+        ),
+        None => (
+            ratio,
+            format!(
                 "{}/{}  {:.1}/min  ETA {eta}",
                 d.evaluations,
                 d.budget,
                 d.rate_per_min()
-            )),
+            ),
+        ),
+    };
+    f.render_widget(
+        Gauge::default()
+            .block(panel("progress", false))
+            .gauge_style(Style::default().fg(Color::Green))
+            .ratio(ratio.min(1.0))
+            .label(label),
         cols[0],
     );
     f.render_widget(
@@ -173,7 +190,13 @@ fn best_chart(f: &mut Frame, r: Rect, d: &Dashboard) {
         .style(Style::default().fg(Color::Green))
         .data(pts);
     let chart = Chart::new(vec![data])
-        .block(panel(&format!("best {} vs evaluations", d.metric), false))
+        .block(panel(
+            &match &d.fidelity {
+                Some(fid) => format!("best {} vs evaluations · {fid}", d.metric),
+                None => format!("best {} (single seed) vs evaluations", d.metric),
+            },
+            false,
+        ))
         .x_axis(
             Axis::default()
                 .bounds(x)
@@ -238,7 +261,10 @@ fn top_table(f: &mut Frame, r: Rect, d: &Dashboard) {
             let origin = c.origin.split(':').next().unwrap_or("").to_string();
             Row::new(vec![
                 format!("#{}", c.id),
-                format!("{:.4}", score(c)),
+                match c.confirmed {
+                    Some((m, sd)) => format!("{m:.4}±{sd:.3}✓"),
+                    None => format!("{:.4}", score(c)),
+                },
                 fmt_count(c.params),
                 fmt_count(c.flops),
                 origin,
@@ -255,7 +281,7 @@ fn top_table(f: &mut Frame, r: Rect, d: &Dashboard) {
         rows,
         [
             Constraint::Length(5),
-            Constraint::Length(7),
+            Constraint::Length(if d.winner.is_some() { 13 } else { 7 }),
             Constraint::Length(7),
             Constraint::Length(7),
             Constraint::Min(8),
@@ -266,7 +292,14 @@ fn top_table(f: &mut Frame, r: Rect, d: &Dashboard) {
         Row::new(vec!["id", "score", "params", "FLOPs", "origin", "dups"])
             .style(Style::default().add_modifier(Modifier::BOLD)),
     )
-    .block(panel("top candidates", d.focus == Focus::Top));
+    .block(panel(
+        if d.winner.is_some() {
+            "top candidates (✓ confirmed mean±sd; others one seed)"
+        } else {
+            "top candidates (single-seed scores)"
+        },
+        d.focus == Focus::Top,
+    ));
     f.render_widget(t, r);
 }
 

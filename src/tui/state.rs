@@ -37,6 +37,8 @@ pub struct Cand {
     pub routing: Vec<LayerLoad>,
     /// Later candidates the cache merged into this one.
     pub duplicates: usize,
+    /// Mean and sd over the confirm stage's fresh seeds, for finalists.
+    pub confirmed: Option<(f64, f64)>,
 }
 
 /// Which panel the arrow keys move in.
@@ -78,6 +80,12 @@ pub struct Dashboard {
     pub structural_hits: u64,
     pub functional_hits: u64,
     pub seconds_saved: f64,
+    /// Confirm stage: trainings done and due, while it runs.
+    pub confirming: Option<(usize, usize)>,
+    /// The confirm stage's winner.
+    pub winner: Option<u64>,
+    /// The last fidelity measurement, in one line.
+    pub fidelity: Option<String>,
     pub log: VecDeque<String>,
     // View state.
     pub selected: usize,
@@ -147,6 +155,7 @@ impl Dashboard {
                         tokens_per_sec: 0.0,
                         routing: Vec::new(),
                         duplicates: 0,
+                        confirmed: None,
                     },
                 );
                 return;
@@ -219,6 +228,76 @@ impl Dashboard {
                 format!("#{id} duplicate of #{of} ({stage} hash)")
             }
             "new_best" => format!("new best #{id}: {:.4}", f(e, "score")),
+            "confirm_started" => {
+                let due = f(e, "trainings") as usize;
+                self.confirming = Some((0, due));
+                format!(
+                    "confirm: top {} retrained with {} fresh seeds ({due} trainings)",
+                    e.get("candidates")
+                        .and_then(|v| v.as_array())
+                        .map_or(0, |a| a.len()),
+                    f(e, "seeds")
+                )
+            }
+            "trial" => {
+                if let Some((done, _)) = self.confirming.as_mut() {
+                    *done += 1;
+                }
+                format!(
+                    "#{id} {} seed {}: {} {:.4}",
+                    s(e, "purpose"),
+                    f(e, "index") as usize + 1,
+                    self.metric,
+                    f(e, "score")
+                )
+            }
+            "confirmed" => {
+                self.confirming = None;
+                for c in self.cands.values_mut() {
+                    c.confirmed = None;
+                }
+                for row in e
+                    .get("finalists")
+                    .and_then(|v| v.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    let fid = row["id"].as_u64().unwrap_or(0);
+                    if let Some(c) = self.cands.get_mut(&fid) {
+                        c.confirmed = Some((
+                            row["mean"].as_f64().unwrap_or(0.0),
+                            row["sd"].as_f64().unwrap_or(0.0),
+                        ));
+                    }
+                }
+                self.winner = e.get("winner").and_then(|v| v.as_u64());
+                self.selected = 0;
+                format!(
+                    "winner #{} confirmed {:.4} ± {:.4} over {} fresh seeds",
+                    self.winner.unwrap_or(0),
+                    f(e, "score"),
+                    f(e, "sd"),
+                    f(e, "seeds")
+                )
+            }
+            "fidelity" => {
+                let tau = |k: &str| {
+                    e.get(k)
+                        .and_then(|v| v["kendall_tau"].as_f64())
+                        .map_or("n/a".to_string(), |t| format!("{t:+.2}"))
+                };
+                let line = format!(
+                    "fidelity vs {} steps: τ {} all, {} top {}; regret {:.4}",
+                    e.get("plan")
+                        .map_or(json_zero(), |p| p["long_steps"].clone()),
+                    tau("proxy_vs_long"),
+                    tau("proxy_vs_long_top"),
+                    e.get("plan").map_or(json_zero(), |p| p["top"].clone()),
+                    f(e, "regret")
+                );
+                self.fidelity = Some(line.clone());
+                line
+            }
             "run_finished" => {
                 let reason = s(e, "reason");
                 self.finished = Some(reason.clone());
@@ -232,14 +311,21 @@ impl Dashboard {
         }
     }
 
-    /// Evaluated candidates, best first (ties: earlier first).
+    /// Evaluated candidates, best first: confirmed finalists by their
+    /// mean, then the rest by their single-seed score (ties: earlier first).
     pub fn ranked(&self) -> Vec<&Cand> {
         let mut v: Vec<&Cand> = self
             .cands
             .values()
             .filter(|c| matches!(c.status, CandStatus::Done(_)))
             .collect();
-        v.sort_by(|a, b| score(b).total_cmp(&score(a)).then(a.id.cmp(&b.id)));
+        v.sort_by(|a, b| {
+            b.confirmed
+                .is_some()
+                .cmp(&a.confirmed.is_some())
+                .then(score(b).total_cmp(&score(a)))
+                .then(a.id.cmp(&b.id))
+        });
         v
     }
 
@@ -381,11 +467,18 @@ impl Dashboard {
     }
 }
 
+/// A candidate's score: its confirmed mean if it was confirmed, else its
+/// single-seed search score.
 pub fn score(c: &Cand) -> f64 {
-    match c.status {
-        CandStatus::Done(s) => s,
+    match (c.confirmed, &c.status) {
+        (Some((mean, _)), _) => mean,
+        (None, CandStatus::Done(s)) => *s,
         _ => 0.0,
     }
+}
+
+fn json_zero() -> serde_json::Value {
+    serde_json::Value::from(0)
 }
 
 /// The text form as an indented tree: one line per module, its
