@@ -125,8 +125,10 @@ pub struct SpaceFile {
     /// Model width (embedding size).
     pub width: usize,
     /// Whether routers that look at the whole sequence (expert choice,
-    /// mixture-of-depths) may appear in a causal task; they are flagged.
-    #[serde(default = "yes")]
+    /// top-k mixture-of-depths) may appear in a causal task. Off by
+    /// default: their scores could not be reached when generating one token
+    /// at a time. When allowed they are flagged.
+    #[serde(default)]
     pub allow_noncausal_routing: bool,
     pub limits: LimitsFile,
     #[serde(default)]
@@ -139,10 +141,6 @@ pub struct SpaceFile {
     /// seed a population with.
     #[serde(default)]
     pub baselines: BTreeMap<String, String>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// A loaded, checked space.

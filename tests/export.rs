@@ -29,6 +29,9 @@ const ROUTED: &[&str] = &[
     "seq(block(moe(experts=6, router=top_p, top_p=0.7, capacity=2.0, shared=1, mlp(ratio=1))))",
     "seq(block(moe(experts=4, top_k=2, shared=2, balance=none, capacity=1.25, mlp(ratio=1, act=relu))))",
     "seq(mod(capacity=0.25, block(norm=pre, residual=false, attention(heads=2))), block(mlp(ratio=2)))",
+    // A causal router: trained on top-k with a predictor loss, routed by
+    // its own logit in eval mode.
+    "seq(mod(capacity=0.25, causal=true, block(norm=pre, residual=false, attention(heads=2))), block(mlp(ratio=2)))",
     "seq(layer_skip(capacity=0.5, block(norm=pre, residual=false, mlp(ratio=2))))",
     // Sequences route different numbers of tokens: the body runs per group.
     "seq(layer_skip(capacity=0.6, block(norm=pre, residual=false, attention(heads=2))), block(mlp(ratio=1)))",

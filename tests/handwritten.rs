@@ -103,12 +103,26 @@ fn switch_top1_moe_block() {
 #[test]
 fn mixture_of_depths_block() {
     let s = space("quickstart");
-    let text = "repeat(n=1, seq(mod(capacity=0.125, block(norm=pre, norm_kind=layer, residual=false, attention(heads=2))), block(norm=pre, norm_kind=layer, mlp(act=gelu, gated=false, ratio=2))))";
+    let text = "repeat(n=1, seq(mod(capacity=0.125, causal=true, block(norm=pre, norm_kind=layer, residual=false, attention(heads=2))), block(norm=pre, norm_kind=layer, mlp(act=gelu, gated=false, ratio=2))))";
     let n = s.parse_arch(text).unwrap();
-    let Op::Mod { capacity, body } = &ops(&n)[1] else {
+    let Op::Mod {
+        capacity,
+        causal,
+        body,
+    } = &ops(&n)[1]
+    else {
         panic!("{:?}", kinds(&n))
     };
-    assert_eq!(*capacity, 0.125);
+    assert_eq!((*capacity, *causal), (0.125, true));
+    // The top-k router is not allowed in this causal task by default.
+    let e = s
+        .parse_arch(&text.replace("causal=true", "causal=false"))
+        .err()
+        .expect("a top-k mixture-of-depths router is refused");
+    assert!(
+        e.to_string().contains("does not allow it in a causal task"),
+        "{e}"
+    );
     assert_eq!(
         body.topo()
             .iter()
@@ -134,7 +148,7 @@ fn mixture_of_depths_block() {
     let norm = 5.0 * d;
     let attention_at = |tokens: f64| 8.0 * d * inner + 4.0 * (tokens + 1.0) / 2.0 * inner;
     let dense = s
-        .parse_arch(&text.replace("mod(capacity=0.125, block(norm=pre, norm_kind=layer, residual=false, attention(heads=2)))", "block(norm=pre, norm_kind=layer, attention(head_dim=auto, heads=2))"))
+        .parse_arch(&text.replace("mod(capacity=0.125, causal=true, block(norm=pre, norm_kind=layer, residual=false, attention(heads=2)))", "block(norm=pre, norm_kind=layer, attention(head_dim=auto, heads=2))"))
         .unwrap();
     let rest = dense.cost.flops - (norm + attention_at(seq) + d/* residual add */);
     let expected = rest + 2.0 * d + routed / seq * (norm + attention_at(routed));
@@ -143,7 +157,8 @@ fn mixture_of_depths_block() {
         "{} vs {expected}",
         n.cost.flops
     );
-    assert!(n.flags().iter().any(|f| f.contains("non-causal")));
+    // A causal router is not flagged.
+    assert!(!n.flags().iter().any(|f| f.contains("non-causal")));
 }
 
 #[test]
@@ -255,11 +270,11 @@ fn routed_bodies_reject_positional_ops_and_skip_bodies_reject_nesting() {
     let s = space("moe-heavy");
     let bad = [
         (
-            "mod(capacity=0.5, seq(posenc, block(mlp(ratio=2))))",
+            "mod(capacity=0.5, causal=true, seq(posenc, block(mlp(ratio=2))))",
             "posenc",
         ),
         (
-            "mod(capacity=0.5, route(pre=transpose, post=transpose, linear(width=same)))",
+            "mod(capacity=0.5, causal=true, route(pre=transpose, post=transpose, linear(width=same)))",
             "transpose",
         ),
         (
@@ -277,7 +292,7 @@ fn routed_bodies_reject_positional_ops_and_skip_bodies_reject_nesting() {
             .unwrap_or_else(|| panic!("{text} was accepted"));
         assert!(e.to_string().contains(why), "{text}: {e}");
     }
-    let ok = "mod(capacity=0.5, block(moe(experts=4, mlp(ratio=1))))";
+    let ok = "mod(capacity=0.5, causal=true, block(moe(experts=4, mlp(ratio=1))))";
     Network::build(archgram::grammar::Derivation::parse(ok).unwrap(), s.ctx())
         .unwrap_or_else(|e| panic!("{ok}: {e}"));
 }

@@ -110,6 +110,35 @@ fn mixture_of_depths_processes_ceil_capacity_tokens() {
 }
 
 #[test]
+fn a_causal_mixture_of_depths_learns_to_predict_its_top_k() {
+    // Trained on the top 30%, with a loss that teaches the router's logit
+    // to say whether a token is in it; scored and traced by that logit
+    // alone, token by token (Raposo et al. 2024, §3.5).
+    let task = mixture();
+    let text = "seq(mod(capacity=0.3, causal=true, block(norm=pre, residual=false, mlp(ratio=2))))";
+    let early = train(text, task.as_ref(), 1, RouterSettings::default());
+    let o = train(text, task.as_ref(), 150, RouterSettings::default());
+    let s = &stats(&o)[0];
+    assert!(!s.noncausal);
+    assert!(!o.report().contains("non-causal"), "{}", o.report());
+    // No longer exactly ⌈0.3·48⌉ of 48 tokens: each token decides, and the
+    // predictor loss pulls the routed fraction from where it started (about
+    // half the tokens have a positive logit at initialisation) to the top-k
+    // rate it was trained on.
+    let start = stats(&early)[0].processed_fraction;
+    assert!(
+        s.processed_fraction != 15.0 / 48.0,
+        "{}",
+        s.processed_fraction
+    );
+    assert!(
+        (s.processed_fraction - 0.3).abs() < (start - 0.3).abs(),
+        "routed {start:.3} after 1 step, {:.3} after 150",
+        s.processed_fraction
+    );
+}
+
+#[test]
 fn bias_balancing_evens_the_load() {
     let task = mixture();
     let text = |b: &str| {

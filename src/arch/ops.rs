@@ -243,10 +243,14 @@ pub enum Op {
     /// gathered in order, form the shorter sequence `body` runs on (its
     /// attention sees only them), and get x + sigmoid(r)·body; the rest pass
     /// through unchanged. `body` is the residual branch (it does not add x
-    /// itself) and may not depend on positions. Non-causal: the top-k is
-    /// over the whole sequence.
+    /// itself) and may not depend on positions. The top-k is over the whole
+    /// sequence, so it is non-causal, unless `causal`: then training also
+    /// teaches the router, by a binary cross-entropy loss, to predict from
+    /// x alone whether a token is in the top-k, and at inference a token is
+    /// routed when r > 0 (Raposo et al. 2024, §3.5, first method).
     Mod {
         capacity: f64,
+        causal: bool,
         body: Box<Arch>,
     },
     /// Routed layer skip, decided by each token alone (causal): g =
@@ -323,7 +327,7 @@ impl Op {
                     ..
                 },
                 ..
-            } | Op::Mod { .. }
+            } | Op::Mod { causal: false, .. }
         )
     }
 }
@@ -392,7 +396,16 @@ impl fmt::Display for Op {
                 }
                 write!(f, ", {})", spec.balance.name())
             }
-            Op::Mod { capacity, .. } => write!(f, "mod(capacity={capacity})"),
+            Op::Mod {
+                capacity,
+                causal: false,
+                ..
+            } => write!(f, "mod(capacity={capacity})"),
+            Op::Mod {
+                capacity,
+                causal: true,
+                ..
+            } => write!(f, "mod(capacity={capacity}, causal)"),
             Op::LayerSkip { capacity, .. } => write!(f, "layer_skip(capacity={capacity})"),
             Op::Moh {
                 heads,

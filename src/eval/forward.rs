@@ -60,6 +60,10 @@ pub struct Run<'a, D: Backend, T> {
     /// Keep a full routing trace of this pass in `traces`.
     pub trace: bool,
     pub traces: Vec<LayerTrace>,
+    /// Training semantics (routers that route differently at inference,
+    /// such as a causal mixture-of-depths, train as they train); by default
+    /// whether the pass records a tape.
+    pub training: bool,
 }
 
 impl<'a, D: Backend, T: Tape<f32, D>> Run<'a, D, T> {
@@ -74,6 +78,7 @@ impl<'a, D: Backend, T: Tape<f32, D>> Run<'a, D, T> {
             bias: Vec::new(),
             trace: false,
             traces: Vec::new(),
+            training: T::OWNS_TAPE,
         }
     }
 

@@ -49,6 +49,8 @@ fn batch() -> Batch {
 /// discrete routing choice, where the loss is not differentiable).
 fn loss_plain(dev: &Cpu, prog: &Program, params: &Params<Cpu>, b: &Batch) -> (f64, Vec<u64>) {
     let mut run: Run<'_, Cpu, NoneTape> = Run::new(dev, params, b.batch);
+    // The loss training differentiates, not the inference pass.
+    run.training = true;
     let logits = forward(&mut run, prog, &b.inputs);
     let mut loss = cross_entropy(logits, b, prog.vocab);
     for a in std::mem::take(&mut run.aux) {
@@ -231,6 +233,11 @@ fn routed_blocks() {
     check("block(moe(experts=4, router=expert_choice, capacity=1.0, seq(linear(width=6, bias=false), act(fn=gelu), linear(width=model))))", false);
     check(
         "mod(capacity=0.5, block(norm=pre, residual=false, attention(heads=2)))",
+        true,
+    );
+    // The predictor loss's gradient reaches the router too.
+    check(
+        "mod(capacity=0.5, causal=true, block(norm=pre, residual=false, attention(heads=2)))",
         true,
     );
     check(

@@ -74,6 +74,7 @@ pub enum StepOp {
     },
     Mod {
         capacity: f64,
+        causal: bool,
         router: usize,
         body: Box<Graph>,
     },
@@ -297,10 +298,15 @@ impl Builder {
                     shared,
                 }
             }
-            Op::Mod { capacity, body } => {
+            Op::Mod {
+                capacity,
+                causal,
+                body,
+            } => {
                 self.routed += 1;
                 StepOp::Mod {
                     capacity: *capacity,
+                    causal: *causal,
                     router: self.matrix(format!("{at}.router"), last, 1),
                     body: Box::new(self.graph(body, &format!("{at}.body."))?),
                 }

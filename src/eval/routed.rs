@@ -21,6 +21,10 @@ use dfdx::prelude::*;
 /// Weight of the layer-skip rate loss (mean gate pulled to the capacity).
 pub const SKIP_RATE_WEIGHT: f32 = 0.01;
 
+/// Weight of a causal mixture-of-depths router's loss: binary cross-entropy
+/// of its logits against membership of the top-k it routes by in training.
+pub const MOD_PREDICT_WEIGHT: f32 = 0.1;
+
 /// Runs `body` on the tokens `sel` marks (batch × seq, 0/1), each sequence's
 /// tokens gathered in order into a shorter sequence; sequences routing the
 /// same number of tokens run together. Returns (batch, seq, width) with the
@@ -76,9 +80,11 @@ fn on_routed_tokens<D: Backend, T: Tape<f32, D>>(
 
 /// A depth router's shared tail: records the route (and trace), runs `body`
 /// on the tokens `sel` marks and returns x + gate·body there, x elsewhere.
+#[allow(clippy::too_many_arguments)]
 fn depth_routed<D: Backend, T: Tape<f32, D>>(
     run: &mut Run<'_, D, T>,
     kind: &str,
+    router: &str,
     capacity: f64,
     body: &Graph,
     x: T3<D, T>,
@@ -89,7 +95,8 @@ fn depth_routed<D: Backend, T: Tape<f32, D>>(
     let processed = sel.iter().filter(|&&v| v > 0.0).count() as u32;
     if run.trace {
         let gv = gate.as_vec();
-        let t = scalar_trace(run.routes.len(), kind, capacity, s, d, &sel, &gv);
+        let mut t = scalar_trace(run.routes.len(), kind, capacity, s, d, &sel, &gv);
+        t.router = router.into();
         run.traces.push(t);
     }
     run.routes.push(RouteRecord {
@@ -126,16 +133,33 @@ pub fn apply<D: Backend, T: Tape<f32, D>>(
         } => super::moe::apply(run, spec, *router, experts, shared, x),
         StepOp::Mod {
             capacity,
+            causal,
             router,
             body,
         } => {
             let score = run
                 .linear(x.with_empty_tape(), *router, d, 1)
                 .reshape_like(&(b, s));
-            let sel = top_tokens(&score.as_vec(), b, s, *capacity);
+            let logits = score.as_vec();
+            let top = top_tokens(&logits, b, s, *capacity);
+            let sel = if !*causal || run.training {
+                top
+            } else {
+                // Inference of a causal router: each token by its own logit.
+                logits
+                    .iter()
+                    .map(|&z| if z > 0.0 { 1.0 } else { 0.0 })
+                    .collect()
+            };
+            if *causal && run.training {
+                let target = run.dev.tensor_from_vec(sel.clone(), (b, s));
+                let bce = score.with_empty_tape().bce_with_logits(target).mean();
+                run.aux.push(bce * MOD_PREDICT_WEIGHT);
+            }
             // Routed tokens' outputs are scaled by the router weight so the
             // router learns (Raposo et al. 2024, eq. 1); sigmoid keeps it in (0, 1).
-            depth_routed(run, "mod", *capacity, body, x, sel, score.sigmoid())
+            let router = if *causal { "causal" } else { "top_k" };
+            depth_routed(run, "mod", router, *capacity, body, x, sel, score.sigmoid())
         }
         StepOp::Skip {
             capacity,
@@ -158,7 +182,7 @@ pub fn apply<D: Backend, T: Tape<f32, D>>(
                 .collect();
             let rate = g.with_empty_tape().mean::<(), _>() - *capacity as f32;
             run.aux.push(rate.square() * SKIP_RATE_WEIGHT);
-            depth_routed(run, "layer_skip", *capacity, body, x, sel, g)
+            depth_routed(run, "layer_skip", "threshold", *capacity, body, x, sel, g)
         }
         StepOp::Moh {
             heads,

@@ -308,13 +308,19 @@ class MixtureOfDepths(nn.Module):
     """Mixture-of-depths (Raposo et al. 2024): the ceil(capacity*T) tokens
     with the highest router score run the body as a shorter sequence (its
     attention sees only them) and get x + sigmoid(r)*body; the others pass
-    unchanged."""
+    unchanged. With causal=True, training adds a binary cross-entropy loss
+    that teaches the router to predict top-k membership from x alone, and in
+    eval mode a token is routed when its score is positive (no later token
+    is looked at)."""
 
-    def __init__(self, width, capacity, body):
+    PREDICT_WEIGHT = 0.1
+
+    def __init__(self, width, capacity, body, causal=False):
         super().__init__()
         self.router = _lecun(width, 1)
         self.body = body
         self.capacity = capacity
+        self.causal = causal
         self.aux_loss = None
 
     def forward(self, x):
@@ -323,8 +329,12 @@ class MixtureOfDepths(nn.Module):
         keep = min(max(math.ceil(self.capacity * s), 1), s)
         chosen = _desc_order(score.detach(), 1)[:, :keep]
         sel = torch.zeros_like(score).scatter_(1, chosen, 1.0)
-        gate = torch.sigmoid(score) * sel
         self.aux_loss = score.new_zeros(())
+        if self.causal and self.training:
+            self.aux_loss = self.PREDICT_WEIGHT * F.binary_cross_entropy_with_logits(score, sel)
+        elif self.causal:
+            sel = (score > 0).to(score.dtype)
+        gate = torch.sigmoid(score) * sel
         return x + _on_routed(self.body, x, sel.bool()) * gate.unsqueeze(-1)
 
 

@@ -188,6 +188,7 @@ fn graph_class(prog: &Program, g: &Graph, name: &str, out: &mut Vec<String>) {
                 capacity,
                 router,
                 body,
+                ..
             }
             | StepOp::Skip {
                 capacity,
@@ -196,14 +197,14 @@ fn graph_class(prog: &Program, g: &Graph, name: &str, out: &mut Vec<String>) {
                 ..
             } => {
                 graph_class(prog, body, &child, out);
-                let class = if matches!(step.op, StepOp::Mod { .. }) {
-                    "MixtureOfDepths"
-                } else {
-                    "LayerSkip"
+                let (class, extra) = match step.op {
+                    StepOp::Mod { causal: true, .. } => ("MixtureOfDepths", ", causal=True"),
+                    StepOp::Mod { .. } => ("MixtureOfDepths", ""),
+                    _ => ("LayerSkip", ""),
                 };
                 (
                     Some(format!(
-                        "{class}({}, {}, {child}())",
+                        "{class}({}, {}, {child}(){extra})",
                         prog.params[*router].shape[0],
                         py_float(*capacity)
                     )),

@@ -393,16 +393,25 @@ fn eval_op(op: &Op, ins: &[&Mat], input: &Mat, w: &Weights, key: &[u8], rows: bo
             }
             out
         }
-        Op::Mod { capacity, body } => {
+        Op::Mod {
+            capacity,
+            causal,
+            body,
+        } => {
             let x = x.expect("input");
             let r = x.matmul(&w.matrix(key, "router", x.cols, 1));
-            let sel = crate::routing::top_tokens(
-                &r.v.iter().map(|&v| v as f32).collect::<Vec<_>>(),
-                1,
-                x.rows,
-                *capacity,
-            );
-            let chosen: Vec<usize> = (0..x.rows).filter(|&t| sel[t] > 0.0).collect();
+            // A causal router is hashed as it computes at inference.
+            let chosen: Vec<usize> = if *causal {
+                (0..x.rows).filter(|&t| r.v[t] > 0.0).collect()
+            } else {
+                let sel = crate::routing::top_tokens(
+                    &r.v.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                    1,
+                    x.rows,
+                    *capacity,
+                );
+                (0..x.rows).filter(|&t| sel[t] > 0.0).collect()
+            };
             let gates: Vec<f64> = chosen.iter().map(|&t| sigmoid(r.v[t])).collect();
             on_routed_rows(body, x, w, &[key, b"body"].concat(), &chosen, &gates)
         }

@@ -110,7 +110,9 @@ pub fn layer_stats(t: &LayerTrace) -> LayerStats {
     LayerStats {
         layer: t.layer,
         kind: t.kind.clone(),
-        noncausal: t.kind == "mod" || t.router == "expert_choice",
+        // A causal mixture-of-depths router routes each token by its own
+        // logit at inference; the top-k one looks at the whole sequence.
+        noncausal: (t.kind == "mod" && t.router != "causal") || t.router == "expert_choice",
         experts: t.experts,
         tokens: t.tokens,
         cv,

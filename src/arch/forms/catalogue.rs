@@ -186,9 +186,12 @@ pub const FORMS: &[FormSpec] = &[
     },
     FormSpec {
         name: "mod",
-        params: &[p("capacity", FRACTION, None)],
+        params: &[
+            p("capacity", FRACTION, None),
+            p("causal", Kind::Bool, Some("false")),
+        ],
         children: Children::One,
-        doc: "mixture-of-depths: the top capacity fraction of tokens run the child (a residual branch)",
+        doc: "mixture-of-depths: the top capacity fraction of tokens run the child (a residual branch); causal=true routes each token by its own router logit at inference",
     },
     FormSpec {
         name: "layer_skip",

@@ -460,9 +460,13 @@ pub fn routed(
             Ok(Op::Moe { spec, expert: body })
         }
         "mod" => {
-            noncausal("mixture-of-depths top-k routing")?;
+            let causal = boolean(node, "causal", ctx)?;
+            if !causal {
+                noncausal("mixture-of-depths top-k routing")?;
+            }
             Ok(Op::Mod {
                 capacity: float(node, "capacity")?,
+                causal,
                 body,
             })
         }
