@@ -3,6 +3,7 @@
 //! derivations, hashes and outcomes.
 
 mod halving;
+pub mod journal;
 pub mod pareto;
 mod run;
 mod rundir;
