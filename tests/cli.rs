@@ -348,6 +348,8 @@ fn bad_flags_exit_2_with_the_rule() {
         (&["check", "--space", q, "--samples", "0"], "--samples"),
         (&["export", "runs/none", "--top", "0"], "--top"),
         (&["search", "--space", q, "--time", "soon"], "--time soon"),
+        (&["search", "--space", q, "--time", "1e30h"], "--time 1e30h"),
+        (&["resume", "runs/none", "--time", "1e30h"], "--time 1e30h"),
     ];
     for (args, fragment) in cases {
         let o = archgram(args);

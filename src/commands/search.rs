@@ -33,8 +33,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, CliError> {
     };
     num.parse::<f64>()
         .ok()
-        .filter(|v| v.is_finite() && *v > 0.0)
-        .map(|v| Duration::from_secs_f64(v * mult))
+        .filter(|v| *v > 0.0)
+        // `try_`: 1e30h is finite but beyond a Duration (it panicked).
+        .and_then(|v| Duration::try_from_secs_f64(v * mult).ok())
         .ok_or_else(|| {
             CliError::BadInput(format!(
                 "--time {s}: expected a duration such as 90s, 10m or 2h"
@@ -352,11 +353,11 @@ pub fn resume(
     no_tui: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
+    let time = time.as_deref().map(parse_duration).transpose()?;
     let dir = RunDir::open(path)?;
     let store = dir.store()?;
     let settings = dir.settings(&store)?;
     let space = Space::load(&dir.space_path())?;
-    let time = time.as_deref().map(parse_duration).transpose()?;
     drive(&dir, &store, &space, &settings, time, no_tui, out)
 }
 
