@@ -1,8 +1,14 @@
 //! Command-line definitions (clap). Only syntax lives here; the commands
 //! themselves are in `commands`.
 
+use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+
+/// A count of 1 or more (`--budget 0` and friends are refused by clap, exit 2).
+fn at_least_one() -> RangedU64ValueParser<usize> {
+    RangedU64ValueParser::new().range(1..)
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -102,6 +108,7 @@ pub struct SimulateArgs {
     /// Nodes (must divide the devices); default: nodes of the hardware's gpus_per_node.
     #[arg(long)]
     pub nodes: Option<usize>,
+    /// How experts are placed on devices.
     #[arg(long, value_enum, default_value_t = PlacementArg::RoundRobin)]
     pub placement: PlacementArg,
     /// Extra expert slots per device for replicate-hot replicas.
@@ -134,6 +141,7 @@ pub enum Command {
         /// Master seed (default: the space's seed).
         #[arg(long)]
         seed: Option<u64>,
+        /// `text` (numbers, then the text form) or `jsonl`.
         #[arg(long, value_enum, default_value_t = SampleFormat::Text)]
         format: SampleFormat,
     },
@@ -145,8 +153,9 @@ pub enum Command {
         /// Space file (.ron).
         #[arg(long)]
         space: PathBuf,
-        /// Samples drawn to estimate depth and how often limits are met.
-        #[arg(long, default_value_t = 300)]
+        /// Samples drawn to estimate depth and how often limits are met
+        /// (1 or more; the check fails when none can be drawn).
+        #[arg(long, default_value_t = 300, value_parser = at_least_one())]
         samples: usize,
     },
     /// Show one architecture: tree, graph, parameters and FLOPs.
@@ -177,14 +186,16 @@ pub enum Command {
         /// Evaluate the architecture `sample` draws with this seed (index 0).
         #[arg(long)]
         sample: Option<u64>,
-        /// Training steps (default: the space's).
-        #[arg(long)]
+        /// Training steps, 1 or more (default: the space's).
+        #[arg(long, value_parser = at_least_one())]
         steps: Option<usize>,
+        /// Where to train.
         #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
         device: DeviceArg,
         /// Training seed (default: the space's).
         #[arg(long)]
         seed: Option<u64>,
+        /// Print the outcome as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -197,6 +208,7 @@ pub enum Command {
         /// Text forms, or files holding one each.
         #[arg(required = true)]
         archs: Vec<String>,
+        /// Space whose grammar the architectures are read against.
         #[arg(long, default_value = "spaces/quickstart.ron")]
         space: PathBuf,
     },
@@ -213,8 +225,8 @@ pub enum Command {
         /// space's strategy).
         #[arg(long, value_parser = ["random", "evolution", "halving"])]
         strategy: Option<String>,
-        /// Candidates to train (duplicates are free; default: the space's).
-        #[arg(long)]
+        /// Candidates to train, 1 or more (duplicates are free; default: the space's).
+        #[arg(long, value_parser = at_least_one())]
         budget: Option<usize>,
         /// Stop after this long, e.g. 90s, 10m, 2h.
         #[arg(long)]
@@ -223,16 +235,19 @@ pub enum Command {
         #[arg(long)]
         seed: Option<u64>,
         /// Run name: output goes to runs/NAME (default: space name and seed).
+        /// One folder name: not empty, `.` or `..`, without `/`, `\` or
+        /// control characters, at most 100 bytes.
         #[arg(long)]
         name: Option<String>,
-        /// Candidates trained at once, one core each (default: the space's, or the core count).
-        #[arg(long)]
+        /// Candidates trained at once, one core each: from 1 to the number
+        /// of cores (default: the space's, or the core count).
+        #[arg(long, value_parser = at_least_one())]
         workers: Option<usize>,
-        /// Training steps per candidate (default: the space's).
-        #[arg(long)]
+        /// Training steps per candidate, 1 or more (default: the space's).
+        #[arg(long, value_parser = at_least_one())]
         steps: Option<usize>,
-        /// Plain progress lines instead of the dashboard (this build prints
-        /// progress lines either way; the dashboard is not built yet).
+        /// Plain progress lines instead of the live dashboard (the default
+        /// when stdout is not a terminal).
         #[arg(long)]
         no_tui: bool,
         /// Skip the confirm stage (retraining the top candidates with fresh
@@ -245,23 +260,35 @@ pub enum Command {
         runs: PathBuf,
     },
     /// Continue a run that was stopped or killed; finished work is kept.
-    #[command(after_help = "Example:\n  archgram resume runs/quickstart-1")]
+    /// The run keeps the settings it started with (space, budget, seed,
+    /// workers, steps).
+    #[command(after_help = "Example:\n  archgram resume runs/quickstart-1 --time 30m")]
     Resume {
+        /// The run's folder, e.g. runs/quickstart-1.
         run: PathBuf,
+        /// Stop after this long (counted from now), e.g. 90s, 10m, 2h;
+        /// without it, the run goes on until its budget is spent.
         #[arg(long)]
         time: Option<String>,
+        /// Plain progress lines instead of the live dashboard (the default
+        /// when stdout is not a terminal).
         #[arg(long)]
         no_tui: bool,
     },
     /// The live dashboard on a run's event log (another process's search,
     /// or a finished run).
     #[command(after_help = "Example:\n  archgram watch runs/quickstart-1")]
-    Watch { run: PathBuf },
+    Watch {
+        /// The run's folder, e.g. runs/quickstart-1.
+        run: PathBuf,
+    },
     /// Progress, best so far, Pareto front and cache statistics of a run
     /// (works while it runs: reads the event log).
     #[command(after_help = "Example:\n  archgram status runs/quickstart-1 --json")]
     Status {
+        /// The run's folder, e.g. runs/quickstart-1.
         run: PathBuf,
+        /// Print one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -304,13 +331,16 @@ pub enum Command {
         after_help = "Examples:\n  archgram export runs/quickstart-1 --top 3 --format json\n  archgram export runs/quickstart-1 --pareto --format dot --out front/\n  archgram export runs/quickstart-1 --top 3 --format pytorch --weights\n  python3 runs/quickstart-1/export/01-id51.py --check"
     )]
     Export {
+        /// The run's folder, e.g. runs/quickstart-1 (a run whose search is
+        /// still going is refused: export reads the store the search holds).
         run: PathBuf,
-        /// The best K by score.
-        #[arg(long, conflicts_with = "pareto")]
+        /// The best K by score, 1 or more [default: 1].
+        #[arg(long, conflicts_with = "pareto", value_parser = at_least_one())]
         top: Option<usize>,
         /// Every candidate on the Pareto front (score against active parameters and FLOPs).
         #[arg(long)]
         pareto: bool,
+        /// What to write.
         #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
         format: ExportFormat,
         /// With --format pytorch: also write weights (ID.safetensors) and a
@@ -331,6 +361,7 @@ pub enum Command {
     /// List the generated proxy tasks and their parameters.
     #[command(after_help = "Example:\n  archgram tasks")]
     Tasks {
+        /// Print the catalogue as JSON.
         #[arg(long)]
         json: bool,
     },

@@ -139,7 +139,7 @@ pub struct SpaceFile {
     pub search: SearchSettings,
     /// Named hand-written architectures (text form) to compare against or
     /// seed a population with.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::grammar::unique_keys")]
     pub baselines: BTreeMap<String, String>,
 }
 
@@ -191,27 +191,7 @@ impl Space {
             spec.file = Some(dir.join(f));
         }
         let task = tasks::build(&spec, file.seed).map_err(|e| at("task", e.to_string()))?;
-        if file.width == 0 {
-            return Err(at("width", "width must be at least 1".into()));
-        }
-        if file.limits.max_depth < 2 {
-            return Err(at("max_depth", "max_depth must be at least 2".into()));
-        }
-        for (name, v) in [
-            ("max_nodes", file.limits.max_nodes),
-            ("max_params", file.limits.max_params),
-            ("max_active_params", file.limits.max_active_params),
-            ("max_flops", file.limits.max_flops),
-        ] {
-            if let Some(v) = v {
-                if !(v.is_finite() && v > 0.0) {
-                    return Err(at(
-                        name,
-                        format!("{name} must be a positive number, got {v}"),
-                    ));
-                }
-            }
-        }
+        check_settings(&file, &src)?;
         let ctx = ArchContext {
             seq_len: task.seq_len(),
             width: file.width,
@@ -381,4 +361,90 @@ impl Space {
             .map_err(|r| r.to_string())?;
         self.sem.finish(&out).map_err(|r| r.to_string())
     }
+}
+
+/// Every number a space file sets, checked once on load, each error at its
+/// field's `file:line:col` (or at `also`'s when the field is left out).
+fn check_settings(file: &SpaceFile, src: &Source) -> Result<(), SourceError> {
+    let err = |key: &str, also: &str, msg: String| {
+        let mut e = SourceError::new(msg).in_file(&src.path);
+        e.pos = src
+            .pos_of_key(key)
+            .or_else(|| src.pos_of_key(also))
+            .or_else(|| src.pos_of(key));
+        Err(e)
+    };
+    let count = |key: &str, v: usize, min: usize, max: usize| match v {
+        _ if (min..=max).contains(&v) => Ok(()),
+        _ if max == usize::MAX => err(key, key, format!("{key} must be at least {min}, got {v}")),
+        _ => err(
+            key,
+            key,
+            format!("{key} must be from {min} to {max}, got {v}"),
+        ),
+    };
+    // A finite number above zero (or zero too), at most `max`.
+    let real = |key: &str, v: f64, zero_ok: bool, max: f64| {
+        let low_ok = v > 0.0 || (zero_ok && v == 0.0);
+        if v.is_finite() && low_ok && v <= max {
+            return Ok(());
+        }
+        let what = if zero_ok {
+            "zero or a positive number"
+        } else {
+            "a positive number"
+        };
+        let cap = if max < f64::MAX {
+            format!(" up to {max}")
+        } else {
+            String::new()
+        };
+        err(key, key, format!("{key} must be {what}{cap}, got {v}"))
+    };
+    let largest = crate::arch::forms::LARGEST as usize;
+    count("width", file.width, 1, largest)?;
+    count(
+        "max_depth",
+        file.limits.max_depth,
+        2,
+        crate::grammar::MAX_HEIGHT,
+    )?;
+    for (key, v) in [
+        ("max_nodes", file.limits.max_nodes),
+        ("max_params", file.limits.max_params),
+        ("max_active_params", file.limits.max_active_params),
+        ("max_flops", file.limits.max_flops),
+    ] {
+        if let Some(v) = v {
+            real(key, v, false, f64::MAX)?;
+        }
+    }
+    let t = &file.train;
+    count("steps", t.steps, 1, usize::MAX)?;
+    count("batch_size", t.batch_size, 1, largest)?;
+    real("lr", t.lr, false, 10.0)?;
+    real("weight_decay", t.weight_decay, true, 10.0)?;
+    real("clip_norm", t.clip_norm, true, f64::MAX)?;
+    let r = &t.routing;
+    real("aux_alpha", r.aux_alpha, true, f64::MAX)?;
+    real("z_loss", r.z_loss, true, f64::MAX)?;
+    real("bias_rate", r.bias_rate, true, f64::MAX)?;
+    count("micro_batch", r.micro_batch, 1, largest)?;
+    let s = &file.search;
+    count("budget", s.budget, 1, usize::MAX)?;
+    count("population", s.population, 1, usize::MAX)?;
+    if !(1..=s.population).contains(&s.tournament) {
+        return err(
+            "tournament",
+            "population",
+            format!(
+                "tournament must be from 1 to the population ({}), got {}",
+                s.population, s.tournament
+            ),
+        );
+    }
+    // eta^(rungs-1) divides the top rung's steps: 100^9 still fits.
+    count("eta", s.halving.eta, 2, 100)?;
+    count("rungs", s.halving.rungs, 1, 10)?;
+    Ok(())
 }

@@ -170,14 +170,24 @@ fn corpus() -> Vec<PathBuf> {
     v
 }
 
-fn assert_bad_input(o: &Output, file: &str, fragment: &str) {
+/// Exit `code`, `fragment` in the message, and nothing a user should not
+/// see: no panic, no Rust debug formatting of an error.
+fn assert_fails(o: &Output, code: i32, what: &str, fragment: &str) {
     let err = stderr(o);
-    assert_eq!(o.status.code(), Some(2), "{file}: {err}");
-    assert!(!err.contains("panicked"), "{file}: {err}");
+    assert_eq!(o.status.code(), Some(code), "{what}: {err}");
+    assert!(!err.contains("panicked"), "{what}: {err}");
+    for debug in ["Os {", "Custom {", "Kind(", "Error {", "SpannedError"] {
+        assert!(!err.contains(debug), "{what}: debug output in: {err}");
+    }
     assert!(
         err.contains(fragment),
-        "{file}: expected `{fragment}` in: {err}"
+        "{what}: expected `{fragment}` in: {err}"
     );
+}
+
+fn assert_bad_input(o: &Output, file: &str, fragment: &str) {
+    assert_fails(o, 2, file, fragment);
+    let err = stderr(o);
     // file:line:col
     let located = err.split_whitespace().any(|w| {
         w.contains(".ron:")
@@ -189,11 +199,13 @@ fn assert_bad_input(o: &Output, file: &str, fragment: &str) {
     assert!(located, "{file}: no file:line:col in: {err}");
 }
 
+/// Every file in `tests/bad/` fails `sample` and `check` alike: exit 2,
+/// the expected message, located in the file at fault.
 #[test]
 fn malformed_grammar_and_space_files_exit_2_with_a_located_message() {
     let dir = tempfile::tempdir().unwrap();
     let files = corpus();
-    assert!(files.len() >= 20);
+    assert!(files.len() >= 58, "{} corpus files", files.len());
     for path in files {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let fragment = expected(&path);
@@ -212,13 +224,22 @@ fn malformed_grammar_and_space_files_exit_2_with_a_located_message() {
         } else {
             path.clone()
         };
-        let o = archgram(&["sample", "--space", space.to_str().unwrap(), "-n", "3"]);
-        assert_bad_input(&o, &name, &fragment);
-        if name.starts_with("grammar_") {
-            assert!(
-                stderr(&o).contains(&name),
-                "{name}: the message must name the grammar file"
-            );
+        let sample = archgram(&["sample", "--space", space.to_str().unwrap(), "-n", "3"]);
+        let check = archgram(&[
+            "check",
+            "--space",
+            space.to_str().unwrap(),
+            "--samples",
+            "20",
+        ]);
+        for o in [sample, check] {
+            assert_bad_input(&o, &name, &fragment);
+            if name.starts_with("grammar_") {
+                assert!(
+                    stderr(&o).contains(&name),
+                    "{name}: the message must name the grammar file"
+                );
+            }
         }
     }
 }
@@ -300,4 +321,269 @@ fn hash_prints_both_hashes_and_equal_spellings_agree() {
     assert!(lines[0].starts_with("structural "));
     assert!(lines[0].contains("functional "));
     assert_eq!(lines[0], lines[1]);
+}
+
+/// Bad command lines: each exits 2 with a message that names the problem.
+#[test]
+fn bad_flags_exit_2_with_the_rule() {
+    let q = "spaces/quickstart.ron";
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let too_many = (cores + 1).to_string();
+    let cases: &[(&[&str], &str)] = &[
+        (&["search", "--space", q, "--workers", "0"], "--workers"),
+        (
+            &["search", "--space", q, "--workers", "100000"],
+            "the cores this machine has",
+        ),
+        (
+            &["search", "--space", q, "--workers", &too_many],
+            "the cores this machine has",
+        ),
+        (&["search", "--space", q, "--budget", "0"], "--budget"),
+        (&["search", "--space", q, "--steps", "0"], "--steps"),
+        (
+            &["eval", "--space", q, "--sample", "1", "--steps", "0"],
+            "--steps",
+        ),
+        (&["check", "--space", q, "--samples", "0"], "--samples"),
+        (&["export", "runs/none", "--top", "0"], "--top"),
+        (&["search", "--space", q, "--time", "soon"], "--time soon"),
+        (&["search", "--space", q, "--time", "1e30h"], "--time 1e30h"),
+        (&["resume", "runs/none", "--time", "1e30h"], "--time 1e30h"),
+    ];
+    for (args, fragment) in cases {
+        let o = archgram(args);
+        assert_fails(&o, 2, &args.join(" "), fragment);
+    }
+}
+
+/// A run name is one folder inside the runs folder: the rule is in the
+/// message, and nothing is written outside (or over) the runs folder.
+#[test]
+fn bad_run_names_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    std::fs::create_dir(&runs).unwrap();
+    let abs = dir.path().join("elsewhere");
+    for name in [
+        "",
+        ".",
+        "..",
+        "../x",
+        "a/b",
+        abs.to_str().unwrap(),
+        "a\nb",
+        "tab\there",
+    ] {
+        let o = archgram(&[
+            "search",
+            "--space",
+            "spaces/quickstart.ron",
+            "--budget",
+            "1",
+            "--steps",
+            "1",
+            "--no-tui",
+            "--runs",
+            runs.to_str().unwrap(),
+            "--name",
+            name,
+        ]);
+        assert_fails(&o, 2, &format!("--name {name:?}"), "one folder name");
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "only the runs folder: {left:?}");
+    assert_eq!(std::fs::read_dir(&runs).unwrap().count(), 0);
+    // A space whose name is not a folder name needs --name.
+    let space = dir.path().join("slash.ron");
+    std::fs::write(
+        &space,
+        std::fs::read_to_string("spaces/quickstart.ron")
+            .unwrap()
+            .replacen("name: \"quickstart\"", "name: \"a/b\"", 1)
+            .replace(
+                "../grammars/",
+                &format!("{}/grammars/", env!("CARGO_MANIFEST_DIR")),
+            ),
+    )
+    .unwrap();
+    let o = archgram(&[
+        "search",
+        "--space",
+        space.to_str().unwrap(),
+        "--budget",
+        "1",
+        "--no-tui",
+        "--runs",
+        runs.to_str().unwrap(),
+    ]);
+    assert_fails(&o, 2, "space name a/b", "--name");
+}
+
+/// An argument that is a path (no `(`; a `.`, `/`, `\\` or `~`, or an
+/// existing file) is read as a file everywhere an architecture is taken,
+/// so a missing one is a missing file, not a syntax error at `.`.
+#[test]
+fn a_missing_architecture_file_is_named_as_such() {
+    let moe = "spaces/moe-heavy.ron";
+    for (args, what) in [
+        (vec!["show", "./missing.txt"], "show"),
+        (vec!["show", "best.txt"], "show"),
+        (vec!["hash", "./missing.txt"], "hash"),
+        (
+            vec![
+                "eval",
+                "--space",
+                "spaces/quickstart.ron",
+                "--arch",
+                "runs/x/best",
+            ],
+            "eval",
+        ),
+        (
+            vec!["simulate", "--arch", "~/best.txt", "--space", moe],
+            "simulate",
+        ),
+    ] {
+        let o = archgram(&args);
+        assert_fails(&o, 2, what, "cannot read the architecture file");
+        assert!(
+            !stderr(&o).contains("expected a name"),
+            "{what}: {}",
+            stderr(&o)
+        );
+    }
+    // A bare form name is still a text form.
+    let o = archgram(&["show", "identity"]);
+    assert_fails(&o, 2, "show identity", "not derivable");
+}
+
+fn nested(levels: usize) -> String {
+    format!(
+        "{}mlp(act=gelu, gated=false, ratio=4){}",
+        "seq(".repeat(levels - 1),
+        ")".repeat(levels - 1)
+    )
+}
+
+/// Architecture text nested far past the limit (30,000 levels once
+/// overflowed the stack: abort, exit 134) is refused where it is read, by
+/// every command that reads one; 60 levels, the limit, is read and then
+/// judged against the grammar.
+#[test]
+fn deeply_nested_architectures_are_refused_not_overflowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("deep.txt");
+    std::fs::write(&deep, nested(30_000)).unwrap();
+    let deep = deep.to_str().unwrap();
+    let at_limit = dir.path().join("sixty.txt");
+    std::fs::write(&at_limit, nested(60)).unwrap();
+    let at_limit = at_limit.to_str().unwrap();
+    let commands: [Vec<&str>; 4] = [
+        vec!["show"],
+        vec!["hash"],
+        vec![
+            "eval",
+            "--space",
+            "spaces/quickstart.ron",
+            "--steps",
+            "1",
+            "--arch",
+        ],
+        vec!["simulate", "--space", "spaces/moe-heavy.ron", "--arch"],
+    ];
+    for cmd in &commands {
+        let mut args = cmd.clone();
+        args.push(deep);
+        let o = archgram(&args);
+        assert_fails(&o, 2, cmd[0], "deeper than 60 levels");
+        let mut args = cmd.clone();
+        args.push(at_limit);
+        let o = archgram(&args);
+        assert_fails(&o, 2, cmd[0], "not derivable");
+    }
+}
+
+/// Every argument of every command says what it is in `--help`, and the
+/// help says what the build does.
+#[test]
+fn every_argument_is_documented() {
+    use clap::CommandFactory;
+    let cli = archgram::cli::Cli::command();
+    for sub in cli.get_subcommands() {
+        for arg in sub.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            assert!(
+                arg.get_help().is_some(),
+                "`archgram {} --help` does not document {id}",
+                sub.get_name()
+            );
+        }
+    }
+    let search = stdout(&archgram(&["search", "--help"]));
+    assert!(!search.contains("not built yet"), "{search}");
+    assert!(search.contains("dashboard"), "{search}");
+    let resume = stdout(&archgram(&["resume", "--help"]));
+    for arg in ["RUN", "--time", "--no-tui"] {
+        assert!(resume.contains(arg), "{resume}");
+    }
+}
+
+/// A space nothing can be drawn from fails `check` as it fails `sample`
+/// (`check` once printed "ok" with every sample failed).
+#[test]
+fn check_fails_when_no_sample_can_be_drawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let space = dir.path().join("tight.ron");
+    std::fs::write(
+        &space,
+        format!(
+            r#"Space(grammar: "{}/grammars/blocks.ron", task: (name: "in_context_recall"), width: 32, limits: (max_depth: 8, max_params: 1100))"#,
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    )
+    .unwrap();
+    let o = archgram(&[
+        "check",
+        "--space",
+        space.to_str().unwrap(),
+        "--samples",
+        "5",
+    ]);
+    assert_fails(&o, 2, "check", "no sample could be drawn (5 tried)");
+    assert!(!stdout(&o).contains("\nok"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("tight.ron:1:"), "{}", stderr(&o));
+}
+
+/// `eval` of a candidate that cannot train prints its outcome and exits 1
+/// (it once printed FAILED and exited 0).
+#[test]
+fn eval_of_a_candidate_that_cannot_train_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("wide.ron"),
+        r#"Grammar(start: "net", rules: {"net": [Alt(form: "seq", children: ["m"])], "m": [Alt(form: "mlp", params: {"ratio": 64})]})"#,
+    )
+    .unwrap();
+    let space = dir.path().join("wide_space.ron");
+    std::fs::write(
+        &space,
+        r#"Space(grammar: "wide.ron", task: (name: "in_context_recall"), width: 4096, limits: (max_depth: 4))"#,
+    )
+    .unwrap();
+    let o = archgram(&[
+        "eval",
+        "--space",
+        space.to_str().unwrap(),
+        "--arch",
+        "seq(mlp(ratio=64))",
+        "--steps",
+        "1",
+    ]);
+    assert_fails(&o, 1, "eval", "did not train");
+    assert!(stderr(&o).contains("MiB"), "{}", stderr(&o));
+    assert!(stdout(&o).contains("seq(mlp("), "{}", stdout(&o));
 }

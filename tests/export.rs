@@ -144,13 +144,8 @@ fn trained(prog: &Program, task: &dyn Task, routing: &RouterSettings) -> Weights
     train_on(&dev, prog, task, &cfg).unwrap().weights
 }
 
-fn torch_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import torch"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
+mod common;
+use common::{skip, torch_available};
 
 /// Runs every file's `--check` and a training-mode backward pass in one
 /// Python process (importing torch once).
@@ -190,7 +185,10 @@ sys.exit(1 if bad else 0)
 
 fn run_python(files: &[PathBuf]) {
     if !torch_available() {
-        eprintln!("skipped the Python half: python3 cannot import torch (.ci/run installs it)");
+        skip(
+            "the exported modules' Python half",
+            "python3 cannot import torch",
+        );
         return;
     }
     let out = Command::new("python3")
@@ -329,7 +327,10 @@ fn weights_hold_every_parameter_under_its_state_dict_name() {
 #[test]
 fn check_fails_when_logits_differ() {
     if !torch_available() {
-        eprintln!("skipped: python3 cannot import torch (.ci/run installs it)");
+        skip(
+            "check_fails_when_logits_differ",
+            "python3 cannot import torch",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -296,3 +296,74 @@ fn routed_bodies_reject_positional_ops_and_skip_bodies_reject_nesting() {
     Network::build(archgram::grammar::Derivation::parse(ok).unwrap(), s.ctx())
         .unwrap_or_else(|e| panic!("{ok}: {e}"));
 }
+
+/// The deepest architecture archgram reads (60 levels) goes through every
+/// walk that recurses over it — parsing, matching against the grammar,
+/// replay, lowering, hashing, printing, sampling at that depth, mutation,
+/// and the store's JSON round trip — on a thread with the 2 MiB stack that
+/// search workers get.
+#[test]
+fn the_deepest_readable_architecture_passes_every_walk() {
+    use archgram::grammar::MAX_HEIGHT;
+    use archgram::store::{CandidateRecord, SledStore, Store};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("deep.ron"),
+        r#"Grammar(start: "net", rules: {
+            "net": [Alt(form: "seq", children: ["s"])],
+            "s": [Alt(weight: 50.0, form: "seq", children: ["s"]), Alt(form: "mlp", params: {"ratio": 2})],
+        })"#,
+    )
+    .unwrap();
+    let sp = dir.path().join("deep_space.ron");
+    std::fs::write(
+        &sp,
+        format!(
+            r#"Space(grammar: "deep.ron", task: (name: "in_context_recall"), width: 16, limits: (max_depth: {MAX_HEIGHT}))"#
+        ),
+    )
+    .unwrap();
+    let store_dir = dir.path().join("store");
+    std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || {
+            let space = Space::load(&sp).unwrap_or_else(|e| panic!("{e}"));
+            let text = format!(
+                "{}mlp(ratio=2){}",
+                "seq(".repeat(MAX_HEIGHT - 1),
+                ")".repeat(MAX_HEIGHT - 1)
+            );
+            let n = space.parse_arch(&text).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(n.term.height(), MAX_HEIGHT);
+            assert_eq!(n.text(), text);
+            assert_eq!(n.tree().lines().count(), MAX_HEIGHT);
+            assert!(n.listing().contains("mlp"));
+            let hashes = archgram::hash::Hashes::of(&n.arch);
+            let mut rng = archgram::seed::rng(1, "deep", 0);
+            let drawn = space.sample(&mut rng).unwrap();
+            assert!(drawn.term.height() <= MAX_HEIGHT);
+            let _ = space.mutate(&n.term, &mut rng);
+            let store = SledStore::open(&store_dir).unwrap();
+            let record = CandidateRecord {
+                id: 0,
+                derivation: n.term.clone(),
+                text: n.text(),
+                hashes,
+                parent: None,
+                origin: "sample".into(),
+                duplicate_of: None,
+                params: n.cost.params,
+                active_params: n.cost.active_params,
+                flops: n.cost.flops,
+                steps: 1,
+            };
+            store.put_candidate(&record).unwrap();
+            assert_eq!(store.candidate(0).unwrap(), Some(record));
+            // One level more is refused where it is read.
+            let deeper = format!("seq({text})");
+            assert!(space.parse_arch(&deeper).is_err());
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}

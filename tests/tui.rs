@@ -1,6 +1,8 @@
 //! The dashboard: golden screens from a recorded event log, and `watch`
 //! driven through a real pseudo-terminal (tmux).
 
+mod common;
+
 use archgram::store::read_events;
 use archgram::tui::{draw, Dashboard};
 use ratatui::backend::TestBackend;
@@ -140,8 +142,8 @@ fn wait_for_no(session: &str, text: &str) -> String {
 
 #[test]
 fn watch_in_a_real_terminal() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("skipped: tmux not installed");
+    if !common::tmux_available() {
+        common::skip("watch_in_a_real_terminal", "tmux is not installed");
         return;
     }
     // A run folder made of the fixture's events and the quickstart space.

@@ -247,6 +247,7 @@ fn check(path: &Path, samples: usize, out: &mut dyn Write) -> Result<(), CliErro
     let mut sizes = Vec::new();
     let mut params = Vec::new();
     let mut failures = 0;
+    let mut first_failure = None;
     for i in 0..samples as u64 {
         match space.sample(&mut seed::rng(space.file.seed, "check", i)) {
             Ok(n) => {
@@ -254,8 +255,20 @@ fn check(path: &Path, samples: usize, out: &mut dyn Write) -> Result<(), CliErro
                 sizes.push(n.term.size() as f64);
                 params.push(n.cost.params);
             }
-            Err(_) => failures += 1,
+            Err(e) => {
+                failures += 1;
+                first_failure.get_or_insert(e);
+            }
         }
+    }
+    // A space nothing can be drawn from is as unusable here as in `sample`.
+    if let (true, Some(e)) = (heights.is_empty(), first_failure) {
+        return Err(space
+            .error_at(
+                "limits",
+                format!("no sample could be drawn ({samples} tried): {e}"),
+            )
+            .into());
     }
     let (hm, hmed, hmax) = quantiles(heights);
     let (sm, smed, smax) = quantiles(sizes);
@@ -321,12 +334,17 @@ fn check(path: &Path, samples: usize, out: &mut dyn Write) -> Result<(), CliErro
 }
 
 /// The architecture text from an argument that is either a text form or a
-/// file holding one (the first non-empty, non-comment line).
+/// file holding one (the first non-empty, non-comment line). A text form
+/// without `(` is a single form name, so an argument with no `(` that
+/// exists as a file, or has a `.`, `/`, `\` or `~` in it, is a file's path
+/// (`show ./missing.txt` is a missing file, not a syntax error).
 fn arch_text(arg: &str) -> Result<String, CliError> {
     let p = Path::new(arg);
-    if !arg.contains('(') && p.is_file() {
-        let text = std::fs::read_to_string(p)
-            .map_err(|e| CliError::BadInput(format!("{arg}: cannot read: {e}")))?;
+    let is_path = !arg.contains('(') && (p.is_file() || arg.contains(['.', '/', '\\', '~']));
+    if is_path {
+        let text = std::fs::read_to_string(p).map_err(|e| {
+            CliError::BadInput(format!("{arg}: cannot read the architecture file: {e}"))
+        })?;
         return text
             .lines()
             .map(str::trim)
@@ -481,7 +499,12 @@ fn eval(
         writeln!(out, "{}", net.text())?;
         writeln!(out, "{}", outcome.report())?;
     }
-    Ok(())
+    match &outcome.status {
+        eval::Status::Ok => Ok(()),
+        eval::Status::Failed { reason } => Err(CliError::Runtime(format!(
+            "the candidate did not train: {reason}"
+        ))),
+    }
 }
 
 fn hash(archs: &[String], path: &Path, out: &mut dyn Write) -> Result<(), CliError> {

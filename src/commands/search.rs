@@ -33,8 +33,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, CliError> {
     };
     num.parse::<f64>()
         .ok()
-        .filter(|v| v.is_finite() && *v > 0.0)
-        .map(|v| Duration::from_secs_f64(v * mult))
+        .filter(|v| *v > 0.0)
+        // `try_`: 1e30h is finite but beyond a Duration (it panicked).
+        .and_then(|v| Duration::try_from_secs_f64(v * mult).ok())
         .ok_or_else(|| {
             CliError::BadInput(format!(
                 "--time {s}: expected a duration such as 90s, 10m or 2h"
@@ -67,20 +68,28 @@ pub(super) fn printer(out: &mut dyn Write) -> impl FnMut(&Event) + '_ {
     move |e: &Event| {
         let id = e.get("id").and_then(|v| v.as_u64()).unwrap_or(0);
         let line = match e.event.as_str() {
-            "run_started" => format!(
-                "search {} on {}: {} strategy, budget {}, {} worker(s), seed {}{}",
-                e.get("name").and_then(|v| v.as_str()).unwrap_or(""),
-                e.get("space").and_then(|v| v.as_str()).unwrap_or(""),
-                e.get("strategy").and_then(|v| v.as_str()).unwrap_or(""),
-                e.get("budget").unwrap_or(&json!(0)),
-                e.get("workers").unwrap_or(&json!(1)),
-                e.get("seed").unwrap_or(&json!(0)),
-                if e.get("resumed") == Some(&json!(true)) {
-                    " (resumed)"
-                } else {
-                    ""
-                }
-            ),
+            "run_started" => {
+                // A resumed run's best so far, so that later lines compare
+                // against it rather than against this session's alone.
+                best = e
+                    .get("best_id")
+                    .and_then(|v| v.as_u64())
+                    .zip(e.get("best_score").and_then(|v| v.as_f64()));
+                format!(
+                    "search {} on {}: {} strategy, budget {}, {} worker(s), seed {}{}",
+                    e.get("name").and_then(|v| v.as_str()).unwrap_or(""),
+                    e.get("space").and_then(|v| v.as_str()).unwrap_or(""),
+                    e.get("strategy").and_then(|v| v.as_str()).unwrap_or(""),
+                    e.get("budget").unwrap_or(&json!(0)),
+                    e.get("workers").unwrap_or(&json!(1)),
+                    e.get("seed").unwrap_or(&json!(0)),
+                    if e.get("resumed") == Some(&json!(true)) {
+                        " (resumed)"
+                    } else {
+                        ""
+                    }
+                )
+            }
             "sampled" => {
                 let origin = e.get("origin").and_then(|v| v.as_str()).unwrap_or("");
                 let text = e.get("arch").and_then(|v| v.as_str()).unwrap_or("");
@@ -236,6 +245,7 @@ pub fn search(
     })?;
     let seed = seed.unwrap_or(space.file.seed);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    check_workers(&space, workers, cores)?;
     let settings = RunSettings {
         name: name.unwrap_or_else(|| format!("{}-{seed}", space.name())),
         strategy,
@@ -254,6 +264,25 @@ pub fn search(
     let time = time.as_deref().map(parse_duration).transpose()?;
     let (dir, store) = RunDir::create(runs, &space, &settings)?;
     drive(&dir, &store, &space, &settings, time, no_tui, out)
+}
+
+/// Each worker trains one candidate on one core, so more workers than cores
+/// only add threads (100,000 of them once never finished).
+fn check_workers(space: &Space, flag: Option<usize>, cores: usize) -> Result<(), CliError> {
+    let rule = format!("from 1 to {cores}, the cores this machine has (each worker trains one candidate on one core)");
+    match flag {
+        Some(w) if w > cores => Err(CliError::BadInput(format!("--workers {w}: use {rule}"))),
+        None if space.file.search.workers > cores => Err(space
+            .error_at(
+                "workers",
+                format!(
+                    "workers: {}: use 0 (one per core) or {rule}",
+                    space.file.search.workers
+                ),
+            )
+            .into()),
+        _ => Ok(()),
+    }
 }
 
 /// Runs the search with the dashboard when stdout is a terminal, else with
@@ -295,15 +324,27 @@ fn drive(
                 .join()
                 .map_err(|_| CliError::Runtime("the search thread panicked".into()))?;
             shown.map_err(|e| CliError::Runtime(format!("dashboard: {e}")))?;
-            ending.map_err(CliError::from)
+            ending.map_err(|e| resumable(e.into(), dir))
         })?
     } else {
         let mut print = printer(out);
-        let ending = run(dir, store, space, settings, time, &ctl, &mut print)?;
+        let ending = run(dir, store, space, settings, time, &ctl, &mut print);
         drop(print);
-        ending
+        ending.map_err(|e| resumable(e.into(), dir))?
     };
     finish(ending, dir, out)
+}
+
+/// A run that failed (a full disk, say) keeps every finished evaluation:
+/// say how to go on once the cause is fixed.
+fn resumable(e: CliError, dir: &RunDir) -> CliError {
+    match e {
+        CliError::Runtime(m) => CliError::Runtime(format!(
+            "{m}\nthe run keeps every finished evaluation: once the cause is fixed, continue with `archgram resume {}`",
+            dir.path.display()
+        )),
+        other => other,
+    }
 }
 
 /// `e` in the dashboard: the selected candidate's text form, Graphviz graph
@@ -370,11 +411,11 @@ pub fn resume(
     no_tui: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
+    let time = time.as_deref().map(parse_duration).transpose()?;
     let dir = RunDir::open(path)?;
     let store = dir.store()?;
     let settings = dir.settings(&store)?;
     let space = Space::load(&dir.space_path())?;
-    let time = time.as_deref().map(parse_duration).transpose()?;
     drive(&dir, &store, &space, &settings, time, no_tui, out)
 }
 
@@ -605,4 +646,35 @@ pub fn status(path: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), Cli
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// After a resume, progress lines compare against the run's best so
+    /// far, which the `run_started` event carries.
+    #[test]
+    fn progress_lines_start_from_the_restored_best() {
+        let mut out = Vec::new();
+        {
+            let mut print = printer(&mut out);
+            print(&Event::new(
+                "run_started",
+                json!({"name": "r", "resumed": true, "best_id": 7, "best_score": 0.9}),
+            ));
+            print(&Event::new(
+                "evaluated",
+                json!({"id": 8, "score": 0.5, "evaluations": 9, "budget": 10}),
+            ));
+            print(&Event::new(
+                "evaluated",
+                json!({"id": 9, "score": 0.95, "evaluations": 10, "budget": 10}),
+            ));
+        }
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].contains("best 0.9000 (#7)"), "{text}");
+        assert!(lines[2].contains("best 0.9500 (#9)"), "{text}");
+    }
 }

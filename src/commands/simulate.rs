@@ -9,9 +9,9 @@ use crate::routing::{
     final_trace, from_loads, simulate as run_model, synthesize, Hardware, LayerTrace,
     PlacementKind, SimConfig, SimReport, Skew,
 };
-use crate::search::RunDir;
+use crate::search::{RunDir, SearchError};
 use crate::space::Space;
-use crate::store::{SledStore, Store, StoreError};
+use crate::store::{Store, StoreError};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -183,11 +183,11 @@ fn from_run(arg: &Path) -> Result<Input, CliError> {
         .filter(|p| !p.as_os_str().is_empty())
         .ok_or_else(usage)?;
     let run = RunDir::open(run_path)?;
-    let store = SledStore::open(&run.store_path()).map_err(|e| match e {
-        StoreError::Open { .. } => CliError::Runtime(format!(
+    let store = run.store().map_err(|e| match e {
+        SearchError::Store(StoreError::Held { .. }) => CliError::Runtime(format!(
             "{e}; `simulate` reads the store, so run it after the search ends or is stopped"
         )),
-        other => CliError::Runtime(other.to_string()),
+        other => other.into(),
     })?;
     let rt = |e: StoreError| CliError::Runtime(e.to_string());
     let record = store

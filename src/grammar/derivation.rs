@@ -9,6 +9,14 @@ use super::value::Value;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// The deepest an architecture may nest: parentheses in the text form,
+/// derivation height, and the largest `max_depth` a space may set. Every
+/// walk over a derivation (matching, replay, lowering, hashing, printing,
+/// the store's JSON) recurses once per level, so a bound here keeps them all
+/// off the end of the stack; 60 levels also stay inside serde_json's nesting
+/// limit when the store reads a derivation back (two levels per node).
+pub const MAX_HEIGHT: usize = 60;
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Derivation {
     /// The nonterminal this node expands; `None` in a hand-written tree that
@@ -91,9 +99,14 @@ impl Derivation {
     }
 
     /// Parses the text form. Errors carry the column (line 1 unless the text
-    /// spans lines, as in a file).
+    /// spans lines, as in a file). Terms nested deeper than [`MAX_HEIGHT`]
+    /// are refused.
     pub fn parse(text: &str) -> Result<Derivation, SourceError> {
-        let mut p = Parser { src: text, at: 0 };
+        let mut p = Parser {
+            src: text,
+            at: 0,
+            depth: 0,
+        };
         p.skip_ws();
         let d = p.term()?;
         p.skip_ws();
@@ -136,6 +149,8 @@ impl fmt::Display for Derivation {
 struct Parser<'a> {
     src: &'a str,
     at: usize,
+    /// Terms open around the current position.
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -177,6 +192,18 @@ impl Parser<'_> {
     }
 
     fn term(&mut self) -> Result<Derivation, SourceError> {
+        if self.depth >= MAX_HEIGHT {
+            return Err(self.error(format!(
+                "the architecture nests deeper than {MAX_HEIGHT} levels, the most archgram reads"
+            )));
+        }
+        self.depth += 1;
+        let d = self.term_body();
+        self.depth -= 1;
+        d
+    }
+
+    fn term_body(&mut self) -> Result<Derivation, SourceError> {
         let form = self.ident()?.to_string();
         let mut d = Derivation::leaf(&form);
         self.skip_ws();
@@ -311,6 +338,27 @@ mod tests {
         assert!(Derivation::parse("").is_err());
         assert!(Derivation::parse("4x").is_err());
     }
+
+    fn nested(levels: usize) -> String {
+        format!(
+            "{}identity{}",
+            "seq(".repeat(levels - 1),
+            ")".repeat(levels - 1)
+        )
+    }
+
+    #[test]
+    fn nesting_is_bounded_with_a_located_error() {
+        let ok = Derivation::parse(&nested(MAX_HEIGHT)).unwrap();
+        assert_eq!(ok.height(), MAX_HEIGHT);
+        // Far deeper than the stack would take unbounded (the parser once
+        // overflowed at about 30,000 levels).
+        for levels in [MAX_HEIGHT + 1, 200_000] {
+            let e = Derivation::parse(&nested(levels)).unwrap_err();
+            assert!(e.message.contains("deeper than 60 levels"), "{e}");
+            assert_eq!(e.pos.unwrap().col, 4 * MAX_HEIGHT + 1, "{e}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -372,6 +420,24 @@ mod props {
         #[test]
         fn arbitrary_text_never_panics(s in "[a-z0-9_=(), .\\-]{0,60}") {
             let _ = Derivation::parse(&s);
+        }
+
+        /// Any nesting depth parses or is refused, never overflows, and the
+        /// line between the two is exactly `MAX_HEIGHT`.
+        #[test]
+        fn deep_nesting_is_refused_exactly_past_the_limit(
+            levels in 1usize..3 * MAX_HEIGHT,
+            inner in prop_oneof![Just("identity"), Just("mlp(ratio=4)"), Just("(")],
+            tail in prop_oneof![Just(""), Just(")"), Just(", x")],
+        ) {
+            let text = format!("{}{inner}{}{tail}", "seq(".repeat(levels - 1), ")".repeat(levels - 1));
+            match Derivation::parse(&text) {
+                Ok(d) => prop_assert!(d.height() <= MAX_HEIGHT),
+                Err(e) => prop_assert!(e.pos.is_some(), "{}", e),
+            }
+            if levels > MAX_HEIGHT {
+                prop_assert!(Derivation::parse(&text).is_err());
+            }
         }
     }
 }

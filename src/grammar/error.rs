@@ -68,7 +68,13 @@ impl std::error::Error for SourceError {}
 /// Turns a RON parse error into a located error, quoting the line at fault
 /// (RON's messages, such as "Expected integer", do not name the field).
 pub fn from_ron(err: ron::error::SpannedError, file: &Path, text: &str) -> SourceError {
-    let mut message = err.code.to_string();
+    let mut message = match err.code {
+        // RON's own text advises raising the limit, which a user cannot.
+        ron::Error::ExceededRecursionLimit => {
+            "nested more than 128 levels deep, the most archgram reads".to_string()
+        }
+        ref code => code.to_string(),
+    };
     if let Some(line) = text.lines().nth(err.position.line.saturating_sub(1)) {
         let line = line.trim();
         if !line.is_empty() {

@@ -38,7 +38,7 @@ pub struct AltFile {
     #[serde(default = "one")]
     pub weight: f64,
     pub form: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::unique_keys")]
     pub params: BTreeMap<String, ChoicesFile>,
     #[serde(default)]
     pub children: Vec<String>,
@@ -52,6 +52,7 @@ fn one() -> f64 {
 #[serde(rename = "Grammar", deny_unknown_fields)]
 pub struct GrammarFile {
     pub start: String,
+    #[serde(deserialize_with = "super::unique_keys")]
     pub rules: BTreeMap<String, Vec<AltFile>>,
 }
 
@@ -77,6 +78,10 @@ pub struct Grammar {
     /// Where it was loaded from (for messages); empty for grammars built in code.
     #[serde(skip)]
     pub path: PathBuf,
+    /// Each productive symbol's smallest derivation height, worked out once
+    /// on load (the sampler consults it at every expansion).
+    #[serde(skip)]
+    pub min_heights: BTreeMap<String, usize>,
 }
 
 /// Source text kept beside a grammar so later checks can point into it.
@@ -143,6 +148,22 @@ impl Source {
         self.rule_offset(sym).map(|o| self.at_offset(o))
     }
 
+    /// Where field `key` is set (`key:`, as a whole name, outside comments).
+    pub fn pos_of_key(&self, key: &str) -> Option<Pos> {
+        let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+        let mut from = 0;
+        while let Some(i) = super::error::find_in_code(&self.text[from..], key) {
+            let at = from + i;
+            let before = self.text[..at].chars().next_back();
+            let rest = self.text[at + key.len()..].trim_start();
+            if !before.is_some_and(ident) && rest.starts_with(':') {
+                return Some(self.at_offset(at));
+            }
+            from = at + key.len();
+        }
+        None
+    }
+
     /// Where `needle` first occurs anywhere in the file.
     pub fn pos_of(&self, needle: &str) -> Option<Pos> {
         super::error::find_in_code(&self.text, needle).map(|o| self.at_offset(o))
@@ -190,9 +211,12 @@ pub fn parse(src: &Source) -> Result<Grammar, SourceError> {
         }
         rules.insert(sym, out);
     }
-    Ok(Grammar {
+    let mut g = Grammar {
         start: file.start,
         rules,
         path: src.path.clone(),
-    })
+        min_heights: BTreeMap::new(),
+    };
+    g.min_heights = super::validate::min_heights(&g);
+    Ok(g)
 }

@@ -11,15 +11,17 @@ mod format;
 mod matching;
 mod mutate;
 mod sampler;
+mod unique;
 mod validate;
 mod value;
 
-pub use derivation::Derivation;
+pub use derivation::{Derivation, MAX_HEIGHT};
 pub use error::{find_in_code, from_ron, Pos, SourceError};
 pub use format::{Alternative, Choices, Grammar, Source};
 pub use matching::{annotate, NotDerivable};
 pub use mutate::Mutation;
 pub use sampler::{replay, Node, Reject, SampleError, Sampler, SamplerConfig, Semantics};
+pub use unique::unique_keys;
 pub use validate::{min_heights, FormProblem, Warning};
 pub use value::Value;
 

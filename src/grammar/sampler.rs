@@ -7,7 +7,7 @@
 
 use super::derivation::Derivation;
 use super::format::{Alternative, Grammar};
-use super::validate::{min_heights, FormProblem};
+use super::validate::FormProblem;
 use super::value::Value;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -181,7 +181,6 @@ impl Tally {
 pub struct Sampler<'a, S: Semantics> {
     grammar: &'a Grammar,
     sem: &'a S,
-    heights: BTreeMap<String, usize>,
     pub config: SamplerConfig,
 }
 
@@ -194,7 +193,6 @@ impl<'a, S: Semantics> Sampler<'a, S> {
         Sampler {
             grammar,
             sem,
-            heights: min_heights(grammar),
             config,
         }
     }
@@ -255,7 +253,13 @@ impl<'a, S: Semantics> Sampler<'a, S> {
         1 + alt
             .children
             .iter()
-            .map(|c| self.heights.get(c).copied().unwrap_or(usize::MAX / 2))
+            .map(|c| {
+                self.grammar
+                    .min_heights
+                    .get(c)
+                    .copied()
+                    .unwrap_or(usize::MAX / 2)
+            })
             .max()
             .unwrap_or(0)
     }
@@ -336,8 +340,10 @@ impl<'a, S: Semantics> Sampler<'a, S> {
             params: &params,
         };
         let n = self.sem.arity(&node, alt.children.len());
-        let mut outs: Vec<S::State> = Vec::with_capacity(n);
-        let mut kids = Vec::with_capacity(n);
+        // Each child costs an expansion, so more than the budget never fills.
+        let room = n.min(self.config.max_expansions);
+        let mut outs: Vec<S::State> = Vec::with_capacity(room);
+        let mut kids = Vec::with_capacity(room);
         for i in 0..n {
             let child_sym = &alt.children[i.min(alt.children.len().saturating_sub(1))];
             let child_in = match self.sem.child_input(&node, input, i, n, &outs) {

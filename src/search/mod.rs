@@ -5,6 +5,7 @@
 mod confirm;
 pub mod fidelity;
 mod halving;
+pub mod journal;
 pub mod pareto;
 mod run;
 mod rundir;

@@ -2,6 +2,7 @@
 //! record durably → tell the strategy, until the budget is spent.
 
 use super::halving::{Halving, Rungs};
+use super::journal;
 use super::rundir::RunDir;
 use super::strategy::{Proposal, Strategy, StrategyKind};
 use crate::arch::Network;
@@ -9,7 +10,7 @@ use crate::eval::{evaluate_all, DeviceKind, Outcome, TrainConfig};
 use crate::hash::Hashes;
 use crate::seed;
 use crate::space::Space;
-use crate::store::{CandidateRecord, Counters, Event, EventLog, SledStore, Store};
+use crate::store::{read_events, CandidateRecord, Counters, Event, EventLog, SledStore, Store};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -211,6 +212,11 @@ pub fn run(
         progress(&e);
         Ok(())
     };
+    // Results the store kept but a killed process never logged.
+    let logged = read_events(&dir.events_path()).map_err(|e| SearchError::Io(e.to_string()))?;
+    for e in journal::missing_events(store, &logged, settings.budget)? {
+        emit(&mut log, e)?;
+    }
     emit(
         &mut log,
         Event::new(
@@ -224,6 +230,7 @@ pub fn run(
                 },
                 "workers": settings.workers, "resumed": pos.next_id > 0,
                 "evaluations": pos.evaluations, "metric": space.metric,
+                "best_id": pos.best.map(|b| b.0), "best_score": pos.best.map(|b| b.1),
             }),
         ),
     )?;
@@ -419,31 +426,13 @@ pub fn run(
             let score = score_of(&value);
             if outcome.is_ok() {
                 counters.evaluated += 1;
-                emit(
-                    &mut log,
-                    Event::new(
-                        "evaluated",
-                        json!({"id": job.id, "score": score, "metric": outcome.metric, "params": outcome.params,
-                               "active_params": outcome.active_params, "flops": outcome.flops_per_token,
-                               "wall_secs": outcome.wall_secs, "tokens_per_sec": outcome.tokens_per_sec,
-                               "evaluations": pos.evaluations, "budget": settings.budget,
-                               "routing": outcome.routing.as_ref().map(|r| r.summary())}),
-                    ),
-                )?;
             } else {
                 counters.failed += 1;
-                let reason = match &outcome.status {
-                    crate::eval::Status::Failed { reason } => reason.clone(),
-                    crate::eval::Status::Ok => String::new(),
-                };
-                emit(
-                    &mut log,
-                    Event::new(
-                        "failed",
-                        json!({"id": job.id, "reason": reason, "evaluations": pos.evaluations, "budget": settings.budget}),
-                    ),
-                )?;
             }
+            emit(
+                &mut log,
+                journal::outcome_event(job.id, &outcome, pos.evaluations, settings.budget),
+            )?;
             store.put_counters(&counters)?;
             store.flush()?;
             strategy.tell(job.id, score);
@@ -536,11 +525,5 @@ fn record_duplicate(
     store.put_candidate(&record)?;
     store.put_counters(counters)?;
     store.flush()?;
-    emit(
-        log,
-        Event::new(
-            "duplicate",
-            json!({"id": record.id, "of": orig, "stage": stage, "seconds_saved": saved}),
-        ),
-    )
+    emit(log, journal::duplicate_event(record.id, orig, stage, saved))
 }

@@ -6,6 +6,28 @@ use crate::space::{Space, SpaceFile};
 use crate::store::{SledStore, Store};
 use std::path::{Path, PathBuf};
 
+/// The rule a run name follows: one folder inside the runs folder.
+pub const RUN_NAME_RULE: &str = "a run name is one folder name: not empty, `.` or `..`, without `/`, `\\` or control characters, at most 100 bytes";
+
+/// Whether `name` names one folder inside the runs folder (never the runs
+/// folder itself, a folder outside it or a nested one).
+pub fn check_run_name(name: &str) -> Result<(), String> {
+    let bad = name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.len() > 100
+        || name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control());
+    if bad {
+        Err(format!(
+            "bad run name {name:?}: {RUN_NAME_RULE} (choose one with --name)"
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct RunDir {
     pub path: PathBuf,
@@ -32,8 +54,9 @@ impl RunDir {
         space: &Space,
         settings: &RunSettings,
     ) -> Result<(RunDir, SledStore), SearchError> {
+        check_run_name(&settings.name).map_err(SearchError::BadInput)?;
         let path = runs_dir.join(&settings.name);
-        if path.join("store").exists() {
+        if path.join("store").exists() || path.join("events.jsonl").exists() {
             return Err(SearchError::BadInput(format!(
                 "run `{}` already exists in {}; continue it with `archgram resume {}` or pick another --name",
                 settings.name,
@@ -91,18 +114,43 @@ impl RunDir {
         })
     }
 
-    /// Opens the run's store. Open it once per process and pass it on:
-    /// sled holds the lock a moment after a handle is dropped.
+    /// Opens the run's store, refusing one that has lost finished work the
+    /// event log records. Open it once per process and pass it on: sled
+    /// holds the lock a moment after a handle is dropped.
     pub fn store(&self) -> Result<SledStore, SearchError> {
-        Ok(SledStore::open(&self.store_path())?)
+        let store = SledStore::open(&self.store_path())?;
+        super::journal::check_store(&store, &self.events_path())?;
+        Ok(store)
     }
 
     /// The run's settings as recorded when it started.
     pub fn settings(&self, store: &dyn Store) -> Result<RunSettings, SearchError> {
         let meta = store.meta()?.ok_or_else(|| {
-            SearchError::BadInput(format!("{}: the run has no metadata", self.path.display()))
+            SearchError::Store(crate::store::StoreError::Corrupt(format!(
+                "{} has no run metadata: the run never started, or its store was replaced or damaged",
+                self.store_path().display()
+            )))
         })?;
         serde_json::from_value(meta["settings"].clone())
             .map_err(|e| SearchError::BadInput(format!("{}: {e}", self.path.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_names_stay_one_folder_inside_the_runs_folder() {
+        for ok in ["quickstart-1", "moe random", "a.b", "..x", "ünï"] {
+            check_run_name(ok).unwrap();
+        }
+        let long = "x".repeat(101);
+        for bad in [
+            "", ".", "..", "../x", "a/b", "/abs", "a\\b", "a\nb", "a\tb", &long,
+        ] {
+            let e = check_run_name(bad).unwrap_err();
+            assert!(e.contains("one folder name"), "{bad:?}: {e}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! Every line has `"t"` (seconds since the Unix epoch, float) and
 //! `"event"`, one of:
-//! - `run_started` `{name, space, seed, budget, strategy, resumed}`
+//! - `run_started` `{name, space, seed, budget, strategy, resumed, best_id, best_score}`
 //! - `sampled` `{id, origin, parent, arch, params, active_params, flops}`
 //! - `duplicate` `{id, of, stage: "structural"|"functional", seconds_saved}`
 //! - `evaluated` `{id, score, metric, params, active_params, flops, wall_secs, tokens_per_sec}`
@@ -13,12 +13,14 @@
 //! - `run_finished` `{evaluations, best_id, best_score, reason}`
 //!
 //! Readers must ignore unknown events and fields. A process killed while
-//! writing may leave a torn last line; readers skip it.
+//! writing may leave a torn last line; readers skip it, and the next writer
+//! ends it first. Events a resumed run writes for results the store kept but
+//! the log lacked carry `"recovered": true`.
 
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
 
 /// One event: its kind and fields.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -52,29 +54,58 @@ impl Event {
 /// Appends events to a file, one flushed line each.
 pub struct EventLog {
     file: File,
+    path: PathBuf,
 }
 
 impl EventLog {
+    /// Opens the log for appending. A torn last line (a writer killed
+    /// mid-line) is ended first, so that the next event starts a line of
+    /// its own instead of being glued onto the fragment and lost with it.
     pub fn open(path: &Path) -> std::io::Result<EventLog> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(EventLog { file })
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| in_file(e, path, "cannot open"))?;
+        let len = file.metadata()?.len();
+        if len > 0 {
+            let mut last = [0u8];
+            file.seek(SeekFrom::Start(len - 1))?;
+            file.read_exact(&mut last)?;
+            if last[0] != b'\n' {
+                file.write_all(b"\n")
+                    .map_err(|e| in_file(e, path, "cannot append to"))?;
+            }
+        }
+        Ok(EventLog {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn append(&mut self, e: &Event) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(e).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        self.file.write_all(&line)?;
-        self.file.flush()
+        self.file
+            .write_all(&line)
+            .and_then(|()| self.file.flush())
+            .map_err(|e| in_file(e, &self.path, "cannot append to"))
     }
 }
 
-/// Every complete event in the file (a torn or foreign line is skipped).
+/// An I/O error that names the file and what was being done to it.
+fn in_file(e: std::io::Error, path: &Path, doing: &str) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display()))
+}
+
+/// Every complete event in the file: a torn line, a line that is not UTF-8
+/// or not an event is skipped.
 pub fn read_events(path: &Path) -> std::io::Result<Vec<Event>> {
     let f = File::open(path)?;
     let mut out = Vec::new();
-    for line in BufReader::new(f).lines() {
-        let line = line?;
-        if let Ok(e) = serde_json::from_str::<Event>(&line) {
+    for line in BufReader::new(f).split(b'\n') {
+        if let Ok(e) = serde_json::from_slice::<Event>(&line?) {
             out.push(e);
         }
     }
@@ -109,5 +140,40 @@ mod tests {
         assert_eq!(ev[0].event, "sampled");
         assert_eq!(ev[1].get("score").unwrap(), 0.5);
         assert!(ev[0].t > 1.6e9);
+    }
+
+    #[test]
+    fn appending_after_a_torn_line_keeps_the_new_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("events.jsonl");
+        std::fs::write(
+            &p,
+            "{\"t\": 1.0, \"event\": \"sampled\", \"id\": 1}\n{\"t\": 2.0, \"ev",
+        )
+        .unwrap();
+        let mut log = EventLog::open(&p).unwrap();
+        log.append(&Event::new("evaluated", serde_json::json!({"id": 1})))
+            .unwrap();
+        drop(log);
+        let ev = read_events(&p).unwrap();
+        let kinds: Vec<&str> = ev.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(kinds, ["sampled", "evaluated"]);
+        // A log that ends cleanly gains no blank line.
+        EventLog::open(&p).unwrap();
+        assert!(std::fs::read_to_string(&p).unwrap().ends_with("}\n"));
+        assert!(!std::fs::read_to_string(&p).unwrap().ends_with("\n\n"));
+    }
+
+    #[test]
+    fn a_line_that_is_not_utf8_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("events.jsonl");
+        let mut bytes = b"{\"t\": 1.0, \"event\": \"sampled\"}\n".to_vec();
+        bytes.extend_from_slice(b"{\"t\": 2.0, \"event\": \"sa\xffmpled\"}\n\xfe\xfe\n");
+        bytes.extend_from_slice(b"{\"t\": 3.0, \"event\": \"evaluated\"}\n");
+        std::fs::write(&p, bytes).unwrap();
+        let ev = read_events(&p).unwrap();
+        let kinds: Vec<&str> = ev.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(kinds, ["sampled", "evaluated"]);
     }
 }

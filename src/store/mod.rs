@@ -79,6 +79,8 @@ pub struct Counters {
 pub enum StoreError {
     #[error("cannot open the run store at {path}: {reason}")]
     Open { path: String, reason: String },
+    #[error("cannot open the run store at {path}: another archgram process is using this run (watch it with `archgram status` or `archgram watch`)")]
+    Held { path: String },
     #[error("run store: {0}")]
     Io(String),
     #[error("run store record is corrupt: {0}")]

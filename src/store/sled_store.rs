@@ -3,10 +3,18 @@
 use super::{CandidateRecord, Counters, Store, StoreError, TrialRecord};
 use crate::hash::Hashes;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct SledStore {
     db: sled::Db,
+    trees: Trees,
+    /// A write or flush failed: nothing more is written, and the handles
+    /// are let go of without sled's closing flush.
+    failed: AtomicBool,
+}
+
+struct Trees {
     candidates: sled::Tree,
     outcomes: sled::Tree,
     structural: sled::Tree,
@@ -15,9 +23,45 @@ pub struct SledStore {
     trials: sled::Tree,
 }
 
-fn io(e: sled::Error) -> StoreError {
-    StoreError::Io(e.to_string())
+/// sled's own messages print I/O errors with Rust's debug formatting
+/// (`Os { code: 28, kind: StorageFull, .. }`); these say it in words.
+fn describe(e: &sled::Error) -> String {
+    match e {
+        sled::Error::Io(e) => io_words(e),
+        sled::Error::Corruption { .. } => "sled found damaged data in the store's files".into(),
+        other => other.to_string(),
+    }
 }
+
+/// An I/O error in words. sled hands a stored error out as a clone whose
+/// message is the original's debug text; its OS error code is read back
+/// out of it.
+fn io_words(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let code = text
+        .strip_prefix("Os { code: ")
+        .and_then(|r| r.split(',').next())
+        .and_then(|c| c.parse().ok());
+    match code {
+        Some(code) => std::io::Error::from_raw_os_error(code).to_string(),
+        None if text.contains(" { ") || text.starts_with("Kind(") => e.kind().to_string(),
+        None => text,
+    }
+}
+
+fn io(e: sled::Error) -> StoreError {
+    match e {
+        sled::Error::Corruption { .. } => StoreError::Corrupt(describe(&e)),
+        e => StoreError::Io(describe(&e)),
+    }
+}
+
+/// How long a flush may take before the disk is taken to be failing. sled
+/// 0.34 can wait forever for a write that failed (measured on a full
+/// tmpfs: the process sat at 0% CPU in the flush of a tree's drop, deaf to
+/// SIGINT and SIGTERM), so flushes run on a helper thread and are waited
+/// for this long.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long `open` waits for a lock this process may still be releasing.
 const LOCK_GRACE: Duration = Duration::from_secs(3);
@@ -57,24 +101,75 @@ impl SledStore {
                 r => break r,
             }
         };
-        let db = db.map_err(|e| StoreError::Open {
-            path: dir.display().to_string(),
-            reason: if is_lock_held(&e) {
-                "another archgram process is using this run (watch it with `archgram status` or `archgram watch`)".into()
-            } else {
-                e.to_string()
+        let path = dir.display().to_string();
+        let db = db.map_err(|e| match e {
+            e if is_lock_held(&e) => StoreError::Held { path: path.clone() },
+            e => StoreError::Open {
+                path: path.clone(),
+                reason: describe(&e),
             },
         })?;
         let tree = |name: &str| db.open_tree(name).map_err(io);
-        Ok(SledStore {
+        let trees = Trees {
             candidates: tree("candidates")?,
             outcomes: tree("outcomes")?,
             structural: tree("by_structural")?,
             functional: tree("by_functional")?,
             values: tree("values")?,
             trials: tree("trials")?,
+        };
+        Ok(SledStore {
             db,
+            trees,
+            failed: AtomicBool::new(false),
         })
+    }
+
+    /// A write's result; a failure stops all further writes.
+    fn wrote<T>(&self, r: sled::Result<T>) -> Result<T, StoreError> {
+        r.map_err(|e| {
+            self.failed.store(true, Ordering::SeqCst);
+            io(e)
+        })
+    }
+
+    fn writable(&self) -> Result<(), StoreError> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(StoreError::Io(
+                "an earlier write to the store failed; nothing more is written".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn insert(&self, tree: &sled::Tree, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.writable()?;
+        self.wrote(tree.insert(key, value)).map(drop)
+    }
+}
+
+impl Drop for SledStore {
+    /// A last flush that can time out. When it goes through, the handles
+    /// drop as usual (sled's closing flush then has nothing to write); when
+    /// it fails, sled's closing flush would wait forever, so one more
+    /// reference to each handle is leaked and that flush never starts: the
+    /// process is about to report the error and exit, and the disk keeps
+    /// what was flushed before.
+    fn drop(&mut self) {
+        if self.flush().is_err() {
+            let t = &self.trees;
+            for tree in [
+                &t.candidates,
+                &t.outcomes,
+                &t.structural,
+                &t.functional,
+                &t.values,
+                &t.trials,
+            ] {
+                std::mem::forget(tree.clone());
+            }
+            std::mem::forget(self.db.clone());
+        }
     }
 }
 
@@ -89,12 +184,12 @@ impl Store for SledStore {
     }
 
     fn put_candidate(&self, c: &CandidateRecord) -> Result<(), StoreError> {
-        self.candidates.insert(id_key(c.id), json(c)?).map_err(io)?;
-        Ok(())
+        self.insert(&self.trees.candidates, &id_key(c.id), &json(c)?)
     }
 
     fn candidate(&self, id: u64) -> Result<Option<CandidateRecord>, StoreError> {
-        self.candidates
+        self.trees
+            .candidates
             .get(id_key(id))
             .map_err(io)?
             .map(|b| parse(&b))
@@ -102,7 +197,8 @@ impl Store for SledStore {
     }
 
     fn candidates(&self) -> Result<Vec<CandidateRecord>, StoreError> {
-        self.candidates
+        self.trees
+            .candidates
             .iter()
             .values()
             .map(|v| parse(&v.map_err(io)?))
@@ -115,22 +211,18 @@ impl Store for SledStore {
         hashes: &Hashes,
         outcome: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        self.outcomes
-            .insert(id_key(id), json(outcome)?)
-            .map_err(io)?;
-        self.structural
-            .insert(hashes.structural.to_be_bytes(), &id_key(id))
-            .map_err(io)?;
+        let t = &self.trees;
+        self.insert(&t.outcomes, &id_key(id), &json(outcome)?)?;
+        self.insert(&t.structural, &hashes.structural.to_be_bytes(), &id_key(id))?;
         if let Some(f) = hashes.functional {
-            self.functional
-                .insert(f.to_be_bytes(), &id_key(id))
-                .map_err(io)?;
+            self.insert(&t.functional, &f.to_be_bytes(), &id_key(id))?;
         }
         self.flush()
     }
 
     fn outcome(&self, id: u64) -> Result<Option<serde_json::Value>, StoreError> {
-        self.outcomes
+        self.trees
+            .outcomes
             .get(id_key(id))
             .map_err(io)?
             .map(|b| parse(&b))
@@ -139,6 +231,7 @@ impl Store for SledStore {
 
     fn by_structural(&self, h: u128) -> Result<Option<u64>, StoreError> {
         Ok(self
+            .trees
             .structural
             .get(h.to_be_bytes())
             .map_err(io)?
@@ -147,6 +240,7 @@ impl Store for SledStore {
 
     fn by_functional(&self, h: u128) -> Result<Option<u64>, StoreError> {
         Ok(self
+            .trees
             .functional
             .get(h.to_be_bytes())
             .map_err(io)?
@@ -154,14 +248,13 @@ impl Store for SledStore {
     }
 
     fn put_trial(&self, t: &TrialRecord) -> Result<(), StoreError> {
-        self.trials
-            .insert(t.key().as_bytes(), json(t)?)
-            .map_err(io)?;
+        self.insert(&self.trees.trials, t.key().as_bytes(), &json(t)?)?;
         self.flush()
     }
 
     fn trials(&self) -> Result<Vec<TrialRecord>, StoreError> {
-        self.trials
+        self.trees
+            .trials
             .iter()
             .values()
             .map(|v| parse(&v.map_err(io)?))
@@ -185,12 +278,12 @@ impl Store for SledStore {
     }
 
     fn put_value(&self, key: &str, v: &serde_json::Value) -> Result<(), StoreError> {
-        self.values.insert(key.as_bytes(), json(v)?).map_err(io)?;
-        Ok(())
+        self.insert(&self.trees.values, key.as_bytes(), &json(v)?)
     }
 
     fn value(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        self.values
+        self.trees
+            .values
             .get(key.as_bytes())
             .map_err(io)?
             .map(|b| parse(&b))
@@ -198,8 +291,24 @@ impl Store for SledStore {
     }
 
     fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(io)?;
-        Ok(())
+        self.writable()?;
+        let db = self.db.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(db.flush());
+        });
+        match rx.recv_timeout(FLUSH_TIMEOUT) {
+            Ok(r) => self.wrote(r).map(drop),
+            Err(_) => {
+                // The helper stays blocked with its handle; it is leaked
+                // with the rest (see `Drop`).
+                self.failed.store(true, Ordering::SeqCst);
+                Err(StoreError::Io(format!(
+                    "the disk did not take the store's writes within {} s (is it full or failing?)",
+                    FLUSH_TIMEOUT.as_secs()
+                )))
+            }
+        }
     }
 }
 
@@ -284,6 +393,24 @@ mod tests {
             s.trials().unwrap(),
             vec![trial(2, 9, 0.2), trial(300, 1, 0.5)]
         );
+    }
+
+    #[test]
+    fn disk_errors_read_as_words_not_debug_output() {
+        let full = sled::Error::Io(std::io::Error::from_raw_os_error(28));
+        // sled reports a failure it saw earlier as a clone of it, whose
+        // text is the original's debug output.
+        for e in [full.clone(), full] {
+            let e = io(e).to_string();
+            assert!(e.contains("No space left on device"), "{e}");
+            assert!(!e.contains("Os {") && !e.contains("kind:"), "{e}");
+        }
+        let custom = std::io::Error::new(std::io::ErrorKind::StorageFull, "x");
+        let e = io(sled::Error::Io(custom).clone()).to_string();
+        assert!(!e.contains("Custom {"), "{e}");
+        let e = io(sled::Error::Corruption { at: None, bt: () }).to_string();
+        assert!(e.contains("damaged"), "{e}");
+        assert!(!e.contains("backtrace"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::grammar::{Alternative, FormProblem, Node, Reject, Value};
 #[derive(Clone, Copy, Debug)]
 pub enum Kind {
     Bool,
+    /// An integer in min..=[`LARGEST`].
     Int {
         min: i64,
     },
@@ -19,7 +20,7 @@ pub enum Kind {
         max: f64,
     },
     Name(&'static [&'static str]),
-    /// An integer ≥ 1, or one of the names.
+    /// An integer in 1..=[`LARGEST`], or one of the names.
     IntOrName(&'static [&'static str]),
 }
 
@@ -57,11 +58,16 @@ const fn p(name: &'static str, kind: Kind, default: Option<&'static str>) -> Par
     }
 }
 
+/// The largest count, width or factor a form parameter may take. Sizes are
+/// checked against it when a grammar loads, before anything is sized from
+/// them (a `repeat n=4000000000` once asked for 448 GB while sampling).
+pub const LARGEST: i64 = 65_536;
+
 const ONE: Kind = Kind::Int { min: 1 };
 const FRACTION: Kind = Kind::Float { min: 0.0, max: 1.0 };
 const POSITIVE: Kind = Kind::Float {
     min: 0.0,
-    max: f64::INFINITY,
+    max: LARGEST as f64,
 };
 const SPLITS: &[&str] = &["clone", "group"];
 const MERGES: &[&str] = &["add", "mul", "concat", "dot", "scaled_dot"];
@@ -220,16 +226,19 @@ pub fn spec(form: &str) -> Option<&'static FormSpec> {
 fn kind_accepts(kind: Kind, v: &Value) -> Result<(), String> {
     match (kind, v) {
         (Kind::Bool, Value::Bool(_)) => Ok(()),
-        (Kind::Int { min }, Value::Int(i)) if *i >= min => Ok(()),
-        (Kind::Int { min }, Value::Int(i)) => Err(format!("{i} is below the minimum {min}")),
+        (Kind::Int { min }, Value::Int(i)) if *i < min => {
+            Err(format!("{i} is below the minimum {min}"))
+        }
+        (Kind::Int { .. } | Kind::IntOrName(_), Value::Int(i)) if *i > LARGEST => {
+            Err(format!("{i} is above the maximum {LARGEST}"))
+        }
+        (Kind::Int { .. }, Value::Int(_)) => Ok(()),
         (Kind::Float { min, max }, v) if v.as_float().is_some() => {
             let x = v.as_float().unwrap_or(f64::NAN);
             if x > min && x <= max {
                 Ok(())
-            } else if max.is_finite() {
-                Err(format!("{v} is outside ({min}, {max}]"))
             } else {
-                Err(format!("{v} must be above {min}"))
+                Err(format!("{v} is outside ({min}, {max}]"))
             }
         }
         (Kind::Name(names), Value::Name(n)) | (Kind::IntOrName(names), Value::Name(n)) => {

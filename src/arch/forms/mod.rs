@@ -20,6 +20,6 @@ mod catalogue;
 mod rules;
 
 pub use catalogue::{
-    check_alternative, get_int, name, spec, Children, FormSpec, Kind, ParamSpec, FORMS,
+    check_alternative, get_int, name, spec, Children, FormSpec, Kind, ParamSpec, FORMS, LARGEST,
 };
 pub use rules::*;
