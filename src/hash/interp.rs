@@ -352,11 +352,7 @@ impl Step<'_, '_> {
         let x = ins.first().copied();
         match self.op {
             Op::Input => self.input.clone(),
-            Op::Output => {
-                let y = x.expect("input").clone();
-                watch.contraction(at, &y, false);
-                y
-            }
+            Op::Output => x.expect("input").clone(),
             Op::Linear {
                 out,
                 bias,
@@ -364,7 +360,6 @@ impl Step<'_, '_> {
                 causal: masked,
             } => {
                 let x = x.expect("input");
-                watch.contraction(at, x, false);
                 let wm = w.matrix(key, "w", x.cols, *out);
                 let mut y = if *token_mixing && *masked {
                     let mut m = wm.to_vec();
@@ -384,7 +379,7 @@ impl Step<'_, '_> {
                     if super::watch::rms(&y.v) * 2f64.powi(super::watch::SEEN_BITS)
                         < super::watch::rms(&bb)
                     {
-                        watch.sum(at, &[&y.v, &bb]);
+                        watch.sum(at, "sum", &[&y.v, &bb]);
                     }
                     y.v.iter_mut().zip(&bb).for_each(|(a, b)| *a += b);
                 }
@@ -392,7 +387,6 @@ impl Step<'_, '_> {
             }
             Op::Norm { kind } => {
                 let x = x.expect("input");
-                watch.contraction(at, x, false);
                 let g = w.vector(key, "g", x.cols, 1.0);
                 let b = (*kind == NormKind::Layer).then(|| w.vector(key, "b", x.cols, 0.0));
                 norm(x, *kind, &g, b.as_deref().map(|v| v.as_slice()))
@@ -412,7 +406,7 @@ impl Step<'_, '_> {
             Op::PosEnc => {
                 let x = x.expect("input");
                 let t = w.vector(key, "pos", x.v.len(), 0.0);
-                watch.sum(at, &[&x.v, &t]);
+                watch.sum(at, "sum", &[&x.v, &t]);
                 Mat {
                     rows: x.rows,
                     cols: x.cols,
@@ -424,7 +418,7 @@ impl Step<'_, '_> {
             Op::Add | Op::Mul => {
                 if matches!(self.op, Op::Add) {
                     let terms: Vec<&[f64]> = ins.iter().map(|m| m.v.as_slice()).collect();
-                    watch.sum(at, &terms);
+                    watch.sum(at, "sum", &terms);
                 }
                 let mut acc = ins[0].clone();
                 for other in &ins[1..] {
@@ -438,22 +432,21 @@ impl Step<'_, '_> {
                 }
                 acc
             }
-            Op::Concat if self.rows => concat(
-                &ins.iter()
-                    .map(|m| m.transpose())
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .collect::<Vec<_>>(),
-            )
-            .transpose(),
-            Op::Concat => concat(ins),
+            Op::Concat => {
+                let parts: Vec<&[f64]> = ins.iter().map(|m| m.v.as_slice()).collect();
+                watch.sum(at, "concatenation", &parts);
+                if self.rows {
+                    let t: Vec<Mat> = ins.iter().map(|m| m.transpose()).collect();
+                    concat(&t.iter().collect::<Vec<_>>()).transpose()
+                } else {
+                    concat(ins)
+                }
+            }
             Op::Dot { scaled, mask } => {
                 let mut a = ins[0].clone();
                 if *mask == DotMask::Left {
                     causal_zero(&mut a);
                 }
-                watch.contraction(at, &a, false);
-                watch.contraction(at, ins[1], true);
                 let mut y = a.matmul(ins[1]);
                 if *scaled {
                     let s = 1.0 / (a.cols as f64).sqrt();
@@ -470,7 +463,6 @@ impl Step<'_, '_> {
                 causal: c,
             } => {
                 let x = x.expect("input");
-                watch.contraction(at, x, false);
                 attention(x, *heads, *head_dim, *c, None, w, key, at, watch)
             }
             Op::Moh {
@@ -481,7 +473,6 @@ impl Step<'_, '_> {
                 causal: c,
             } => {
                 let x = x.expect("input");
-                watch.contraction(at, x, false);
                 let routed = heads - shared;
                 let mut gates = vec![vec![1.0; *heads]; x.rows];
                 if routed > 0 {
@@ -508,7 +499,6 @@ impl Step<'_, '_> {
                 gated,
             } => {
                 let x = x.expect("input");
-                watch.contraction(at, x, false);
                 let pre = x.times(&w.matrix(key, "w1", x.cols, *hidden), *hidden);
                 let mut h = pre.map(|v| act(*f, v));
                 watch.curve(at, *f, &pre.v, &h.v);
@@ -520,7 +510,6 @@ impl Step<'_, '_> {
             }
             Op::Moe { spec, .. } => {
                 let x = x.expect("input");
-                watch.contraction(at, x, false);
                 let body = self.body.expect("an expert body");
                 let e = spec.experts;
                 let probs = softmax_rows(&x.times(&w.matrix(key, "router", x.cols, e), e));
@@ -613,7 +602,7 @@ impl Step<'_, '_> {
                 .iter_mut()
                 .for_each(|v| *v *= g);
         }
-        watch.sum(self.at, &[&sub.v, &y.v]);
+        watch.sum(self.at, "sum", &[&sub.v, &y.v]);
         let c = x.cols;
         for (i, &t) in chosen.iter().enumerate() {
             for j in 0..c {

@@ -1,14 +1,15 @@
 //! Blind spots of one probe: places where the functional hash's grid could
 //! not tell two different networks apart, because one part of a value is
-//! too small to reach the grid beside another. Two networks that differ
-//! only there would get equal outputs on this probe:
+//! too small to reach the grid beside another or a nonlinearity is
+//! saturated. Two networks that differ only there would get equal outputs
+//! on this probe:
 //!
 //! - a sum (an `add`, a residual, a bias or positional table, a routed
 //!   body's update) whose smaller term is below the larger one's grid;
-//! - a contraction or norm whose input features (or, for the right operand
-//!   of a product, rows) span more magnitudes than the grid holds: the
-//!   small ones vanish in the sums;
-//! - a softmax with a one-hot row (it acts as a hard selection, as
+//! - a concatenation of parts that far apart: the small part vanishes in
+//!   whatever mixes the features later (a linear map, a norm, a product),
+//!   or on the output's grid;
+//! - a softmax with mostly one-hot rows (it acts as a hard selection, as
 //!   `softmax(q·qᵀ)·v = v` does for an unscaled wide q);
 //! - a gelu or silu whose inputs all lie where it equals relu.
 //!
@@ -55,9 +56,10 @@ impl Watch {
         }
     }
 
-    /// `terms` are summed elementwise: each must reach the grid of the
-    /// largest.
-    pub fn sum(&mut self, at: &dyn Fn() -> String, terms: &[&[f64]]) {
+    /// `terms` are summed elementwise, or concatenated (`what`) and so
+    /// mixed by whatever contracts or normalises the result, or quantised
+    /// on one grid: each must reach the grid of the largest.
+    pub fn sum(&mut self, at: &dyn Fn() -> String, what: &str, terms: &[&[f64]]) {
         let r: Vec<f64> = terms.iter().map(|t| rms(t)).collect();
         let big = r.iter().copied().fold(0.0, f64::max);
         let small = r.iter().copied().fold(f64::INFINITY, f64::min);
@@ -65,67 +67,35 @@ impl Watch {
             self.flag(|| {
                 let k = log2_ratio(big, small);
                 if k == i32::MAX {
-                    format!("{}: one term of a sum is zero", at())
+                    format!("{}: one term of a {what} is zero", at())
                 } else {
-                    format!("{}: one term of a sum is 2^-{k} of another", at())
+                    format!("{}: one term of a {what} is 2^-{k} of another", at())
                 }
             });
         }
     }
 
-    /// `input` is contracted over its columns (or, with `rows`, its rows):
-    /// every nonzero column must reach the grid of the largest.
-    pub fn contraction(&mut self, at: &dyn Fn() -> String, input: &Mat, rows: bool) {
-        let (lines, len) = if rows {
-            (input.rows, input.cols)
-        } else {
-            (input.cols, input.rows)
-        };
-        let mut big = 0.0f64;
-        let mut small = f64::INFINITY;
-        for l in 0..lines {
-            let mut s = 0.0;
-            for k in 0..len {
-                let v = if rows {
-                    input.v[l * input.cols + k]
-                } else {
-                    input.v[k * input.cols + l]
-                };
-                s += v * v;
-            }
-            // An exactly zero line (a mask, a dead unit) is the same in
-            // every spelling and carries nothing to lose.
-            if s > 0.0 {
-                big = big.max(s);
-                small = small.min(s);
-            }
-        }
-        if big > 0.0 && big.sqrt() > small.sqrt() * seen_ratio() {
-            self.flag(|| {
-                format!(
-                    "{}: its input {} span 2^{} in magnitude",
-                    at(),
-                    if rows { "rows" } else { "features" },
-                    log2_ratio(big.sqrt(), small.sqrt())
-                )
-            });
-        }
-    }
-
     /// Softmax probabilities, row by row (`causal`: row i has i + 1
-    /// entries): a row with two or more entries must not be one-hot.
+    /// entries): most rows with two or more entries must not be one-hot. A
+    /// one-hot row acts as a hard selection, blind to its logits; two
+    /// networks can only agree everywhere through it if the other rows
+    /// agree too, so a few such rows leave enough to see.
     pub fn softmax(&mut self, at: &dyn Fn() -> String, p: &Mat, causal: bool) {
         let limit = 1.0 - 1.0 / seen_ratio();
+        let (mut rows, mut hard) = (0, 0);
         for i in 0..p.rows {
             let end = if causal { (i + 1).min(p.cols) } else { p.cols };
             if end < 2 {
                 continue;
             }
+            rows += 1;
             let row = &p.v[i * p.cols..i * p.cols + end];
             if row.iter().copied().fold(0.0, f64::max) > limit {
-                self.flag(|| format!("{}: softmax row {i} is one-hot", at()));
-                return;
+                hard += 1;
             }
+        }
+        if 2 * hard > rows {
+            self.flag(|| format!("{}: {hard} of {rows} softmax rows are one-hot", at()));
         }
     }
 
