@@ -199,8 +199,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print the structural and functional hashes of architectures, to see
-    /// why two were merged (or were not).
+    /// Print the structural and functional hashes of architectures and, for
+    /// each pair, whether a search would merge them and at which stage, or
+    /// why not.
     #[command(
         after_help = "Example:\n  archgram hash 'repeat(n=1, seq(block(norm=pre, norm_kind=layer, mlp(act=gelu, gated=false, ratio=4))))' best.txt"
     )]
@@ -208,9 +209,12 @@ pub enum Command {
         /// Text forms, or files holding one each.
         #[arg(required = true)]
         archs: Vec<String>,
-        /// Space whose grammar the architectures are read against.
-        #[arg(long, default_value = "spaces/quickstart.ron")]
-        space: PathBuf,
+        /// Space whose grammar and task shape the architectures are read
+        /// against (default: spaces/quickstart.ron, looked for in the current
+        /// directory, then beside the archgram executable and the source
+        /// tree it was built from).
+        #[arg(long)]
+        space: Option<PathBuf>,
     },
     /// Run a search: sample or mutate, drop duplicates, train, keep the best.
     #[command(

@@ -317,10 +317,64 @@ fn hash_prints_both_hashes_and_equal_spellings_agree() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 2);
+    assert_eq!(lines.len(), 3);
     assert!(lines[0].starts_with("structural "));
     assert!(lines[0].contains("functional "));
     assert_eq!(lines[0], lines[1]);
+    assert_eq!(
+        lines[2],
+        "#1 and #2: merged at the structural stage (the same graph)"
+    );
+}
+
+#[test]
+fn hash_says_for_each_pair_how_it_would_be_merged_or_why_not() {
+    // Run from outside the repository, without --space: the default space
+    // is found beside the executable's tree.
+    let dir = tempfile::tempdir().unwrap();
+    let einspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("spaces/einspace.ron");
+    let transposed = "seq(route(pre=transpose, post=identity, act(fn=gelu)), route(pre=transpose, post=identity, linear(width=model)))";
+    let plain = "seq(act(fn=gelu), linear(width=model))";
+    let other = "seq(act(fn=relu), linear(width=model))";
+    let saturated = "seq(norm(kind=layer), seq(linear(width=128), branch(split=clone, factor=2, merge=dot, seq(branch(split=clone, factor=2, merge=dot, identity, route(pre=identity, post=transpose, identity)), softmax), identity)))";
+    let o = Command::new(env!("CARGO_BIN_EXE_archgram"))
+        .current_dir(dir.path())
+        .args(["hash", "--space"])
+        .arg(&einspace)
+        .args([transposed, plain, other, saturated])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let line = |p: &str| {
+        out.lines()
+            .find(|l| l.starts_with(p))
+            .unwrap_or_else(|| panic!("no `{p}` in\n{out}"))
+            .to_string()
+    };
+    assert!(
+        line("#1 and #2:").contains("merged at the functional stage"),
+        "{out}"
+    );
+    assert!(
+        line("#2 and #3:").contains(
+            "not merged: first difference at child path 0: `act(fn=gelu)` vs `act(fn=relu)`; their outputs differ"
+        ),
+        "{out}"
+    );
+    assert!(line("#4:").contains("degenerate, never merged"), "{out}");
+    assert!(line("#4:").contains("one-hot"), "{out}");
+    assert!(line("#1 and #4:").contains("#4 is degenerate"), "{out}");
+
+    let o = Command::new(env!("CARGO_BIN_EXE_archgram"))
+        .current_dir(dir.path())
+        .args([
+            "hash",
+            "repeat(n=1, seq(block(norm=pre, norm_kind=layer, mlp(act=gelu, gated=false, ratio=4))))",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 /// Bad command lines: each exits 2 with a message that names the problem.

@@ -4,7 +4,9 @@
 
 use archgram::arch::{Arch, ArchContext, Network, Op, Shape};
 use archgram::grammar::Derivation;
-use archgram::hash::{functional_hash, functional_hash_with, outputs, structural_hash, Hashes};
+use archgram::hash::{
+    functional_hash, functional_with, outputs, structural_hash, Functional, Hashes,
+};
 use proptest::prelude::*;
 use std::collections::HashMap;
 
@@ -19,9 +21,21 @@ fn ctx(causal: bool) -> ArchContext {
 }
 
 fn arch(text: &str, causal: bool) -> Arch {
-    Network::build(Derivation::parse(text).unwrap(), &ctx(causal))
+    arch_in(text, &ctx(causal))
+}
+
+fn arch_in(text: &str, ctx: &ArchContext) -> Arch {
+    Network::build(Derivation::parse(text).unwrap(), ctx)
         .unwrap_or_else(|e| panic!("{text}: {e}"))
         .arch
+}
+
+/// A context whose 64-wide embeddings make products of projections large.
+fn wide(causal: bool) -> ArchContext {
+    ArchContext {
+        width: 64,
+        ..ctx(causal)
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -213,7 +227,7 @@ fn degenerate_outputs_are_never_merged() {
 }
 
 /// Fixed hashes: they must not change between runs or builds. Update only
-/// with a HASH_RECIPE_VERSION bump.
+/// with a HASH_RECIPE_VERSION (structural) or FUNCTIONAL_RECIPE_VERSION bump.
 #[test]
 fn golden_hashes() {
     let golden: &[(&str, &str)] = &[
@@ -315,25 +329,14 @@ fn exhaustive_small_space_has_no_wrong_merges() {
         }
     }
     // Every member of a class computes its representative's function under
-    // an independent weight draw and independent probes.
+    // an independent weight draw and independent probes at other scales,
+    // probe by probe.
     let mut wrong = 0;
     for members in functional.values() {
-        let rep = outputs(&nets[members[0]].arch, 3, 0xfeed);
+        let rep = outputs(&nets[members[0]].arch, &VERIFY_SCALES, 0xfeed);
         for &m in &members[1..] {
-            let o = outputs(&nets[m].arch, 3, 0xfeed);
-            let scale = rep
-                .iter()
-                .flat_map(|x| x.v.iter())
-                .map(|v| v * v)
-                .sum::<f64>()
-                .sqrt()
-                .max(1e-12);
-            let diff = rep
-                .iter()
-                .zip(&o)
-                .flat_map(|(a, b)| a.v.iter().zip(&b.v).map(|(x, y)| (x - y).abs()))
-                .fold(0.0, f64::max);
-            if diff > 1e-9 * scale {
+            let o = outputs(&nets[m].arch, &VERIFY_SCALES, 0xfeed);
+            if !agree(&rep, &o) {
                 wrong += 1;
                 eprintln!(
                     "wrong merge: {}  ~  {}",
@@ -358,6 +361,23 @@ fn exhaustive_small_space_has_no_wrong_merges() {
     );
 }
 
+/// Probe scales of the independent check of a merge: none of the hash's.
+const VERIFY_SCALES: [f64; 3] = [1.5, 0.3, 0.05];
+
+/// Outputs equal probe by probe, to 1e-9 of each probe's RMS.
+fn agree(a: &[archgram::hash::interp::Mat], b: &[archgram::hash::interp::Mat]) -> bool {
+    a.iter().zip(b).all(|(x, y)| {
+        let scale = (x.v.iter().map(|v| v * v).sum::<f64>() / x.v.len().max(1) as f64)
+            .sqrt()
+            .max(1e-300);
+        x.v.len() == y.v.len()
+            && x.v
+                .iter()
+                .zip(&y.v)
+                .all(|(p, q)| (p - q).abs() <= 1e-9 * scale)
+    })
+}
+
 /// Probe count and grid: class counts on the enumerated space (printed for
 /// the note; the constants in `hash::functional` follow from them).
 #[test]
@@ -369,16 +389,19 @@ fn probe_and_grid_sweep() {
         .into_iter()
         .filter_map(|d| space.network(d).ok())
         .collect();
-    for probes in [1, 2, 4] {
+    let scales = archgram::hash::SCALES;
+    for probes in [1, 2, 3] {
         for bits in [8, 16, 24, 32, 40] {
             let mut classes: HashMap<u128, usize> = HashMap::new();
+            let mut degenerate = 0;
             for n in &nets {
-                if let Some(h) = functional_hash_with(&n.arch, probes, bits, 0) {
-                    *classes.entry(h).or_default() += 1;
+                match functional_with(&n.arch, &scales[..probes], bits, 0) {
+                    Functional::Hash(h) => *classes.entry(h).or_default() += 1,
+                    Functional::Degenerate(_) => degenerate += 1,
                 }
             }
             eprintln!(
-                "probes {probes} bits {bits}: {} classes over {} candidates",
+                "probes {probes} bits {bits}: {} classes (+{degenerate} degenerate) over {} candidates",
                 classes.len(),
                 nets.len()
             );
@@ -439,4 +462,181 @@ fn enumerate(space: &archgram::space::Space, symbol: &str, depth: usize) -> Vec<
         }
     }
     out
+}
+
+// Generated classes for the two ways a functional hash can merge different
+// networks (saturation, dynamic range) and the two ways it can miss equal
+// ones (parameters with no effect, identical siblings ranked by structure).
+
+/// Whether `a` and `b` give equal outputs on unit-scale probes to the
+/// grid's precision: what a hash on those probes alone would merge.
+fn agree_at_unit_scale(a: &Arch, b: &Arch) -> bool {
+    let (x, y) = (outputs(a, &[1.0], 0), outputs(b, &[1.0], 0));
+    let grid = 2f64.powi(-archgram::hash::GRID_BITS);
+    x.iter().zip(&y).all(|(p, q)| {
+        let scale = (p.v.iter().map(|v| v * v).sum::<f64>() / p.v.len() as f64).sqrt();
+        p.v.len() == q.v.len()
+            && p.v
+                .iter()
+                .zip(&q.v)
+                .all(|(s, t)| (s - t).abs() <= grid * scale)
+    })
+}
+
+/// Asserts that two different networks (in 64-wide embeddings) are not
+/// merged, and says whether they are a trap: equal on unit probes to the
+/// grid's precision.
+fn never_merged(ta: &str, tb: &str, causal: bool) -> bool {
+    let (a, b) = (arch_in(ta, &wide(causal)), arch_in(tb, &wide(causal)));
+    assert_eq!(merged_by(&a, &b), None, "{ta}  vs  {tb}");
+    agree_at_unit_scale(&a, &b)
+}
+
+/// A short random chain of token-wise ops (possibly empty).
+fn random_prefix(rng: &mut rand_chacha::ChaCha8Rng) -> String {
+    use rand::Rng;
+    const OPS: [&str; 6] = [
+        "norm",
+        "posenc",
+        "act(fn=gelu)",
+        "act(fn=silu)",
+        "linear(width=model)",
+        "norm(kind=rms)",
+    ];
+    let n = rng.gen_range(0..3);
+    let ops: Vec<&str> = (0..n).map(|_| OPS[rng.gen_range(0..OPS.len())]).collect();
+    if ops.is_empty() {
+        "identity".into()
+    } else {
+        format!("seq({})", ops.join(", "))
+    }
+}
+
+/// softmax(X·Xᵀ)·V(X) with a wide unscaled X is one-hot on unit probes and
+/// equals V(X) there; it is another network (at small inputs, and in
+/// training, the softmax mixes tokens), so it must never merge with V(X).
+#[test]
+fn a_saturated_softmax_never_merges_attention_with_its_values() {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(18);
+    let (mut traps, mut total) = (0, 0);
+    for width in [48, 64, 96, 128] {
+        for value in ["identity", "act(fn=relu)", "norm"] {
+            for causal in [false, true] {
+                for _ in 0..3 {
+                    let x = format!("seq({}, linear(width={width}))", random_prefix(&mut rng));
+                    let attn = format!(
+                        "seq({x}, branch(split=clone, factor=2, merge=dot, seq(branch(split=clone, factor=2, merge=dot, identity, route(pre=identity, post=transpose, identity)), softmax), {value}))"
+                    );
+                    let plain = format!("seq({x}, {value})");
+                    total += 1;
+                    traps += never_merged(&attn, &plain, causal) as usize;
+                }
+            }
+        }
+    }
+    // The class is made of real traps: most pairs agree on unit probes.
+    assert!(2 * traps >= total, "{traps} of {total} pairs are traps");
+}
+
+/// (Y·Yᵀ)·Y, a cube with no scaling.
+const CUBE: &str = "branch(split=clone, factor=2, merge=dot, branch(split=clone, factor=2, merge=dot, identity, route(pre=identity, post=transpose, identity)), identity)";
+
+/// A chain of unscaled products grows to ~1e20; a small branch added to it
+/// (or concatenated and mixed by a linear) is below the grid on unit probes.
+/// Networks that differ only in that branch must never merge.
+#[test]
+fn a_branch_below_the_grid_never_merges_networks_that_differ_there() {
+    let small = [
+        "identity",
+        "norm",
+        "act(fn=relu)",
+        "act(fn=gelu)",
+        "linear(width=model)",
+        "posenc",
+    ];
+    let (mut traps, mut total) = (0, 0);
+    for depth in [2, 3] {
+        let chain = std::iter::repeat_n(CUBE, depth)
+            .collect::<Vec<_>>()
+            .join(", ");
+        for causal in [false, true] {
+            for (i, p) in small.iter().enumerate() {
+                for q in &small[i + 1..] {
+                    let add = |s: &str| {
+                        format!("branch(split=clone, factor=2, merge=add, seq(linear(width=model), {chain}), {s})")
+                    };
+                    let mixed = |s: &str| {
+                        format!("seq(branch(split=clone, factor=2, merge=concat, seq(linear(width=16), {chain}), {s}), linear(width=model))")
+                    };
+                    for make in [&add as &dyn Fn(&str) -> String, &mixed] {
+                        total += 1;
+                        traps += never_merged(&make(p), &make(q), causal) as usize;
+                    }
+                }
+            }
+        }
+    }
+    assert!(3 * traps >= total, "{traps} of {total} pairs are traps");
+}
+
+/// An activation moved across a pair of transposes changes every WL
+/// colour; identical sibling linears must keep their weights anyway.
+#[test]
+fn identical_siblings_keep_their_weights_when_an_activation_moves_across_transposes() {
+    let siblings = [
+        "branch(split=clone, factor=2, merge=add, seq(linear(width=model), act(fn=silu)), linear(width=model))",
+        "branch(split=clone, factor=2, merge=mul, linear(width=model), seq(linear(width=model), norm))",
+        "branch(split=clone, factor=2, merge=concat, linear(width=16), seq(linear(width=16), act(fn=relu)))",
+        "branch(split=clone, factor=2, merge=add, linear(width=model), seq(linear(width=model), linear(width=model)))",
+        "seq(linear(width=model), branch(split=clone, factor=2, merge=add, seq(linear(width=model), norm), seq(linear(width=model), act(fn=gelu))))",
+    ];
+    let moved = |f: &str| {
+        format!("seq(route(pre=transpose, post=identity, identity), act(fn={f}), route(pre=transpose, post=identity, identity))")
+    };
+    for s in siblings {
+        for f in ["relu", "gelu", "silu", "leaky_relu"] {
+            let act = format!("act(fn={f})");
+            for causal in [false, true] {
+                let placements: [(String, String); 3] = [
+                    (
+                        format!("seq({act}, {s})"),
+                        format!("seq({}, {s})", moved(f)),
+                    ),
+                    (
+                        format!("seq({s}, {act})"),
+                        format!("seq({s}, {})", moved(f)),
+                    ),
+                    (
+                        format!("seq(linear(width=model), {act}, {s}, norm)"),
+                        format!("seq(linear(width=model), {}, {s}, norm)", moved(f)),
+                    ),
+                ];
+                for (ta, tb) in placements {
+                    let (a, b) = (arch(&ta, causal), arch(&tb, causal));
+                    assert_eq!(merged_by(&a, &b), Some(Stage::Functional), "{ta}  vs  {tb}");
+                }
+            }
+        }
+    }
+}
+
+/// The blocks spaces (norms before every sublayer, scaled attention) have
+/// no blind spots: none of their samples is degenerate, experts run on a
+/// single routed token included.
+#[test]
+fn samples_of_the_blocks_spaces_are_never_degenerate() {
+    for name in ["quickstart", "moe-heavy"] {
+        let space =
+            archgram::space::Space::load(std::path::Path::new(&format!("spaces/{name}.ron")))
+                .unwrap();
+        for i in 0..300 {
+            let net = space
+                .sample(&mut archgram::seed::rng(18, "blind", i))
+                .unwrap();
+            if let Functional::Degenerate(why) = archgram::hash::functional(&net.arch) {
+                panic!("{name}: {why}\n{}", net.text());
+            }
+        }
+    }
 }

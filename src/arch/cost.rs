@@ -210,7 +210,8 @@ pub fn routed_scales(op: &Op, seq: usize) -> (f64, f64, f64) {
                 RouterKind::ExpertChoice => spec.capacity,
             };
             let copies = (spec.experts + spec.shared) as f64;
-            let touched = spec.top_k.min(spec.experts) as f64 + spec.shared as f64;
+            // Expert choice has no top_k: a token touches cf experts on average.
+            let touched = per_token.min(spec.experts as f64) + spec.shared as f64;
             (copies, touched, per_token + spec.shared as f64)
         }
         Op::Mod { .. } | Op::LayerSkip { .. } => {

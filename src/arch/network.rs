@@ -1,11 +1,11 @@
 //! A whole candidate: its derivation (the text form users read and write),
 //! the lowered graph, and its cost.
 
-use super::context::ArchContext;
+use super::context::{ArchContext, Limits};
 use super::cost::Cost;
 use super::graph::Arch;
 use super::lower::lower;
-use super::semantics::fmt_count;
+use super::semantics::{fmt_count, ArchSemantics};
 use crate::grammar::{Derivation, Reject};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
@@ -21,8 +21,13 @@ pub struct Network {
 
 impl Network {
     /// Lowers `term` for `ctx`. The term should already have passed the
-    /// semantics (sampled, or replayed by the space); lowering re-checks shapes.
+    /// semantics (sampled, or replayed by the space); lowering re-checks
+    /// shapes. Parameters with no effect are canonicalised first, so one
+    /// network has one text form whichever spelling (or older run) it came
+    /// from.
     pub fn build(term: Derivation, ctx: &ArchContext) -> Result<Network, Reject> {
+        let sem = ArchSemantics::new(*ctx, Limits::default());
+        let term = crate::grammar::canonical(&sem, &term);
         let arch = lower(&term, ctx)?;
         let cost = arch.total_cost(ctx.vocab);
         Ok(Network { term, arch, cost })

@@ -138,6 +138,53 @@ pub struct MoeSpec {
     pub balance: Balance,
 }
 
+impl MoeSpec {
+    /// Default `top_p`, also the value it takes where it has no effect.
+    pub const TOP_P: f64 = 0.5;
+
+    /// The same router with every setting that cannot change what it
+    /// computes or how it trains fixed to one value, so that equal layers
+    /// are spelled alike (and hash alike):
+    /// - `top_p` only matters to a top-p router choosing among more than
+    ///   one expert; elsewhere it is [`MoeSpec::TOP_P`];
+    /// - a token-choice or top-p router whose capacity (C = ⌈cf·k·T/E⌉)
+    ///   reaches the sequence length never drops a token (an expert is
+    ///   wanted at most once per token): cf is fixed to E/k; an expert-choice
+    ///   router with cf ≥ E takes every token: cf is fixed to E;
+    /// - expert choice ignores `top_k` (fixed to 1) and has nothing to
+    ///   balance (every expert takes the same number of tokens), as does a
+    ///   token-choice router sending every token to every expert (k = E):
+    ///   `balance` is fixed to `none` (the selection bias is never used and
+    ///   the Switch loss would be the constant α, moving no weight).
+    pub fn canonical(self) -> MoeSpec {
+        let mut c = self;
+        let e = c.experts.max(1) as f64;
+        match c.router {
+            RouterKind::ExpertChoice => {
+                c.top_k = 1;
+                c.top_p = Self::TOP_P;
+                c.balance = Balance::None;
+                if c.capacity >= e {
+                    c.capacity = e;
+                }
+            }
+            RouterKind::TokenChoice | RouterKind::TopP => {
+                let k = c.top_k.clamp(1, c.experts.max(1));
+                if c.router == RouterKind::TokenChoice || k == 1 {
+                    c.top_p = Self::TOP_P;
+                }
+                if c.capacity * k as f64 >= e {
+                    c.capacity = e / k as f64;
+                }
+                if c.router == RouterKind::TokenChoice && k == c.experts {
+                    c.balance = Balance::None;
+                }
+            }
+        }
+        c
+    }
+}
+
 /// How a matrix product is masked for causality.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DotMask {

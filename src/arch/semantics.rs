@@ -11,7 +11,7 @@ use super::forms::{self, Placement, Scope};
 use super::graph::Arch;
 use super::ops::{NormKind, Op};
 use super::shape::Shape;
-use crate::grammar::{Alternative, FormProblem, Node, Reject, Semantics};
+use crate::grammar::{Alternative, FormProblem, Node, Reject, Semantics, Value};
 
 /// Multipliers an enclosing structure applies to the cost of a subtree:
 /// replicated branches copy everything, MoE experts copy parameters and
@@ -372,6 +372,10 @@ impl Semantics for ArchSemantics {
                 None => Ok(input.clone()),
             },
         }
+    }
+
+    fn canonical(&self, node: &Node) -> Vec<(String, Value)> {
+        forms::canonical_params(node)
     }
 
     fn finish(&self, out: &State) -> Result<(), Reject> {

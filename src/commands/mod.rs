@@ -12,13 +12,13 @@ pub use search::{parse_duration, status_of};
 use crate::arch::{fmt_count, Limits, Network};
 use crate::cli::{Command, DeviceArg, SampleFormat};
 use crate::eval::{self, DeviceKind};
-use crate::grammar::SourceError;
+use crate::grammar::{Derivation, SourceError};
 use crate::seed;
 use crate::space::{ArchError, Space};
 use crate::tasks;
 use serde_json::json;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -66,7 +66,7 @@ pub fn run(cmd: Command, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Check { space, samples } => check(&space, samples, out),
         Command::Show { arch, space, json } => show(&arch, &space, json, out),
         Command::Tasks { json } => list_tasks(json, out),
-        Command::Hash { archs, space } => hash(&archs, &space, out),
+        Command::Hash { archs, space } => hash(&archs, space.as_deref(), out),
         Command::Search {
             space,
             strategy,
@@ -507,12 +507,152 @@ fn eval(
     }
 }
 
-fn hash(archs: &[String], path: &Path, out: &mut dyn Write) -> Result<(), CliError> {
-    let space = load(path)?;
+/// A shipped space file (`spaces/NAME`) for a command run without
+/// `--space`: from the current directory, else beside the executable (or
+/// any folder above it, as for `target/release/archgram`), else in the
+/// source tree the binary was built from.
+pub fn default_space(name: &str) -> Result<PathBuf, CliError> {
+    let rel = Path::new("spaces").join(name);
+    let mut tried = vec![PathBuf::from(".")];
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        tried.extend(dir.ancestors().map(Path::to_path_buf));
+    }
+    tried.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    tried
+        .iter()
+        .map(|d| d.join(&rel))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            CliError::BadInput(format!(
+                "no --space given and the default {} was not found in the current directory, beside the archgram executable or in {}; pass --space FILE",
+                rel.display(),
+                env!("CARGO_MANIFEST_DIR")
+            ))
+        })
+}
+
+fn hash(archs: &[String], path: Option<&Path>, out: &mut dyn Write) -> Result<(), CliError> {
+    use crate::hash::{functional, Functional};
+    let path = match path {
+        Some(p) => p.to_path_buf(),
+        None => default_space("quickstart.ron")?,
+    };
+    let space = load(&path)?;
+    let mut nets = Vec::with_capacity(archs.len());
     for a in archs {
         let net = parse_arch(&space, a)?;
-        let h = crate::hash::Hashes::of(&net.arch);
+        let structural = crate::hash::structural_hash(&net.arch);
+        let verdict = functional(&net.arch);
+        let h = crate::hash::Hashes {
+            structural,
+            functional: match &verdict {
+                Functional::Hash(f) => Some(*f),
+                Functional::Degenerate(_) => None,
+            },
+        };
         writeln!(out, "{h}  {}", net.text())?;
+        nets.push((net, h, verdict));
+    }
+    for (i, (_, _, v)) in nets.iter().enumerate() {
+        if let Functional::Degenerate(why) = v {
+            writeln!(
+                out,
+                "#{}: degenerate, never merged on its outputs: {why}",
+                i + 1
+            )?;
+        }
+    }
+    for i in 0..nets.len() {
+        for j in i + 1..nets.len() {
+            let ((a, ha, _), (b, hb, _)) = (&nets[i], &nets[j]);
+            let diff = first_difference(&a.term, &b.term, &mut Vec::new());
+            let at = |d: &Option<String>| d.clone().unwrap_or_else(|| "none: the same text".into());
+            let verdict = if ha.structural == hb.structural {
+                "merged at the structural stage (the same graph)".to_string()
+            } else {
+                match (ha.functional, hb.functional) {
+                    (Some(x), Some(y)) if x == y => format!(
+                        "merged at the functional stage (equal outputs on every probe; first difference {})",
+                        at(&diff)
+                    ),
+                    (None, _) | (_, None) => {
+                        let which: Vec<String> = [(i, ha), (j, hb)]
+                            .iter()
+                            .filter(|(_, h)| h.functional.is_none())
+                            .map(|(k, _)| format!("#{}", k + 1))
+                            .collect();
+                        format!(
+                            "not merged: {} {} degenerate, never merged on outputs; first difference {}",
+                            which.join(" and "),
+                            if which.len() == 1 { "is" } else { "are" },
+                            at(&diff)
+                        )
+                    }
+                    _ => format!(
+                        "not merged: first difference {}; their outputs differ",
+                        at(&diff)
+                    ),
+                }
+            };
+            writeln!(out, "#{} and #{}: {verdict}", i + 1, j + 1)?;
+        }
     }
     Ok(())
+}
+
+/// Where two derivations first differ, in pre-order: the child path and
+/// both nodes (form and parameters).
+fn first_difference(a: &Derivation, b: &Derivation, path: &mut Vec<usize>) -> Option<String> {
+    let head = |d: &Derivation| {
+        let params: Vec<String> = d.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if params.is_empty() {
+            d.form.clone()
+        } else {
+            format!("{}({})", d.form, params.join(", "))
+        }
+    };
+    let at = |path: &[usize]| {
+        if path.is_empty() {
+            "at the root".to_string()
+        } else {
+            let p: Vec<String> = path.iter().map(|i| i.to_string()).collect();
+            format!("at child path {}", p.join("."))
+        }
+    };
+    if a.form != b.form || a.params != b.params || a.children.len() != b.children.len() {
+        let what = if a.form == b.form && a.params == b.params {
+            format!(
+                "`{}` with {} vs {} children",
+                head(a),
+                a.children.len(),
+                b.children.len()
+            )
+        } else {
+            format!("`{}` vs `{}`", head(a), head(b))
+        };
+        return Some(format!("{}: {what}", at(path)));
+    }
+    for (i, (x, y)) in a.children.iter().zip(&b.children).enumerate() {
+        path.push(i);
+        let d = first_difference(x, y, path);
+        path.pop();
+        if d.is_some() {
+            return d;
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_default_space_that_cannot_be_found_says_what_to_pass() {
+        let e = super::default_space("no-such-space.ron").unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("pass --space FILE"), "{e}");
+        assert!(super::default_space("quickstart.ron").is_ok());
+    }
 }

@@ -4,6 +4,7 @@
 use super::derivation::Derivation;
 use super::format::Grammar;
 use super::sampler::{Node, Semantics};
+use super::value::{same_params, with_param, Value};
 
 /// Why a term is not in the grammar: the deepest mismatch found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +50,53 @@ fn keep_deepest(best: &mut Option<NotDerivable>, path: &[usize], message: String
     }
 }
 
+/// The value of `name` in `term`'s canonical spelling when the grammar's
+/// choices for it do not list the term's value (or the term leaves it out)
+/// but it has no effect there: some choice (every choice, when left out)
+/// gives the same canonical node. Terms canonicalised with a fixed value the
+/// grammar never offers still match, and so do older spellings.
+fn stand_in<S: Semantics>(
+    sem: &S,
+    term: &Derivation,
+    name: &str,
+    choices: &[(Value, f64)],
+) -> Option<Value> {
+    let canon = |params: &[(String, Value)]| {
+        sem.canonical(&Node {
+            form: &term.form,
+            params,
+        })
+    };
+    let value_in = |params: &[(String, Value)]| {
+        params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
+    match term.param(name) {
+        Some(v) if choices.iter().any(|(c, _)| c.same(v)) => None,
+        Some(_) => {
+            let own = canon(&term.params);
+            choices
+                .iter()
+                .any(|(c, _)| same_params(&canon(&with_param(&term.params, name, c)), &own))
+                .then(|| value_in(&own))
+                .flatten()
+        }
+        None if choices.len() > 1 => {
+            let all: Vec<_> = choices
+                .iter()
+                .map(|(c, _)| canon(&with_param(&term.params, name, c)))
+                .collect();
+            all.windows(2)
+                .all(|w| same_params(&w[0], &w[1]))
+                .then(|| value_in(&all[0]))
+                .flatten()
+        }
+        None => None,
+    }
+}
+
 fn match_symbol<S: Semantics>(
     g: &Grammar,
     sem: &S,
@@ -67,6 +115,10 @@ fn match_symbol<S: Semantics>(
         // Parameters: every one the alternative has, with a value among its choices.
         let mut params = Vec::with_capacity(alt.params.len());
         for (name, choices) in &alt.params {
+            if let Some(v) = stand_in(sem, term, name, &choices.0) {
+                params.push((name.clone(), v));
+                continue;
+            }
             match term.param(name) {
                 Some(v) => {
                     if !choices.0.iter().any(|(c, _)| c.same(v)) {

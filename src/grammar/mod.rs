@@ -20,7 +20,9 @@ pub use error::{find_in_code, from_ron, Pos, SourceError};
 pub use format::{Alternative, Choices, Grammar, Source};
 pub use matching::{annotate, NotDerivable};
 pub use mutate::Mutation;
-pub use sampler::{replay, Node, Reject, SampleError, Sampler, SamplerConfig, Semantics};
+pub use sampler::{
+    canonical, replay, Node, Reject, SampleError, Sampler, SamplerConfig, Semantics,
+};
 pub use unique::unique_keys;
 pub use validate::{min_heights, FormProblem, Warning};
 pub use value::Value;

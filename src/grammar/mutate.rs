@@ -5,8 +5,8 @@
 //! always differs from the parent.
 
 use super::derivation::Derivation;
-use super::sampler::{Node, Reject, SampleError, Sampler, Semantics};
-use super::value::Value;
+use super::sampler::{canonical, pick_weighted, Node, Reject, SampleError, Sampler, Semantics};
+use super::value::{same_params, with_param, Value};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -108,11 +108,13 @@ impl<S: Semantics> Sampler<'_, S> {
             Reject::new("mutation", "the tree is not annotated with grammar symbols")
         })?;
         let state = self.state_at(d, path, input)?;
+        // Samples are canonical; an older parent may not be.
+        let old = canonical(self.semantics(), old);
         for _ in 0..TRIES {
             let (sub, _) = self
                 .sample_symbol(&symbol, &state, path.len() + 1, rng, false)
                 .map_err(|e| Reject::new(e.main_reason().unwrap_or("sample"), e.to_string()))?;
-            if sub == *old {
+            if sub == old {
                 continue;
             }
             let mut child = d.clone();
@@ -149,43 +151,62 @@ impl<S: Semantics> Sampler<'_, S> {
             _ => None,
         }
         .ok_or_else(|| Reject::new("mutation", "the tree is not annotated with grammar symbols"))?;
-        let tunable: Vec<usize> = alt
+        let sem = self.semantics();
+        let canon = |params: &[(String, Value)]| {
+            sem.canonical(&Node {
+                form: &old.form,
+                params,
+            })
+        };
+        // Only values that make another network: a parameter with no effect
+        // here (given the others) is not retuned.
+        let changes = |params: &[(String, Value)], name: &str, v: &Value| {
+            !same_params(&canon(&with_param(params, name, v)), &canon(params))
+        };
+        let options: Vec<(usize, Vec<&(Value, f64)>)> = alt
             .params
             .iter()
             .enumerate()
-            .filter(|(_, (_, c))| c.0.len() > 1)
-            .map(|(i, _)| i)
+            .filter_map(|(i, (name, c))| {
+                let others: Vec<&(Value, f64)> =
+                    c.0.iter()
+                        .filter(|(v, _)| changes(&old.params, name, v))
+                        .collect();
+                (!others.is_empty()).then_some((i, others))
+            })
             .collect();
-        if tunable.is_empty() {
+        if options.is_empty() {
             return Err(Reject::new("mutation", "no parameter to retune"));
         }
-        let (name, choices) = &alt.params[tunable[rng.gen_range(0..tunable.len())]];
-        let current = old.param(name).cloned();
-        let others: Vec<&(Value, f64)> = choices
-            .0
-            .iter()
-            .filter(|(v, _)| current.as_ref().is_none_or(|c| !c.same(v)))
-            .collect();
-        let total: f64 = others.iter().map(|c| c.1).sum();
-        let mut x = rng.gen::<f64>() * total;
-        let mut pick = others.last().map(|c| c.0.clone());
-        for (v, w) in &others {
-            x -= w;
-            if x < 0.0 {
-                pick = Some(v.clone());
-                break;
+        let (at, others) = &options[rng.gen_range(0..options.len())];
+        let name = &alt.params[*at].0;
+        let new_value = others[pick_weighted(others, |c| c.1, rng)].0.clone();
+        let mut params = with_param(&old.params, name, &new_value);
+        // A parameter that had no effect and now has one (an expert-choice
+        // router retuned to token choice makes `top_k` count) is drawn from
+        // the grammar's choices: its canonical filler was never a choice.
+        for (j, (other, choices)) in alt.params.iter().enumerate() {
+            if j == *at || choices.0.len() < 2 {
+                continue;
+            }
+            let was_idle = !choices
+                .0
+                .iter()
+                .any(|(v, _)| changes(&old.params, other, v));
+            let listed = params
+                .iter()
+                .find(|(n, _)| n == other)
+                .is_some_and(|(_, v)| choices.0.iter().any(|(c, _)| c.same(v)));
+            let live = choices.0.iter().any(|(v, _)| changes(&params, other, v));
+            if live && (was_idle || !listed) {
+                let v = &choices.0[pick_weighted(&choices.0, |c| c.1, rng)].0;
+                params = with_param(&params, other, v);
             }
         }
-        let new_value = pick.ok_or_else(|| Reject::new("mutation", "no other value"))?;
+        let params = canon(&params);
         let mut child = d.clone();
         let node = child.get_mut(path).expect("path checked");
-        match node.params.iter_mut().find(|(n, _)| n == name) {
-            Some(slot) => slot.1 = new_value.clone(),
-            None => {
-                node.params.push((name.clone(), new_value.clone()));
-                node.params.sort_by(|a, b| a.0.cmp(&b.0));
-            }
-        }
+        node.params = params;
         // A parameter that changes the number of children (repeat's `n`):
         // keep the common prefix, draw the rest.
         let n = self.semantics().arity(
@@ -209,7 +230,7 @@ impl<S: Semantics> Sampler<'_, S> {
         self.replay(&child, input)?;
         let detail = format!(
             "{name}: {} -> {new_value} at {}",
-            current.map_or("default".into(), |v| v.to_string()),
+            old.param(name).map_or("default".into(), |v| v.to_string()),
             show_path(path)
         );
         Ok((

@@ -11,7 +11,7 @@ use super::validate::FormProblem;
 use super::value::Value;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 /// A form with chosen parameters, as the semantics sees it.
@@ -101,6 +101,28 @@ pub trait Semantics {
 
     /// Whole-network check of the final state (output layout, global limits).
     fn finish(&self, out: &Self::State) -> Result<(), Reject>;
+
+    /// The node's parameters with every one that cannot change the network
+    /// (given the others) set to one canonical value, so that one network
+    /// has one derivation. The sampler merges choices that canonicalise
+    /// alike and mutation never proposes a change that canonicalises away.
+    fn canonical(&self, node: &Node) -> Vec<(String, Value)> {
+        node.params.to_vec()
+    }
+}
+
+/// `d` with every node's parameters canonical (see [`Semantics::canonical`]).
+pub fn canonical<S: Semantics>(sem: &S, d: &Derivation) -> Derivation {
+    Derivation {
+        symbol: d.symbol.clone(),
+        alt: d.alt,
+        form: d.form.clone(),
+        params: sem.canonical(&Node {
+            form: &d.form,
+            params: &d.params,
+        }),
+        children: d.children.iter().map(|c| canonical(sem, c)).collect(),
+    }
 }
 
 /// Bounds that keep sampling finite.
@@ -390,14 +412,27 @@ impl<'a, S: Semantics> Sampler<'a, S> {
             .map(|(_, c)| c.0.len())
             .try_fold(1usize, |a, n| a.checked_mul(n))
             .unwrap_or(usize::MAX);
-        let mut out = Vec::new();
+        let mut out: Vec<(Vec<(String, Value)>, f64)> = Vec::new();
+        // Choices that canonicalise alike are one choice with their weights
+        // summed: the same distribution over networks, one spelling each.
+        let mut index: HashMap<String, usize> = HashMap::new();
         let mut admit = |params: Vec<(String, Value)>, w: f64, tally: &mut Tally| {
             let node = Node {
                 form: &alt.form,
                 params: &params,
             };
             match self.sem.admit(&node, input) {
-                Ok(()) => out.push((params, w)),
+                Ok(()) => {
+                    let params = self.sem.canonical(&node);
+                    let key: String = params.iter().map(|(n, v)| format!("{n}={v},")).collect();
+                    match index.get(&key) {
+                        Some(&i) => out[i].1 += w,
+                        None => {
+                            index.insert(key, out.len());
+                            out.push((params, w));
+                        }
+                    }
+                }
                 Err(r) => tally.note(r),
             }
         };
@@ -479,7 +514,7 @@ fn pick(cands: &[(usize, f64)], rng: &mut ChaCha8Rng) -> usize {
     pick_weighted(cands, |c| c.1, rng)
 }
 
-fn pick_weighted<T>(items: &[T], w: impl Fn(&T) -> f64, rng: &mut ChaCha8Rng) -> usize {
+pub(super) fn pick_weighted<T>(items: &[T], w: impl Fn(&T) -> f64, rng: &mut ChaCha8Rng) -> usize {
     let total: f64 = items.iter().map(&w).sum();
     let mut x = rng.gen::<f64>() * total;
     for (i, it) in items.iter().enumerate() {

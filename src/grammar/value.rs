@@ -84,3 +84,25 @@ impl fmt::Display for Value {
         }
     }
 }
+
+/// Parameter lists equal up to number spelling (`1` and `1.0`), as [`Value::same`].
+pub(crate) fn same_params(a: &[(String, Value)], b: &[(String, Value)]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|((n, v), (m, w))| n == m && v.same(w))
+}
+
+/// `params` (sorted by name) with `name` set to `v`, kept sorted.
+pub(crate) fn with_param(
+    params: &[(String, Value)],
+    name: &str,
+    v: &Value,
+) -> Vec<(String, Value)> {
+    let mut p = params.to_vec();
+    match p.iter_mut().find(|(n, _)| n == name) {
+        Some(slot) => slot.1 = v.clone(),
+        None => {
+            p.push((name.to_string(), v.clone()));
+            p.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+    }
+    p
+}

@@ -4,10 +4,16 @@
 
 mod functional;
 pub mod interp;
+mod keys;
 mod structural;
+mod watch;
 
-pub use functional::{functional_hash, functional_hash_with, outputs, probes, GRID_BITS, PROBES};
+pub use functional::{
+    functional, functional_hash, functional_with, outputs, probes, Functional,
+    FUNCTIONAL_RECIPE_VERSION, GRID_BITS, MAX_ORDERINGS, SCALES,
+};
 pub use structural::{structural_hash, Canon, HASH_RECIPE_VERSION};
+pub use watch::SEEN_BITS;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

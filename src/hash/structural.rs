@@ -10,8 +10,8 @@ use petgraph::visit::{Dfs, Reversed};
 use std::collections::HashMap;
 use xxhash_rust::xxh3::xxh3_128;
 
-/// Bumped whenever a hash recipe changes, so stored hashes from another
-/// recipe never match.
+/// Bumped whenever the structural recipe changes, so stored hashes from
+/// another recipe never match.
 pub const HASH_RECIPE_VERSION: u32 = 1;
 
 /// The graph as the hashes see it: live nodes only, rewrites applied, in a
@@ -32,12 +32,11 @@ pub struct Canon<'a> {
     /// Hash of each node's cone (the node and everything it reads): what
     /// it computes, independent of who reads it.
     pub cone: Vec<u128>,
-    /// The key of each parametric node's weights (0 for the others); see
-    /// [`weight_keys`].
-    pub param_cone: Vec<u128>,
+    /// Hash of each node's op (kind and parameters), shape and body.
+    pub label: Vec<u128>,
 }
 
-fn h(parts: &[&[u8]]) -> u128 {
+pub(super) fn h(parts: &[&[u8]]) -> u128 {
     let mut buf = Vec::with_capacity(parts.iter().map(|p| p.len() + 1).sum());
     for p in parts {
         buf.extend_from_slice(&(p.len() as u32).to_le_bytes());
@@ -122,14 +121,27 @@ impl<'a> Canon<'a> {
             .iter()
             .map(|&x| arch.node(x).op.is_commutative())
             .collect();
-        let mut colour: Vec<u128> = nodes
+        let texts: Vec<(String, String)> = nodes
             .iter()
-            .enumerate()
-            .map(|(i, &x)| {
+            .map(|&x| {
                 let node = arch.node(x);
+                (op_label(&node.op), format!("{:?}", node.shape))
+            })
+            .collect();
+        let label: Vec<u128> = (0..nodes.len())
+            .map(|i| {
                 h(&[
-                    op_label(&node.op).as_bytes(),
-                    format!("{:?}", node.shape).as_bytes(),
+                    texts[i].0.as_bytes(),
+                    texts[i].1.as_bytes(),
+                    &body_hash[i].to_le_bytes(),
+                ])
+            })
+            .collect();
+        let mut colour: Vec<u128> = (0..nodes.len())
+            .map(|i| {
+                h(&[
+                    texts[i].0.as_bytes(),
+                    texts[i].1.as_bytes(),
                     &body_hash[i].to_le_bytes(),
                     &(inputs[i].len() as u32).to_le_bytes(),
                     &(outs[i].len() as u32).to_le_bytes(),
@@ -172,21 +184,14 @@ impl<'a> Canon<'a> {
             count = c;
         }
         let mut cone: Vec<u128> = Vec::with_capacity(nodes.len());
-        for (i, &x) in nodes.iter().enumerate() {
-            let node = arch.node(x);
+        for i in 0..nodes.len() {
             let mut ins: Vec<u128> = inputs[i].iter().map(|&j| cone[j]).collect();
             if commutative[i] {
                 ins.sort_unstable();
             }
             let ins_b: Vec<u8> = ins.iter().flat_map(|c| c.to_le_bytes()).collect();
-            cone.push(h(&[
-                op_label(&node.op).as_bytes(),
-                format!("{:?}", node.shape).as_bytes(),
-                &body_hash[i].to_le_bytes(),
-                &ins_b,
-            ]));
+            cone.push(h(&[&label[i].to_le_bytes(), &ins_b]));
         }
-        let param_cone = weight_keys(arch, &nodes, &inputs, &body_hash, &cone, &colour);
         Canon {
             arch,
             nodes,
@@ -195,99 +200,9 @@ impl<'a> Canon<'a> {
             colour,
             body_hash,
             cone,
-            param_cone,
+            label,
         }
     }
-}
-
-/// Weight keys: a parametric node's label and shape, the keys of the
-/// nearest parametric ops it reads (through parameter-free ops, so moving an
-/// activation across transposes or re-associating a sum upstream keeps the
-/// weights), and its rank among nodes with the same of all that. The rank
-/// keeps identical siblings apart (d₁(x) + d₂(x) must not hash like 2·d(x),
-/// functional-hashing notes §4.6); ties are ordered by full cone, WL colour,
-/// then position, and since keys are built level by level, a replicated
-/// subtree's copies keep consistent weights however the graph is numbered.
-fn weight_keys(
-    arch: &Arch,
-    nodes: &[NodeIndex],
-    inputs: &[Vec<usize>],
-    body_hash: &[u128],
-    cone: &[u128],
-    colour: &[u128],
-) -> Vec<u128> {
-    let n = nodes.len();
-    let parametric: Vec<bool> = nodes
-        .iter()
-        .map(|&x| has_params(&arch.node(x).op))
-        .collect();
-    // Nearest parametric ancestors (node indices) read by each node.
-    let mut reads: Vec<Vec<usize>> = Vec::with_capacity(n);
-    let mut frontier: Vec<Vec<usize>> = Vec::with_capacity(n);
-    for i in 0..n {
-        let mut ups: Vec<usize> = inputs[i]
-            .iter()
-            .flat_map(|&j| frontier[j].iter().copied())
-            .collect();
-        ups.sort_unstable();
-        ups.dedup();
-        frontier.push(if parametric[i] { vec![i] } else { ups.clone() });
-        reads.push(ups);
-    }
-    let mut key: Vec<Option<u128>> = (0..n).map(|i| (!parametric[i]).then_some(0)).collect();
-    loop {
-        let ready: Vec<usize> = (0..n)
-            .filter(|&i| key[i].is_none() && reads[i].iter().all(|&j| key[j].is_some()))
-            .collect();
-        if ready.is_empty() {
-            break;
-        }
-        let base: Vec<(usize, u128)> = ready
-            .iter()
-            .map(|&i| {
-                let mut ups: Vec<u128> = reads[i].iter().map(|&j| key[j].unwrap_or(0)).collect();
-                ups.sort_unstable();
-                let ups_b: Vec<u8> = ups.iter().flat_map(|c| c.to_le_bytes()).collect();
-                let node = arch.node(nodes[i]);
-                let b = h(&[
-                    op_label(&node.op).as_bytes(),
-                    format!("{:?}", node.shape).as_bytes(),
-                    &body_hash[i].to_le_bytes(),
-                    &ups_b,
-                ]);
-                (i, b)
-            })
-            .collect();
-        let mut order = base.clone();
-        order.sort_by_key(|&(i, b)| (b, cone[i], colour[i], i));
-        let mut rank = 0u32;
-        for w in 0..order.len() {
-            if w > 0 && order[w].1 != order[w - 1].1 {
-                rank = 0;
-            }
-            let (i, b) = order[w];
-            key[i] = Some(h(&[&b.to_le_bytes(), &rank.to_le_bytes()]));
-            rank += 1;
-        }
-    }
-    key.into_iter().map(|k| k.unwrap_or(0)).collect()
-}
-
-/// Ops that own weights.
-fn has_params(op: &Op) -> bool {
-    !matches!(
-        op,
-        Op::Input
-            | Op::Output
-            | Op::Act { .. }
-            | Op::Softmax { .. }
-            | Op::Transpose
-            | Op::Split { .. }
-            | Op::Add
-            | Op::Mul
-            | Op::Concat
-            | Op::Dot { .. }
-    )
 }
 
 /// 128-bit structural hash of `arch`.

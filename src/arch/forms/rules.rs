@@ -437,17 +437,7 @@ pub fn routed(
     };
     match node.form {
         "moe" => {
-            let spec = MoeSpec {
-                experts: int(node, "experts")? as usize,
-                top_k: int(node, "top_k")? as usize,
-                shared: int(node, "shared")? as usize,
-                router: RouterKind::parse(name(node, "router")?)
-                    .ok_or_else(|| missing(node, "router"))?,
-                capacity: float(node, "capacity")?,
-                top_p: float(node, "top_p")?,
-                balance: Balance::parse(name(node, "balance")?)
-                    .ok_or_else(|| missing(node, "balance"))?,
-            };
+            let spec = moe_spec(node)?;
             if spec.top_k > spec.experts {
                 return Err(Reject::new(
                     "routing",
@@ -457,7 +447,10 @@ pub fn routed(
             if spec.router == RouterKind::ExpertChoice {
                 noncausal("expert-choice routing")?;
             }
-            Ok(Op::Moe { spec, expert: body })
+            Ok(Op::Moe {
+                spec: spec.canonical(),
+                expert: body,
+            })
         }
         "mod" => {
             let causal = boolean(node, "causal", ctx)?;
@@ -476,6 +469,52 @@ pub fn routed(
         }),
         other => Err(Reject::new("form", format!("`{other}` is not routed"))),
     }
+}
+
+/// A `moe` node's router settings as written (defaults filled in).
+fn moe_spec(node: &Node) -> Result<MoeSpec, Reject> {
+    Ok(MoeSpec {
+        experts: int(node, "experts")? as usize,
+        top_k: int(node, "top_k")? as usize,
+        shared: int(node, "shared")? as usize,
+        router: RouterKind::parse(name(node, "router")?).ok_or_else(|| missing(node, "router"))?,
+        capacity: float(node, "capacity")?,
+        top_p: float(node, "top_p")?,
+        balance: Balance::parse(name(node, "balance")?).ok_or_else(|| missing(node, "balance"))?,
+    })
+}
+
+/// The node's parameters with every one that has no effect given the
+/// others set to the one value it canonically takes (see
+/// [`MoeSpec::canonical`]; a block without norms ignores `norm_kind`,
+/// which becomes `layer`). Parameters left out stay out: their defaults
+/// are canonicalised where they are used. Equal networks then have equal
+/// derivations, and so equal text forms and hashes.
+pub fn canonical_params(node: &Node) -> Vec<(String, Value)> {
+    let mut params = node.params.to_vec();
+    let mut fix = |key: &str, v: Value| {
+        if let Some(slot) = params.iter_mut().find(|(n, _)| n == key) {
+            if !slot.1.same(&v) {
+                slot.1 = v;
+            }
+        }
+    };
+    match node.form {
+        "moe" => {
+            if let Ok(spec) = moe_spec(node) {
+                let c = spec.canonical();
+                fix("top_k", Value::Int(c.top_k as i64));
+                fix("capacity", Value::Float(c.capacity));
+                fix("top_p", Value::Float(c.top_p));
+                fix("balance", Value::Name(c.balance.name().into()));
+            }
+        }
+        "block" if name(node, "norm") == Ok("none") => {
+            fix("norm_kind", Value::Name(NormKind::Layer.name().into()));
+        }
+        _ => {}
+    }
+    params
 }
 
 /// Routed forms: their child is a nested body.
