@@ -306,6 +306,7 @@ pub enum Command {
   archgram fidelity runs/quickstart-1
   archgram fidelity runs/quickstart-1 --top 8 --long-steps 1000 --seeds 2 --ladder 25,80 --json")]
     Fidelity {
+        /// The run's folder, e.g. runs/quickstart-1 (its search must have ended).
         run: PathBuf,
         /// The run's best K are all retrained [default: 8].
         #[arg(long)]

@@ -115,10 +115,9 @@ fn mixture_of_depths_block() {
     };
     assert_eq!((*capacity, *causal), (0.125, true));
     // The top-k router is not allowed in this causal task by default.
-    let e = s
-        .parse_arch(&text.replace("causal=true", "causal=false"))
-        .err()
-        .expect("a top-k mixture-of-depths router is refused");
+    let Err(e) = s.parse_arch(&text.replace("causal=true", "causal=false")) else {
+        panic!("a top-k mixture-of-depths router is refused")
+    };
     assert!(
         e.to_string().contains("does not allow it in a causal task"),
         "{e}"

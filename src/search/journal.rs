@@ -7,7 +7,9 @@
 
 use super::run::SearchError;
 use crate::eval::{Outcome, Status};
-use crate::store::{read_events, CandidateRecord, Event, SledStore, Store, StoreError};
+use crate::store::{
+    read_events, CandidateRecord, Event, SledStore, Store, StoreError, TrialRecord,
+};
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -52,11 +54,13 @@ pub fn duplicate_event(id: u64, of: u64, stage: &str, seconds_saved: f64) -> Eve
     )
 }
 
-/// Ids the log records as finished: evaluated or failed, and merged.
+/// Ids the log records as finished: evaluated or failed, and merged; and
+/// the trials (confirm, re-evaluation, fidelity) it records, by store key.
 struct Logged {
     sampled: BTreeSet<u64>,
     finished: BTreeSet<u64>,
     merged: BTreeSet<u64>,
+    trials: BTreeSet<String>,
 }
 
 fn logged(events: &[Event]) -> Logged {
@@ -64,6 +68,7 @@ fn logged(events: &[Event]) -> Logged {
         sampled: BTreeSet::new(),
         finished: BTreeSet::new(),
         merged: BTreeSet::new(),
+        trials: BTreeSet::new(),
     };
     for e in events {
         let Some(id) = e.get("id").and_then(|v| v.as_u64()) else {
@@ -73,6 +78,26 @@ fn logged(events: &[Event]) -> Logged {
             "sampled" => l.sampled.insert(id),
             "evaluated" | "failed" => l.finished.insert(id),
             "duplicate" => l.merged.insert(id),
+            "trial" => {
+                let num = |k: &str| e.get(k).and_then(|v| v.as_u64());
+                match (
+                    e.get("purpose").and_then(|v| v.as_str()),
+                    num("steps"),
+                    num("seed"),
+                ) {
+                    (Some(purpose), Some(steps), Some(seed)) => l.trials.insert(
+                        TrialRecord {
+                            candidate: id,
+                            purpose: purpose.to_string(),
+                            steps: steps as usize,
+                            seed,
+                            outcome: serde_json::Value::Null,
+                        }
+                        .key(),
+                    ),
+                    _ => false,
+                }
+            }
             _ => false,
         };
     }
@@ -179,6 +204,16 @@ pub fn check_store(store: &SledStore, events_path: &Path) -> Result<(), SearchEr
             n => format!(" and {} more", n - 1),
         };
         return Err(damaged(format!("has lost candidate #{first}{more}")));
+    }
+    if !l.trials.is_empty() {
+        let kept: BTreeSet<String> = store.trials()?.iter().map(|t| t.key()).collect();
+        let gone = l.trials.difference(&kept).count();
+        if gone > 0 {
+            return Err(damaged(format!(
+                "has lost {gone} of the {} retrainings (confirm, fidelity)",
+                l.trials.len()
+            )));
+        }
     }
     Ok(())
 }
