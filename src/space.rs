@@ -130,6 +130,11 @@ pub struct SpaceFile {
     /// at a time. When allowed they are flagged.
     #[serde(default)]
     pub allow_noncausal_routing: bool,
+    /// Draw again (sampling and mutation) when a network cannot use the
+    /// context its task needs: it mixes no tokens, or ignores its input.
+    /// Such networks score at chance by construction.
+    #[serde(default)]
+    pub reject_trivial: bool,
     pub limits: LimitsFile,
     #[serde(default)]
     pub seed: u64,
@@ -157,7 +162,12 @@ pub struct Space {
     pub task_name: String,
     /// What candidates are scored by (`train.score`'s name).
     pub metric: &'static str,
+    /// Whether the task's targets need context (`Task::needs_context`).
+    pub needs_context: bool,
 }
+
+/// Draws `reject_trivial` makes before it gives up on a non-trivial sample.
+const TRIVIAL_TRIES: usize = 64;
 
 /// A hand-written architecture that is not in the space.
 #[derive(Debug, thiserror::Error)]
@@ -265,6 +275,7 @@ impl Space {
             text: src.text.clone(),
             task_name: task.name().to_string(),
             metric: file.train.score.name(),
+            needs_context: task.needs_context(),
             file,
             grammar,
             grammar_warnings,
@@ -303,8 +314,53 @@ impl Space {
         Sampler::new(&self.grammar, &self.sem, self.sampler_config)
     }
 
-    /// Draws one valid network.
+    /// Why `n` cannot beat chance on this space's task by construction, if
+    /// it cannot: it ignores its input, or uses no context the task needs.
+    pub fn trivial(&self, n: &Network) -> Option<&'static str> {
+        match crate::hash::context_use(&n.arch) {
+            crate::hash::Context::IgnoresInput => Some("ignores its input"),
+            crate::hash::Context::TokenWise if self.needs_context => {
+                Some("mixes no tokens, and the task needs context")
+            }
+            _ => None,
+        }
+    }
+
+    /// Retries `draw` while it gives a network `reject_trivial` refuses.
+    fn non_trivial<T>(
+        &self,
+        mut draw: impl FnMut() -> Result<T, SampleError>,
+        net: impl Fn(&T) -> &Network,
+    ) -> Result<T, SampleError> {
+        if !self.file.reject_trivial {
+            return draw();
+        }
+        let mut refused = 0u64;
+        let mut last = String::new();
+        for _ in 0..TRIVIAL_TRIES {
+            let got = draw()?;
+            match self.trivial(net(&got)) {
+                None => return Ok(got),
+                Some(why) => {
+                    refused += 1;
+                    last = format!("a network that {why}");
+                }
+            }
+        }
+        Err(SampleError {
+            attempts: TRIVIAL_TRIES,
+            reasons: vec![("trivial", refused, last)],
+        })
+    }
+
+    /// Draws one valid network (with `reject_trivial`, one that can use
+    /// the context its task needs).
     pub fn sample(&self, rng: &mut ChaCha8Rng) -> Result<Network, SampleError> {
+        self.non_trivial(|| self.draw(rng), |n| n)
+    }
+
+    /// One valid network as the grammar draws it, trivial or not.
+    pub fn draw(&self, rng: &mut ChaCha8Rng) -> Result<Network, SampleError> {
         let (d, _) = self.sampler().sample(&self.sem.start(), rng)?;
         Network::build(d, self.ctx()).map_err(|r| SampleError {
             attempts: 1,
@@ -319,12 +375,17 @@ impl Space {
         parent: &Derivation,
         rng: &mut ChaCha8Rng,
     ) -> Result<(Network, crate::grammar::Mutation), SampleError> {
-        let (d, m) = self.sampler().mutate(parent, &self.sem.start(), rng)?;
-        let n = Network::build(d, self.ctx()).map_err(|r| SampleError {
-            attempts: 1,
-            reasons: vec![(r.key, 1, r.to_string())],
-        })?;
-        Ok((n, m))
+        self.non_trivial(
+            || {
+                let (d, m) = self.sampler().mutate(parent, &self.sem.start(), rng)?;
+                let n = Network::build(d, self.ctx()).map_err(|r| SampleError {
+                    attempts: 1,
+                    reasons: vec![(r.key, 1, r.to_string())],
+                })?;
+                Ok((n, m))
+            },
+            |(n, _)| n,
+        )
     }
 
     /// Validates a derivation (from a sample, a mutation or the store)

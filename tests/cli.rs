@@ -99,9 +99,39 @@ fn check_summarises_each_space() {
             "alternatives",
             "height",
             "unconstrained draws meet them",
+            "10% below",
             "ok",
         ] {
             assert!(out.contains(key), "{s}: missing {key} in\n{out}");
+        }
+        // How many samples cannot beat chance by construction.
+        let trivial = out
+            .lines()
+            .find(|l| l.starts_with("trivial"))
+            .unwrap_or_else(|| panic!("{s}: no trivial line in\n{out}"));
+        let pct: f64 = trivial
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .trim_end_matches('%')
+            .parse()
+            .unwrap();
+        assert!(pct <= 25.0, "{s}: {trivial}");
+        if s == "einspace" {
+            // Its grammar alone draws mostly networks that mix no tokens;
+            // the space rejects them and says so.
+            let raw = out
+                .lines()
+                .find(|l| l.contains("without it"))
+                .unwrap_or_else(|| panic!("no raw rate in\n{out}"));
+            let pct: f64 = raw
+                .split("without it ")
+                .nth(1)
+                .and_then(|r| r.split('%').next())
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(pct > 50.0, "{raw}");
         }
     }
 }

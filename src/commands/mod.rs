@@ -270,6 +270,24 @@ fn check(path: &Path, samples: usize, out: &mut dyn Write) -> Result<(), CliErro
             )
             .into());
     }
+    let trivial = |nets: &mut dyn Iterator<Item = Network>| {
+        let (mut n, mut no_context, mut no_input) = (0usize, 0usize, 0usize);
+        for net in nets {
+            n += 1;
+            match space.trivial(&net) {
+                Some(why) if why.starts_with("ignores") => no_input += 1,
+                Some(_) => no_context += 1,
+                None => {}
+            }
+        }
+        (n, no_context, no_input)
+    };
+    let spread = {
+        let mut v = params.clone();
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| v.get(((v.len() - 1) as f64 * q).round() as usize).copied();
+        (at(0.1), at(0.9))
+    };
     let (hm, hmed, hmax) = quantiles(heights);
     let (sm, smed, smax) = quantiles(sizes);
     let (pm, pmed, pmax) = quantiles(params);
@@ -280,11 +298,42 @@ fn check(path: &Path, samples: usize, out: &mut dyn Write) -> Result<(), CliErro
     )?;
     writeln!(
         out,
-        "params    mean {} median {} max {}",
+        "params    mean {} median {} max {}; 10% below {}, 10% above {}",
         fmt_count(pm),
         fmt_count(pmed),
-        fmt_count(pmax)
+        fmt_count(pmax),
+        fmt_count(spread.0.unwrap_or(0.0)),
+        fmt_count(spread.1.unwrap_or(0.0))
     )?;
+    // Networks that cannot beat chance by construction: what a search
+    // would spend training on for nothing.
+    let count =
+        |draw: &dyn Fn(u64) -> Option<Network>| trivial(&mut (0..samples as u64).filter_map(draw));
+    let say = |(n, no_context, no_input): (usize, usize, usize), what: &str| {
+        format!(
+            "{:.1}% of {n} {what} are trivial: {no_context} mix no tokens{}, {no_input} ignore their input",
+            100.0 * (no_context + no_input) as f64 / n.max(1) as f64,
+            if space.needs_context {
+                " (the task needs context)"
+            } else {
+                " (allowed: the task does not need context)"
+            }
+        )
+    };
+    let sampled = count(&|i| {
+        space
+            .sample(&mut seed::rng(space.file.seed, "check", i))
+            .ok()
+    });
+    writeln!(out, "trivial   {}", say(sampled, "samples"))?;
+    if space.file.reject_trivial {
+        let drawn = count(&|i| space.draw(&mut seed::rng(space.file.seed, "check", i)).ok());
+        writeln!(
+            out,
+            "          reject_trivial is on; without it {}",
+            say(drawn, "grammar draws")
+        )?;
+    }
 
     // The same grammar without size limits: how often do plain PCFG draws
     // meet them? (A low fraction means the limits, not the weights, shape the

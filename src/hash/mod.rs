@@ -5,6 +5,7 @@
 mod functional;
 pub mod interp;
 mod keys;
+mod mixing;
 mod structural;
 mod watch;
 
@@ -12,6 +13,7 @@ pub use functional::{
     functional, functional_hash, functional_with, outputs, probes, Functional,
     FUNCTIONAL_RECIPE_VERSION, GRID_BITS, MAX_ORDERINGS, SCALES,
 };
+pub use mixing::{context_use, Context};
 pub use structural::{structural_hash, Canon, HASH_RECIPE_VERSION};
 pub use watch::SEEN_BITS;
 

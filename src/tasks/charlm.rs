@@ -227,6 +227,10 @@ impl Task for CharLm {
             .collect()
     }
 
+    fn needs_context(&self) -> bool {
+        false
+    }
+
     fn metric(&self) -> &'static str {
         METRIC
     }

@@ -171,6 +171,8 @@ pub(super) struct FixedTask {
     pub seq: usize,
     pub causal: bool,
     pub num_domains: usize,
+    /// See [`Task::needs_context`].
+    pub needs_context: bool,
     pub train: Split,
     pub test: Split,
 }
@@ -198,6 +200,7 @@ impl FixedTask {
             seq,
             causal,
             num_domains,
+            needs_context: true,
             train,
             test,
         })
@@ -246,6 +249,10 @@ impl Task for FixedTask {
 
     fn num_domains(&self) -> usize {
         self.num_domains
+    }
+
+    fn needs_context(&self) -> bool {
+        self.needs_context
     }
 }
 

@@ -130,6 +130,13 @@ pub trait Task: Send + Sync {
     fn num_domains(&self) -> usize {
         1
     }
+    /// Whether the targets depend on other tokens than the one at their
+    /// position, so that a network that mixes no tokens stays at chance.
+    /// Language modelling and Markov mixtures do not: a per-token (bigram)
+    /// model already beats chance there.
+    fn needs_context(&self) -> bool {
+        true
+    }
 }
 
 /// Exact-match credit over every target that is not [`IGNORE`]. A position with no
