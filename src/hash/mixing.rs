@@ -55,7 +55,7 @@ pub fn context_use(arch: &Arch) -> Context {
         cols,
         v: draw(rows * cols),
     };
-    let w = Weights::new(0x6d69_78);
+    let w = Weights::new(0x006d_6978);
     let run = |m: &Mat| plan.run(m, &w, b"mixing", &mut Watch::default());
     let base = run(&x);
     let out_rows = base.rows;
