@@ -160,13 +160,15 @@ fn mutation_keeps_networks_valid_and_changes_them() {
                 .unwrap();
             assert_eq!(again.0.term, child.term);
         }
+        // Both operators must show up in a real share of 300 mutations (a
+        // space rejecting trivial children refuses some retunes, so not 50/50).
         assert!(
-            kinds.get("subtree").copied().unwrap_or(0) > 50,
+            kinds.get("subtree").copied().unwrap_or(0) > 30,
             "{}: {kinds:?}",
             space.name()
         );
         assert!(
-            kinds.get("param").copied().unwrap_or(0) > 50,
+            kinds.get("param").copied().unwrap_or(0) > 30,
             "{}: {kinds:?}",
             space.name()
         );
