@@ -654,3 +654,134 @@ fn export_and_simulate_refuse_a_run_whose_search_is_going() {
     let readme = std::fs::read_to_string("README.md").unwrap();
     assert!(readme.contains("refuse a run whose search is still going"));
 }
+
+/// Every trial of a run's store: (candidate, purpose, steps, seed, score).
+fn trials(run: &Path) -> Vec<(u64, String, usize, u64, f64)> {
+    let s = SledStore::open(&run.join("store")).unwrap();
+    s.trials()
+        .unwrap()
+        .into_iter()
+        .map(|t| {
+            let score = archgram::search::score_of(&t.outcome);
+            (t.candidate, t.purpose, t.steps, t.seed, score)
+        })
+        .collect()
+}
+
+fn count_events(run: &Path, name: &str) -> usize {
+    read_events(&run.join("events.jsonl"))
+        .unwrap()
+        .iter()
+        .filter(|e| e.event == name)
+        .count()
+}
+
+/// A search ends by retraining its top 5 with 3 fresh seeds; killed in the
+/// middle of that stage, a resumed run trains only the trials it lacks and
+/// confirms the same winner as a run never interrupted.
+#[test]
+fn the_confirm_stage_resumes_without_training_a_trial_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = finished_run(dir.path(), "whole", "6");
+    let all = trials(&whole);
+    assert_eq!(all.len(), 15, "top 5 × 3 seeds: {all:?}");
+    assert!(all.iter().all(|t| t.1 == "confirm" && t.2 == 5));
+    let finalists: std::collections::BTreeSet<u64> = all.iter().map(|t| t.0).collect();
+    assert_eq!(finalists.len(), 5);
+    let status = status_json(&whole);
+    let winner = status["winner"]["id"].as_u64().expect("a confirmed winner");
+    assert!(finalists.contains(&winner));
+
+    // What a kill after 8 of the 15 trainings leaves: the store has 8, the
+    // log names those 8 and no confirmation.
+    let cut = finished_run(dir.path(), "cut", "6");
+    assert_eq!(trials(&cut), all, "training is deterministic");
+    let lost: Vec<_> = all[8..].to_vec();
+    {
+        let db = sled::open(cut.join("store")).unwrap();
+        let tree = db.open_tree("trials").unwrap();
+        let keys: Vec<_> = tree.iter().keys().map(|k| k.unwrap()).collect();
+        assert_eq!(keys.len(), 15);
+        for k in &keys {
+            let t: archgram::store::TrialRecord =
+                serde_json::from_slice(&tree.get(k).unwrap().unwrap()).unwrap();
+            if lost
+                .iter()
+                .any(|l| l.0 == t.candidate && l.3 == t.seed && l.2 == t.steps)
+            {
+                tree.remove(k).unwrap();
+            }
+        }
+        db.flush().unwrap();
+    }
+    let kept_log: std::collections::BTreeSet<(u64, u64)> =
+        all[..8].iter().map(|t| (t.0, t.3)).collect();
+    edit_log(&cut, |e| match e["event"].as_str().unwrap() {
+        "confirmed" | "run_finished" => true,
+        "trial" => !kept_log.contains(&(e["id"].as_u64().unwrap(), e["seed"].as_u64().unwrap())),
+        _ => false,
+    });
+    assert_eq!(trials(&cut).len(), 8);
+    assert_eq!(count_events(&cut, "trial"), 8);
+    let o = resume(&cut);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(count_events(&cut, "trial"), 15, "only the 7 missing ran");
+    assert_eq!(count_events(&cut, "evaluated"), 6, "no candidate retrained");
+    assert_eq!(trials(&cut), all);
+    assert_eq!(status_json(&cut)["winner"], status["winner"]);
+    // Nothing is left to do: a second resume trains nothing.
+    assert!(resume(&cut).status.success());
+    assert_eq!(count_events(&cut, "trial"), 15);
+}
+
+/// `fidelity` keeps its trainings in the run: a second call trains
+/// nothing and reports the same numbers; `status` shows the measurement.
+#[test]
+fn fidelity_reports_rank_agreement_and_a_repeat_costs_no_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = finished_run(dir.path(), "fid", "6");
+    let fid = || {
+        let o = bin()
+            .args([
+                "fidelity",
+                run.to_str().unwrap(),
+                "--top",
+                "3",
+                "--spread",
+                "2",
+                "--long-steps",
+                "10",
+                "--seeds",
+                "2",
+                "--ladder",
+                "2",
+                "--workers",
+                "1",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let before = trials(&run).len();
+    let first = fid();
+    let after_first = trials(&run).len();
+    // The top 3, 2 spread through the rest, and the confirmed pick when it
+    // is not among them; each at 5 and 10 steps × 2 seeds, plus one ladder
+    // run. The confirm stage's trials are not reused (other seeds).
+    let rows = first["rows"].as_array().unwrap().len();
+    assert!(rows == 5 || rows == 6, "{first:#}");
+    assert_eq!(after_first - before, rows * (2 * 2 + 1), "{first:#}");
+    let trial_events = count_events(&run, "trial");
+    let second = fid();
+    assert_eq!(trials(&run).len(), after_first, "a repeat trains nothing");
+    assert_eq!(count_events(&run, "trial"), trial_events);
+    assert_eq!(first, second);
+    for k in ["proxy_vs_long", "proxy_vs_long_top"] {
+        assert!(first[k]["n"].as_u64().unwrap() >= 3, "{k}: {first:#}");
+    }
+    let st = status_json(&run);
+    assert_eq!(st["fidelity"]["candidates"], rows, "{st:#}");
+    assert_eq!(st["fidelity"]["long_steps"], 10);
+}
