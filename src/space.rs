@@ -94,6 +94,10 @@ pub struct SearchSettings {
     /// The confirm stage that ends a search: the top candidates retrained
     /// with fresh seeds.
     pub confirm: crate::search::Confirm,
+    /// Regularised evolution: a new candidate whose score would rank among
+    /// the population's best `reeval` is trained once more with a fresh
+    /// seed, and the population ranks it by the mean (0: never).
+    pub reeval: usize,
 }
 
 impl Default for SearchSettings {
@@ -106,6 +110,7 @@ impl Default for SearchSettings {
             workers: 0,
             halving: crate::search::Halving::default(),
             confirm: crate::search::Confirm::default(),
+            reeval: 0,
         }
     }
 }

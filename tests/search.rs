@@ -785,3 +785,83 @@ fn fidelity_reports_rank_agreement_and_a_repeat_costs_no_training() {
     assert_eq!(st["fidelity"]["candidates"], rows, "{st:#}");
     assert_eq!(st["fidelity"]["long_steps"], 10);
 }
+
+/// The quickstart space with `edit` applied, written where a test can use
+/// it (its grammar path made absolute).
+fn edited_space(dir: &Path, edit: impl Fn(String) -> String) -> std::path::PathBuf {
+    let grammar = std::fs::canonicalize("grammars/blocks.ron").unwrap();
+    let text = std::fs::read_to_string("spaces/quickstart.ron")
+        .unwrap()
+        .replace("../grammars/blocks.ron", grammar.to_str().unwrap());
+    let p = dir.join("space.ron");
+    std::fs::write(&p, edit(text)).unwrap();
+    p
+}
+
+/// With `reeval`, evolution trains a candidate that would rank among the
+/// population's best once more with a fresh seed (a `reeval` trial, logged
+/// and stored, the same in a rerun), and never one that would not.
+#[test]
+fn evolution_reevaluates_only_what_enters_the_populations_top() {
+    let dir = tempfile::tempdir().unwrap();
+    let space = edited_space(dir.path(), |t| {
+        t.replace(
+            "population: 12, tournament: 4,",
+            "population: 4, tournament: 2, reeval: 1,",
+        )
+    });
+    let runs = dir.path().join("runs");
+    let go = |name: &str| {
+        let o = bin()
+            .args([
+                "search",
+                "--space",
+                space.to_str().unwrap(),
+                "--budget",
+                "10",
+                "--steps",
+                "5",
+                "--workers",
+                "1",
+                "--seed",
+                "3",
+                "--no-tui",
+                "--no-confirm",
+                "--runs",
+                runs.to_str().unwrap(),
+                "--name",
+                name,
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        runs.join(name)
+    };
+    let a = go("a");
+    let re = trials(&a);
+    assert!(!re.is_empty() && re.iter().all(|t| t.1 == "reeval" && t.2 == 5));
+    assert_eq!(count_events(&a, "trial"), re.len());
+    // With a top of one, a candidate is re-evaluated only when its score
+    // beats every member's (mean) score so far: never all of them.
+    let evaluated = count_events(&a, "evaluated");
+    assert!(re.len() < evaluated, "{re:?}");
+    let mut best = f64::NEG_INFINITY;
+    let mut again = std::collections::BTreeSet::new();
+    for t in &re {
+        again.insert(t.0);
+    }
+    for e in read_events(&a.join("events.jsonl")).unwrap() {
+        if e.event != "evaluated" {
+            continue;
+        }
+        let id = e.get("id").unwrap().as_u64().unwrap();
+        let score = e.get("score").unwrap().as_f64().unwrap();
+        if !again.contains(&id) {
+            assert!(score <= best, "#{id} scored {score} > {best} unchecked");
+        } else {
+            let t = re.iter().find(|t| t.0 == id).unwrap();
+            best = best.max((score + t.4) / 2.0);
+        }
+    }
+    assert_eq!(trials(&go("b")), re, "the same in a rerun");
+}

@@ -1,6 +1,7 @@
 //! The run loop: propose → build → hash → cache → evaluate (in parallel) →
 //! record durably → tell the strategy, until the budget is spent.
 
+use super::confirm::{train_trials, trial_seed, TrialJob, REEVAL};
 use super::halving::{Halving, Rungs};
 use super::journal;
 use super::rundir::RunDir;
@@ -47,6 +48,10 @@ pub struct RunSettings {
     /// recorded before the stage existed).
     #[serde(default)]
     pub confirm: Option<super::confirm::Confirm>,
+    /// Evolution's seed re-evaluation of candidates entering the
+    /// population's best `reeval` (0: none; see `SearchSettings::reeval`).
+    #[serde(default)]
+    pub reeval: usize,
 }
 
 /// How a run ended.
@@ -128,6 +133,7 @@ fn restore(
     settings: &RunSettings,
 ) -> Result<Progress, SearchError> {
     let cands = store.candidates()?;
+    let reevals = reeval_scores(store)?;
     let mut told = Vec::new();
     let mut evaluations = 0;
     let mut best: Option<(u64, f64)> = None;
@@ -143,7 +149,9 @@ fn restore(
         };
         let s = score_of(&o);
         if c.duplicate_of.is_none() {
-            told.push((c.id, s));
+            let mut seeds = vec![s];
+            seeds.extend(reevals.get(&c.id).into_iter().flatten());
+            told.push((c.id, crate::stats::mean(&seeds)));
             evaluations += 1;
             if best.is_none_or(|b| s > b.1) {
                 best = Some((c.id, s));
@@ -165,6 +173,19 @@ fn restore(
         best,
         rungs,
     })
+}
+
+/// Scores of each candidate's seed re-evaluations.
+fn reeval_scores(store: &SledStore) -> Result<HashMap<u64, Vec<f64>>, SearchError> {
+    let mut out: HashMap<u64, Vec<f64>> = HashMap::new();
+    for t in store.trials()? {
+        if t.purpose == super::confirm::REEVAL {
+            out.entry(t.candidate)
+                .or_default()
+                .push(score_of(&t.outcome));
+        }
+    }
+    Ok(out)
 }
 
 /// A candidate ready to train.
@@ -416,6 +437,7 @@ pub fn run(
             .collect();
         let outcomes: Vec<Outcome> =
             pool.install(|| evaluate_all(&work, task.as_ref(), settings.workers > 1));
+        let mut told: Vec<(u64, f64, bool)> = Vec::new();
         for (job, outcome) in jobs.into_iter().zip(outcomes) {
             let value =
                 serde_json::to_value(&outcome).map_err(|e| SearchError::Io(e.to_string()))?;
@@ -435,7 +457,12 @@ pub fn run(
             )?;
             store.put_counters(&counters)?;
             store.flush()?;
-            strategy.tell(job.id, score);
+            // Against the population as this batch found it, so the choice
+            // does not depend on the order results come back in.
+            let reeval = outcome.is_ok()
+                && settings.halving.is_none()
+                && strategy.enters_top(score, settings.reeval);
+            told.push((job.id, score, reeval));
             if let Some(r) = pos.rungs.as_mut() {
                 r.record(job.rung, job.id, score, job.root);
             }
@@ -449,6 +476,42 @@ pub fn run(
                     ),
                 )?;
             }
+        }
+        // A score that would lead the population is checked with a fresh
+        // seed before tournaments trust it; the population ranks the mean.
+        let again: Vec<TrialJob> = told
+            .iter()
+            .filter(|t| t.2)
+            .map(|t| TrialJob {
+                id: t.0,
+                steps: settings.steps,
+                index: 0,
+                seed: trial_seed(settings.seed, REEVAL, 0),
+            })
+            .collect();
+        if !again.is_empty() {
+            let mut emit_one = |e: Event| emit(&mut log, e);
+            train_trials(
+                store,
+                space,
+                settings,
+                task.as_ref(),
+                &pool,
+                &RunControl::default(),
+                REEVAL,
+                &again,
+                &mut emit_one,
+            )?;
+        }
+        let reevals = if again.is_empty() {
+            HashMap::new()
+        } else {
+            reeval_scores(store)?
+        };
+        for (id, score, _) in told {
+            let mut seeds = vec![score];
+            seeds.extend(reevals.get(&id).into_iter().flatten());
+            strategy.tell(id, crate::stats::mean(&seeds));
         }
         for (record, orig, stage) in deferred {
             let o = store.outcome(orig)?.unwrap_or_default();
