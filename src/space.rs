@@ -512,5 +512,6 @@ fn check_settings(file: &SpaceFile, src: &Source) -> Result<(), SourceError> {
     // eta^(rungs-1) divides the top rung's steps: 100^9 still fits.
     count("eta", s.halving.eta, 2, 100)?;
     count("rungs", s.halving.rungs, 1, 10)?;
+    count("brackets", s.halving.brackets, 1, s.halving.rungs)?;
     Ok(())
 }

@@ -865,3 +865,98 @@ fn evolution_reevaluates_only_what_enters_the_populations_top() {
     }
     assert_eq!(trials(&go("b")), re, "the same in a rerun");
 }
+
+/// Hyperband brackets: new architectures start at every bracket's lowest
+/// rung in Hyperband's proportions, promotions stay in their bracket, and
+/// a run resumed from its store carries on exactly as an unbroken one.
+#[test]
+fn hyperband_brackets_start_candidates_at_each_rung_and_resume_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let space = edited_space(dir.path(), |t| {
+        t.replace(
+            "halving: (source: \"evolution\", eta: 3, rungs: 3)",
+            "halving: (source: \"random\", eta: 3, rungs: 3, brackets: 3)",
+        )
+    });
+    let runs = dir.path().join("runs");
+    let go = |name: &str, budget: &str| {
+        let o = bin()
+            .args([
+                "search",
+                "--space",
+                space.to_str().unwrap(),
+                "--strategy",
+                "halving",
+                "--budget",
+                budget,
+                "--steps",
+                "27",
+                "--workers",
+                "1",
+                "--seed",
+                "5",
+                "--no-tui",
+                "--no-confirm",
+                "--runs",
+                runs.to_str().unwrap(),
+                "--name",
+                name,
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        runs.join(name)
+    };
+    let whole = snapshot(&go("whole", "16"));
+    let s = SledStore::open(&runs.join("whole/store")).unwrap();
+    let cands = s.candidates().unwrap();
+    let trained: Vec<_> = cands.iter().filter(|c| c.duplicate_of.is_none()).collect();
+    assert_eq!(trained.len(), 16);
+    let new_at = |steps: usize| {
+        trained
+            .iter()
+            .filter(|c| !c.origin.starts_with("promotion") && c.steps == steps)
+            .count()
+    };
+    // Rungs of 3, 9 and 27 steps; the brackets take 6 : 3 : 2 of each 11.
+    let (a, b, c) = (new_at(3), new_at(9), new_at(27));
+    assert!(a > b && b >= c && c >= 1, "{a} {b} {c}");
+    for p in trained.iter().filter(|c| c.origin.starts_with("promotion")) {
+        let root = cands.iter().find(|c| Some(c.id) == p.parent).unwrap();
+        assert!(p.steps > root.steps && [9, 27].contains(&p.steps));
+    }
+    drop(s);
+    // The same run killed after 6 evaluations and resumed: the brackets are
+    // rebuilt from the store, so it ends as the unbroken run did.
+    let part = runs.join("part");
+    let mut child = spawn_quiet(vec![
+        "search",
+        "--space",
+        space.to_str().unwrap(),
+        "--strategy",
+        "halving",
+        "--budget",
+        "16",
+        "--steps",
+        "27",
+        "--workers",
+        "1",
+        "--seed",
+        "5",
+        "--no-tui",
+        "--no-confirm",
+        "--runs",
+        runs.to_str().unwrap(),
+        "--name",
+        "part",
+    ]);
+    wait_for_evaluations(&part, 6, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let o = bin()
+        .args(["resume", part.to_str().unwrap(), "--no-tui"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(snapshot(&part), whole);
+}

@@ -2,7 +2,7 @@
 //! record durably → tell the strategy, until the budget is spent.
 
 use super::confirm::{train_trials, trial_seed, TrialJob, REEVAL};
-use super::halving::{Halving, Rungs};
+use super::halving::{Brackets, Halving};
 use super::journal;
 use super::rundir::RunDir;
 use super::strategy::{Proposal, Strategy, StrategyKind};
@@ -117,7 +117,7 @@ struct Progress {
     next_id: u64,
     evaluations: usize,
     best: Option<(u64, f64)>,
-    rungs: Option<Rungs>,
+    rungs: Option<Brackets>,
 }
 
 /// Rung of an evaluation with `steps` training steps.
@@ -138,7 +138,9 @@ fn restore(
     let mut evaluations = 0;
     let mut best: Option<(u64, f64)> = None;
     let mut baselines = 0;
-    let mut rungs = settings.halving.as_ref().map(|h| Rungs::new(h.rungs));
+    let mut rungs = settings.halving.as_ref().map(Brackets::new);
+    // Each architecture's bracket: where its first training started.
+    let mut bracket_of: HashMap<u64, usize> = HashMap::new();
     for c in &cands {
         if c.origin.starts_with("baseline") {
             baselines += 1;
@@ -157,12 +159,16 @@ fn restore(
                 best = Some((c.id, s));
             }
             if let (Some(r), Some(h)) = (rungs.as_mut(), &settings.halving) {
+                let rung = rung_of(h, c.steps, settings.steps);
                 let root = if c.origin.starts_with("promotion") {
                     c.parent.unwrap_or(c.id)
                 } else {
+                    r.dealt_to(rung);
+                    bracket_of.insert(c.id, rung);
                     c.id
                 };
-                r.record(rung_of(h, c.steps, settings.steps), c.id, s, root);
+                let b = bracket_of.get(&root).copied().unwrap_or(0);
+                r.record(b, rung, c.id, s, root);
             }
         }
     }
@@ -193,7 +199,9 @@ struct Job {
     id: u64,
     net: Network,
     record: CandidateRecord,
-    /// Successive-halving rung and the architecture's first candidate.
+    /// Successive-halving bracket and rung, and the architecture's first
+    /// candidate.
+    bracket: usize,
     rung: usize,
     root: u64,
 }
@@ -285,8 +293,7 @@ pub fn run(
         while jobs.len() < want && dry <= 300 {
             let id = pos.next_id;
             if let (Some(rungs), Some(h)) = (pos.rungs.as_mut(), &settings.halving) {
-                if let Some((from, root, rung)) = rungs.next(h.eta) {
-                    rungs.start(rung - 1, root);
+                if let Some((bracket, from, root, rung)) = rungs.promote(h.eta) {
                     let src = store.candidate(from)?.ok_or_else(|| {
                         SearchError::Io(format!("candidate {from} is missing from the store"))
                     })?;
@@ -316,6 +323,7 @@ pub fn run(
                         id,
                         net,
                         record,
+                        bracket,
                         rung,
                         root,
                     });
@@ -413,11 +421,22 @@ pub fn run(
             if let Some(f) = hashes.functional {
                 in_batch.insert(f, id);
             }
+            // A new architecture starts at its bracket's lowest rung.
+            let mut record = record;
+            let bracket = match (pos.rungs.as_mut(), &settings.halving) {
+                (Some(b), Some(h)) => {
+                    let b = b.deal();
+                    record.steps = h.steps_at(b, settings.steps);
+                    b
+                }
+                _ => 0,
+            };
             jobs.push(Job {
                 id,
                 net,
                 record,
-                rung: 0,
+                bracket,
+                rung: bracket,
                 root: id,
             });
         }
@@ -464,7 +483,7 @@ pub fn run(
                 && strategy.enters_top(score, settings.reeval);
             told.push((job.id, score, reeval));
             if let Some(r) = pos.rungs.as_mut() {
-                r.record(job.rung, job.id, score, job.root);
+                r.record(job.bracket, job.rung, job.id, score, job.root);
             }
             if outcome.is_ok() && pos.best.is_none_or(|b| score > b.1) {
                 pos.best = Some((job.id, score));
