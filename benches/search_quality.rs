@@ -8,8 +8,7 @@
 //! variables scale it:
 //!
 //! - `SQ_SPACES`: comma-separated space files (default
-//!   `spaces/quickstart.ron`; the targets use
-//!   `spaces/quickstart.ron,spaces/mqar.ron,spaces/fuzzy-recall.ron`);
+//!   `spaces/quickstart.ron`);
 //! - `SQ_SEEDS` (8), `SQ_BUDGET` (each space's budget), `SQ_STEPS` (each
 //!   space's steps), `SQ_STRATEGIES` (`random,evolution`; the last is the
 //!   one judged against the first);
