@@ -8,13 +8,12 @@
 
 use archgram::arch::{ArchContext, Network};
 use archgram::eval::program::Program;
-use archgram::eval::{train_on, TrainConfig, Weights};
+use archgram::eval::{train, TrainConfig, Weights};
 use archgram::export::pytorch::{self, Provenance};
 use archgram::grammar::Derivation;
 use archgram::routing::{DropPolicy, RouterSettings};
 use archgram::space::Space;
 use archgram::tasks::{build, Task, TaskSpec};
-use dfdx::prelude::Cpu;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeSet;
@@ -140,8 +139,7 @@ fn trained(prog: &Program, task: &dyn Task, routing: &RouterSettings) -> Weights
         routing: *routing,
         ..TrainConfig::default()
     };
-    let dev = Cpu::seed_from_u64(cfg.seed);
-    train_on(&dev, prog, task, &cfg).unwrap().weights
+    train(prog, task, &cfg).unwrap().weights
 }
 
 mod common;

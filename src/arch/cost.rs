@@ -160,7 +160,7 @@ pub fn op_cost(op: &Op, inputs: &[Shape], out: Shape, seq: usize) -> Cost {
             causal,
         } => {
             // Q and O only for the heads a token uses; K and V for all heads,
-            // since other tokens' queries may pick any head (notes/routing.md §9).
+            // since other tokens' queries may pick any head (docs/routing.md#costs-of-routed-blocks).
             let d = in0.cols.size as f64;
             let hd = *head_dim as f64;
             let h = *heads as f64;
@@ -188,8 +188,8 @@ pub fn depth_tokens(capacity: f64, seq: usize) -> usize {
 
 /// The sequence length a routed op's body runs on, for a sequence of `seq`
 /// tokens. Depth-routed bodies see only their routed tokens, so their
-/// attention costs fall with ρ² (the MoD row of notes/routing.md §9); layer
-/// skip is charged at its target rate. Experts see every position they
+/// attention costs fall with ρ² (docs/routing.md#costs-of-routed-blocks);
+/// layer skip is charged at its target rate. Experts see every position they
 /// are given and mix no tokens, so their per-token cost does not depend on it.
 pub fn body_seq(op: &Op, seq: usize) -> usize {
     match op {

@@ -7,7 +7,6 @@
 
 use super::derivation::Derivation;
 use super::format::{Alternative, Grammar};
-use super::validate::FormProblem;
 use super::value::Value;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -64,6 +63,14 @@ impl fmt::Display for Reject {
             None => write!(f, "{}: {}", self.key, self.detail),
         }
     }
+}
+
+/// What a form catalogue says is wrong with one alternative.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FormProblem {
+    pub message: String,
+    /// Text to look for inside the alternative to point at the problem.
+    pub near: Option<String>,
 }
 
 /// What forms mean: how they transform the state flowing through a derivation.

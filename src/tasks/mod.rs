@@ -45,7 +45,7 @@ pub struct TaskSpec {
     /// Catalogue name, e.g. `"in_context_recall"`.
     pub name: String,
     /// Numeric parameters; anything left out takes the default listed by [`catalog`].
-    #[serde(default, deserialize_with = "crate::grammar::unique_keys")]
+    #[serde(default, deserialize_with = "crate::diag::unique_keys")]
     pub params: BTreeMap<String, f64>,
     /// Text file for `char_lm`; every other task rejects it.
     #[serde(default)]

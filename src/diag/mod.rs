@@ -1,4 +1,12 @@
-//! Errors about user input, located in their file where we know where.
+//! Diagnostics about user input files (grammars, spaces, hardware files,
+//! architecture texts): a position, an error located at file:line:col,
+//! RON errors turned into located ones, and maps that refuse a repeated
+//! key. Shared by every module that reads such a file; imports nothing
+//! from the rest of the crate.
+
+mod unique;
+
+pub use unique::unique_keys;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -64,6 +72,13 @@ impl fmt::Display for SourceError {
 }
 
 impl std::error::Error for SourceError {}
+
+/// The text of a user's file; a file that cannot be read is an error
+/// located in that file.
+pub fn read_text(path: &Path) -> Result<String, SourceError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| SourceError::new(format!("cannot read file: {e}")).in_file(path))
+}
 
 /// Turns a RON parse error into a located error, quoting the line at fault
 /// (RON's messages, such as "Expected integer", do not name the field).
