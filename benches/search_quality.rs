@@ -68,6 +68,7 @@ fn one(
         device: DeviceKind::Cpu,
         halving: None,
         confirm: Some(d.confirm),
+        reeval: d.reeval,
     };
     let (rd, store) = RunDir::create(dir.path(), space, &settings).expect("run dir");
     let ctl = RunControl::default();

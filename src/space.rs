@@ -95,6 +95,10 @@ pub struct SearchSettings {
     /// The confirm stage that ends a search: the top candidates retrained
     /// with fresh seeds.
     pub confirm: crate::search::Confirm,
+    /// Regularised evolution: a new candidate whose score would rank among
+    /// the population's best `reeval` is trained once more with a fresh
+    /// seed, and the population ranks it by the mean (0: never).
+    pub reeval: usize,
 }
 
 impl Default for SearchSettings {
@@ -107,6 +111,7 @@ impl Default for SearchSettings {
             workers: 0,
             halving: crate::search::Halving::default(),
             confirm: crate::search::Confirm::default(),
+            reeval: 0,
         }
     }
 }
@@ -508,5 +513,6 @@ fn check_settings(file: &SpaceFile, src: &Source) -> Result<(), SourceError> {
     // eta^(rungs-1) divides the top rung's steps: 100^9 still fits.
     count("eta", s.halving.eta, 2, 100)?;
     count("rungs", s.halving.rungs, 1, 10)?;
+    count("brackets", s.halving.brackets, 1, s.halving.rungs)?;
     Ok(())
 }

@@ -654,3 +654,309 @@ fn export_and_simulate_refuse_a_run_whose_search_is_going() {
     let readme = std::fs::read_to_string("README.md").unwrap();
     assert!(readme.contains("refuse a run whose search is still going"));
 }
+
+/// Every trial of a run's store: (candidate, purpose, steps, seed, score).
+fn trials(run: &Path) -> Vec<(u64, String, usize, u64, f64)> {
+    let s = SledStore::open(&run.join("store")).unwrap();
+    s.trials()
+        .unwrap()
+        .into_iter()
+        .map(|t| {
+            let score = archgram::search::score_of(&t.outcome);
+            (t.candidate, t.purpose, t.steps, t.seed, score)
+        })
+        .collect()
+}
+
+fn count_events(run: &Path, name: &str) -> usize {
+    read_events(&run.join("events.jsonl"))
+        .unwrap()
+        .iter()
+        .filter(|e| e.event == name)
+        .count()
+}
+
+/// A search ends by retraining its top 5 with 3 fresh seeds; killed in the
+/// middle of that stage, a resumed run trains only the trials it lacks and
+/// confirms the same winner as a run never interrupted.
+#[test]
+fn the_confirm_stage_resumes_without_training_a_trial_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = finished_run(dir.path(), "whole", "6");
+    let all = trials(&whole);
+    assert_eq!(all.len(), 15, "top 5 × 3 seeds: {all:?}");
+    assert!(all.iter().all(|t| t.1 == "confirm" && t.2 == 5));
+    let finalists: std::collections::BTreeSet<u64> = all.iter().map(|t| t.0).collect();
+    assert_eq!(finalists.len(), 5);
+    let status = status_json(&whole);
+    let winner = status["winner"]["id"].as_u64().expect("a confirmed winner");
+    assert!(finalists.contains(&winner));
+
+    // What a kill after 8 of the 15 trainings leaves: the store has 8, the
+    // log names those 8 and no confirmation.
+    let cut = finished_run(dir.path(), "cut", "6");
+    assert_eq!(trials(&cut), all, "training is deterministic");
+    let lost: Vec<_> = all[8..].to_vec();
+    {
+        let db = sled::open(cut.join("store")).unwrap();
+        let tree = db.open_tree("trials").unwrap();
+        let keys: Vec<_> = tree.iter().keys().map(|k| k.unwrap()).collect();
+        assert_eq!(keys.len(), 15);
+        for k in &keys {
+            let t: archgram::store::TrialRecord =
+                serde_json::from_slice(&tree.get(k).unwrap().unwrap()).unwrap();
+            if lost
+                .iter()
+                .any(|l| l.0 == t.candidate && l.3 == t.seed && l.2 == t.steps)
+            {
+                tree.remove(k).unwrap();
+            }
+        }
+        db.flush().unwrap();
+    }
+    let kept_log: std::collections::BTreeSet<(u64, u64)> =
+        all[..8].iter().map(|t| (t.0, t.3)).collect();
+    edit_log(&cut, |e| match e["event"].as_str().unwrap() {
+        "confirmed" | "run_finished" => true,
+        "trial" => !kept_log.contains(&(e["id"].as_u64().unwrap(), e["seed"].as_u64().unwrap())),
+        _ => false,
+    });
+    assert_eq!(trials(&cut).len(), 8);
+    assert_eq!(count_events(&cut, "trial"), 8);
+    let o = resume(&cut);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(count_events(&cut, "trial"), 15, "only the 7 missing ran");
+    assert_eq!(count_events(&cut, "evaluated"), 6, "no candidate retrained");
+    assert_eq!(trials(&cut), all);
+    assert_eq!(status_json(&cut)["winner"], status["winner"]);
+    // Nothing is left to do: a second resume trains nothing.
+    assert!(resume(&cut).status.success());
+    assert_eq!(count_events(&cut, "trial"), 15);
+}
+
+/// `fidelity` keeps its trainings in the run: a second call trains
+/// nothing and reports the same numbers; `status` shows the measurement.
+#[test]
+fn fidelity_reports_rank_agreement_and_a_repeat_costs_no_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = finished_run(dir.path(), "fid", "6");
+    let fid = || {
+        let o = bin()
+            .args([
+                "fidelity",
+                run.to_str().unwrap(),
+                "--top",
+                "3",
+                "--spread",
+                "2",
+                "--long-steps",
+                "10",
+                "--seeds",
+                "2",
+                "--ladder",
+                "2",
+                "--workers",
+                "1",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let before = trials(&run).len();
+    let first = fid();
+    let after_first = trials(&run).len();
+    // The top 3, 2 spread through the rest, and the confirmed pick when it
+    // is not among them; each at 5 and 10 steps × 2 seeds, plus one ladder
+    // run. The confirm stage's trials are not reused (other seeds).
+    let rows = first["rows"].as_array().unwrap().len();
+    assert!(rows == 5 || rows == 6, "{first:#}");
+    assert_eq!(after_first - before, rows * (2 * 2 + 1), "{first:#}");
+    let trial_events = count_events(&run, "trial");
+    let second = fid();
+    assert_eq!(trials(&run).len(), after_first, "a repeat trains nothing");
+    assert_eq!(count_events(&run, "trial"), trial_events);
+    assert_eq!(first, second);
+    for k in ["proxy_vs_long", "proxy_vs_long_top"] {
+        assert!(first[k]["n"].as_u64().unwrap() >= 3, "{k}: {first:#}");
+    }
+    let st = status_json(&run);
+    assert_eq!(st["fidelity"]["candidates"], rows, "{st:#}");
+    assert_eq!(st["fidelity"]["long_steps"], 10);
+}
+
+/// The quickstart space with `edit` applied, written where a test can use
+/// it (its grammar path made absolute).
+fn edited_space(dir: &Path, edit: impl Fn(String) -> String) -> std::path::PathBuf {
+    let grammar = std::fs::canonicalize("grammars/blocks.ron").unwrap();
+    let text = std::fs::read_to_string("spaces/quickstart.ron")
+        .unwrap()
+        .replace("../grammars/blocks.ron", grammar.to_str().unwrap());
+    let p = dir.join("space.ron");
+    std::fs::write(&p, edit(text)).unwrap();
+    p
+}
+
+/// With `reeval`, evolution trains a candidate that would rank among the
+/// population's best once more with a fresh seed (a `reeval` trial, logged
+/// and stored, the same in a rerun), and never one that would not.
+#[test]
+fn evolution_reevaluates_only_what_enters_the_populations_top() {
+    let dir = tempfile::tempdir().unwrap();
+    let space = edited_space(dir.path(), |t| {
+        t.replace(
+            "population: 12, tournament: 4,",
+            "population: 4, tournament: 2, reeval: 1,",
+        )
+    });
+    let runs = dir.path().join("runs");
+    let go = |name: &str| {
+        let o = bin()
+            .args([
+                "search",
+                "--space",
+                space.to_str().unwrap(),
+                "--budget",
+                "10",
+                "--steps",
+                "5",
+                "--workers",
+                "1",
+                "--seed",
+                "3",
+                "--no-tui",
+                "--no-confirm",
+                "--runs",
+                runs.to_str().unwrap(),
+                "--name",
+                name,
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        runs.join(name)
+    };
+    let a = go("a");
+    let re = trials(&a);
+    assert!(!re.is_empty() && re.iter().all(|t| t.1 == "reeval" && t.2 == 5));
+    assert_eq!(count_events(&a, "trial"), re.len());
+    // With a top of one, a candidate is re-evaluated only when its score
+    // beats every member's (mean) score so far: never all of them.
+    let evaluated = count_events(&a, "evaluated");
+    assert!(re.len() < evaluated, "{re:?}");
+    let mut best = f64::NEG_INFINITY;
+    let mut again = std::collections::BTreeSet::new();
+    for t in &re {
+        again.insert(t.0);
+    }
+    for e in read_events(&a.join("events.jsonl")).unwrap() {
+        if e.event != "evaluated" {
+            continue;
+        }
+        let id = e.get("id").unwrap().as_u64().unwrap();
+        let score = e.get("score").unwrap().as_f64().unwrap();
+        if !again.contains(&id) {
+            assert!(score <= best, "#{id} scored {score} > {best} unchecked");
+        } else {
+            let t = re.iter().find(|t| t.0 == id).unwrap();
+            best = best.max((score + t.4) / 2.0);
+        }
+    }
+    assert_eq!(trials(&go("b")), re, "the same in a rerun");
+}
+
+/// Hyperband brackets: new architectures start at every bracket's lowest
+/// rung in Hyperband's proportions, promotions stay in their bracket, and
+/// a run resumed from its store carries on exactly as an unbroken one.
+#[test]
+fn hyperband_brackets_start_candidates_at_each_rung_and_resume_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let space = edited_space(dir.path(), |t| {
+        t.replace(
+            "halving: (source: \"evolution\", eta: 3, rungs: 3)",
+            "halving: (source: \"random\", eta: 3, rungs: 3, brackets: 3)",
+        )
+    });
+    let runs = dir.path().join("runs");
+    let go = |name: &str, budget: &str| {
+        let o = bin()
+            .args([
+                "search",
+                "--space",
+                space.to_str().unwrap(),
+                "--strategy",
+                "halving",
+                "--budget",
+                budget,
+                "--steps",
+                "27",
+                "--workers",
+                "1",
+                "--seed",
+                "5",
+                "--no-tui",
+                "--no-confirm",
+                "--runs",
+                runs.to_str().unwrap(),
+                "--name",
+                name,
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        runs.join(name)
+    };
+    let whole = snapshot(&go("whole", "16"));
+    let s = SledStore::open(&runs.join("whole/store")).unwrap();
+    let cands = s.candidates().unwrap();
+    let trained: Vec<_> = cands.iter().filter(|c| c.duplicate_of.is_none()).collect();
+    assert_eq!(trained.len(), 16);
+    let new_at = |steps: usize| {
+        trained
+            .iter()
+            .filter(|c| !c.origin.starts_with("promotion") && c.steps == steps)
+            .count()
+    };
+    // Rungs of 3, 9 and 27 steps; the brackets take 6 : 3 : 2 of each 11.
+    let (a, b, c) = (new_at(3), new_at(9), new_at(27));
+    assert!(a > b && b >= c && c >= 1, "{a} {b} {c}");
+    for p in trained.iter().filter(|c| c.origin.starts_with("promotion")) {
+        let root = cands.iter().find(|c| Some(c.id) == p.parent).unwrap();
+        assert!(p.steps > root.steps && [9, 27].contains(&p.steps));
+    }
+    drop(s);
+    // The same run killed after 6 evaluations and resumed: the brackets are
+    // rebuilt from the store, so it ends as the unbroken run did.
+    let part = runs.join("part");
+    let mut child = spawn_quiet(vec![
+        "search",
+        "--space",
+        space.to_str().unwrap(),
+        "--strategy",
+        "halving",
+        "--budget",
+        "16",
+        "--steps",
+        "27",
+        "--workers",
+        "1",
+        "--seed",
+        "5",
+        "--no-tui",
+        "--no-confirm",
+        "--runs",
+        runs.to_str().unwrap(),
+        "--name",
+        "part",
+    ]);
+    wait_for_evaluations(&part, 6, &mut child);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let o = bin()
+        .args(["resume", part.to_str().unwrap(), "--no-tui"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(snapshot(&part), whole);
+}

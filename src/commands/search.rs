@@ -260,6 +260,7 @@ pub fn search(
         device: DeviceKind::Cpu,
         halving,
         confirm: (!no_confirm && d.confirm.top > 0 && d.confirm.seeds > 0).then_some(d.confirm),
+        reeval: d.reeval,
     };
     let time = time.as_deref().map(parse_duration).transpose()?;
     let (dir, store) = RunDir::create(runs, &space, &settings)?;

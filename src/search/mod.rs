@@ -16,7 +16,7 @@ pub use confirm::{
     Confirmed, Ranked, Standing, TrialJob, CONFIRM, REEVAL,
 };
 pub use fidelity::{FidelityPlan, FidelityReport};
-pub use halving::{Halving, Rungs};
+pub use halving::{Brackets, Halving, Rungs};
 pub use run::{run, score_of, train_config, Ending, RunControl, RunSettings, SearchError};
 pub use rundir::RunDir;
 pub use strategy::{Proposal, Strategy, StrategyKind};

@@ -1,7 +1,8 @@
 //! The run loop: propose → build → hash → cache → evaluate (in parallel) →
 //! record durably → tell the strategy, until the budget is spent.
 
-use super::halving::{Halving, Rungs};
+use super::confirm::{train_trials, trial_seed, TrialJob, REEVAL};
+use super::halving::{Brackets, Halving};
 use super::journal;
 use super::rundir::RunDir;
 use super::strategy::{Proposal, Strategy, StrategyKind};
@@ -47,6 +48,10 @@ pub struct RunSettings {
     /// recorded before the stage existed).
     #[serde(default)]
     pub confirm: Option<super::confirm::Confirm>,
+    /// Evolution's seed re-evaluation of candidates entering the
+    /// population's best `reeval` (0: none; see `SearchSettings::reeval`).
+    #[serde(default)]
+    pub reeval: usize,
 }
 
 /// How a run ended.
@@ -112,7 +117,7 @@ struct Progress {
     next_id: u64,
     evaluations: usize,
     best: Option<(u64, f64)>,
-    rungs: Option<Rungs>,
+    rungs: Option<Brackets>,
 }
 
 /// Rung of an evaluation with `steps` training steps.
@@ -128,11 +133,14 @@ fn restore(
     settings: &RunSettings,
 ) -> Result<Progress, SearchError> {
     let cands = store.candidates()?;
+    let reevals = reeval_scores(store)?;
     let mut told = Vec::new();
     let mut evaluations = 0;
     let mut best: Option<(u64, f64)> = None;
     let mut baselines = 0;
-    let mut rungs = settings.halving.as_ref().map(|h| Rungs::new(h.rungs));
+    let mut rungs = settings.halving.as_ref().map(Brackets::new);
+    // Each architecture's bracket: where its first training started.
+    let mut bracket_of: HashMap<u64, usize> = HashMap::new();
     for c in &cands {
         if c.origin.starts_with("baseline") {
             baselines += 1;
@@ -143,18 +151,24 @@ fn restore(
         };
         let s = score_of(&o);
         if c.duplicate_of.is_none() {
-            told.push((c.id, s));
+            let mut seeds = vec![s];
+            seeds.extend(reevals.get(&c.id).into_iter().flatten());
+            told.push((c.id, crate::stats::mean(&seeds)));
             evaluations += 1;
             if best.is_none_or(|b| s > b.1) {
                 best = Some((c.id, s));
             }
             if let (Some(r), Some(h)) = (rungs.as_mut(), &settings.halving) {
+                let rung = rung_of(h, c.steps, settings.steps);
                 let root = if c.origin.starts_with("promotion") {
                     c.parent.unwrap_or(c.id)
                 } else {
+                    r.dealt_to(rung);
+                    bracket_of.insert(c.id, rung);
                     c.id
                 };
-                r.record(rung_of(h, c.steps, settings.steps), c.id, s, root);
+                let b = bracket_of.get(&root).copied().unwrap_or(0);
+                r.record(b, rung, c.id, s, root);
             }
         }
     }
@@ -167,12 +181,27 @@ fn restore(
     })
 }
 
+/// Scores of each candidate's seed re-evaluations.
+fn reeval_scores(store: &SledStore) -> Result<HashMap<u64, Vec<f64>>, SearchError> {
+    let mut out: HashMap<u64, Vec<f64>> = HashMap::new();
+    for t in store.trials()? {
+        if t.purpose == super::confirm::REEVAL {
+            out.entry(t.candidate)
+                .or_default()
+                .push(score_of(&t.outcome));
+        }
+    }
+    Ok(out)
+}
+
 /// A candidate ready to train.
 struct Job {
     id: u64,
     net: Network,
     record: CandidateRecord,
-    /// Successive-halving rung and the architecture's first candidate.
+    /// Successive-halving bracket and rung, and the architecture's first
+    /// candidate.
+    bracket: usize,
     rung: usize,
     root: u64,
 }
@@ -264,8 +293,7 @@ pub fn run(
         while jobs.len() < want && dry <= 300 {
             let id = pos.next_id;
             if let (Some(rungs), Some(h)) = (pos.rungs.as_mut(), &settings.halving) {
-                if let Some((from, root, rung)) = rungs.next(h.eta) {
-                    rungs.start(rung - 1, root);
+                if let Some((bracket, from, root, rung)) = rungs.promote(h.eta) {
                     let src = store.candidate(from)?.ok_or_else(|| {
                         SearchError::Io(format!("candidate {from} is missing from the store"))
                     })?;
@@ -295,6 +323,7 @@ pub fn run(
                         id,
                         net,
                         record,
+                        bracket,
                         rung,
                         root,
                     });
@@ -392,11 +421,22 @@ pub fn run(
             if let Some(f) = hashes.functional {
                 in_batch.insert(f, id);
             }
+            // A new architecture starts at its bracket's lowest rung.
+            let mut record = record;
+            let bracket = match (pos.rungs.as_mut(), &settings.halving) {
+                (Some(b), Some(h)) => {
+                    let b = b.deal();
+                    record.steps = h.steps_at(b, settings.steps);
+                    b
+                }
+                _ => 0,
+            };
             jobs.push(Job {
                 id,
                 net,
                 record,
-                rung: 0,
+                bracket,
+                rung: bracket,
                 root: id,
             });
         }
@@ -416,6 +456,7 @@ pub fn run(
             .collect();
         let outcomes: Vec<Outcome> =
             pool.install(|| evaluate_all(&work, task.as_ref(), settings.workers > 1));
+        let mut told: Vec<(u64, f64, bool)> = Vec::new();
         for (job, outcome) in jobs.into_iter().zip(outcomes) {
             let value =
                 serde_json::to_value(&outcome).map_err(|e| SearchError::Io(e.to_string()))?;
@@ -435,9 +476,14 @@ pub fn run(
             )?;
             store.put_counters(&counters)?;
             store.flush()?;
-            strategy.tell(job.id, score);
+            // Against the population as this batch found it, so the choice
+            // does not depend on the order results come back in.
+            let reeval = outcome.is_ok()
+                && settings.halving.is_none()
+                && strategy.enters_top(score, settings.reeval);
+            told.push((job.id, score, reeval));
             if let Some(r) = pos.rungs.as_mut() {
-                r.record(job.rung, job.id, score, job.root);
+                r.record(job.bracket, job.rung, job.id, score, job.root);
             }
             if outcome.is_ok() && pos.best.is_none_or(|b| score > b.1) {
                 pos.best = Some((job.id, score));
@@ -449,6 +495,42 @@ pub fn run(
                     ),
                 )?;
             }
+        }
+        // A score that would lead the population is checked with a fresh
+        // seed before tournaments trust it; the population ranks the mean.
+        let again: Vec<TrialJob> = told
+            .iter()
+            .filter(|t| t.2)
+            .map(|t| TrialJob {
+                id: t.0,
+                steps: settings.steps,
+                index: 0,
+                seed: trial_seed(settings.seed, REEVAL, 0),
+            })
+            .collect();
+        if !again.is_empty() {
+            let mut emit_one = |e: Event| emit(&mut log, e);
+            train_trials(
+                store,
+                space,
+                settings,
+                task.as_ref(),
+                &pool,
+                &RunControl::default(),
+                REEVAL,
+                &again,
+                &mut emit_one,
+            )?;
+        }
+        let reevals = if again.is_empty() {
+            HashMap::new()
+        } else {
+            reeval_scores(store)?
+        };
+        for (id, score, _) in told {
+            let mut seeds = vec![score];
+            seeds.extend(reevals.get(&id).into_iter().flatten());
+            strategy.tell(id, crate::stats::mean(&seeds));
         }
         for (record, orig, stage) in deferred {
             let o = store.outcome(orig)?.unwrap_or_default();

@@ -138,6 +138,21 @@ impl Strategy {
         }
     }
 
+    /// Whether a result scoring `score` would rank among the population's
+    /// best `k` (evolution only: those are the members tournaments pick, so
+    /// the ones a lucky seed misleads).
+    pub fn enters_top(&self, score: f64, k: usize) -> bool {
+        if self.kind != StrategyKind::Evolution || k == 0 {
+            return false;
+        }
+        let mut scores: Vec<f64> = self.members.iter().map(|m| m.1).collect();
+        if scores.len() < k {
+            return true;
+        }
+        scores.sort_by(|a, b| b.total_cmp(a));
+        score > scores[k - 1]
+    }
+
     pub fn members(&self) -> impl Iterator<Item = &(u64, f64)> {
         self.members.iter()
     }
@@ -186,6 +201,21 @@ mod tests {
         s.tell_duplicate();
         assert_eq!(s.members().map(|m| m.0).collect::<Vec<_>>(), vec![0, 1]);
         assert_eq!(s.pending, 0);
+    }
+
+    #[test]
+    fn only_results_that_beat_the_kth_best_member_enter_the_top() {
+        let mut s = Strategy::new(StrategyKind::Evolution, 4, 2, vec![]);
+        assert!(s.enters_top(0.0, 2), "an empty population has room");
+        for (id, v) in [(0, 0.5), (1, 0.9), (2, 0.1)] {
+            s.tell(id, v);
+        }
+        assert!(s.enters_top(0.6, 2));
+        assert!(!s.enters_top(0.5, 2), "ties with the 2nd best stay out");
+        assert!(!s.enters_top(0.99, 0));
+        let mut r = Strategy::new(StrategyKind::Random, 4, 2, vec![]);
+        r.tell(0, 0.1);
+        assert!(!r.enters_top(1.0, 2), "random search ranks nothing");
     }
 
     #[test]
