@@ -144,7 +144,7 @@ fn trained(prog: &Program, task: &dyn Task, routing: &RouterSettings) -> Weights
 }
 
 mod common;
-use common::{skip, torch_available};
+use common::skip;
 
 /// Runs every file's `--check` and a training-mode backward pass in one
 /// Python process (importing torch once).
@@ -182,17 +182,24 @@ print("\n".join(bad) if bad else f"all {len(files)} ok")
 sys.exit(1 if bad else 0)
 "#;
 
-fn run_python(files: &[PathBuf]) {
-    if !torch_available() {
-        skip(
-            "the exported modules' Python half",
-            "python3 cannot import torch",
-        );
-        return;
+/// Whether `python3` can import `modules` (`"torch, onnx"`); if not, the
+/// check is reported as skipped (a failure where every check is required).
+fn python_with(check: &str, modules: &str) -> bool {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        skip(check, &format!("python3 cannot import {modules}"));
     }
+    ok
+}
+
+/// Runs the Python `driver` on `files`; its success and its output.
+fn run_driver(driver: &str, files: &[PathBuf]) -> (bool, String) {
     let out = Command::new("python3")
         .arg("-c")
-        .arg(DRIVER)
+        .arg(driver)
         .args(files)
         .output()
         .unwrap();
@@ -202,7 +209,15 @@ fn run_python(files: &[PathBuf]) {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("{text}");
-    assert!(out.status.success(), "{text}");
+    (out.status.success(), text)
+}
+
+fn run_python(files: &[PathBuf]) {
+    if !python_with("the exported modules' Python half", "torch") {
+        return;
+    }
+    let (ok, text) = run_driver(DRIVER, files);
+    assert!(ok, "{text}");
     // Each `--check` printed its largest difference.
     assert_eq!(text.matches("within 0.0001").count(), files.len(), "{text}");
 }
@@ -325,11 +340,7 @@ fn weights_hold_every_parameter_under_its_state_dict_name() {
 /// fails it, and a matching probe passes.
 #[test]
 fn check_fails_when_logits_differ() {
-    if !torch_available() {
-        skip(
-            "check_fails_when_logits_differ",
-            "python3 cannot import torch",
-        );
+    if !python_with("check_fails_when_logits_differ", "torch") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -436,20 +447,10 @@ const ONNX_EXPECTED: &[(&str, &str, &str, &str)] = &[
     ("moh", "seq(block(moh(heads=4, active=2, shared=1)))", "no-export", "no-export"),
 ];
 
-fn onnx_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import torch, onnx, onnxscript"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn onnx_export_of_each_router_kind_is_as_recorded() {
-    if !onnx_available() {
-        skip(
-            "onnx_export_of_each_router_kind_is_as_recorded",
-            "python3 cannot import torch, onnx and onnxscript",
-        );
+    let check = "onnx_export_of_each_router_kind_is_as_recorded";
+    if !python_with(check, "torch, onnx, onnxscript") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -464,19 +465,8 @@ fn onnx_export_of_each_router_kind_is_as_recorded() {
         });
         files.push(e.py);
     }
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(ONNX_DRIVER)
-        .args(&files)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{text}");
-    assert!(out.status.success(), "{text}");
+    let (ok, text) = run_driver(ONNX_DRIVER, &files);
+    assert!(ok, "{text}");
     let mut wrong = Vec::new();
     for (stem, _, dynamo, torchscript) in ONNX_EXPECTED {
         for (exporter, want) in [("dynamo", dynamo), ("torchscript", torchscript)] {

@@ -17,13 +17,7 @@ pub(super) const NAME: &str = "char_lm";
 const MAX_FILE_BYTES: u64 = 256 << 20;
 
 pub(super) const PARAMS: &[ParamInfo] = &[
-    ParamInfo::int(
-        "seq_len",
-        64.0,
-        1.0,
-        65536.0,
-        "model input length; windows hold seq_len+1 characters and are shifted",
-    ),
+    super::params::lm_seq_len(),
     ParamInfo::int(
         "max_vocab",
         96.0,
@@ -38,13 +32,7 @@ pub(super) const PARAMS: &[ParamInfo] = &[
         0.5,
         "fraction of the file, taken from its end, held out for testing",
     ),
-    ParamInfo::int(
-        "test_examples",
-        256.0,
-        1.0,
-        100_000.0,
-        "maximum number of held-out windows (spread evenly over the held-out part)",
-    ),
+    super::params::lm_test_examples(),
 ];
 
 /// Character vocabulary: id by character, with an optional UNK id for the rest.

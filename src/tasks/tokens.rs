@@ -20,13 +20,7 @@ pub(super) const TRAIN_FILE: &str = "train.bin";
 pub(super) const VAL_FILE: &str = "val.bin";
 
 pub(super) const PARAMS: &[ParamInfo] = &[
-    ParamInfo::int(
-        "seq_len",
-        64.0,
-        1.0,
-        65536.0,
-        "model input length; windows hold seq_len+1 tokens and are shifted",
-    ),
+    super::params::lm_seq_len(),
     ParamInfo::int(
         "vocab",
         50257.0,
@@ -48,13 +42,7 @@ pub(super) const PARAMS: &[ParamInfo] = &[
         268_435_456.0,
         "tokens read from the start of each file at most",
     ),
-    ParamInfo::int(
-        "test_examples",
-        256.0,
-        1.0,
-        100_000.0,
-        "maximum number of held-out windows (spread evenly over what is read of val.bin)",
-    ),
+    super::params::lm_test_examples(),
 ];
 
 fn bad_file(path: &Path, reason: String) -> TaskError {
