@@ -117,3 +117,41 @@ pub fn find_in_code(text: &str, needle: &str) -> Option<usize> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_become_one_based_lines_and_columns_in_characters() {
+        let text = "ab\ncé\nxyz";
+        assert_eq!(Pos::of_offset(text, 0), Pos { line: 1, col: 1 });
+        assert_eq!(Pos::of_offset(text, 3), Pos { line: 2, col: 1 });
+        // `é` is two bytes but one column.
+        assert_eq!(Pos::of_offset(text, 6), Pos { line: 2, col: 3 });
+        assert_eq!(Pos::of_offset(text, 999), Pos { line: 3, col: 4 });
+    }
+
+    #[test]
+    fn needles_in_comments_are_not_found() {
+        let text = "// width: 3\nwidth: 4 // width\n";
+        assert_eq!(find_in_code(text, "width"), Some(12));
+        assert_eq!(find_in_code(text, "depth"), None);
+    }
+
+    #[test]
+    fn ron_errors_are_located_and_quote_their_line() {
+        let text = "(\n  a: 1,\n  b: [,\n)";
+        let err = ron::from_str::<ron::Value>(text).unwrap_err();
+        let e = from_ron(err, Path::new("x.ron"), text);
+        assert_eq!(e.pos.map(|p| p.line), Some(3), "{e}");
+        let shown = e.to_string();
+        assert!(shown.starts_with("x.ron:3:"), "{shown}");
+        assert!(shown.contains("(in `b: [,`)"), "{shown}");
+        assert_eq!(SourceError::new("m").to_string(), "m");
+        let missing = read_text(Path::new("/nonexistent/archgram.ron")).unwrap_err();
+        assert!(missing
+            .to_string()
+            .starts_with("/nonexistent/archgram.ron: cannot read file"));
+    }
+}
