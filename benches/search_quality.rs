@@ -8,15 +8,19 @@
 //! variables scale it:
 //!
 //! - `SQ_SPACES`: comma-separated space files (default
-//!   `spaces/quickstart.ron`; the targets use
-//!   `spaces/quickstart.ron,spaces/mqar.ron,spaces/fuzzy-recall.ron`);
+//!   `spaces/quickstart.ron`);
 //! - `SQ_SEEDS` (8), `SQ_BUDGET` (each space's budget), `SQ_STEPS` (each
 //!   space's steps), `SQ_STRATEGIES` (`random,evolution`; the last is the
 //!   one judged against the first);
 //! - `SQ_FIDELITY`: on how many of the last strategy's runs per space to
 //!   run `fidelity` (top 8, a spread of 4, 4× the steps, 2 seeds; default
 //!   0: it costs about three searches each);
+//! - `SQ_REEVAL`: evolution's `search.reeval` (default: each space's);
 //! - `SQ_WORKERS` (2), `SQ_OUT` (a JSON file for the results).
+//!
+//! Compute is equal per seed: the judged strategy runs first, and the
+//! baseline then gets as many trainings as it used (its candidates plus
+//! its seed re-evaluations); both confirm stages cost the same.
 
 use archgram::eval::DeviceKind;
 use archgram::search::fidelity::{measure, FidelityPlan, FidelityReport};
@@ -37,6 +41,8 @@ struct RunResult {
     /// The confirmed winner's mean and sd over fresh seeds.
     confirmed: f64,
     confirmed_sd: f64,
+    /// Trainings of the search itself (candidates and re-evaluations).
+    trainings: usize,
     /// The best single-seed search score.
     proxy_best: f64,
     /// (duplicates, candidates proposed).
@@ -68,7 +74,7 @@ fn one(
         device: DeviceKind::Cpu,
         halving: None,
         confirm: Some(d.confirm),
-        reeval: d.reeval,
+        reeval: env("SQ_REEVAL").unwrap_or(d.reeval),
     };
     let (rd, store) = RunDir::create(dir.path(), space, &settings).expect("run dir");
     let ctl = RunControl::default();
@@ -98,7 +104,14 @@ fn one(
         .expect("fidelity")
         .expect("not interrupted")
     });
+    let reevals = store
+        .trials()
+        .expect("trials")
+        .iter()
+        .filter(|t| t.purpose == archgram::search::REEVAL)
+        .count();
     RunResult {
+        trainings: cands.iter().filter(|c| c.duplicate_of.is_none()).count() + reevals,
         confirmed: w.mean,
         confirmed_sd: w.sd,
         proxy_best: ranking.first().map_or(0.0, |r| r.score),
@@ -138,10 +151,15 @@ fn main() {
             space.metric
         );
         let mut per: Vec<Vec<RunResult>> = Vec::new();
-        for (si, &strategy) in strategies.iter().enumerate() {
+        // The judged (last) strategy first: the others match its compute.
+        for (si, &strategy) in strategies.iter().enumerate().rev() {
             let mut runs = Vec::new();
             for seed in 1..=seeds {
                 let last = si + 1 == strategies.len();
+                let budget = match per.first() {
+                    Some(judged) if !last => judged[seed as usize - 1].trainings,
+                    _ => budget,
+                };
                 let r = one(
                     &space,
                     strategy,
@@ -152,11 +170,12 @@ fn main() {
                     last && seed <= fidelity_runs,
                 );
                 println!(
-                    "  {:<9} seed {seed}: confirmed {:.4} ± {:.4}, best proxy {:.4}, {} duplicates of {} proposed  [{:.0} s]",
+                    "  {:<9} seed {seed}: confirmed {:.4} ± {:.4}, best proxy {:.4}, {} trainings, {} duplicates of {} proposed  [{:.0} s]",
                     strategy.name(),
                     r.confirmed,
                     r.confirmed_sd,
                     r.proxy_best,
+                    r.trainings,
                     r.duplicates,
                     r.proposed,
                     started.elapsed().as_secs_f64()
@@ -177,6 +196,7 @@ fn main() {
             }
             per.push(runs);
         }
+        per.reverse();
         println!("\n  confirmed winner, mean ± sd over seeds:");
         for (strategy, runs) in strategies.iter().zip(&per) {
             let v: Vec<f64> = runs.iter().map(|r| r.confirmed).collect();

@@ -798,6 +798,29 @@ fn edited_space(dir: &Path, edit: impl Fn(String) -> String) -> std::path::PathB
     p
 }
 
+/// Arguments of a one-worker search of `space` without the confirm stage,
+/// named `name` in `runs`, with `extra` flags.
+fn quiet_search(space: &Path, runs: &Path, name: &str, extra: &[&str]) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "search",
+        "--space",
+        space.to_str().unwrap(),
+        "--workers",
+        "1",
+        "--no-tui",
+        "--no-confirm",
+        "--runs",
+        runs.to_str().unwrap(),
+        "--name",
+        name,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a
+}
+
 /// With `reeval`, evolution trains a candidate that would rank among the
 /// population's best once more with a fresh seed (a `reeval` trial, logged
 /// and stored, the same in a rerun), and never one that would not.
@@ -812,28 +835,13 @@ fn evolution_reevaluates_only_what_enters_the_populations_top() {
     });
     let runs = dir.path().join("runs");
     let go = |name: &str| {
-        let o = bin()
-            .args([
-                "search",
-                "--space",
-                space.to_str().unwrap(),
-                "--budget",
-                "10",
-                "--steps",
-                "5",
-                "--workers",
-                "1",
-                "--seed",
-                "3",
-                "--no-tui",
-                "--no-confirm",
-                "--runs",
-                runs.to_str().unwrap(),
-                "--name",
-                name,
-            ])
-            .output()
-            .unwrap();
+        let args = quiet_search(
+            &space,
+            &runs,
+            name,
+            &["--budget", "10", "--steps", "5", "--seed", "3"],
+        );
+        let o = bin().args(args).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         runs.join(name)
     };
@@ -879,35 +887,25 @@ fn hyperband_brackets_start_candidates_at_each_rung_and_resume_alike() {
         )
     });
     let runs = dir.path().join("runs");
-    let go = |name: &str, budget: &str| {
-        let o = bin()
-            .args([
-                "search",
-                "--space",
-                space.to_str().unwrap(),
-                "--strategy",
-                "halving",
-                "--budget",
-                budget,
-                "--steps",
-                "27",
-                "--workers",
-                "1",
-                "--seed",
-                "5",
-                "--no-tui",
-                "--no-confirm",
-                "--runs",
-                runs.to_str().unwrap(),
-                "--name",
-                name,
-            ])
-            .output()
-            .unwrap();
+    let args = |name: &str| {
+        let flags = [
+            "--strategy",
+            "halving",
+            "--budget",
+            "16",
+            "--steps",
+            "27",
+            "--seed",
+            "5",
+        ];
+        quiet_search(&space, &runs, name, &flags)
+    };
+    let go = |name: &str| {
+        let o = bin().args(args(name)).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         runs.join(name)
     };
-    let whole = snapshot(&go("whole", "16"));
+    let whole = snapshot(&go("whole"));
     let s = SledStore::open(&runs.join("whole/store")).unwrap();
     let cands = s.candidates().unwrap();
     let trained: Vec<_> = cands.iter().filter(|c| c.duplicate_of.is_none()).collect();
@@ -929,27 +927,8 @@ fn hyperband_brackets_start_candidates_at_each_rung_and_resume_alike() {
     // The same run killed after 6 evaluations and resumed: the brackets are
     // rebuilt from the store, so it ends as the unbroken run did.
     let part = runs.join("part");
-    let mut child = spawn_quiet(vec![
-        "search",
-        "--space",
-        space.to_str().unwrap(),
-        "--strategy",
-        "halving",
-        "--budget",
-        "16",
-        "--steps",
-        "27",
-        "--workers",
-        "1",
-        "--seed",
-        "5",
-        "--no-tui",
-        "--no-confirm",
-        "--runs",
-        runs.to_str().unwrap(),
-        "--name",
-        "part",
-    ]);
+    let part_args = args("part");
+    let mut child = spawn_quiet(part_args.iter().map(String::as_str).collect());
     wait_for_evaluations(&part, 6, &mut child);
     child.kill().unwrap();
     child.wait().unwrap();
