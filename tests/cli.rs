@@ -350,10 +350,22 @@ fn eval_trains_one_candidate_and_reports() {
     let out = &v["outcome"];
     assert_eq!(out["status"], "ok");
     assert_eq!(out["steps"], 20);
-    // Scored by accuracy, a fraction of the scored positions.
+    // Scored by the space's rule: accuracy, or the likelihood exp(−loss)
+    // of the held-out targets; both in (0, 1].
     let score = out["score"].as_f64().unwrap();
     assert!(score > 0.0 && score <= 1.0, "{score}");
-    assert_eq!(out["score"], out["accuracy"]);
+    let metric = out["metric"].as_str().unwrap();
+    match metric {
+        "likelihood" => {
+            let loss = out["test_loss"].as_f64().unwrap();
+            assert!(
+                (score - (-loss).exp()).abs() < 1e-9,
+                "{score} vs loss {loss}"
+            );
+        }
+        "accuracy" => assert_eq!(out["score"], out["accuracy"]),
+        other => panic!("unknown metric {other}"),
+    }
     assert!(out["scored"].as_u64().unwrap() > 0);
     // Twenty steps of training lower the loss from where it started.
     let curve = out["loss_curve"].as_array().unwrap();
@@ -372,7 +384,7 @@ fn eval_trains_one_candidate_and_reports() {
     ]);
     // Training is deterministic: the plain report shows the same score.
     assert!(
-        stdout(&text).contains(&format!("accuracy {score:.4}")),
+        stdout(&text).contains(&format!("{metric} {score:.4}")),
         "{}",
         stdout(&text)
     );
