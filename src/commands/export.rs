@@ -132,13 +132,15 @@ pub fn export(
                         let t = train(&prog, task.as_ref(), &cfg).map_err(|e| {
                             CliError::Runtime(format!("retraining #{} failed: {e}", c.id))
                         })?;
+                        // Scored by the run's rule, as the search scored it.
+                        let score = cfg.score.of(&t);
                         let recorded = score_of(o);
-                        let same = (t.score - recorded).abs() < 1e-9;
+                        let same = (score - recorded).abs() < 1e-9;
                         writeln!(
                             out,
-                            "  retrained #{} for {steps} steps: score {:.4} ({})",
+                            "  retrained #{} for {steps} steps: {} {score:.4} ({})",
                             c.id,
-                            t.score,
+                            cfg.score.name(),
                             if same {
                                 "as recorded".to_string()
                             } else {

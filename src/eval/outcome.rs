@@ -92,10 +92,7 @@ impl Outcome {
     }
 
     pub fn finish(mut self, t: Trained, seq: usize, batch: usize, rule: ScoreRule) -> Outcome {
-        self.score = match rule {
-            ScoreRule::Accuracy => t.score,
-            ScoreRule::Likelihood => (-t.test_loss).exp(),
-        };
+        self.score = rule.of(&t);
         self.accuracy = Some(t.score);
         self.scored = t.scored;
         self.final_loss = t.final_loss;

@@ -57,6 +57,14 @@ pub enum ScoreRule {
 }
 
 impl ScoreRule {
+    /// The score of a training run under this rule.
+    pub fn of(self, t: &Trained) -> f64 {
+        match self {
+            ScoreRule::Accuracy => t.score,
+            ScoreRule::Likelihood => (-t.test_loss).exp(),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ScoreRule::Accuracy => "accuracy",
