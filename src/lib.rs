@@ -1,11 +1,13 @@
 //! archgram: neural architecture search over probabilistic grammars, with
-//! routing simulation. See DESIGN.md for the map of modules.
+//! routing simulation. See ARCHITECTURE.md for the map of modules.
 
 pub mod arch;
 pub mod cli;
 pub mod commands;
+pub mod diag;
 pub mod eval;
 pub mod export;
+pub mod fmt;
 pub mod grammar;
 pub mod hash;
 pub mod routing;

@@ -12,9 +12,10 @@
 //! ```
 
 use crate::arch::{ArchContext, ArchSemantics, Limits, Network};
+use crate::diag::from_ron;
 use crate::grammar::{
-    annotate, from_ron, Derivation, Grammar, SampleError, Sampler, SamplerConfig, Semantics,
-    Source, SourceError, Warning,
+    annotate, Derivation, Grammar, SampleError, Sampler, SamplerConfig, Semantics, Source,
+    SourceError, Warning,
 };
 use crate::tasks::{self, Task, TaskSpec};
 use rand_chacha::ChaCha8Rng;
@@ -149,7 +150,7 @@ pub struct SpaceFile {
     pub search: SearchSettings,
     /// Named hand-written architectures (text form) to compare against or
     /// seed a population with.
-    #[serde(default, deserialize_with = "crate::grammar::unique_keys")]
+    #[serde(default, deserialize_with = "crate::diag::unique_keys")]
     pub baselines: BTreeMap<String, String>,
 }
 
@@ -298,8 +299,8 @@ impl Space {
     /// An error about this file, located at the first `needle`.
     pub fn error_at(&self, needle: &str, message: String) -> SourceError {
         let mut e = SourceError::new(message).in_file(&self.path);
-        e.pos = crate::grammar::find_in_code(&self.text, needle)
-            .map(|o| crate::grammar::Pos::of_offset(&self.text, o));
+        e.pos = crate::diag::find_in_code(&self.text, needle)
+            .map(|o| crate::diag::Pos::of_offset(&self.text, o));
         e
     }
 

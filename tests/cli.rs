@@ -100,10 +100,33 @@ fn check_summarises_each_space() {
             "height",
             "unconstrained draws meet them",
             "10% below",
-            "ok",
         ] {
             assert!(out.contains(key), "{s}: missing {key} in\n{out}");
         }
+        assert_eq!(out.lines().last(), Some("ok"), "{s}:\n{out}");
+        assert!(out.contains("50 drawn, 0 failed"), "{s}:\n{out}");
+        // The largest sample is within the space's parameter limit.
+        let space = archgram::space::Space::load(Path::new(&format!("spaces/{s}.ron"))).unwrap();
+        let params = out.lines().find(|l| l.starts_with("params")).unwrap();
+        let max = params
+            .split("max ")
+            .nth(1)
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap();
+        let max: f64 = match max.split_at(max.len() - 1) {
+            (k, "k") => k.parse::<f64>().unwrap() * 1e3,
+            (m, "M") => m.parse::<f64>().unwrap() * 1e6,
+            _ => max.parse().unwrap(),
+        };
+        if let Some(limit) = space.file.limits.max_params {
+            // The printed figure is rounded to three digits.
+            assert!(max <= limit * 1.005, "{s}: {params} over {limit}");
+        }
+        // One line per baseline the space names.
+        let baselines = out.lines().filter(|l| l.starts_with("baseline")).count();
+        assert_eq!(baselines, space.file.baselines.len(), "{s}:\n{out}");
         // How many samples cannot beat chance by construction.
         let trivial = out
             .lines()
@@ -171,12 +194,30 @@ fn tasks_lists_the_catalogue() {
     }
 }
 
+/// Every subcommand clap knows (so a new one is covered without editing
+/// this list) has help with an example that runs that command.
 #[test]
 fn every_command_has_help_with_an_example() {
-    for cmd in ["sample", "check", "show", "tasks", "eval", "hash"] {
+    use clap::CommandFactory;
+    let cli = archgram::cli::Cli::command();
+    let names: Vec<String> = cli
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .filter(|n| n != "help")
+        .collect();
+    assert!(names.len() >= 13, "{names:?}");
+    for cmd in &names {
         let o = archgram(&[cmd, "--help"]);
-        assert!(o.status.success());
-        assert!(stdout(&o).contains("Example"), "{cmd}");
+        assert!(o.status.success(), "{cmd}: {}", stderr(&o));
+        let help = stdout(&o);
+        let example = help
+            .split_once("Example")
+            .unwrap_or_else(|| panic!("`{cmd} --help` has no example:\n{help}"))
+            .1;
+        assert!(
+            example.contains(&format!("archgram {cmd}")),
+            "`{cmd} --help`'s example does not run `archgram {cmd}`:\n{help}"
+        );
     }
 }
 
@@ -306,9 +347,32 @@ fn eval_trains_one_candidate_and_reports() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v["outcome"]["status"], "ok");
-    assert_eq!(v["outcome"]["steps"], 20);
-    assert!(v["outcome"]["score"].as_f64().unwrap() >= 0.0);
+    let out = &v["outcome"];
+    assert_eq!(out["status"], "ok");
+    assert_eq!(out["steps"], 20);
+    // Scored by the space's rule: accuracy, or the likelihood exp(−loss)
+    // of the held-out targets; both in (0, 1].
+    let score = out["score"].as_f64().unwrap();
+    assert!(score > 0.0 && score <= 1.0, "{score}");
+    let metric = out["metric"].as_str().unwrap();
+    match metric {
+        "likelihood" => {
+            let loss = out["test_loss"].as_f64().unwrap();
+            assert!(
+                (score - (-loss).exp()).abs() < 1e-9,
+                "{score} vs loss {loss}"
+            );
+        }
+        "accuracy" => assert_eq!(out["score"], out["accuracy"]),
+        other => panic!("unknown metric {other}"),
+    }
+    assert!(out["scored"].as_u64().unwrap() > 0);
+    // Twenty steps of training lower the loss from where it started.
+    let curve = out["loss_curve"].as_array().unwrap();
+    let first = curve[0][1].as_f64().unwrap();
+    let last = out["final_loss"].as_f64().unwrap();
+    assert!(last < first, "loss went from {first} to {last}");
+    assert_eq!(curve.last().unwrap()[0], 19);
     let text = archgram(&[
         "eval",
         "--space",
@@ -318,7 +382,12 @@ fn eval_trains_one_candidate_and_reports() {
         "--steps",
         "20",
     ]);
-    assert!(stdout(&text).contains("accuracy"), "{}", stdout(&text));
+    // Training is deterministic: the plain report shows the same score.
+    assert!(
+        stdout(&text).contains(&format!("{metric} {score:.4}")),
+        "{}",
+        stdout(&text)
+    );
 }
 
 #[test]
@@ -339,22 +408,41 @@ fn cuda_without_the_feature_is_a_clear_error() {
     assert!(stderr(&o).contains("--features cuda"), "{}", stderr(&o));
 }
 
+/// Two different spellings of one network (`top_p` has no effect under a
+/// token-choice router, so it takes its canonical value) hash alike; a
+/// different network does not.
 #[test]
 fn hash_prints_both_hashes_and_equal_spellings_agree() {
-    let a =
-        "repeat(n=1, seq(block(norm=pre, norm_kind=layer, mlp(act=gelu, gated=false, ratio=4))))";
-    let o = archgram(&["hash", a, a]);
+    let moe = |experts: u32, top_p: &str| {
+        format!("repeat(n=1, seq(block(norm=pre, norm_kind=layer, moe(balance=aux_loss, capacity=1.25, experts={experts}, router=token_choice, shared=0, top_k=1{top_p}, mlp(act=gelu, gated=false, ratio=1)))))")
+    };
+    let (a, b, c) = (moe(4, ""), moe(4, ", top_p=0.3"), moe(8, ""));
+    let (a, b, c) = (a.as_str(), b.as_str(), c.as_str());
+    let o = archgram(&["hash", a, b, c]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 3);
-    assert!(lines[0].starts_with("structural "));
-    assert!(lines[0].contains("functional "));
+    assert_eq!(lines.len(), 6, "{out}");
+    let hex = |l: &str, field: &str| -> String {
+        let at = l.find(field).unwrap_or_else(|| panic!("no {field} in {l}")) + field.len();
+        l[at..]
+            .trim_start()
+            .chars()
+            .take_while(|c| c.is_ascii_hexdigit())
+            .collect()
+    };
+    for l in &lines[..3] {
+        assert_eq!(hex(l, "structural").len(), 32, "{l}");
+        assert_eq!(hex(l, "functional").len(), 32, "{l}");
+    }
     assert_eq!(lines[0], lines[1]);
+    assert_ne!(hex(lines[0], "structural"), hex(lines[2], "structural"));
+    assert_ne!(hex(lines[0], "functional"), hex(lines[2], "functional"));
     assert_eq!(
-        lines[2],
+        lines[3],
         "#1 and #2: merged at the structural stage (the same graph)"
     );
+    assert!(lines[4].starts_with("#1 and #3: not merged"), "{out}");
 }
 
 #[test]

@@ -131,7 +131,7 @@ fn mixture_of_depths_block() {
     );
     // The router is paid by every token; the body by the ⌈S/8⌉ routed ones,
     // whose attention sees only each other: its score and value terms fall
-    // with ρ² (the MoD row of notes/routing.md §9).
+    // with ρ² (docs/routing.md#costs-of-routed-blocks).
     let d = s.ctx().width as f64;
     let seq = s.ctx().seq_len as f64;
     let routed = (0.125 * seq).ceil();

@@ -181,3 +181,82 @@ fn infer(op: &Op, ins: &[Shape], causal: bool) -> Result<Option<Shape>, String> 
     };
     Ok(Some(out))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::ops::NormKind;
+
+    fn seq() -> Shape {
+        Shape::seq(4, 8)
+    }
+
+    /// input → transpose → norm → transpose → output.
+    fn norm_over_tokens(causal: bool) -> Arch {
+        let mut a = Arch::start(seq(), causal);
+        let t = a.add(Op::Transpose, seq().transposed(), &[a.input]);
+        let n = a.add(
+            Op::Norm {
+                kind: NormKind::Layer,
+            },
+            seq().transposed(),
+            &[t],
+        );
+        let back = a.add(Op::Transpose, seq(), &[n]);
+        a.finish(back);
+        a
+    }
+
+    #[test]
+    fn a_norm_over_tokens_is_refused_only_in_a_causal_graph() {
+        assert_eq!(check(&norm_over_tokens(false)), Ok(()));
+        let e = check(&norm_over_tokens(true)).unwrap_err();
+        assert!(e.contains("normalises over tokens"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_shape_names_its_node() {
+        let mut a = Arch::start(seq(), false);
+        let lin = Op::Linear {
+            out: 6,
+            bias: true,
+            token_mixing: false,
+            causal: false,
+        };
+        let n = a.add(lin, seq(), &[a.input]);
+        a.finish(n);
+        let e = check(&a).unwrap_err();
+        assert!(
+            e.contains(&format!("node %{}", n.index())) && e.contains("says"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn causal_graphs_need_masked_attention_and_products() {
+        let mut a = Arch::start(seq(), true);
+        let att = Op::Attention {
+            heads: 2,
+            head_dim: 4,
+            causal: false,
+        };
+        let n = a.add(att, seq(), &[a.input]);
+        a.finish(n);
+        assert!(check(&a).unwrap_err().contains("non-causal attention"));
+        // q·kᵀ makes a token×token tensor, which must be masked.
+        let mut a = Arch::start(seq(), true);
+        let kt = a.add(Op::Transpose, seq().transposed(), &[a.input]);
+        let tok_tok = Shape {
+            rows: seq().rows,
+            cols: seq().rows,
+        };
+        let unmasked = Op::Dot {
+            scaled: true,
+            mask: DotMask::None,
+        };
+        let d = a.add(unmasked, tok_tok, &[a.input, kt]);
+        a.finish(d);
+        let e = check(&a).unwrap_err();
+        assert!(e.contains("should be Output"), "{e}");
+    }
+}

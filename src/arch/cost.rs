@@ -160,7 +160,7 @@ pub fn op_cost(op: &Op, inputs: &[Shape], out: Shape, seq: usize) -> Cost {
             causal,
         } => {
             // Q and O only for the heads a token uses; K and V for all heads,
-            // since other tokens' queries may pick any head (notes/routing.md §9).
+            // since other tokens' queries may pick any head (docs/routing.md#costs-of-routed-blocks).
             let d = in0.cols.size as f64;
             let hd = *head_dim as f64;
             let h = *heads as f64;
@@ -188,8 +188,8 @@ pub fn depth_tokens(capacity: f64, seq: usize) -> usize {
 
 /// The sequence length a routed op's body runs on, for a sequence of `seq`
 /// tokens. Depth-routed bodies see only their routed tokens, so their
-/// attention costs fall with ρ² (the MoD row of notes/routing.md §9); layer
-/// skip is charged at its target rate. Experts see every position they
+/// attention costs fall with ρ² (docs/routing.md#costs-of-routed-blocks);
+/// layer skip is charged at its target rate. Experts see every position they
 /// are given and mix no tokens, so their per-token cost does not depend on it.
 pub fn body_seq(op: &Op, seq: usize) -> usize {
     match op {
@@ -236,5 +236,142 @@ pub fn router_cost(op: &Op, d: usize) -> Cost {
         active_params: p,
         flops: f,
         nodes: 1.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::graph::Arch;
+    use crate::arch::ops::{Activation, Balance, MoeSpec, NormKind};
+
+    const S: usize = 4;
+    const D: usize = 16;
+
+    fn x() -> Shape {
+        Shape::seq(S, D)
+    }
+
+    /// Per-token cost of `op` on a (4 tokens × 16 features) input.
+    fn cost(op: Op, out: Shape) -> Cost {
+        op_cost(&op, &[x()], out, S)
+    }
+
+    #[test]
+    fn dense_ops_follow_the_documented_formulas() {
+        // Linear 16 → 8 with bias: 16·8 + 8 parameters, 2·S·16·8 FLOPs per sequence.
+        let lin = Op::Linear {
+            out: 8,
+            bias: true,
+            token_mixing: false,
+            causal: false,
+        };
+        let c = cost(lin, x().with_feat(8));
+        assert_eq!((c.params, c.active_params, c.flops), (136.0, 136.0, 256.0));
+        // Attention, 2 heads of 8: 4·d·inner parameters; per sequence
+        // 2·S·params + 4·S·S̄·inner, S̄ = (S+1)/2 under the causal mask.
+        let att = |causal| Op::Attention {
+            heads: 2,
+            head_dim: 8,
+            causal,
+        };
+        let c = cost(att(true), x());
+        assert_eq!(c.params, 1024.0);
+        assert_eq!(c.flops, (2.0 * 4.0 * 1024.0 + 4.0 * 4.0 * 2.5 * 16.0) / 4.0);
+        let full = cost(att(false), x());
+        assert_eq!(
+            full.flops - c.flops,
+            4.0 * 1.5 * 16.0,
+            "S̄ = S without the mask"
+        );
+        // Gated MLP: three matrices d × hidden.
+        let mlp = Op::Mlp {
+            hidden: 32,
+            act: Activation::Silu,
+            gated: true,
+        };
+        let c = cost(mlp, x());
+        assert_eq!((c.params, c.flops), (1536.0, 3072.0));
+        // Norms: 2·d (layer) or d (RMS) parameters, 5 FLOPs per element.
+        let c = cost(
+            Op::Norm {
+                kind: NormKind::Rms,
+            },
+            x(),
+        );
+        assert_eq!((c.params, c.flops), (16.0, 5.0 * 16.0));
+        assert_eq!(
+            embedding_and_head(10, D).params,
+            10.0 * 16.0 + 16.0 * 10.0 + 10.0
+        );
+    }
+
+    #[test]
+    fn mixture_of_heads_pays_keys_and_values_of_every_head() {
+        let moh = Op::Moh {
+            heads: 4,
+            active: 1,
+            shared: 1,
+            head_dim: 4,
+            causal: false,
+        };
+        let c = cost(moh, x());
+        let router = 16.0 * 3.0;
+        assert_eq!(c.params, 4.0 * 16.0 * 4.0 * 4.0 + router);
+        // Q and O for the 2 heads a token uses, K and V for all 4.
+        let active = (2.0 * 2.0 + 2.0 * 4.0) * 16.0 * 4.0 + router;
+        assert_eq!(c.active_params, active);
+        assert_eq!(c.flops, 2.0 * active + 4.0 * 4.0 * 4.0 * 2.0);
+    }
+
+    fn moe(router: RouterKind, top_k: usize, capacity: f64) -> Op {
+        Op::Moe {
+            spec: MoeSpec {
+                experts: 4,
+                top_k,
+                shared: 1,
+                router,
+                capacity,
+                top_p: 0.5,
+                balance: Balance::None,
+            },
+            expert: Box::new(Arch::start(x(), false)),
+        }
+    }
+
+    #[test]
+    fn routed_ops_scale_their_body() {
+        // Token choice: 4 + 1 copies hold parameters; a token touches k + shared.
+        assert_eq!(
+            routed_scales(&moe(RouterKind::TokenChoice, 2, 1.25), S),
+            (5.0, 3.0, 3.0)
+        );
+        assert_eq!(
+            routed_scales(&moe(RouterKind::TopP, 3, 1.25), S),
+            (5.0, 4.0, 4.0)
+        );
+        // Expert choice: cf experts per token on average, at most E.
+        assert_eq!(
+            routed_scales(&moe(RouterKind::ExpertChoice, 1, 1.5), S),
+            (5.0, 2.5, 2.5)
+        );
+        assert_eq!(
+            routed_scales(&moe(RouterKind::ExpertChoice, 1, 8.0), S).1,
+            5.0
+        );
+        let r = router_cost(&moe(RouterKind::TokenChoice, 2, 1.25), D);
+        assert_eq!((r.params, r.flops), (64.0, 128.0));
+        // Depth routing runs the body on ⌈ρ·S⌉ tokens, at least one.
+        let body = Box::new(Arch::start(x(), false));
+        let m = Op::Mod {
+            capacity: 0.25,
+            causal: false,
+            body,
+        };
+        assert_eq!(body_seq(&m, 10), 3);
+        assert_eq!(routed_scales(&m, 10), (1.0, 1.0, 0.3));
+        assert_eq!(depth_tokens(1e-9, 10), 1);
+        assert_eq!(depth_tokens(1.0, 10), 10);
+        assert_eq!(router_cost(&m, D).params, 16.0);
     }
 }

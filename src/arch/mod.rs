@@ -22,5 +22,5 @@ pub use graph::{Arch, ArchNode};
 pub use lower::lower;
 pub use network::Network;
 pub use ops::{Activation, Balance, DotMask, MoeSpec, NormKind, Op, RouterKind};
-pub use semantics::{fmt_count, ArchSemantics, State};
+pub use semantics::{ArchSemantics, State};
 pub use shape::{Axis, Dim, Shape};

@@ -5,7 +5,8 @@ use super::context::{ArchContext, Limits};
 use super::cost::Cost;
 use super::graph::Arch;
 use super::lower::lower;
-use super::semantics::{fmt_count, ArchSemantics};
+use super::semantics::ArchSemantics;
+use crate::fmt::fmt_count;
 use crate::grammar::{Derivation, Reject};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
@@ -133,5 +134,94 @@ pub fn visit_ops(a: &Arch, f: &mut dyn FnMut(&super::ops::Op)) {
         if let Some(body) = node.op.body() {
             visit_ops(body, f);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::ops::Op;
+    use crate::arch::shape::Shape;
+
+    fn ctx(causal: bool) -> ArchContext {
+        ArchContext {
+            seq_len: 8,
+            width: 16,
+            vocab: 10,
+            causal,
+            allow_noncausal_routing: true,
+        }
+    }
+
+    fn build(text: &str, causal: bool) -> Network {
+        Network::build(Derivation::parse(text).unwrap(), &ctx(causal))
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn kinds(a: &Arch) -> Vec<&'static str> {
+        a.topo().into_iter().map(|n| a.node(n).op.kind()).collect()
+    }
+
+    #[test]
+    fn a_pre_norm_block_lowers_to_norm_op_and_residual() {
+        let n = build("block(norm=pre, mlp(ratio=2))", true);
+        assert_eq!(kinds(&n.arch), ["input", "norm", "mlp", "add", "output"]);
+        assert_eq!(n.arch.output_shape(), Shape::seq(8, 16));
+        assert_eq!(crate::arch::check(&n.arch), Ok(()));
+        // The text form prints back as it parses, with defaults filled in.
+        let again = build(&n.text(), true);
+        assert_eq!(again.text(), n.text());
+        assert_eq!(again.cost, n.cost);
+        // Cost: norm (2·16) + mlp (2·16·32), plus embedding and head.
+        let body = 2.0 * 16.0 + 2.0 * 16.0 * 32.0;
+        assert_eq!(n.cost.params, body + (10.0 * 16.0 + 16.0 * 10.0 + 10.0));
+    }
+
+    #[test]
+    fn a_causal_task_masks_attention_and_a_routed_body_is_a_graph() {
+        let n = build("block(attention(heads=2))", true);
+        let att = n
+            .arch
+            .topo()
+            .into_iter()
+            .map(|i| &n.arch.node(i).op)
+            .find(|op| op.kind() == "attention");
+        assert_eq!(
+            att,
+            Some(&Op::Attention {
+                heads: 2,
+                head_dim: 8,
+                causal: true
+            })
+        );
+        let m = build("block(moe(experts=4, top_k=1, mlp(ratio=1)))", false);
+        let moe = m
+            .arch
+            .topo()
+            .into_iter()
+            .find(|&i| m.arch.node(i).op.kind() == "moe")
+            .unwrap();
+        let body = m.arch.node(moe).op.body().expect("an expert graph");
+        assert_eq!(kinds(body), ["input", "mlp", "output"]);
+        // Four experts' parameters, one expert's per token.
+        let expert = 2.0 * 16.0 * 16.0;
+        let router = 16.0 * 4.0;
+        let rest = m.cost.params - 4.0 * expert - router;
+        assert_eq!(m.cost.active_params, rest + expert + router);
+    }
+
+    #[test]
+    fn forms_that_break_the_rules_are_rejected_with_a_reason() {
+        // Heads must divide the width when head_dim is auto.
+        let e = Network::build(Derivation::parse("attention(heads=3)").unwrap(), &ctx(true))
+            .unwrap_err();
+        assert!(!e.to_string().is_empty());
+        // An expert body must be token-wise.
+        let e = Network::build(
+            Derivation::parse("moe(experts=2, attention(heads=2))").unwrap(),
+            &ctx(false),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("token"), "{e}");
     }
 }

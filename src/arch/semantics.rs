@@ -132,26 +132,6 @@ impl ArchSemantics {
     }
 }
 
-/// 1234567 → "1.23M".
-pub fn fmt_count(v: f64) -> String {
-    let a = v.abs();
-    if a >= 1e15 || !a.is_finite() {
-        // Exact decimal formatting of huge floats is slow; runaway
-        // samples hit this path often.
-        format!("{v:.2e}")
-    } else if a >= 1e12 {
-        format!("{:.2}T", v / 1e12)
-    } else if a >= 1e9 {
-        format!("{:.2}G", v / 1e9)
-    } else if a >= 1e6 {
-        format!("{:.2}M", v / 1e6)
-    } else if a >= 1e4 {
-        format!("{:.1}k", v / 1e3)
-    } else {
-        format!("{v:.0}")
-    }
-}
-
 fn branch_params<'a>(node: &'a Node) -> Result<(&'a str, usize, &'a str), Reject> {
     let factor = forms::get_int(node, "factor").unwrap_or(2).max(1) as usize;
     Ok((

@@ -1,17 +1,17 @@
 //! `export`: a run's best architectures as files other tools read.
 
+use super::report::{self, Chosen};
 use super::CliError;
 use crate::cli::{ExportFormat, WeightsArg};
 use crate::eval::program::Program;
-use crate::eval::{train_on, Weights};
+use crate::eval::{train, Weights};
 use crate::export::pytorch::{self, Provenance};
 use crate::search::pareto::{front, Point};
-use crate::search::{score_of, standings, train_config, RunDir, RunSettings, Standing};
+use crate::search::{score_of, standings, train_config, RunDir, RunSettings};
 use crate::space::Space;
-use crate::store::{CandidateRecord, SledStore, Store};
+use crate::store::{SledStore, Store};
 use crate::tasks::Task;
-use dfdx::prelude::Cpu;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -55,7 +55,7 @@ pub fn export(
     if format == ExportFormat::Md {
         let p = write(
             "report.md".into(),
-            super::report::markdown(&dir, &space, &store, &chosen)?.as_bytes(),
+            report::markdown(&dir, &space, &store, &chosen)?.as_bytes(),
         )?;
         writeln!(out, "{}", p.display())?;
         return Ok(());
@@ -87,7 +87,8 @@ pub fn export(
                 writeln!(out, "{}", p.display())?;
             }
             ExportFormat::Dot => {
-                let text = super::report::dot(&net, &format!("#{} {}", c.id, standing.label()));
+                let text =
+                    crate::export::dot::dot(&net, &format!("#{} {}", c.id, standing.label()));
                 let p = write(format!("{stem}.dot"), text.as_bytes())?;
                 writeln!(out, "{}", p.display())?;
             }
@@ -128,17 +129,18 @@ pub fn export(
                             steps,
                             crate::eval::DeviceKind::Cpu,
                         );
-                        let dev = Cpu::seed_from_u64(cfg.seed);
-                        let t = train_on(&dev, &prog, task.as_ref(), &cfg).map_err(|e| {
+                        let t = train(&prog, task.as_ref(), &cfg).map_err(|e| {
                             CliError::Runtime(format!("retraining #{} failed: {e}", c.id))
                         })?;
+                        // Scored by the run's rule, as the search scored it.
+                        let score = cfg.score.of(&t);
                         let recorded = score_of(o);
-                        let same = (t.score - recorded).abs() < 1e-9;
+                        let same = (score - recorded).abs() < 1e-9;
                         writeln!(
                             out,
-                            "  retrained #{} for {steps} steps: score {:.4} ({})",
+                            "  retrained #{} for {steps} steps: {} {score:.4} ({})",
                             c.id,
-                            t.score,
+                            cfg.score.name(),
                             if same {
                                 "as recorded".to_string()
                             } else {
@@ -185,13 +187,6 @@ fn probe(
         .ok_or_else(|| CliError::Runtime("the task has no held-out data".into()))?;
     let logits = w.logits(prog, routing, &batch);
     pytorch::probe_file(&batch.inputs, batch.batch, batch.seq, &logits).map_err(CliError::Runtime)
-}
-
-/// A candidate chosen for export, with its stored record and outcome.
-pub struct Chosen {
-    pub c: CandidateRecord,
-    pub o: Value,
-    pub standing: Standing,
 }
 
 /// The evaluated, non-duplicate architectures to export in the run's final

@@ -9,9 +9,10 @@ mod simulate;
 
 pub use search::{parse_duration, status_of};
 
-use crate::arch::{fmt_count, Limits, Network};
+use crate::arch::{Limits, Network};
 use crate::cli::{Command, DeviceArg, SampleFormat};
 use crate::eval::{self, DeviceKind};
+use crate::fmt::fmt_count;
 use crate::grammar::{Derivation, SourceError};
 use crate::seed;
 use crate::space::{ArchError, Space};

@@ -1,61 +1,19 @@
-//! Export renderers: Graphviz and the Markdown report.
+//! The Markdown run report the `export` command writes.
 
 use super::search::status_of;
 use super::CliError;
-use crate::arch::{Arch, Network};
-use crate::search::RunDir;
+use crate::search::{RunDir, Standing};
 use crate::space::Space;
+use crate::store::CandidateRecord;
 use crate::store::{read_events, SledStore};
+use serde_json::Value;
 use std::fmt::Write;
 
-/// A Graphviz digraph of the network; routed bodies are clusters.
-pub fn dot(net: &Network, title: &str) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "digraph archgram {{\n  label=\"{}\";\n  rankdir=TB;\n  node [shape=box, fontname=\"Helvetica\"];", escape(title));
-    dot_body(&net.arch, "n", &mut s, 1);
-    s.push_str("}\n");
-    s
-}
-
-fn escape(t: &str) -> String {
-    t.replace('\\', "\\\\").replace('"', "\\\"")
-}
-
-fn dot_body(a: &Arch, prefix: &str, s: &mut String, depth: usize) {
-    let pad = "  ".repeat(depth);
-    for n in a.topo() {
-        let node = a.node(n);
-        let id = format!("{prefix}{}", n.index());
-        let _ = writeln!(
-            s,
-            "{pad}{id} [label=\"{}\\n{}\"];",
-            escape(&node.op.to_string()),
-            node.shape
-        );
-        if let Some(body) = node.op.body() {
-            let sub = format!("{id}_");
-            let _ = writeln!(
-                s,
-                "{pad}subgraph cluster_{id} {{\n{pad}  label=\"{} body\"; style=dashed;",
-                node.op.kind()
-            );
-            dot_body(body, &sub, s, depth + 1);
-            let _ = writeln!(s, "{pad}}}");
-            let _ = writeln!(
-                s,
-                "{pad}{id} -> {sub}{} [style=dotted];",
-                body.input.index()
-            );
-        }
-        for (port, i) in a.inputs(n).iter().enumerate() {
-            let label = if a.inputs(n).len() > 1 && !node.op.is_commutative() {
-                format!(" [label=\"{port}\"]")
-            } else {
-                String::new()
-            };
-            let _ = writeln!(s, "{pad}{prefix}{} -> {id}{label};", i.index());
-        }
-    }
+/// A candidate chosen for export, with its stored record and outcome.
+pub struct Chosen {
+    pub c: CandidateRecord,
+    pub o: Value,
+    pub standing: Standing,
 }
 
 /// The run report: progress, best against evaluations, front, winners.
@@ -63,7 +21,7 @@ pub fn markdown(
     dir: &RunDir,
     space: &Space,
     _store: &SledStore,
-    chosen: &[super::export::Chosen],
+    chosen: &[Chosen],
 ) -> Result<String, CliError> {
     let events = read_events(&dir.events_path()).map_err(|e| CliError::Runtime(e.to_string()))?;
     let st = status_of(&events);
@@ -110,12 +68,12 @@ pub fn markdown(
             "| #{} | {:.4} | {} | {} |",
             p.id,
             p.score,
-            crate::arch::fmt_count(p.active_params),
-            crate::arch::fmt_count(p.flops)
+            crate::fmt::fmt_count(p.active_params),
+            crate::fmt::fmt_count(p.flops)
         );
     }
     let _ = writeln!(s, "\n## Winners\n");
-    for (rank, super::export::Chosen { c, o, standing }) in chosen.iter().enumerate() {
+    for (rank, Chosen { c, o, standing }) in chosen.iter().enumerate() {
         let _ = writeln!(
             s,
             "### {}. #{} — {} {}\n\n{} params, {} active, {} FLOPs/token; origin: {}\n\n```text\n{}\n```\n",
@@ -123,9 +81,9 @@ pub fn markdown(
             c.id,
             space.metric,
             standing.label(),
-            crate::arch::fmt_count(c.params),
-            crate::arch::fmt_count(c.active_params),
-            crate::arch::fmt_count(c.flops),
+            crate::fmt::fmt_count(c.params),
+            crate::fmt::fmt_count(c.active_params),
+            crate::fmt::fmt_count(c.flops),
             c.origin,
             c.text
         );

@@ -114,7 +114,7 @@ pub(super) fn printer(out: &mut dyn Write) -> impl FnMut(&Event) + '_ {
                     s,
                     best.map_or(0.0, |b| b.1),
                     best.map_or(0, |b| b.0),
-                    crate::arch::fmt_count(e.get("params").and_then(|v| v.as_f64()).unwrap_or(0.0)),
+                    crate::fmt::fmt_count(e.get("params").and_then(|v| v.as_f64()).unwrap_or(0.0)),
                     e.get("wall_secs").and_then(|v| v.as_f64()).unwrap_or(0.0),
                     short(arch.get(&id).map_or("", |s| s), 90)
                 )
@@ -366,7 +366,7 @@ fn export_hook<'a>(
             .map_err(|e| e.to_string())?;
         std::fs::write(
             stem.with_extension("dot"),
-            super::report::dot(&net, &format!("#{id} score {score:.4}")),
+            crate::export::dot::dot(&net, &format!("#{id} score {score:.4}")),
         )
         .map_err(|e| e.to_string())?;
         let doc = json!({"id": id, "arch": c.arch, "score": score, "origin": c.origin,
@@ -642,8 +642,8 @@ pub fn status(path: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), Cli
             "  #{:<5} {:.4}  {:>8}  {:>8}",
             p.id,
             p.score,
-            crate::arch::fmt_count(p.active_params),
-            crate::arch::fmt_count(p.flops)
+            crate::fmt::fmt_count(p.active_params),
+            crate::fmt::fmt_count(p.flops)
         )?;
     }
     Ok(())

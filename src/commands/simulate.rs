@@ -6,13 +6,13 @@ use crate::cli::{PlacementArg, SimulateArgs};
 use crate::routing::simulate::LayerReport;
 use crate::routing::synth::{routed_layers, MoeLayer};
 use crate::routing::{
-    final_trace, from_loads, simulate as run_model, synthesize, Hardware, LayerTrace,
-    PlacementKind, SimConfig, SimReport, Skew,
+    from_loads, simulate as run_model, synthesize, Hardware, LayerTrace, PlacementKind, SimConfig,
+    SimReport, Skew,
 };
 use crate::search::{RunDir, SearchError};
 use crate::space::Space;
 use crate::store::{Store, StoreError};
-use serde_json::json;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -212,7 +212,8 @@ fn from_run(arg: &Path) -> Result<Input, CliError> {
         .and_then(|space| space.parse_arch(&record.text).ok())
         .map(|net| routed_layers(&net.arch));
     let mut kind = "trace";
-    let mut traces = final_trace(&outcome);
+    let mut traces = final_trace(&outcome)
+        .map_err(|m| CliError::Runtime(format!("candidate {id} of {}: {m}", run_path.display())))?;
     if traces.is_empty() {
         if let Some(routed) = &routed {
             traces = from_recorded_loads(&outcome, routed).map_err(|m| {
@@ -252,6 +253,19 @@ fn from_run(arg: &Path) -> Result<Input, CliError> {
             "arch": record.text,
         }),
     })
+}
+
+/// The token-level traces of an outcome's final evaluation (its
+/// `routing.final`); empty for an outcome without them (no routed layers,
+/// or recorded by a build that kept only loads). A trace that is there but
+/// cannot be read means a damaged record, which is an error, not "none".
+fn final_trace(outcome: &Value) -> Result<Vec<LayerTrace>, String> {
+    match outcome.get("routing").and_then(|r| r.get("final")) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+            format!("its stored routing trace cannot be read ({e}); the store is damaged")
+        }),
+    }
 }
 
 /// Traces rebuilt from an outcome's `routes` (per routed layer, in execution
@@ -538,4 +552,26 @@ fn sweep(reports: &[SimReport], out: &mut dyn Write) -> Result<(), CliError> {
         reports[0].layers.len()
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn final_trace_reads_a_stored_trace_and_refuses_a_damaged_one() {
+        let mut t = LayerTrace {
+            kind: "moe".into(),
+            experts: 3,
+            ..LayerTrace::default()
+        };
+        t.push_token([(0, 0.7), (2, 0.3)]);
+        let stored = json!({"routing": {"final": [t.clone()]}});
+        assert_eq!(final_trace(&stored), Ok(vec![t]));
+        assert_eq!(final_trace(&json!({"score": 0.5})), Ok(vec![]));
+        assert_eq!(final_trace(&json!({"routing": null})), Ok(vec![]));
+        let damaged = json!({"routing": {"final": [{"kind": 3}]}});
+        let e = final_trace(&damaged).unwrap_err();
+        assert!(e.contains("damaged"), "{e}");
+    }
 }

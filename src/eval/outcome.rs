@@ -92,10 +92,7 @@ impl Outcome {
     }
 
     pub fn finish(mut self, t: Trained, seq: usize, batch: usize, rule: ScoreRule) -> Outcome {
-        self.score = match rule {
-            ScoreRule::Accuracy => t.score,
-            ScoreRule::Likelihood => (-t.test_loss).exp(),
-        };
+        self.score = rule.of(&t);
         self.accuracy = Some(t.score);
         self.scored = t.scored;
         self.final_loss = t.final_loss;
@@ -128,9 +125,9 @@ impl Outcome {
             self.final_loss,
             self.steps,
             self.tokens,
-            crate::arch::fmt_count(self.params),
-            crate::arch::fmt_count(self.active_params),
-            crate::arch::fmt_count(self.flops_per_token),
+            crate::fmt::fmt_count(self.params),
+            crate::fmt::fmt_count(self.active_params),
+            crate::fmt::fmt_count(self.flops_per_token),
             self.wall_secs,
             self.tokens_per_sec,
             self.gflops,

@@ -57,6 +57,14 @@ pub enum ScoreRule {
 }
 
 impl ScoreRule {
+    /// The score of a training run under this rule.
+    pub fn of(self, t: &Trained) -> f64 {
+        match self {
+            ScoreRule::Accuracy => t.score,
+            ScoreRule::Likelihood => (-t.test_loss).exp(),
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ScoreRule::Accuracy => "accuracy",
@@ -554,13 +562,7 @@ pub fn evaluate(arch: &Arch, task: &dyn Task, cfg: &TrainConfig) -> Outcome {
         ));
     }
     let started = Instant::now();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match cfg.device {
-        DeviceKind::Cpu => {
-            let dev = Cpu::seed_from_u64(cfg.seed);
-            train_on(&dev, &prog, task, cfg)
-        }
-        DeviceKind::Cuda => cuda_train(&prog, task, cfg),
-    }));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train(&prog, task, cfg)));
     out.wall_secs = started.elapsed().as_secs_f64();
     match result {
         Ok(Ok(t)) => out.finish(t, task.seq_len(), cfg.batch_size, cfg.score),
@@ -573,6 +575,16 @@ pub fn evaluate(arch: &Arch, task: &dyn Task, cfg: &TrainConfig) -> Outcome {
                 .unwrap_or_else(|| "unknown panic".into());
             out.failed(format!("internal error while training: {msg}"))
         }
+    }
+}
+
+/// Trains `prog` on `task` on the device `cfg` names, seeded with
+/// `cfg.seed`: the one place that opens a device. Errors are reasons for a
+/// failed outcome.
+pub fn train(prog: &Program, task: &dyn Task, cfg: &TrainConfig) -> Result<Trained, String> {
+    match cfg.device {
+        DeviceKind::Cpu => train_on(&Cpu::seed_from_u64(cfg.seed), prog, task, cfg),
+        DeviceKind::Cuda => cuda_train(prog, task, cfg),
     }
 }
 

@@ -4,8 +4,8 @@
 //! `name=value` or a child term. Example:
 //! `repeat(n=2, block(norm=pre, residual=true, attention(causal=true, head_dim=16, heads=4)))`.
 
-use super::error::{Pos, SourceError};
 use super::value::Value;
+use crate::diag::{Pos, SourceError};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

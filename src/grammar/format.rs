@@ -16,8 +16,8 @@
 //! A parameter's choices are a weighted list `[(value, weight), ..]`, a plain list
 //! (equal weights), or a single value (fixed).
 
-use super::error::{from_ron, Pos, SourceError};
 use super::value::Value;
+use crate::diag::{find_in_code, from_ron, read_text, Pos, SourceError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,7 +38,7 @@ pub struct AltFile {
     #[serde(default = "one")]
     pub weight: f64,
     pub form: String,
-    #[serde(default, deserialize_with = "super::unique_keys")]
+    #[serde(default, deserialize_with = "crate::diag::unique_keys")]
     pub params: BTreeMap<String, ChoicesFile>,
     #[serde(default)]
     pub children: Vec<String>,
@@ -52,7 +52,7 @@ fn one() -> f64 {
 #[serde(rename = "Grammar", deny_unknown_fields)]
 pub struct GrammarFile {
     pub start: String,
-    #[serde(deserialize_with = "super::unique_keys")]
+    #[serde(deserialize_with = "crate::diag::unique_keys")]
     pub rules: BTreeMap<String, Vec<AltFile>>,
 }
 
@@ -92,8 +92,7 @@ pub struct Source {
 
 impl Source {
     pub fn read(path: &Path) -> Result<Source, SourceError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| SourceError::new(format!("cannot read file: {e}")).in_file(path))?;
+        let text = read_text(path)?;
         Ok(Source {
             path: path.to_path_buf(),
             text,
@@ -108,7 +107,7 @@ impl Source {
     pub fn rule_offset(&self, sym: &str) -> Option<usize> {
         let key = format!("\"{sym}\"");
         let mut from = 0;
-        while let Some(i) = super::error::find_in_code(&self.text[from..], &key) {
+        while let Some(i) = find_in_code(&self.text[from..], &key) {
             let at = from + i;
             let rest = self.text[at + key.len()..].trim_start();
             if rest.starts_with(':') {
@@ -123,7 +122,7 @@ impl Source {
     pub fn alt_offset(&self, sym: &str, idx: usize) -> Option<usize> {
         let mut at = self.rule_offset(sym)?;
         for k in 0..=idx {
-            let i = super::error::find_in_code(&self.text[at..], "Alt")?;
+            let i = find_in_code(&self.text[at..], "Alt")?;
             at += i;
             if k < idx {
                 at += 3;
@@ -152,7 +151,7 @@ impl Source {
     pub fn pos_of_key(&self, key: &str) -> Option<Pos> {
         let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
         let mut from = 0;
-        while let Some(i) = super::error::find_in_code(&self.text[from..], key) {
+        while let Some(i) = find_in_code(&self.text[from..], key) {
             let at = from + i;
             let before = self.text[..at].chars().next_back();
             let rest = self.text[at + key.len()..].trim_start();
@@ -166,7 +165,7 @@ impl Source {
 
     /// Where `needle` first occurs anywhere in the file.
     pub fn pos_of(&self, needle: &str) -> Option<Pos> {
-        super::error::find_in_code(&self.text, needle).map(|o| self.at_offset(o))
+        find_in_code(&self.text, needle).map(|o| self.at_offset(o))
     }
 }
 
@@ -211,12 +210,11 @@ pub fn parse(src: &Source) -> Result<Grammar, SourceError> {
         }
         rules.insert(sym, out);
     }
-    let mut g = Grammar {
+    // `min_heights` is filled in by the loader, which owns validation.
+    Ok(Grammar {
         start: file.start,
         rules,
         path: src.path.clone(),
         min_heights: BTreeMap::new(),
-    };
-    g.min_heights = super::validate::min_heights(&g);
-    Ok(g)
+    })
 }

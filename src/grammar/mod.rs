@@ -6,25 +6,23 @@
 //! `arch`; nothing here knows about ops, training or search.
 
 mod derivation;
-mod error;
 mod format;
 mod matching;
 mod mutate;
 mod sampler;
-mod unique;
 mod validate;
 mod value;
 
 pub use derivation::{Derivation, MAX_HEIGHT};
-pub use error::{find_in_code, from_ron, Pos, SourceError};
+// Grammar errors are located diagnostics; re-exported for the grammar's users.
+pub use crate::diag::{Pos, SourceError};
 pub use format::{Alternative, Choices, Grammar, Source};
 pub use matching::{annotate, NotDerivable};
 pub use mutate::Mutation;
 pub use sampler::{
-    canonical, replay, Node, Reject, SampleError, Sampler, SamplerConfig, Semantics,
+    canonical, replay, FormProblem, Node, Reject, SampleError, Sampler, SamplerConfig, Semantics,
 };
-pub use unique::unique_keys;
-pub use validate::{min_heights, FormProblem, Warning};
+pub use validate::{min_heights, Warning};
 pub use value::Value;
 
 use std::path::Path;
@@ -44,7 +42,8 @@ impl Grammar {
         src: &Source,
         sem: &S,
     ) -> Result<(Grammar, Vec<Warning>), SourceError> {
-        let g = format::parse(src)?;
+        let mut g = format::parse(src)?;
+        g.min_heights = validate::min_heights(&g);
         let warnings = validate::validate(&g, src, sem)?;
         Ok((g, warnings))
     }

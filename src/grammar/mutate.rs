@@ -287,3 +287,27 @@ fn show_path(path: &[usize]) -> String {
             .join(".")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::space::Space;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+    use std::path::Path;
+
+    #[test]
+    fn mutants_differ_from_their_parent_and_stay_valid() {
+        for name in ["quickstart", "einspace"] {
+            let s = Space::load(Path::new(&format!("spaces/{name}.ron"))).unwrap();
+            let mut rng = ChaCha8Rng::seed_from_u64(4);
+            let parent = s.sample(&mut rng).unwrap();
+            for _ in 0..20 {
+                let (child, m) = s.mutate(&parent.term, &mut rng).unwrap();
+                assert_ne!(child.text(), parent.text(), "{name}: {m:?}");
+                assert_eq!(s.check(&child), Ok(()), "{name}: {}", child.text());
+                let again = s.parse_arch(&child.text()).unwrap();
+                assert_eq!(again.text(), child.text());
+            }
+        }
+    }
+}

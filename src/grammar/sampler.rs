@@ -7,7 +7,6 @@
 
 use super::derivation::Derivation;
 use super::format::{Alternative, Grammar};
-use super::validate::FormProblem;
 use super::value::Value;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -64,6 +63,14 @@ impl fmt::Display for Reject {
             None => write!(f, "{}: {}", self.key, self.detail),
         }
     }
+}
+
+/// What a form catalogue says is wrong with one alternative.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FormProblem {
+    pub message: String,
+    /// Text to look for inside the alternative to point at the problem.
+    pub near: Option<String>,
 }
 
 /// What forms mean: how they transform the state flowing through a derivation.
@@ -524,4 +531,47 @@ pub(super) fn pick_weighted<T>(items: &[T], w: impl Fn(&T) -> f64, rng: &mut Cha
         }
     }
     items.len() - 1
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::space::Space;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+    use std::path::Path;
+
+    fn space(name: &str) -> Space {
+        Space::load(Path::new(&format!("spaces/{name}.ron"))).unwrap()
+    }
+
+    #[test]
+    fn a_seed_draws_the_same_valid_samples_within_the_limits() {
+        for name in ["quickstart", "moe-heavy", "einspace"] {
+            let s = space(name);
+            let draw = |seed| {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                (0..8)
+                    .map(|_| s.sample(&mut rng).unwrap())
+                    .collect::<Vec<_>>()
+            };
+            let (a, b) = (draw(3), draw(3));
+            assert_eq!(
+                a.iter().map(|n| n.text()).collect::<Vec<_>>(),
+                b.iter().map(|n| n.text()).collect::<Vec<_>>()
+            );
+            let l = &s.file.limits;
+            for n in &a {
+                assert!(n.term.height() <= l.max_depth, "{name}: {}", n.text());
+                assert!(l.max_params.is_none_or(|m| n.cost.params <= m), "{name}");
+                assert!(l.max_flops.is_none_or(|m| n.cost.flops <= m), "{name}");
+                assert_eq!(s.check(n), Ok(()), "{name}: {}", n.text());
+                assert_eq!(crate::arch::check(&n.arch), Ok(()));
+                // The text form reads back through the grammar as the same network.
+                let again = s.parse_arch(&n.text()).unwrap();
+                assert_eq!((again.text(), again.cost), (n.text(), n.cost));
+            }
+            let distinct: std::collections::HashSet<_> = a.iter().map(|n| n.text()).collect();
+            assert!(distinct.len() > 1, "{name}: every sample alike");
+        }
+    }
 }

@@ -1,8 +1,8 @@
 //! Checks a parsed grammar: symbols, forms, weights, productivity, reachability.
 
-use super::error::SourceError;
 use super::format::{Grammar, Source};
 use super::sampler::Semantics;
+use crate::diag::SourceError;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// A problem that does not stop loading.
@@ -13,14 +13,6 @@ impl std::fmt::Display for Warning {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// What a form catalogue says is wrong with one alternative.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FormProblem {
-    pub message: String,
-    /// Text to look for inside the alternative to point at the problem.
-    pub near: Option<String>,
 }
 
 /// Validates `g` against its source text and the forms `sem` knows.

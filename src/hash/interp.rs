@@ -4,6 +4,7 @@
 //! tokens sent to them only.
 
 use super::keys::weight_keys;
+pub use super::mat::Mat;
 use super::structural::Canon;
 use super::watch::Watch;
 use crate::arch::{Activation, Arch, Axis, DotMask, NormKind, Op, RouterKind};
@@ -14,104 +15,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use xxhash_rust::xxh3::xxh3_64;
-
-/// A per-sequence matrix, row-major.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Mat {
-    pub rows: usize,
-    pub cols: usize,
-    pub v: Vec<f64>,
-}
-
-impl Mat {
-    pub fn zeros(rows: usize, cols: usize) -> Mat {
-        Mat {
-            rows,
-            cols,
-            v: vec![0.0; rows * cols],
-        }
-    }
-
-    fn at(&self, r: usize, c: usize) -> f64 {
-        self.v[r * self.cols + c]
-    }
-
-    fn map(&self, f: impl Fn(f64) -> f64) -> Mat {
-        Mat {
-            rows: self.rows,
-            cols: self.cols,
-            v: self.v.iter().map(|&x| f(x)).collect(),
-        }
-    }
-
-    fn matmul(&self, b: &Mat) -> Mat {
-        self.times(&b.v, b.cols)
-    }
-
-    /// `self · B` for a row-major `B` of `self.cols` rows and `cols` columns.
-    fn times(&self, b: &[f64], cols: usize) -> Mat {
-        let mut out = Mat::zeros(self.rows, cols);
-        for i in 0..self.rows {
-            let o = &mut out.v[i * cols..(i + 1) * cols];
-            for k in 0..self.cols {
-                let a = self.at(i, k);
-                if a == 0.0 {
-                    continue;
-                }
-                for (x, w) in o.iter_mut().zip(&b[k * cols..(k + 1) * cols]) {
-                    *x += a * w;
-                }
-            }
-        }
-        out
-    }
-
-    /// The given rows, in order.
-    fn gather(&self, rows: &[usize]) -> Mat {
-        let c = self.cols;
-        Mat {
-            rows: rows.len(),
-            cols: c,
-            v: rows
-                .iter()
-                .flat_map(|&t| self.v[t * c..(t + 1) * c].iter().copied())
-                .collect(),
-        }
-    }
-
-    fn transpose(&self) -> Mat {
-        let mut out = Mat::zeros(self.cols, self.rows);
-        for i in 0..self.rows {
-            for j in 0..self.cols {
-                out.v[j * self.rows + i] = self.at(i, j);
-            }
-        }
-        out
-    }
-
-    fn rows_softmax(&mut self, causal: bool) {
-        for i in 0..self.rows {
-            let row = &mut self.v[i * self.cols..(i + 1) * self.cols];
-            let end = if causal {
-                (i + 1).min(row.len())
-            } else {
-                row.len()
-            };
-            let m = row[..end].iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-            let mut s = 0.0;
-            for x in row[..end].iter_mut() {
-                *x = (*x - m).exp();
-                s += *x;
-            }
-            for x in row[..end].iter_mut() {
-                *x /= s;
-            }
-            for x in row[end..].iter_mut() {
-                *x = 0.0;
-            }
-        }
-    }
-}
 
 /// Deterministic weights keyed by a byte string (the parameter's canonical
 /// position), so relabelled graphs draw the same values. Draws are kept:

@@ -5,6 +5,7 @@
 mod functional;
 pub mod interp;
 mod keys;
+mod mat;
 mod mixing;
 mod structural;
 mod watch;

@@ -16,7 +16,7 @@
 //! A probe with a blind spot still adds its outputs to the hash; a network
 //! whose every probe has one is never merged (degenerate).
 
-use super::interp::Mat;
+use super::mat::Mat;
 use crate::arch::Activation;
 
 /// Bits of a part that must reach the output grid for it to count as seen:

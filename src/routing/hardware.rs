@@ -2,7 +2,7 @@
 //! small RON file (`archgram simulate --hw FILE`). Every field has a
 //! documented default, so a file only names what it changes.
 
-use crate::grammar::{find_in_code, from_ron, Pos, Source, SourceError};
+use crate::diag::{find_in_code, from_ron, read_text, Pos, SourceError};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -47,8 +47,8 @@ impl Hardware {
     /// Reads a hardware file. Syntax errors and unknown fields point at
     /// file:line:col; impossible values name the field.
     pub fn load(path: &Path) -> Result<Hardware, SourceError> {
-        let src = Source::read(path)?;
-        Self::parse(&src.text).map_err(|e| e.in_file(path))
+        let text = read_text(path)?;
+        Self::parse(&text).map_err(|e| e.in_file(path))
     }
 
     /// Parses the RON text of a hardware file (`Hardware(...)` or `(...)`).

@@ -17,4 +17,4 @@ pub use select::{route_tokens, route_with, top_tokens, DropPolicy, RouteOptions,
 pub use settings::{BalanceScope, RouterSettings};
 pub use simulate::{simulate, SimConfig, SimError, SimReport};
 pub use synth::{from_loads, moe_layers, synthesize, MoeLayer, Skew};
-pub use trace::{final_trace, LayerTrace};
+pub use trace::LayerTrace;

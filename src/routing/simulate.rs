@@ -1,4 +1,4 @@
-//! The expert-parallel cost model (notes/routing.md §11): from routing
+//! The expert-parallel cost model (docs/simulator.md): from routing
 //! traces, a device count, a placement and hardware numbers, the per-device
 //! load, dropped tokens, all-to-all bytes and the time of each MoE layer.
 //!

@@ -108,16 +108,6 @@ fn short_floats<S: serde::Serializer>(v: &[f32], s: S) -> Result<S::Ok, S::Error
     seq.end()
 }
 
-/// The traces of an outcome's final evaluation (`outcome.routing.final`),
-/// from its stored JSON; empty for a candidate without routed layers.
-pub fn final_trace(outcome: &serde_json::Value) -> Vec<LayerTrace> {
-    outcome
-        .get("routing")
-        .and_then(|r| r.get("final"))
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,7 +127,5 @@ mod tests {
         assert_eq!(t.of_token(1).count(), 0);
         assert_eq!(t.of_token(2).collect::<Vec<_>>(), vec![(2, 1.0)]);
         assert_eq!(t.gates[1], 0.3);
-        let v = serde_json::json!({"routing": {"final": [t.clone()]}});
-        assert_eq!(final_trace(&v), vec![t]);
     }
 }

@@ -1,21 +1,15 @@
 //! Character-level language modelling on a UTF-8 file the user names.
 //!
 //! The vocabulary is the file's distinct characters; past `max_vocab` the rarest share
-//! one UNK id, so a stray symbol cannot blow up the embedding. The text is split by
-//! position, not by window, so no held-out character is ever inside a training window:
-//! training windows are any `seq_len + 1` contiguous characters of the first part, test
-//! windows tile the last `test_fraction` of the file. Windows are shifted (next
-//! character prediction), hence causal.
+//! one UNK id, so a stray symbol cannot blow up the embedding. The last `test_fraction`
+//! of the file is held out; windows are those of [`super::windows`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use rand::Rng;
-use rand_chacha::ChaCha8Rng;
-
-use super::dataset::METRIC;
 use super::params::{ParamInfo, Params};
-use super::{Batch, Task, TaskError, TaskSpec};
+use super::windows::LmTask;
+use super::{Task, TaskError, TaskSpec};
 
 pub(super) const NAME: &str = "char_lm";
 
@@ -23,13 +17,7 @@ pub(super) const NAME: &str = "char_lm";
 const MAX_FILE_BYTES: u64 = 256 << 20;
 
 pub(super) const PARAMS: &[ParamInfo] = &[
-    ParamInfo::int(
-        "seq_len",
-        64.0,
-        1.0,
-        65536.0,
-        "model input length; windows hold seq_len+1 characters and are shifted",
-    ),
+    super::params::lm_seq_len(),
     ParamInfo::int(
         "max_vocab",
         96.0,
@@ -44,13 +32,7 @@ pub(super) const PARAMS: &[ParamInfo] = &[
         0.5,
         "fraction of the file, taken from its end, held out for testing",
     ),
-    ParamInfo::int(
-        "test_examples",
-        256.0,
-        1.0,
-        100_000.0,
-        "maximum number of held-out windows (spread evenly over the held-out part)",
-    ),
+    super::params::lm_test_examples(),
 ];
 
 /// Character vocabulary: id by character, with an optional UNK id for the rest.
@@ -96,16 +78,6 @@ impl Vocab {
     }
 }
 
-struct CharLm {
-    vocab: Vocab,
-    seq: usize,
-    /// The whole file as ids.
-    text: Vec<u32>,
-    /// Index of the first held-out character.
-    split: usize,
-    test_starts: Vec<usize>,
-}
-
 fn read_text(path: &Path) -> Result<String, TaskError> {
     let unreadable = |reason: String| TaskError::FileUnreadable {
         path: path.to_path_buf(),
@@ -127,20 +99,21 @@ fn read_text(path: &Path) -> Result<String, TaskError> {
     })
 }
 
-fn make(p: &Params, path: &Path) -> Result<CharLm, TaskError> {
+/// The task and the vocabulary it was read with.
+fn make(p: &Params, path: &Path) -> Result<(LmTask, Vocab), TaskError> {
     let seq = p.usize("seq_len");
     let frac = p.get("test_fraction");
     let text = read_text(path)?;
     let vocab = Vocab::from_text(&text, p.usize("max_vocab"));
-    let ids: Vec<u32> = text.chars().map(|c| vocab.id(c)).collect();
+    let mut ids: Vec<u32> = text.chars().map(|c| vocab.id(c)).collect();
     let n = ids.len();
-    let held_out = (n as f64 * frac).round() as usize;
-    let split = n - held_out;
-    // One window of seq+1 characters in each part.
-    let window = seq + 1;
-    if split < window || held_out < window {
+    let held = ids.split_off(n - (n as f64 * frac).round() as usize);
+    let task = LmTask::new(NAME, vocab.size, seq, ids, held, p.usize("test_examples"));
+    let task = task.ok_or_else(|| {
+        // One window of seq+1 characters in each part.
+        let window = seq + 1;
         let needed = ((window as f64) / frac.min(1.0 - frac)).ceil() as usize + 1;
-        return Err(TaskError::FileTooShort {
+        TaskError::FileTooShort {
             task: NAME.to_string(),
             path: path.to_path_buf(),
             chars: n,
@@ -149,98 +122,16 @@ fn make(p: &Params, path: &Path) -> Result<CharLm, TaskError> {
                 "one window of seq_len+1 = {window} characters in both the training part and the held-out {:.0}%",
                 frac * 100.0
             ),
-        });
-    }
-    // Test windows tile the held-out part with stride seq, so each held-out character
-    // after the first is a target exactly once; keep an evenly spread subset.
-    let available = (held_out - 1) / seq;
-    let wanted = p.usize("test_examples").min(available);
-    let test_starts = (0..wanted)
-        .map(|j| split + (j * available / wanted) * seq)
-        .collect();
-    Ok(CharLm {
-        vocab,
-        seq,
-        text: ids,
-        split,
-        test_starts,
-    })
-}
-
-impl CharLm {
-    fn window(&self, start: usize, batch: &mut Batch) {
-        let w = &self.text[start..start + self.seq + 1];
-        batch.inputs.extend_from_slice(&w[..self.seq]);
-        batch.targets.extend(w[1..].iter().map(|&t| t as i32));
-        batch.batch += 1;
-    }
-
-    fn empty(&self) -> Batch {
-        Batch {
-            inputs: Vec::new(),
-            targets: Vec::new(),
-            batch: 0,
-            seq: self.seq,
-            domains: None,
         }
-    }
-}
-
-impl Task for CharLm {
-    fn name(&self) -> &str {
-        NAME
-    }
-
-    fn vocab(&self) -> usize {
-        self.vocab.size
-    }
-
-    fn seq_len(&self) -> usize {
-        self.seq
-    }
-
-    fn causal(&self) -> bool {
-        true
-    }
-
-    fn train_len(&self) -> usize {
-        self.split - self.seq
-    }
-
-    fn train_batch(&self, _index: usize, batch_size: usize, rng: &mut ChaCha8Rng) -> Batch {
-        let mut b = self.empty();
-        for _ in 0..batch_size {
-            let start = rng.gen_range(0..self.train_len());
-            self.window(start, &mut b);
-        }
-        b
-    }
-
-    fn test_batches(&self, batch_size: usize) -> Vec<Batch> {
-        self.test_starts
-            .chunks(batch_size.max(1))
-            .map(|starts| {
-                let mut b = self.empty();
-                starts.iter().for_each(|&s| self.window(s, &mut b));
-                b
-            })
-            .collect()
-    }
-
-    fn needs_context(&self) -> bool {
-        false
-    }
-
-    fn metric(&self) -> &'static str {
-        METRIC
-    }
+    })?;
+    Ok((task, vocab))
 }
 
 pub(super) fn build(p: &Params, spec: &TaskSpec, _seed: u64) -> Result<Box<dyn Task>, TaskError> {
     let path = spec.file.as_deref().ok_or_else(|| TaskError::MissingFile {
         task: NAME.to_string(),
     })?;
-    Ok(Box::new(make(p, path)?))
+    Ok(Box::new(make(p, path)?.0))
 }
 
 #[cfg(test)]
@@ -248,7 +139,8 @@ mod tests {
     use super::super::testutil::*;
     use super::super::{build as build_task, IGNORE};
     use super::*;
-    use rand::SeedableRng;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
     use std::path::PathBuf;
 
     /// Deterministic text with common letters, some rare non-ASCII ones, and line breaks.
@@ -303,17 +195,17 @@ mod tests {
         assert_eq!(task.vocab(), distinct.len());
 
         let p = params(NAME, &[("seq_len", 32.0)]);
-        let lm = make(&p, &path).unwrap();
-        let n = lm.text.len();
-        assert_eq!(lm.split, n - (n as f64 * 0.1).round() as usize);
-        assert_eq!(task.train_len(), lm.split - 32);
+        let (lm, vocab) = make(&p, &path).unwrap();
+        let n = lm.train.len() + lm.held.len();
+        assert_eq!(lm.held.len(), (n as f64 * 0.1).round() as usize);
+        assert_eq!(task.train_len(), lm.train.len() - 32);
 
         // Training windows lie in the training part and are shifted.
         let b = task.train_batch(0, 200, &mut ChaCha8Rng::seed_from_u64(1));
         for r in 0..b.batch {
             let (x, y) = (b.input_row(r), b.target_row(r));
-            let found = (0..lm.split - 32)
-                .any(|s| lm.text[s..s + 32] == *x && lm.text[s + 32] as i32 == y[31]);
+            let found = (0..lm.train.len() - 32)
+                .any(|s| lm.train[s..s + 32] == *x && lm.train[s + 32] as i32 == y[31]);
             assert!(found, "row {r} is not a training window");
             let next: Vec<i32> = x[1..].iter().map(|&t| t as i32).collect();
             assert_eq!(&y[..31], next.as_slice());
@@ -324,10 +216,10 @@ mod tests {
         // Test windows tile the held-out part, in order.
         let tests = task.test_batches(10);
         let all: Vec<i32> = tests.iter().flat_map(|b| b.targets.clone()).collect();
-        let expected = (n - lm.split - 1) / 32;
+        let expected = (lm.held.len() - 1) / 32;
         assert_eq!(all.len(), expected * 32);
-        assert_eq!(tests[0].input_row(0), &lm.text[lm.split..lm.split + 32]);
-        let held: Vec<i32> = lm.text[lm.split + 1..lm.split + 1 + all.len()]
+        assert_eq!(tests[0].input_row(0), &lm.held[..32]);
+        let held: Vec<i32> = lm.held[1..1 + all.len()]
             .iter()
             .map(|&t| t as i32)
             .collect();
@@ -339,7 +231,7 @@ mod tests {
         let batch = &tests[0];
         let perfect: Vec<u32> = batch.targets.iter().map(|&t| t as u32).collect();
         assert_eq!(accuracy(&*task, &perfect, batch), 1.0);
-        let space = lm.vocab.id(' ');
+        let space = vocab.id(' ');
         assert!(accuracy(&*task, &vec![space; perfect.len()], batch) < 0.3);
     }
 
@@ -348,13 +240,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = write(&dir, "t.txt", sample_text(50_000).as_bytes());
         let p = params(NAME, &[("seq_len", 16.0), ("test_examples", 10.0)]);
-        let lm = make(&p, &path).unwrap();
+        let (lm, _) = make(&p, &path).unwrap();
         assert_eq!(lm.test_starts.len(), 10);
         assert!(lm
             .test_starts
             .windows(2)
             .all(|w| w[1] > w[0] && (w[1] - w[0]) % 16 == 0));
-        assert!(*lm.test_starts.last().unwrap() > lm.split + (lm.text.len() - lm.split) / 2);
+        assert!(*lm.test_starts.last().unwrap() > lm.held.len() / 2);
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Proxy tasks: token-sequence datasets generated from a seed, with no downloads.
 //!
 //! This module owns the task catalogue, the generators (MAD suite, Zoology MQAR, MoE
-//! domain mixtures, character-level LM on a user file), the fixed train/test splits and
-//! the scoring rule. It must not know about the rest of the crate: it imports nothing
-//! from other archgram modules, and models see it only through [`Task`] and [`Batch`].
+//! domain mixtures, language modelling on the user's text or pre-tokenised files), the
+//! fixed train/test splits and the scoring rule. It must not know about the rest of the
+//! crate: it imports only the shared diagnostics helpers (`diag`), and models see it
+//! only through [`Task`] and [`Batch`].
 //!
 //! Conventions shared by every task:
 //! - Tokens are `u32` in `0..vocab()`; targets are `i32` in `0..vocab()` or [`IGNORE`]
@@ -29,6 +30,8 @@ mod mixture;
 mod mqar;
 mod params;
 mod recall;
+mod tokens;
+mod windows;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -45,9 +48,10 @@ pub struct TaskSpec {
     /// Catalogue name, e.g. `"in_context_recall"`.
     pub name: String,
     /// Numeric parameters; anything left out takes the default listed by [`catalog`].
-    #[serde(default, deserialize_with = "crate::grammar::unique_keys")]
+    #[serde(default, deserialize_with = "crate::diag::unique_keys")]
     pub params: BTreeMap<String, f64>,
-    /// Text file for `char_lm`; every other task rejects it.
+    /// The user's data: a UTF-8 text file for `char_lm`, a folder holding
+    /// `train.bin` and `val.bin` for `token_lm`; every other task rejects it.
     #[serde(default)]
     pub file: Option<PathBuf>,
 }
@@ -190,12 +194,14 @@ pub enum TaskError {
         value: f64,
         reason: String,
     },
-    #[error("task `{task}` needs a text file: set `file` in the task spec to a UTF-8 file")]
+    #[error("task `{task}` reads your data: set `file` in the task spec (char_lm: a UTF-8 text file; token_lm: a folder with train.bin and val.bin)")]
     MissingFile { task: String },
-    #[error("task `{task}` does not read a file; remove `file` from the task spec (only char_lm uses it)")]
+    #[error("task `{task}` does not read a file; remove `file` from the task spec (only char_lm and token_lm use it)")]
     UnexpectedFile { task: String },
     #[error("cannot read `{path}`: {reason}")]
     FileUnreadable { path: PathBuf, reason: String },
+    #[error("`{path}`: {reason}")]
+    TokenFile { path: PathBuf, reason: String },
     #[error("`{path}` is too short for task `{task}`: it has {chars} characters but needs at least {needed} ({why}); use a longer file or a smaller seq_len")]
     FileTooShort {
         task: String,
@@ -298,6 +304,14 @@ const ENTRIES: &[Entry] = &[
         params: charlm::PARAMS,
         build: charlm::build,
     },
+    Entry {
+        name: tokens::NAME,
+        description: "language modelling on pre-tokenised files: a folder with train.bin and val.bin (flat little-endian uint16 or uint32 token ids, as nanoGPT writes them)",
+        causal: true,
+        needs_file: true,
+        params: tokens::PARAMS,
+        build: tokens::build,
+    },
 ];
 
 /// Every task with its parameters and defaults.
@@ -359,7 +373,7 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), cat.len());
-        assert_eq!(cat.len(), 9);
+        assert_eq!(cat.len(), 10);
         for info in &cat {
             assert!(!info.description.is_empty());
             for p in &info.params {

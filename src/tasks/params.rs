@@ -72,6 +72,28 @@ pub(super) const fn train_examples(default: f64) -> ParamInfo {
     )
 }
 
+/// `seq_len` of the language-modelling tasks on the user's data.
+pub(super) const fn lm_seq_len() -> ParamInfo {
+    ParamInfo::int(
+        "seq_len",
+        64.0,
+        1.0,
+        65536.0,
+        "model input length; windows hold seq_len+1 tokens (characters for char_lm) and are shifted",
+    )
+}
+
+/// `test_examples` of the language-modelling tasks on the user's data.
+pub(super) const fn lm_test_examples() -> ParamInfo {
+    ParamInfo::int(
+        "test_examples",
+        256.0,
+        1.0,
+        100_000.0,
+        "maximum number of held-out windows (spread evenly over the held-out tokens)",
+    )
+}
+
 pub(super) const fn test_examples(default: f64) -> ParamInfo {
     ParamInfo::int(
         "test_examples",

@@ -2,7 +2,7 @@
 //! in order of importance so the screen stays readable down to 80×24.
 
 use super::state::{arch_tree, score, CandStatus, Dashboard, Focus};
-use crate::arch::fmt_count;
+use crate::fmt::fmt_count;
 use ratatui::layout::{Alignment, Constraint, Direction, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::symbols::Marker;

@@ -1,4 +1,12 @@
-//! Errors about user input, located in their file where we know where.
+//! Diagnostics about user input files (grammars, spaces, hardware files,
+//! architecture texts): a position, an error located at file:line:col,
+//! RON errors turned into located ones, and maps that refuse a repeated
+//! key. Shared by every module that reads such a file; imports nothing
+//! from the rest of the crate.
+
+mod unique;
+
+pub use unique::unique_keys;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -65,6 +73,13 @@ impl fmt::Display for SourceError {
 
 impl std::error::Error for SourceError {}
 
+/// The text of a user's file; a file that cannot be read is an error
+/// located in that file.
+pub fn read_text(path: &Path) -> Result<String, SourceError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| SourceError::new(format!("cannot read file: {e}")).in_file(path))
+}
+
 /// Turns a RON parse error into a located error, quoting the line at fault
 /// (RON's messages, such as "Expected integer", do not name the field).
 pub fn from_ron(err: ron::error::SpannedError, file: &Path, text: &str) -> SourceError {
@@ -101,4 +116,42 @@ pub fn find_in_code(text: &str, needle: &str) -> Option<usize> {
         line_start += line.len();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_become_one_based_lines_and_columns_in_characters() {
+        let text = "ab\ncé\nxyz";
+        assert_eq!(Pos::of_offset(text, 0), Pos { line: 1, col: 1 });
+        assert_eq!(Pos::of_offset(text, 3), Pos { line: 2, col: 1 });
+        // `é` is two bytes but one column.
+        assert_eq!(Pos::of_offset(text, 6), Pos { line: 2, col: 3 });
+        assert_eq!(Pos::of_offset(text, 999), Pos { line: 3, col: 4 });
+    }
+
+    #[test]
+    fn needles_in_comments_are_not_found() {
+        let text = "// width: 3\nwidth: 4 // width\n";
+        assert_eq!(find_in_code(text, "width"), Some(12));
+        assert_eq!(find_in_code(text, "depth"), None);
+    }
+
+    #[test]
+    fn ron_errors_are_located_and_quote_their_line() {
+        let text = "(\n  a: 1,\n  b: [,\n)";
+        let err = ron::from_str::<ron::Value>(text).unwrap_err();
+        let e = from_ron(err, Path::new("x.ron"), text);
+        assert_eq!(e.pos.map(|p| p.line), Some(3), "{e}");
+        let shown = e.to_string();
+        assert!(shown.starts_with("x.ron:3:"), "{shown}");
+        assert!(shown.contains("(in `b: [,`)"), "{shown}");
+        assert_eq!(SourceError::new("m").to_string(), "m");
+        let missing = read_text(Path::new("/nonexistent/archgram.ron")).unwrap_err();
+        assert!(missing
+            .to_string()
+            .starts_with("/nonexistent/archgram.ron: cannot read file"));
+    }
 }
