@@ -698,7 +698,18 @@ fn the_confirm_stage_resumes_without_training_a_trial_twice() {
     assert_eq!(trials(&cut), all, "training is deterministic");
     let lost: Vec<_> = all[8..].to_vec();
     {
-        let db = sled::open(cut.join("store")).unwrap();
+        // sled lets go of a dropped store's lock on a background thread
+        // (SledStore::open waits for it; a raw open must too).
+        let start = Instant::now();
+        let db = loop {
+            match sled::open(cut.join("store")) {
+                Ok(db) => break db,
+                Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         let tree = db.open_tree("trials").unwrap();
         let keys: Vec<_> = tree.iter().keys().map(|k| k.unwrap()).collect();
         assert_eq!(keys.len(), 15);
