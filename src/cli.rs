@@ -224,41 +224,12 @@ pub enum Command {
         /// Space file (.ron).
         #[arg(long)]
         space: PathBuf,
-        /// `random`, `evolution`, or `halving` (successive halving over
-        /// training steps, fed by the space's `halving.source`; default: the
-        /// space's strategy).
-        #[arg(long, value_parser = ["random", "evolution", "halving"])]
-        strategy: Option<String>,
-        /// Candidates to train, 1 or more (duplicates are free; default: the space's).
-        #[arg(long, value_parser = at_least_one())]
-        budget: Option<usize>,
-        /// Stop after this long, e.g. 90s, 10m, 2h.
-        #[arg(long)]
-        time: Option<String>,
-        /// Master seed (default: the space's).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Run name: output goes to runs/NAME (default: space name and seed).
-        /// One folder name: not empty, `.` or `..`, without `/`, `\` or
-        /// control characters, at most 100 bytes.
-        #[arg(long)]
-        name: Option<String>,
-        /// Candidates trained at once, one core each: from 1 to the number
-        /// of cores (default: the space's, or the core count).
-        #[arg(long, value_parser = at_least_one())]
-        workers: Option<usize>,
-        /// Training steps per candidate, 1 or more (default: the space's).
-        #[arg(long, value_parser = at_least_one())]
-        steps: Option<usize>,
+        #[command(flatten)]
+        flags: SearchFlags,
         /// Plain progress lines instead of the live dashboard (the default
         /// when stdout is not a terminal).
         #[arg(long)]
         no_tui: bool,
-        /// Skip the confirm stage (retraining the top candidates with fresh
-        /// seeds once the budget is spent; the space's `search.confirm` sets
-        /// how many and how many seeds).
-        #[arg(long)]
-        no_confirm: bool,
         /// Folder that holds runs.
         #[arg(long, default_value = "runs")]
         runs: PathBuf,
@@ -308,28 +279,8 @@ pub enum Command {
     Fidelity {
         /// The run's folder, e.g. runs/quickstart-1 (its search must have ended).
         run: PathBuf,
-        /// The run's best K are all retrained [default: 8].
-        #[arg(long)]
-        top: Option<usize>,
-        /// Further candidates, evenly spaced through the rest of the ranking [default: 4].
-        #[arg(long)]
-        spread: Option<usize>,
-        /// The longer budget to compare against [default: 4× the run's steps].
-        #[arg(long)]
-        long_steps: Option<usize>,
-        /// Fresh training seeds per candidate and budget [default: 2].
-        #[arg(long)]
-        seeds: Option<usize>,
-        /// Extra step counts to train each candidate at (one seed), e.g.
-        /// 25,80 [default: a halving run's lower rungs].
-        #[arg(long, value_delimiter = ',')]
-        ladder: Option<Vec<usize>>,
-        /// Trainings at once [default: the core count].
-        #[arg(long)]
-        workers: Option<usize>,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        flags: FidelityFlags,
     },
     /// Write a run's best architectures as files other tools read.
     #[command(
@@ -370,4 +321,67 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `search`'s settings that override the space's defaults.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SearchFlags {
+    /// `random`, `evolution`, or `halving` (successive halving over
+    /// training steps, fed by the space's `halving.source`; default: the
+    /// space's strategy).
+    #[arg(long, value_parser = ["random", "evolution", "halving"])]
+    pub strategy: Option<String>,
+    /// Candidates to train, 1 or more (duplicates are free; default: the space's).
+    #[arg(long, value_parser = at_least_one())]
+    pub budget: Option<usize>,
+    /// Stop after this long, e.g. 90s, 10m, 2h.
+    #[arg(long)]
+    pub time: Option<String>,
+    /// Master seed (default: the space's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run name: output goes to runs/NAME (default: space name and seed).
+    /// One folder name: not empty, `.` or `..`, without `/`, `\` or
+    /// control characters, at most 100 bytes.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Candidates trained at once, one core each: from 1 to the number
+    /// of cores (default: the space's, or the core count).
+    #[arg(long, value_parser = at_least_one())]
+    pub workers: Option<usize>,
+    /// Training steps per candidate, 1 or more (default: the space's).
+    #[arg(long, value_parser = at_least_one())]
+    pub steps: Option<usize>,
+    /// Skip the confirm stage (retraining the top candidates with fresh
+    /// seeds once the budget is spent; the space's `search.confirm` sets
+    /// how many and how many seeds).
+    #[arg(long)]
+    pub no_confirm: bool,
+}
+
+/// `fidelity`'s plan; unset fields take the run's defaults.
+#[derive(Args, Debug, Clone, Default)]
+pub struct FidelityFlags {
+    /// The run's best K are all retrained [default: 8].
+    #[arg(long)]
+    pub top: Option<usize>,
+    /// Further candidates, evenly spaced through the rest of the ranking [default: 4].
+    #[arg(long)]
+    pub spread: Option<usize>,
+    /// The longer budget to compare against [default: 4× the run's steps].
+    #[arg(long)]
+    pub long_steps: Option<usize>,
+    /// Fresh training seeds per candidate and budget [default: 2].
+    #[arg(long)]
+    pub seeds: Option<usize>,
+    /// Extra step counts to train each candidate at (one seed), e.g.
+    /// 25,80 [default: a halving run's lower rungs].
+    #[arg(long, value_delimiter = ',')]
+    pub ladder: Option<Vec<usize>>,
+    /// Trainings at once [default: the core count].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -3,6 +3,7 @@
 
 use super::search::{printer, stop_flag};
 use super::CliError;
+use crate::cli::FidelityFlags;
 use crate::search::fidelity::{self, Agreement, FidelityPlan, FidelityReport};
 use crate::search::RunDir;
 use crate::space::Space;
@@ -10,19 +11,7 @@ use crate::store::EventLog;
 use std::io::Write;
 use std::path::Path;
 
-/// What `archgram fidelity` was asked; unset fields take the run's defaults.
-#[derive(Debug, Default)]
-pub struct FidelityArgs {
-    pub top: Option<usize>,
-    pub spread: Option<usize>,
-    pub long_steps: Option<usize>,
-    pub seeds: Option<usize>,
-    pub ladder: Option<Vec<usize>>,
-    pub workers: Option<usize>,
-    pub json: bool,
-}
-
-pub fn fidelity(path: &Path, args: FidelityArgs, out: &mut dyn Write) -> Result<(), CliError> {
+pub fn fidelity(path: &Path, args: FidelityFlags, out: &mut dyn Write) -> Result<(), CliError> {
     let dir = RunDir::open(path)?;
     let store = dir.store()?;
     let mut settings = dir.settings(&store)?;

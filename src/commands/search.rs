@@ -200,27 +200,14 @@ fn finish(ending: Ending, dir: &RunDir, out: &mut dyn Write) -> Result<(), CliEr
     }
 }
 
-/// What `archgram search` was asked, before the space's defaults fill in.
-#[derive(Debug, Default)]
-pub struct SearchArgs {
-    pub strategy: Option<String>,
-    pub budget: Option<usize>,
-    pub time: Option<String>,
-    pub seed: Option<u64>,
-    pub name: Option<String>,
-    pub workers: Option<usize>,
-    pub steps: Option<usize>,
-    pub no_confirm: bool,
-}
-
 pub fn search(
     space_path: &Path,
-    args: SearchArgs,
+    args: crate::cli::SearchFlags,
     no_tui: bool,
     runs: &Path,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let SearchArgs {
+    let crate::cli::SearchFlags {
         strategy,
         budget,
         time,
