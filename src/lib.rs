@@ -16,5 +16,6 @@ pub mod seed;
 pub mod space;
 pub mod stats;
 pub mod store;
+pub mod surrogate;
 pub mod tasks;
 pub mod tui;
