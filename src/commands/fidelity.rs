@@ -196,6 +196,23 @@ pub fn render(r: &FidelityReport) -> String {
         "seed noise (sd across fresh seeds): {:.4} at {} steps, {:.4} at {} steps; the top {}'s run scores exceed their fresh means by {:+.4}",
         r.seed_sd_short, r.steps, r.seed_sd_long, p.long_steps, p.top, r.top_optimism
     );
+    if let Some(t) = &r.top_long_separation {
+        let _ = writeln!(
+            s,
+            "the top {} at {} steps: F {:.2} over {} seeds, reliability of their means {:.2}; a perfect proxy would reach tau {:.2} among them{}",
+            t.candidates,
+            p.long_steps,
+            t.f,
+            t.seeds,
+            t.reliability,
+            t.tau_ceiling,
+            if t.reliability < 0.5 {
+                " (they are tied within seed noise: tau among them mostly measures noise)"
+            } else {
+                ""
+            }
+        );
+    }
     let _ = writeln!(
         s,
         "pick #{}; best at {} steps #{}: regret {:.4}",

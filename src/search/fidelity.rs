@@ -118,6 +118,61 @@ pub struct WinnerCheck {
     pub within_one_sd: bool,
 }
 
+/// Whether candidates differ at the long budget by more than seed noise:
+/// a one-way analysis of variance of their fresh-seed scores. When they do
+/// not, no proxy can rank them, and τ among them measures noise.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Separation {
+    /// Candidates (groups) and seeds per candidate.
+    pub candidates: usize,
+    pub seeds: usize,
+    /// Between-candidate mean square over within-candidate mean square.
+    pub f: f64,
+    /// Reliability of a candidate's mean over the seeds, 1 − 1/F (0 when
+    /// F ≤ 1): the share of the means' variance that is real, not noise.
+    pub reliability: f64,
+    /// The Kendall τ a perfect proxy would be expected to reach against
+    /// these means, (2/π)·asin(√reliability): Greiner's relation between τ
+    /// and the correlation of a bivariate normal (Kendall 1949), with the
+    /// correlation between true and measured means √reliability.
+    pub tau_ceiling: f64,
+}
+
+/// [`Separation`] of groups of equal size (the candidates' seeds); `None`
+/// with fewer than two groups or fewer than two seeds each.
+pub fn separation(groups: &[&[f64]]) -> Option<Separation> {
+    let k = groups.len();
+    let n = groups.first().map_or(0, |g| g.len());
+    if k < 2 || n < 2 || groups.iter().any(|g| g.len() != n) {
+        return None;
+    }
+    let means: Vec<f64> = groups.iter().map(|g| mean(g)).collect();
+    let grand = mean(&means);
+    let between =
+        n as f64 * means.iter().map(|m| (m - grand).powi(2)).sum::<f64>() / (k - 1) as f64;
+    let within = groups
+        .iter()
+        .zip(&means)
+        .map(|(g, m)| g.iter().map(|x| (x - m).powi(2)).sum::<f64>())
+        .sum::<f64>()
+        / (k * (n - 1)) as f64;
+    let f = if within > 0.0 {
+        between / within
+    } else if between > 0.0 {
+        f64::INFINITY
+    } else {
+        0.0
+    };
+    let reliability = if f > 1.0 { 1.0 - 1.0 / f } else { 0.0 };
+    Some(Separation {
+        candidates: k,
+        seeds: n,
+        f,
+        reliability,
+        tau_ceiling: std::f64::consts::FRAC_2_PI * reliability.sqrt().asin(),
+    })
+}
+
 /// Everything `archgram fidelity` reports.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FidelityReport {
@@ -140,6 +195,10 @@ pub struct FidelityReport {
     /// Mean of (proxy − fresh mean) over the top K: how much the run's
     /// scores of its best flatter them (selection on noise).
     pub top_optimism: f64,
+    /// How far apart the top K are at the long budget (see [`Separation`]);
+    /// absent in reports stored before it existed.
+    #[serde(default)]
+    pub top_long_separation: Option<Separation>,
     /// The run's pick (its confirmed winner, or its best score).
     pub pick: u64,
     /// The retrained candidate with the best long mean.
@@ -407,6 +466,7 @@ fn report(
                 .map(|r| r.proxy - r.short_mean())
                 .collect::<Vec<_>>(),
         ),
+        top_long_separation: separation(&top.iter().map(|r| r.long.as_slice()).collect::<Vec<_>>()),
         pick,
         best_long,
         regret: long_of(best_long) - long_of(pick),
@@ -414,4 +474,37 @@ fn report(
         winner,
         rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn separation_is_an_analysis_of_variance_of_the_seeds() {
+        // Means 2 and 6: between = 2·(4 + 4)/1 = 16, within = 4/2 = 2.
+        let s = separation(&[&[1.0, 3.0], &[5.0, 7.0]]).unwrap();
+        assert_eq!((s.candidates, s.seeds), (2, 2));
+        assert!((s.f - 8.0).abs() < 1e-12, "{s:?}");
+        assert!((s.reliability - 0.875).abs() < 1e-12);
+        let ceiling = std::f64::consts::FRAC_2_PI * 0.875f64.sqrt().asin();
+        assert!((s.tau_ceiling - ceiling).abs() < 1e-12);
+    }
+
+    #[test]
+    fn candidates_tied_within_seed_noise_leave_no_rank_to_find() {
+        let s = separation(&[&[1.0, 2.0], &[2.0, 1.0], &[1.4, 1.6]]).unwrap();
+        assert_eq!(s.f, 0.0);
+        assert_eq!((s.reliability, s.tau_ceiling), (0.0, 0.0));
+        // Spread below the noise: F < 1, still nothing real to rank.
+        let s = separation(&[&[0.0, 1.0], &[0.1, 1.1], &[0.2, 0.9]]).unwrap();
+        assert!(s.f < 1.0 && s.reliability == 0.0, "{s:?}");
+    }
+
+    #[test]
+    fn separation_needs_two_candidates_with_equal_seed_counts() {
+        assert!(separation(&[&[1.0, 2.0]]).is_none());
+        assert!(separation(&[&[1.0], &[2.0]]).is_none());
+        assert!(separation(&[&[1.0, 2.0], &[2.0]]).is_none());
+    }
 }
