@@ -20,6 +20,11 @@ pub enum EventSource {
     File(PathBuf),
 }
 
+/// The dashboard's `e` key: writes a candidate's files and says where, or
+/// why it could not.
+pub type ExportHook<'a> =
+    dyn Fn(&Dashboard, u64) -> Result<String, Box<dyn std::error::Error>> + 'a;
+
 /// What the dashboard may do to the world around it.
 pub struct Hooks<'a> {
     /// Set by `p` (live search only).
@@ -27,7 +32,7 @@ pub struct Hooks<'a> {
     /// Set by a confirmed `q` (live search only).
     pub stop: Option<&'a AtomicBool>,
     /// Writes the files of one candidate; returns a line for the footer.
-    pub export: &'a dyn Fn(&Dashboard, u64) -> Result<String, String>,
+    pub export: &'a ExportHook<'a>,
 }
 
 const FRAME: Duration = Duration::from_millis(100);
