@@ -132,14 +132,14 @@ pub fn export(
                             CliError::runtime(format!("retraining #{} failed: {e}", c.id))
                         })?;
                         // Scored by the run's rule, as the search scored it.
-                        let score = cfg.score.of(&t);
+                        let score = cfg.train.score.of(&t);
                         let recorded = score_of(o);
                         let same = (score - recorded).abs() < 1e-9;
                         writeln!(
                             out,
                             "  retrained #{} for {steps} steps: {} {score:.4} ({})",
                             c.id,
-                            cfg.score.name(),
+                            cfg.train.score.name(),
                             if same {
                                 "as recorded".to_string()
                             } else {

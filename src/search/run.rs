@@ -140,16 +140,11 @@ impl SearchError {
 
 /// The space's training settings for a candidate.
 pub fn train_config(space: &Space, seed: u64, steps: usize, device: DeviceKind) -> TrainConfig {
-    let t = &space.file.train;
+    let mut train = space.file.train.clone();
+    train.warmup_steps = train.warmup_steps.min(steps / 2);
+    train.steps = steps;
     TrainConfig {
-        steps,
-        batch_size: t.batch_size,
-        lr: t.lr,
-        warmup_steps: t.warmup_steps.min(steps / 2),
-        weight_decay: t.weight_decay,
-        clip_norm: t.clip_norm,
-        routing: t.routing,
-        score: t.score,
+        train,
         seed,
         device,
         ..TrainConfig::default()
@@ -509,9 +504,9 @@ pub fn run(
             .iter()
             .map(|j| {
                 let mut c = cfg.clone();
-                if j.record.steps != c.steps {
+                if j.record.steps != c.train.steps {
                     c = train_config(space, settings.seed, j.record.steps, settings.device);
-                    c.routing = cfg.routing;
+                    c.train.routing = cfg.train.routing;
                 }
                 (&j.net.arch, c)
             })
