@@ -6,7 +6,7 @@
 mod events;
 mod sled_store;
 
-pub use events::{read_events, Event, EventLog};
+pub use events::{read_events, Event, EventLog, EventTail};
 pub use sled_store::{SledError, SledStore};
 
 use crate::grammar::Derivation;
