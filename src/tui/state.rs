@@ -3,6 +3,7 @@
 //! changes, so the same events and keys always give the same screen.
 
 use crate::grammar::Derivation;
+use crate::search::pareto::{front, Point};
 use crate::store::Event;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -334,21 +335,26 @@ impl Dashboard {
         self.ranked().get(self.selected).copied()
     }
 
-    /// Score against active parameters: candidates no other beats on both.
+    /// Score against active parameters: candidates no other beats on both,
+    /// as (active params, score) by growing size.
     pub fn pareto(&self) -> Vec<(f64, f64)> {
-        let mut pts: Vec<(f64, f64)> = self
+        // FLOPs are left out (all 0): the chart has two axes.
+        let pts: Vec<Point> = self
             .ranked()
             .iter()
-            .map(|c| (c.active_params, score(c)))
+            .map(|c| Point {
+                id: c.id,
+                score: score(c),
+                active_params: c.active_params,
+                flops: 0.0,
+            })
             .collect();
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
-        let mut front: Vec<(f64, f64)> = Vec::new();
-        for p in pts {
-            if front.last().is_none_or(|l| p.1 > l.1) {
-                front.push(p);
-            }
-        }
-        front
+        let mut f: Vec<(f64, f64)> = front(&pts)
+            .iter()
+            .map(|p| (p.active_params, p.score))
+            .collect();
+        f.sort_by(|a, b| a.0.total_cmp(&b.0));
+        f
     }
 
     /// Evaluations per minute since the run started.
