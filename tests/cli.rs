@@ -519,9 +519,26 @@ fn bad_flags_exit_2_with_the_rule() {
         ),
         (&["check", "--space", q, "--samples", "0"], "--samples"),
         (&["export", "runs/none", "--top", "0"], "--top"),
-        (&["search", "--space", q, "--time", "soon"], "--time soon"),
-        (&["search", "--space", q, "--time", "1e30h"], "--time 1e30h"),
-        (&["resume", "runs/none", "--time", "1e30h"], "--time 1e30h"),
+        (
+            &["search", "--space", q, "--time", "soon"],
+            "'soon' for '--time",
+        ),
+        (
+            &["search", "--space", q, "--time", "1e30h"],
+            "'1e30h' for '--time",
+        ),
+        (
+            &["search", "--space", q, "--time", "0s"],
+            "longer than zero",
+        ),
+        (
+            &["search", "--space", q, "--time", "99999999999999999999h"],
+            "for '--time",
+        ),
+        (
+            &["resume", "runs/none", "--time", "1e30h"],
+            "'1e30h' for '--time",
+        ),
     ];
     for (args, fragment) in cases {
         let o = archgram(args);

@@ -7,7 +7,7 @@ mod report;
 mod search;
 mod simulate;
 
-pub use search::{parse_duration, status_of};
+pub use search::status_of;
 
 use crate::arch::{Limits, Network};
 use crate::cli::{Command, DeviceArg, SampleFormat};

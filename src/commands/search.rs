@@ -13,27 +13,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// `90s`, `10m`, `2h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, CliError> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last() {
-        Some('s') => (&s[..s.len() - 1], 1.0),
-        Some('m') => (&s[..s.len() - 1], 60.0),
-        Some('h') => (&s[..s.len() - 1], 3600.0),
-        _ => (s, 1.0),
-    };
-    num.parse::<f64>()
-        .ok()
-        .filter(|v| *v > 0.0)
-        // `try_`: 1e30h is finite but beyond a Duration (it panicked).
-        .and_then(|v| Duration::try_from_secs_f64(v * mult).ok())
-        .ok_or_else(|| {
-            CliError::bad(format!(
-                "--time {s}: expected a duration such as 90s, 10m or 2h"
-            ))
-        })
-}
-
 /// Stops the run at SIGINT/SIGTERM (after the evaluations in flight).
 pub(super) fn stop_flag() -> Arc<RunControl> {
     let ctl = Arc::new(RunControl::default());
@@ -240,7 +219,6 @@ pub fn search(
         confirm: (!no_confirm && d.confirm.top > 0 && d.confirm.seeds > 0).then_some(d.confirm),
         reeval: d.reeval,
     };
-    let time = time.as_deref().map(parse_duration).transpose()?;
     let (dir, store) = RunDir::create(runs, &space, &settings)?;
     drive(&dir, &store, &space, &settings, time, no_tui, out)
 }
@@ -383,11 +361,10 @@ pub fn watch(path: &Path) -> Result<(), CliError> {
 
 pub fn resume(
     path: &Path,
-    time: Option<String>,
+    time: Option<Duration>,
     no_tui: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let time = time.as_deref().map(parse_duration).transpose()?;
     let dir = RunDir::open(path)?;
     let store = dir.store()?;
     let settings = dir.settings(&store)?;
