@@ -116,9 +116,10 @@ pub struct SimulateArgs {
     /// Seed of the synthetic routing [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Devices, or a comma-separated sweep such as 8,16,32,64.
-    #[arg(long, default_value = "8")]
-    pub devices: String,
+    /// Devices (1 to 1024), or a comma-separated sweep such as 8,16,32,64.
+    #[arg(long, default_value = "8", value_delimiter = ',',
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub devices: Vec<usize>,
     /// Nodes (must divide the devices); default: nodes of the hardware's gpus_per_node.
     #[arg(long)]
     pub nodes: Option<usize>,

@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-const MAX_DEVICES: usize = 1024;
 const MAX_SPARE_SLOTS: usize = 64;
 const MAX_TOKENS: usize = 1 << 22;
 
@@ -33,7 +32,7 @@ pub fn simulate(a: &SimulateArgs, out: &mut dyn Write) -> Result<(), CliError> {
         Some(p) => Hardware::load(p)?,
         None => Hardware::default(),
     };
-    let devices = parse_devices(&a.devices)?;
+    let devices = a.devices.clone();
     if let Some(cf) = a.capacity_factor {
         if !(cf.is_finite() && cf >= 0.0) {
             return Err(bad(format!(
@@ -104,23 +103,6 @@ pub fn simulate(a: &SimulateArgs, out: &mut dyn Write) -> Result<(), CliError> {
 
 fn bad(m: String) -> CliError {
     CliError::bad(m)
-}
-
-fn parse_devices(s: &str) -> Result<Vec<usize>, CliError> {
-    let err = || {
-        bad(format!(
-            "--devices: expected a count or a comma-separated list such as 8,16,32 (each 1..={MAX_DEVICES}), got `{s}`"
-        ))
-    };
-    let v: Vec<usize> = s
-        .split(',')
-        .map(|p| p.trim().parse::<usize>().ok())
-        .collect::<Option<_>>()
-        .ok_or_else(err)?;
-    if v.is_empty() || v.iter().any(|&d| d == 0 || d > MAX_DEVICES) {
-        return Err(err());
-    }
-    Ok(v)
 }
 
 /// Synthetic routing for every MoE layer of an architecture.
