@@ -89,10 +89,8 @@ fn parallel(c: &mut Criterion) {
         .values()
         .map(|t| space.parse_arch(t).expect("baseline"))
         .collect();
-    let cfg = TrainConfig {
-        steps: 30,
-        ..TrainConfig::default()
-    };
+    let mut cfg = TrainConfig::default();
+    cfg.train.steps = 30;
     let train = |n: &Network| archgram::eval::evaluate(&n.arch, task.as_ref(), &cfg);
     let mut group = c.benchmark_group("two_candidates");
     group.sample_size(10);

@@ -4,10 +4,24 @@
 use clap::builder::RangedU64ValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// A count of 1 or more (`--budget 0` and friends are refused by clap, exit 2).
 fn at_least_one() -> RangedU64ValueParser<usize> {
     RangedU64ValueParser::new().range(1..)
+}
+
+/// `--time`: a duration in humantime's syntax (`90s`, `10m`, `1h30m`) or
+/// plain seconds; zero is refused.
+fn run_time(s: &str) -> Result<Duration, Box<dyn std::error::Error + Send + Sync>> {
+    let d = match s.trim().parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(s.trim())?,
+    };
+    if d.is_zero() {
+        return Err("expected a duration longer than zero, such as 90s, 10m or 2h".into());
+    }
+    Ok(d)
 }
 
 #[derive(Parser, Debug)]
@@ -102,9 +116,10 @@ pub struct SimulateArgs {
     /// Seed of the synthetic routing [default: 0].
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Devices, or a comma-separated sweep such as 8,16,32,64.
-    #[arg(long, default_value = "8")]
-    pub devices: String,
+    /// Devices (1 to 1024), or a comma-separated sweep such as 8,16,32,64.
+    #[arg(long, default_value = "8", value_delimiter = ',',
+          value_parser = RangedU64ValueParser::<usize>::new().range(1..=1024))]
+    pub devices: Vec<usize>,
     /// Nodes (must divide the devices); default: nodes of the hardware's gpus_per_node.
     #[arg(long)]
     pub nodes: Option<usize>,
@@ -241,10 +256,10 @@ pub enum Command {
     Resume {
         /// The run's folder, e.g. runs/quickstart-1.
         run: PathBuf,
-        /// Stop after this long (counted from now), e.g. 90s, 10m, 2h;
+        /// Stop after this long (counted from now), e.g. 90s, 10m, 1h30m;
         /// without it, the run goes on until its budget is spent.
-        #[arg(long)]
-        time: Option<String>,
+        #[arg(long, value_parser = run_time)]
+        time: Option<Duration>,
         /// Plain progress lines instead of the live dashboard (the default
         /// when stdout is not a terminal).
         #[arg(long)]
@@ -334,9 +349,9 @@ pub struct SearchFlags {
     /// Candidates to train, 1 or more (duplicates are free; default: the space's).
     #[arg(long, value_parser = at_least_one())]
     pub budget: Option<usize>,
-    /// Stop after this long, e.g. 90s, 10m, 2h.
-    #[arg(long)]
-    pub time: Option<String>,
+    /// Stop after this long, e.g. 90s, 10m, 1h30m.
+    #[arg(long, value_parser = run_time)]
+    pub time: Option<Duration>,
     /// Master seed (default: the space's).
     #[arg(long)]
     pub seed: Option<u64>,

@@ -27,10 +27,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         // A closed pipe (`archgram sample ... | head`) is not a failure.
-        Err(CliError::Runtime(m)) if m.contains("Broken pipe") => ExitCode::SUCCESS,
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
             let _ = out.flush();
-            eprintln!("error: {e}");
+            eprintln!("error: {}", e.report());
             ExitCode::from(e.exit_code() as u8)
         }
     }

@@ -45,37 +45,9 @@ fn default_depth() -> usize {
     16
 }
 
-/// How each candidate's proxy is trained.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TrainSettings {
-    pub steps: usize,
-    pub batch_size: usize,
-    pub lr: f64,
-    pub warmup_steps: usize,
-    pub weight_decay: f64,
-    pub clip_norm: f64,
-    /// Router balancing, drop policy and trace checkpoints.
-    pub routing: crate::routing::RouterSettings,
-    /// What candidates are scored and ranked by: `accuracy` (the task's
-    /// metric) or `likelihood` (exp of minus the held-out cross-entropy).
-    pub score: crate::eval::ScoreRule,
-}
-
-impl Default for TrainSettings {
-    fn default() -> Self {
-        TrainSettings {
-            steps: 300,
-            batch_size: 32,
-            lr: 3e-3,
-            warmup_steps: 30,
-            weight_decay: 0.01,
-            clip_norm: 1.0,
-            routing: crate::routing::RouterSettings::default(),
-            score: crate::eval::ScoreRule::default(),
-        }
-    }
-}
+/// How each candidate's proxy is trained (the `train` section); its home
+/// is beside the training it configures.
+pub use crate::eval::TrainSettings;
 
 /// Search defaults; command-line flags override them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -38,7 +38,7 @@ fn moe_settings_with_no_effect_train_identically() {
     let space = archgram::space::Space::load(std::path::Path::new("spaces/moe-heavy.ron")).unwrap();
     let task = space.build_task(space.file.seed).unwrap();
     let mut cfg = archgram::search::train_config(&space, 1, 8, archgram::eval::DeviceKind::Cpu);
-    cfg.batch_size = 8;
+    cfg.train.batch_size = 8;
     let spec = |router, top_k, capacity, top_p, balance| MoeSpec {
         experts: 4,
         top_k,
@@ -74,7 +74,7 @@ fn moe_settings_with_no_effect_train_identically() {
         // α (every expert takes an equal share): it shifts the reported
         // training loss and moves no weight.
         let shift = if raw.balance == Balance::AuxLoss && raw.canonical().balance == Balance::None {
-            cfg.routing.aux_alpha
+            cfg.train.routing.aux_alpha
         } else {
             0.0
         };

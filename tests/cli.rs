@@ -519,9 +519,26 @@ fn bad_flags_exit_2_with_the_rule() {
         ),
         (&["check", "--space", q, "--samples", "0"], "--samples"),
         (&["export", "runs/none", "--top", "0"], "--top"),
-        (&["search", "--space", q, "--time", "soon"], "--time soon"),
-        (&["search", "--space", q, "--time", "1e30h"], "--time 1e30h"),
-        (&["resume", "runs/none", "--time", "1e30h"], "--time 1e30h"),
+        (
+            &["search", "--space", q, "--time", "soon"],
+            "'soon' for '--time",
+        ),
+        (
+            &["search", "--space", q, "--time", "1e30h"],
+            "'1e30h' for '--time",
+        ),
+        (
+            &["search", "--space", q, "--time", "0s"],
+            "longer than zero",
+        ),
+        (
+            &["search", "--space", q, "--time", "99999999999999999999h"],
+            "for '--time",
+        ),
+        (
+            &["resume", "runs/none", "--time", "1e30h"],
+            "'1e30h' for '--time",
+        ),
     ];
     for (args, fragment) in cases {
         let o = archgram(args);
@@ -758,4 +775,46 @@ fn eval_of_a_candidate_that_cannot_train_exits_1() {
     assert_fails(&o, 1, "eval", "did not train");
     assert!(stderr(&o).contains("MiB"), "{}", stderr(&o));
     assert!(stdout(&o).contains("seq(mlp("), "{}", stdout(&o));
+}
+
+/// A reader that goes away (`archgram sample … | head -1`) ends the command
+/// quietly with success: the broken pipe is told by its kind, not its text.
+#[test]
+fn a_closed_stdout_pipe_exits_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_archgram"))
+        .args(["sample", "--space", "spaces/quickstart.ron", "-n", "100000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run archgram");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("params="), "{first}");
+    // The reader is dropped here: the pipe is closed.
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+}
+
+/// A missing architecture file is bad input (exit 2) that names the path
+/// and says why it could not be read.
+#[test]
+fn a_missing_architecture_file_exits_2_with_its_path_and_cause() {
+    let o = archgram(&[
+        "show",
+        "./no-such-arch.txt",
+        "--space",
+        "spaces/quickstart.ron",
+    ]);
+    assert_fails(
+        &o,
+        2,
+        "show ./no-such-arch.txt",
+        "./no-such-arch.txt: cannot read the architecture file: ",
+    );
+    assert!(stderr(&o).contains("No such file"), "{}", stderr(&o));
 }

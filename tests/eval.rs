@@ -2,7 +2,7 @@
 //! training tells architectures apart on the recall tasks.
 
 use archgram::arch::{ArchContext, Network};
-use archgram::eval::{evaluate, Outcome, Status, TrainConfig};
+use archgram::eval::{evaluate, Outcome, Status, TrainConfig, TrainSettings};
 use archgram::grammar::Derivation;
 use archgram::tasks::{build, Task, TaskSpec};
 
@@ -22,10 +22,13 @@ const MLP2: &str = "repeat(n=2, block(mlp(ratio=4)), block(mlp(ratio=4)))";
 
 fn cfg(steps: usize) -> TrainConfig {
     TrainConfig {
-        steps,
-        batch_size: 32,
-        lr: 3e-3,
-        warmup_steps: 25,
+        train: TrainSettings {
+            steps,
+            batch_size: 32,
+            lr: 3e-3,
+            warmup_steps: 25,
+            ..TrainSettings::default()
+        },
         seed: 11,
         ..TrainConfig::default()
     }
@@ -129,9 +132,12 @@ fn a_diverging_candidate_fails_with_a_reason() {
         &n.arch,
         task.as_ref(),
         &TrainConfig {
-            lr: 1e9,
-            clip_norm: 0.0,
-            warmup_steps: 0,
+            train: TrainSettings {
+                lr: 1e9,
+                clip_norm: 0.0,
+                warmup_steps: 0,
+                ..cfg(50).train
+            },
             ..cfg(50)
         },
     );

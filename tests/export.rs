@@ -9,7 +9,7 @@
 
 use archgram::arch::{ArchContext, Network};
 use archgram::eval::program::Program;
-use archgram::eval::{train, TrainConfig, Weights};
+use archgram::eval::{train, TrainConfig, TrainSettings, Weights};
 use archgram::export::pytorch::{self, Provenance};
 use archgram::grammar::Derivation;
 use archgram::routing::{DropPolicy, RouterSettings};
@@ -132,12 +132,15 @@ fn export(
 /// their initial values.
 fn trained(prog: &Program, task: &dyn Task, routing: &RouterSettings) -> Weights {
     let cfg = TrainConfig {
-        steps: 30,
-        batch_size: 8,
-        lr: 1e-2,
-        warmup_steps: 5,
+        train: TrainSettings {
+            steps: 30,
+            batch_size: 8,
+            lr: 1e-2,
+            warmup_steps: 5,
+            routing: *routing,
+            ..TrainSettings::default()
+        },
         seed: 9,
-        routing: *routing,
         ..TrainConfig::default()
     };
     train(prog, task, &cfg).unwrap().weights

@@ -1,7 +1,7 @@
 //! Routers inside trained candidates: what the traces and statistics show.
 
 use archgram::arch::{ArchContext, Network};
-use archgram::eval::{evaluate, Outcome, Status, TrainConfig};
+use archgram::eval::{evaluate, Outcome, Status, TrainConfig, TrainSettings};
 use archgram::grammar::Derivation;
 use archgram::routing::stats::LayerStats;
 use archgram::routing::RouterSettings;
@@ -32,12 +32,15 @@ fn mixture() -> Box<dyn Task> {
 
 fn train(text: &str, task: &dyn Task, steps: usize, routing: RouterSettings) -> Outcome {
     let cfg = TrainConfig {
-        steps,
-        batch_size: 32,
-        lr: 3e-3,
-        warmup_steps: 25,
+        train: TrainSettings {
+            steps,
+            batch_size: 32,
+            lr: 3e-3,
+            warmup_steps: 25,
+            routing,
+            ..TrainSettings::default()
+        },
         seed: 5,
-        routing,
         ..TrainConfig::default()
     };
     let o = evaluate(&net(text, task, 48).arch, task, &cfg);

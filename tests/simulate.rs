@@ -118,6 +118,8 @@ fn bad_input_exits_2_with_a_clear_message() {
         (vec!["--tokens", "0"], "--tokens".into()),
         (vec!["--spare-slots", "100000"], "--spare-slots".into()),
         (vec!["--devices", "5000"], "--devices".into()),
+        (vec!["--devices", ""], "--devices".into()),
+        (vec!["--devices", "8,,16"], "--devices".into()),
         (vec!["--capacity-factor", "NaN"], "--capacity-factor".into()),
     ];
     for (extra, want) in cases {

@@ -28,9 +28,7 @@ pub fn export(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     if weights.is_some() && format != ExportFormat::Pytorch {
-        return Err(CliError::BadInput(
-            "--weights goes with --format pytorch".into(),
-        ));
+        return Err(CliError::bad("--weights goes with --format pytorch"));
     }
     let dir = RunDir::open(path)?;
     let space = Space::load(&dir.space_path())?;
@@ -38,18 +36,19 @@ pub fn export(
     let settings = dir.settings(&store)?;
     let chosen = choose(&store, &settings, top, pareto)?;
     if chosen.is_empty() {
-        return Err(CliError::BadInput(format!(
+        return Err(CliError::bad(format!(
             "{}: no evaluated candidates to export yet",
             dir.path.display()
         )));
     }
     let out_dir = out_dir.unwrap_or_else(|| dir.path.join("export"));
-    std::fs::create_dir_all(&out_dir)
-        .map_err(|e| CliError::Runtime(format!("cannot create {}: {e}", out_dir.display())))?;
+    std::fs::create_dir_all(&out_dir).map_err(|e| {
+        CliError::runtime_because(format!("cannot create {}", out_dir.display()), e)
+    })?;
     let write = |name: String, bytes: &[u8]| -> Result<PathBuf, CliError> {
         let p = out_dir.join(name);
         std::fs::write(&p, bytes)
-            .map_err(|e| CliError::Runtime(format!("cannot write {}: {e}", p.display())))?;
+            .map_err(|e| CliError::runtime_because(format!("cannot write {}", p.display()), e))?;
         Ok(p)
     };
     if format == ExportFormat::Md {
@@ -66,9 +65,9 @@ pub fn export(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     for (rank, Chosen { c, o, standing }) in chosen.iter().enumerate() {
-        let net = space
-            .network(c.derivation.clone())
-            .map_err(|e| CliError::Runtime(format!("candidate #{} no longer lowers: {e}", c.id)))?;
+        let net = space.network(c.derivation.clone()).map_err(|e| {
+            CliError::runtime_because(format!("candidate #{} no longer lowers", c.id), e)
+        })?;
         let stem = format!("{:02}-id{}", rank + 1, c.id);
         let doc = json!({"id": c.id, "rank": rank + 1, "arch": c.text, "hashes": c.hashes,
                          "origin": c.origin, "parent": c.parent,
@@ -82,7 +81,7 @@ pub fn export(
             }
             ExportFormat::Ron => {
                 let text = ron::ser::to_string_pretty(&doc, ron::ser::PrettyConfig::default())
-                    .map_err(|e| CliError::Runtime(e.to_string()))?;
+                    .map_err(|e| CliError::runtime_because("cannot write RON", e))?;
                 let p = write(format!("{stem}.ron"), text.as_bytes())?;
                 writeln!(out, "{}", p.display())?;
             }
@@ -95,9 +94,9 @@ pub fn export(
             ExportFormat::Pytorch => {
                 let task = space
                     .build_task(space.file.seed)
-                    .map_err(|e| CliError::BadInput(e.to_string()))?;
+                    .map_err(|e| CliError::bad_because("the space's task", e))?;
                 let prog = Program::build(&net.arch, task.vocab()).map_err(|e| {
-                    CliError::Runtime(format!("candidate #{} does not compile: {e}", c.id))
+                    CliError::runtime(format!("candidate #{} does not compile: {e}", c.id))
                 })?;
                 let origin = format!(
                     "Run {run_name}, candidate #{}, {} {}.",
@@ -130,17 +129,17 @@ pub fn export(
                             crate::eval::DeviceKind::Cpu,
                         );
                         let t = train(&prog, task.as_ref(), &cfg).map_err(|e| {
-                            CliError::Runtime(format!("retraining #{} failed: {e}", c.id))
+                            CliError::runtime(format!("retraining #{} failed: {e}", c.id))
                         })?;
                         // Scored by the run's rule, as the search scored it.
-                        let score = cfg.score.of(&t);
+                        let score = cfg.train.score.of(&t);
                         let recorded = score_of(o);
                         let same = (score - recorded).abs() < 1e-9;
                         writeln!(
                             out,
                             "  retrained #{} for {steps} steps: {} {score:.4} ({})",
                             c.id,
-                            cfg.score.name(),
+                            cfg.train.score.name(),
                             if same {
                                 "as recorded".to_string()
                             } else {
@@ -160,7 +159,7 @@ pub fn export(
                     ("candidate".to_string(), c.id.to_string()),
                     ("seed".to_string(), settings.seed.to_string()),
                 ];
-                let bytes = pytorch::weights_file(&prog, &w, meta).map_err(CliError::Runtime)?;
+                let bytes = pytorch::weights_file(&prog, &w, meta).map_err(CliError::runtime)?;
                 let p = write(format!("{stem}.safetensors"), &bytes)?;
                 writeln!(out, "{}", p.display())?;
                 let bytes = probe(&prog, &w, &routing, task.as_ref())?;
@@ -184,9 +183,9 @@ fn probe(
         .test_batches(PROBE_SEQUENCES)
         .into_iter()
         .next()
-        .ok_or_else(|| CliError::Runtime("the task has no held-out data".into()))?;
+        .ok_or_else(|| CliError::runtime("the task has no held-out data"))?;
     let logits = w.logits(prog, routing, &batch);
-    pytorch::probe_file(&batch.inputs, batch.batch, batch.seq, &logits).map_err(CliError::Runtime)
+    pytorch::probe_file(&batch.inputs, batch.batch, batch.seq, &logits).map_err(CliError::runtime)
 }
 
 /// The evaluated, non-duplicate architectures to export in the run's final
@@ -197,14 +196,10 @@ fn choose(
     top: Option<usize>,
     pareto: bool,
 ) -> Result<Vec<Chosen>, CliError> {
-    let store_err = |e: crate::store::StoreError| CliError::Runtime(e.to_string());
     let mut rows = Vec::new();
-    for standing in standings(store, settings).map_err(store_err)? {
+    for standing in standings(store, settings)? {
         let id = standing.ranked.id;
-        let (Some(c), Some(o)) = (
-            store.candidate(id).map_err(store_err)?,
-            store.outcome(id).map_err(store_err)?,
-        ) else {
+        let (Some(c), Some(o)) = (store.candidate(id)?, store.outcome(id)?) else {
             continue;
         };
         rows.push(Chosen { c, o, standing });

@@ -25,8 +25,8 @@ pub fn fidelity(path: &Path, args: FidelityFlags, out: &mut dyn Write) -> Result
         plan.ladder = l;
     }
     if plan.top == 0 || plan.seeds == 0 || plan.long_steps == 0 || plan.ladder.contains(&0) {
-        return Err(CliError::BadInput(
-            "--top, --seeds, --long-steps and every --ladder step count must be at least 1".into(),
+        return Err(CliError::bad(
+            "--top, --seeds, --long-steps and every --ladder step count must be at least 1",
         ));
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -47,23 +47,21 @@ pub fn fidelity(path: &Path, args: FidelityFlags, out: &mut dyn Write) -> Result
     }
     let task = space
         .build_task(space.file.seed)
-        .map_err(|e| CliError::BadInput(e.to_string()))?;
+        .map_err(|e| CliError::bad_because("the space's task", e))?;
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(settings.workers)
         .build()
-        .map_err(|e| CliError::Runtime(e.to_string()))?;
-    let mut log = EventLog::open(&dir.events_path()).map_err(|e| {
-        CliError::Runtime(format!("cannot open {}: {e}", dir.events_path().display()))
-    })?;
+        .map_err(|e| CliError::runtime_because("cannot start the worker threads", e))?;
+    let mut log = EventLog::open(&dir.events_path())
+        .map_err(|e| CliError::runtime_because("event log", e))?;
     let ctl = stop_flag();
     let mut sink: Vec<u8> = Vec::new();
     let quiet = args.json;
     let report = {
         let mut print = printer(if quiet { &mut sink } else { &mut *out });
         let mut emit = |e: crate::store::Event| {
-            log.append(&e).map_err(|e| {
-                crate::search::SearchError::Io(format!("cannot append to the event log: {e}"))
-            })?;
+            log.append(&e)
+                .map_err(|e| crate::search::SearchError::io("event log", e))?;
             if e.event == "trial" {
                 print(&e);
             }

@@ -7,52 +7,136 @@ mod report;
 mod search;
 mod simulate;
 
-pub use search::{parse_duration, status_of};
+pub use search::status_of;
 
 use crate::arch::{Limits, Network};
 use crate::cli::{Command, DeviceArg, SampleFormat};
 use crate::eval::{self, DeviceKind};
 use crate::fmt::fmt_count;
 use crate::grammar::{Derivation, SourceError};
+use crate::search::SearchError;
 use crate::seed;
 use crate::space::{ArchError, Space};
+use crate::store::StoreError;
 use crate::tasks;
 use serde_json::json;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+/// A cause kept under a command's error and printed after its message.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a command failed. The variant decides the exit code; each keeps its
+/// cause, which `report` prints after the message.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// The user's input is wrong (file, flag, architecture): exit 2.
-    #[error("{0}")]
-    BadInput(String),
+    /// A user file is wrong, at file:line:col where known: exit 2.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The user's input is wrong (a flag, a path, an architecture): exit 2.
+    #[error("{what}")]
+    BadInput {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// Something failed while running: exit 1.
-    #[error("{0}")]
-    Runtime(String),
+    #[error("{what}")]
+    Runtime {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+    /// Writing the command's report to stdout failed: exit 1, or a quiet
+    /// success when the reader went away (`archgram sample … | head`).
+    #[error("cannot write output")]
+    Output(#[source] io::Error),
+    /// A run or its store failed; bad input or runtime by the error's kind.
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    /// A run failed after finishing some work, which it keeps: the error,
+    /// and the run folder to resume.
+    #[error("{error}")]
+    Resumable { error: Box<CliError>, run: PathBuf },
     /// Stopped by a signal; the run can be resumed: exit 130.
     #[error("interrupted")]
     Interrupted,
 }
 
 impl CliError {
+    pub fn bad(what: impl Into<String>) -> Self {
+        CliError::BadInput {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    pub fn bad_because(what: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        CliError::BadInput {
+            what: what.into(),
+            cause: Some(cause.into()),
+        }
+    }
+
+    pub fn runtime(what: impl Into<String>) -> Self {
+        CliError::Runtime {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    pub fn runtime_because(what: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        CliError::Runtime {
+            what: what.into(),
+            cause: Some(cause.into()),
+        }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self {
-            CliError::BadInput(_) => 2,
-            CliError::Runtime(_) => 1,
+            CliError::Source(_) | CliError::BadInput { .. } => 2,
+            CliError::Search(SearchError::BadInput { .. }) => 2,
+            CliError::Runtime { .. } | CliError::Output(_) | CliError::Search(_) => 1,
+            CliError::Resumable { error, .. } => error.exit_code(),
             CliError::Interrupted => 130,
         }
     }
+
+    /// The reader of stdout went away: not a failure of the command.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, CliError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    /// The message and every cause under it, `what: cause: cause`, then
+    /// what to do about it where there is something to do.
+    pub fn report(&self) -> String {
+        if let CliError::Resumable { error, run } = self {
+            return format!(
+                "{}\nthe run keeps every finished evaluation: once the cause is fixed, continue with `archgram resume {}`",
+                error.report(),
+                run.display()
+            );
+        }
+        let mut text = self.to_string();
+        let mut cause = std::error::Error::source(self);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        text
+    }
 }
 
-impl From<SourceError> for CliError {
-    fn from(e: SourceError) -> Self {
-        CliError::BadInput(e.to_string())
+impl From<StoreError> for CliError {
+    fn from(e: StoreError) -> Self {
+        CliError::Search(SearchError::Store(e))
     }
 }
 
 impl From<io::Error> for CliError {
     fn from(e: io::Error) -> Self {
-        CliError::Runtime(format!("cannot write output: {e}"))
+        CliError::Output(e)
     }
 }
 
@@ -333,7 +417,7 @@ fn check(path: &Path, samples: usize, out: &mut dyn Write) -> Result<(), CliErro
     for (name, text) in &space.file.baselines {
         let n = space
             .parse_arch(text)
-            .map_err(|e| CliError::BadInput(e.to_string()))?;
+            .map_err(|e| CliError::bad_because(format!("baseline `{name}`"), e))?;
         writeln!(out, "baseline  {name}: {}", n.summary())?;
     }
     writeln!(out, "ok")?;
@@ -350,14 +434,14 @@ fn arch_text(arg: &str) -> Result<String, CliError> {
     let is_path = !arg.contains('(') && (p.is_file() || arg.contains(['.', '/', '\\', '~']));
     if is_path {
         let text = std::fs::read_to_string(p).map_err(|e| {
-            CliError::BadInput(format!("{arg}: cannot read the architecture file: {e}"))
+            CliError::bad_because(format!("{arg}: cannot read the architecture file"), e)
         })?;
         return text
             .lines()
             .map(str::trim)
             .find(|l| !l.is_empty() && !l.starts_with("//") && !l.starts_with('#'))
             .map(str::to_string)
-            .ok_or_else(|| CliError::BadInput(format!("{arg}: no architecture in the file")));
+            .ok_or_else(|| CliError::bad(format!("{arg}: no architecture in the file")));
     }
     Ok(arg.to_string())
 }
@@ -365,11 +449,12 @@ fn arch_text(arg: &str) -> Result<String, CliError> {
 pub fn parse_arch(space: &Space, arg: &str) -> Result<Network, CliError> {
     let text = arch_text(arg)?;
     space.parse_arch(&text).map_err(|e| match e {
-        ArchError::Syntax(s) => CliError::BadInput(format!(
-            "architecture:{}",
-            s.to_string().trim_start_matches(':')
-        )),
-        other => CliError::BadInput(other.to_string()),
+        // A syntax error is located in the argument, as `architecture:1:5`.
+        ArchError::Syntax(s) => CliError::Source(SourceError {
+            file: Some(PathBuf::from("architecture")),
+            ..s
+        }),
+        other => CliError::bad_because("architecture", other),
     })
 }
 
@@ -475,19 +560,19 @@ fn eval(
     };
     device
         .check()
-        .map_err(|e| CliError::BadInput(e.to_string()))?;
+        .map_err(|e| CliError::bad_because("--device", e))?;
     let space = load(path)?;
     let net = match (arch, sample) {
         (Some(a), _) => parse_arch(&space, a)?,
         (None, Some(s)) => space
             .sample(&mut seed::rng(s, "sample", 0))
-            .map_err(|e| CliError::BadInput(format!("{}: {e}", path.display())))?,
-        (None, None) => return Err(CliError::BadInput("give --arch or --sample".into())),
+            .map_err(|e| CliError::bad_because(path.display().to_string(), e))?,
+        (None, None) => return Err(CliError::bad("give --arch or --sample")),
     };
     let seed = seed.unwrap_or(space.file.seed);
     let task = space
         .build_task(space.file.seed)
-        .map_err(|e| CliError::BadInput(format!("{}: {e}", path.display())))?;
+        .map_err(|e| CliError::bad_because(path.display().to_string(), e))?;
     let cfg = crate::search::train_config(
         &space,
         seed,
@@ -508,7 +593,7 @@ fn eval(
     }
     match &outcome.status {
         eval::Status::Ok => Ok(()),
-        eval::Status::Failed { reason } => Err(CliError::Runtime(format!(
+        eval::Status::Failed { reason } => Err(CliError::runtime(format!(
             "the candidate did not train: {reason}"
         ))),
     }
@@ -533,7 +618,7 @@ pub fn default_space(name: &str) -> Result<PathBuf, CliError> {
         .map(|d| d.join(&rel))
         .find(|p| p.is_file())
         .ok_or_else(|| {
-            CliError::BadInput(format!(
+            CliError::bad(format!(
                 "no --space given and the default {} was not found in the current directory, beside the archgram executable or in {}; pass --space FILE",
                 rel.display(),
                 env!("CARGO_MANIFEST_DIR")
@@ -655,11 +740,101 @@ fn first_difference(a: &Derivation, b: &Derivation, path: &mut Vec<usize>) -> Op
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::store::SledStore;
     #[test]
     fn a_default_space_that_cannot_be_found_says_what_to_pass() {
         let e = super::default_space("no-such-space.ron").unwrap_err();
         assert_eq!(e.exit_code(), 2);
         assert!(e.to_string().contains("pass --space FILE"), "{e}");
         assert!(super::default_space("quickstart.ron").is_ok());
+    }
+
+    /// A held store is told apart by its type, all the way up: the store's
+    /// `Held`, a runtime failure (exit 1) at the CLI, with the message that
+    /// says what to do.
+    #[test]
+    fn a_held_store_is_classified_by_variant_and_exits_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = SledStore::open(dir.path()).unwrap();
+        let e = SledStore::open(dir.path())
+            .err()
+            .expect("the store is held");
+        assert!(matches!(e, StoreError::Held { .. }), "{e:?}");
+        let e = CliError::from(e);
+        assert!(
+            matches!(
+                e,
+                CliError::Search(SearchError::Store(StoreError::Held { .. }))
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.exit_code(), 1);
+        assert!(
+            e.report().contains("another archgram process"),
+            "{}",
+            e.report()
+        );
+    }
+
+    /// Only a write to stdout that failed with `BrokenPipe` is quiet; any
+    /// other output error, or a broken pipe met elsewhere, is a failure.
+    #[test]
+    fn a_broken_pipe_is_told_by_its_kind() {
+        use std::io::{Error, ErrorKind};
+        let pipe = CliError::from(Error::from(ErrorKind::BrokenPipe));
+        assert!(pipe.is_broken_pipe());
+        let full = CliError::from(Error::from_raw_os_error(28));
+        assert!(!full.is_broken_pipe());
+        assert_eq!(full.exit_code(), 1);
+        assert!(
+            full.report().starts_with("cannot write output: "),
+            "{}",
+            full.report()
+        );
+        let elsewhere = CliError::runtime_because("dashboard", Error::from(ErrorKind::BrokenPipe));
+        assert!(!elsewhere.is_broken_pipe());
+    }
+
+    /// Exit codes by variant, and the cause printed after the message.
+    #[test]
+    fn errors_keep_their_cause_and_exit_by_variant() {
+        let missing = super::arch_text("./no-such-arch.txt").unwrap_err();
+        assert!(matches!(missing, CliError::BadInput { .. }), "{missing:?}");
+        assert_eq!(missing.exit_code(), 2);
+        let io = std::error::Error::source(&missing)
+            .and_then(|c| c.downcast_ref::<io::Error>())
+            .expect("the read error is kept");
+        assert_eq!(io.kind(), io::ErrorKind::NotFound);
+        let text = missing.report();
+        assert!(
+            text.starts_with("./no-such-arch.txt: cannot read the architecture file: "),
+            "{text}"
+        );
+
+        let bad_run = CliError::from(SearchError::bad("not a run"));
+        assert_eq!(bad_run.exit_code(), 2);
+        let io_failure = CliError::from(SearchError::io(
+            "cannot write runs/x/space.ron",
+            io::Error::from_raw_os_error(28),
+        ));
+        assert_eq!(io_failure.exit_code(), 1);
+        let resumable = CliError::Resumable {
+            error: Box::new(io_failure),
+            run: PathBuf::from("runs/x"),
+        };
+        assert_eq!(resumable.exit_code(), 1);
+        let text = resumable.report();
+        let (first, hint) = text.split_once('\n').unwrap();
+        assert!(
+            first.starts_with("cannot write runs/x/space.ron: "),
+            "{text}"
+        );
+        assert!(
+            first.len() > "cannot write runs/x/space.ron: ".len(),
+            "{text}"
+        );
+        assert!(hint.contains("archgram resume runs/x"), "{text}");
+        assert_eq!(CliError::Interrupted.exit_code(), 130);
     }
 }

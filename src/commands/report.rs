@@ -23,7 +23,9 @@ pub fn markdown(
     _store: &SledStore,
     chosen: &[Chosen],
 ) -> Result<String, CliError> {
-    let events = read_events(&dir.events_path()).map_err(|e| CliError::Runtime(e.to_string()))?;
+    let events = read_events(&dir.events_path()).map_err(|e| {
+        CliError::runtime_because(format!("cannot read {}", dir.events_path().display()), e)
+    })?;
     let st = status_of(&events);
     let mut s = String::new();
     let _ = writeln!(s, "# archgram run `{}`\n", st.name);

@@ -3,7 +3,7 @@
 use super::CliError;
 use crate::eval::DeviceKind;
 use crate::search::pareto::{front, Point};
-use crate::search::{run, Ending, RunControl, RunDir, RunSettings, SearchError, StrategyKind};
+use crate::search::{run, Ending, RunControl, RunDir, RunSettings, StrategyKind};
 use crate::space::Space;
 use crate::store::{read_events, Event, SledStore};
 use serde_json::json;
@@ -12,36 +12,6 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-
-impl From<SearchError> for CliError {
-    fn from(e: SearchError) -> Self {
-        match e {
-            SearchError::BadInput(m) => CliError::BadInput(m),
-            other => CliError::Runtime(other.to_string()),
-        }
-    }
-}
-
-/// `90s`, `10m`, `2h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, CliError> {
-    let s = s.trim();
-    let (num, mult) = match s.chars().last() {
-        Some('s') => (&s[..s.len() - 1], 1.0),
-        Some('m') => (&s[..s.len() - 1], 60.0),
-        Some('h') => (&s[..s.len() - 1], 3600.0),
-        _ => (s, 1.0),
-    };
-    num.parse::<f64>()
-        .ok()
-        .filter(|v| *v > 0.0)
-        // `try_`: 1e30h is finite but beyond a Duration (it panicked).
-        .and_then(|v| Duration::try_from_secs_f64(v * mult).ok())
-        .ok_or_else(|| {
-            CliError::BadInput(format!(
-                "--time {s}: expected a duration such as 90s, 10m or 2h"
-            ))
-        })
-}
 
 /// Stops the run at SIGINT/SIGTERM (after the evaluations in flight).
 pub(super) fn stop_flag() -> Arc<RunControl> {
@@ -249,7 +219,6 @@ pub fn search(
         confirm: (!no_confirm && d.confirm.top > 0 && d.confirm.seeds > 0).then_some(d.confirm),
         reeval: d.reeval,
     };
-    let time = time.as_deref().map(parse_duration).transpose()?;
     let (dir, store) = RunDir::create(runs, &space, &settings)?;
     drive(&dir, &store, &space, &settings, time, no_tui, out)
 }
@@ -259,7 +228,7 @@ pub fn search(
 fn check_workers(space: &Space, flag: Option<usize>, cores: usize) -> Result<(), CliError> {
     let rule = format!("from 1 to {cores}, the cores this machine has (each worker trains one candidate on one core)");
     match flag {
-        Some(w) if w > cores => Err(CliError::BadInput(format!("--workers {w}: use {rule}"))),
+        Some(w) if w > cores => Err(CliError::bad(format!("--workers {w}: use {rule}"))),
         None if space.file.search.workers > cores => Err(space
             .error_at(
                 "workers",
@@ -310,8 +279,8 @@ fn drive(
             }
             let ending = worker
                 .join()
-                .map_err(|_| CliError::Runtime("the search thread panicked".into()))?;
-            shown.map_err(|e| CliError::Runtime(format!("dashboard: {e}")))?;
+                .map_err(|_| CliError::runtime("the search thread panicked"))?;
+            shown.map_err(|e| CliError::runtime_because("dashboard", e))?;
             ending.map_err(|e| resumable(e.into(), dir))
         })?
     } else {
@@ -326,12 +295,12 @@ fn drive(
 /// A run that failed (a full disk, say) keeps every finished evaluation:
 /// say how to go on once the cause is fixed.
 fn resumable(e: CliError, dir: &RunDir) -> CliError {
-    match e {
-        CliError::Runtime(m) => CliError::Runtime(format!(
-            "{m}\nthe run keeps every finished evaluation: once the cause is fixed, continue with `archgram resume {}`",
-            dir.path.display()
-        )),
-        other => other,
+    if e.exit_code() != 1 {
+        return e;
+    }
+    CliError::Resumable {
+        error: Box::new(e),
+        run: dir.path.clone(),
     }
 }
 
@@ -341,29 +310,26 @@ fn resumable(e: CliError, dir: &RunDir) -> CliError {
 fn export_hook<'a>(
     dir: &'a RunDir,
     space: &'a Space,
-) -> impl Fn(&crate::tui::Dashboard, u64) -> Result<String, String> + 'a {
+) -> impl Fn(&crate::tui::Dashboard, u64) -> Result<String, Box<dyn std::error::Error>> + 'a {
     move |d, id| {
         let c = d.cands.get(&id).ok_or("unknown candidate")?;
         let out = dir.path.join("export");
-        std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&out)?;
         let stem = out.join(format!("id{id}"));
-        let net = space.parse_arch(&c.arch).map_err(|e| e.to_string())?;
+        let net = space.parse_arch(&c.arch)?;
         let score = crate::tui::score_of_cand(c);
-        std::fs::write(stem.with_extension("txt"), format!("{}\n", c.arch))
-            .map_err(|e| e.to_string())?;
+        std::fs::write(stem.with_extension("txt"), format!("{}\n", c.arch))?;
         std::fs::write(
             stem.with_extension("dot"),
             crate::export::dot::dot(&net, &format!("#{id} score {score:.4}")),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         let doc = json!({"id": id, "arch": c.arch, "score": score, "origin": c.origin,
                          "params": c.params, "active_params": c.active_params, "flops": c.flops,
                          "graph": net.arch});
         std::fs::write(
             stem.with_extension("json"),
             serde_json::to_string_pretty(&doc).unwrap_or_default(),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
         Ok(format!(
             "exported #{id} to {}.{{txt,dot,json}}",
             stem.display()
@@ -376,8 +342,8 @@ pub fn watch(path: &Path) -> Result<(), CliError> {
     let dir = RunDir::open(path)?;
     let space = Space::load(&dir.space_path())?;
     if !std::io::stdout().is_terminal() {
-        return Err(CliError::BadInput(
-            "watch needs a terminal; use `archgram status` for plain text".into(),
+        return Err(CliError::bad(
+            "watch needs a terminal; use `archgram status` for plain text",
         ));
     }
     let export = export_hook(&dir, &space);
@@ -390,16 +356,15 @@ pub fn watch(path: &Path) -> Result<(), CliError> {
         },
         false,
     )
-    .map_err(|e| CliError::Runtime(format!("dashboard: {e}")))
+    .map_err(|e| CliError::runtime_because("dashboard", e))
 }
 
 pub fn resume(
     path: &Path,
-    time: Option<String>,
+    time: Option<Duration>,
     no_tui: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let time = time.as_deref().map(parse_duration).transpose()?;
     let dir = RunDir::open(path)?;
     let store = dir.store()?;
     let settings = dir.settings(&store)?;
@@ -530,10 +495,10 @@ pub fn status_of(events: &[Event]) -> Status {
 pub fn status(path: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), CliError> {
     let dir = RunDir::open(path)?;
     let events = read_events(&dir.events_path()).map_err(|e| {
-        CliError::BadInput(format!(
-            "{}: cannot read events: {e}",
-            dir.events_path().display()
-        ))
+        CliError::bad_because(
+            format!("{}: cannot read events", dir.events_path().display()),
+            e,
+        )
     })?;
     let s = status_of(&events);
     if as_json {

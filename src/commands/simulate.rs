@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-const MAX_DEVICES: usize = 1024;
 const MAX_SPARE_SLOTS: usize = 64;
 const MAX_TOKENS: usize = 1 << 22;
 
@@ -33,7 +32,7 @@ pub fn simulate(a: &SimulateArgs, out: &mut dyn Write) -> Result<(), CliError> {
         Some(p) => Hardware::load(p)?,
         None => Hardware::default(),
     };
-    let devices = parse_devices(&a.devices)?;
+    let devices = a.devices.clone();
     if let Some(cf) = a.capacity_factor {
         if !(cf.is_finite() && cf >= 0.0) {
             return Err(bad(format!(
@@ -77,7 +76,10 @@ pub fn simulate(a: &SimulateArgs, out: &mut dyn Write) -> Result<(), CliError> {
             capacity_factor: a.capacity_factor,
             expert_flops: input.expert_flops.clone(),
         };
-        reports.push(run_model(&input.traces, &cfg, &hw).map_err(|e| bad(e.to_string()))?);
+        reports.push(
+            run_model(&input.traces, &cfg, &hw)
+                .map_err(|e| CliError::bad_because("cannot simulate", e))?,
+        );
     }
     if a.json {
         let v = if let [r] = reports.as_slice() {
@@ -100,24 +102,7 @@ pub fn simulate(a: &SimulateArgs, out: &mut dyn Write) -> Result<(), CliError> {
 }
 
 fn bad(m: String) -> CliError {
-    CliError::BadInput(m)
-}
-
-fn parse_devices(s: &str) -> Result<Vec<usize>, CliError> {
-    let err = || {
-        bad(format!(
-            "--devices: expected a count or a comma-separated list such as 8,16,32 (each 1..={MAX_DEVICES}), got `{s}`"
-        ))
-    };
-    let v: Vec<usize> = s
-        .split(',')
-        .map(|p| p.trim().parse::<usize>().ok())
-        .collect::<Option<_>>()
-        .ok_or_else(err)?;
-    if v.is_empty() || v.iter().any(|&d| d == 0 || d > MAX_DEVICES) {
-        return Err(err());
-    }
-    Ok(v)
+    CliError::bad(m)
 }
 
 /// Synthetic routing for every MoE layer of an architecture.
@@ -184,20 +169,19 @@ fn from_run(arg: &Path) -> Result<Input, CliError> {
         .ok_or_else(usage)?;
     let run = RunDir::open(run_path)?;
     let store = run.store().map_err(|e| match e {
-        SearchError::Store(StoreError::Held { .. }) => CliError::Runtime(format!(
-            "{e}; `simulate` reads the store, so run it after the search ends or is stopped"
-        )),
+        SearchError::Store(held @ StoreError::Held { .. }) => CliError::runtime_because(
+            "`simulate` reads the run's store, so run it after the search ends or is stopped",
+            held,
+        ),
         other => other.into(),
     })?;
-    let rt = |e: StoreError| CliError::Runtime(e.to_string());
     let record = store
-        .candidate(id)
-        .map_err(rt)?
+        .candidate(id)?
         .ok_or_else(|| bad(format!("run {} has no candidate {id}", run_path.display())))?;
-    let mut outcome = store.outcome(id).map_err(rt)?;
+    let mut outcome = store.outcome(id)?;
     if outcome.is_none() {
         if let Some(orig) = record.duplicate_of {
-            outcome = store.outcome(orig).map_err(rt)?;
+            outcome = store.outcome(orig)?;
         }
     }
     let outcome = outcome.ok_or_else(|| {
@@ -212,8 +196,15 @@ fn from_run(arg: &Path) -> Result<Input, CliError> {
         .and_then(|space| space.parse_arch(&record.text).ok())
         .map(|net| routed_layers(&net.arch));
     let mut kind = "trace";
-    let mut traces = final_trace(&outcome)
-        .map_err(|m| CliError::Runtime(format!("candidate {id} of {}: {m}", run_path.display())))?;
+    let mut traces = final_trace(&outcome).map_err(|e| {
+        CliError::runtime_because(
+            format!(
+                "candidate {id} of {}: its stored routing trace cannot be read; the store is damaged",
+                run_path.display()
+            ),
+            e,
+        )
+    })?;
     if traces.is_empty() {
         if let Some(routed) = &routed {
             traces = from_recorded_loads(&outcome, routed).map_err(|m| {
@@ -259,12 +250,10 @@ fn from_run(arg: &Path) -> Result<Input, CliError> {
 /// `routing.final`); empty for an outcome without them (no routed layers,
 /// or recorded by a build that kept only loads). A trace that is there but
 /// cannot be read means a damaged record, which is an error, not "none".
-fn final_trace(outcome: &Value) -> Result<Vec<LayerTrace>, String> {
+fn final_trace(outcome: &Value) -> Result<Vec<LayerTrace>, serde_json::Error> {
     match outcome.get("routing").and_then(|r| r.get("final")) {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
-            format!("its stored routing trace cannot be read ({e}); the store is damaged")
-        }),
+        Some(v) => serde_json::from_value(v.clone()),
     }
 }
 
@@ -567,11 +556,10 @@ mod tests {
         };
         t.push_token([(0, 0.7), (2, 0.3)]);
         let stored = json!({"routing": {"final": [t.clone()]}});
-        assert_eq!(final_trace(&stored), Ok(vec![t]));
-        assert_eq!(final_trace(&json!({"score": 0.5})), Ok(vec![]));
-        assert_eq!(final_trace(&json!({"routing": null})), Ok(vec![]));
+        assert_eq!(final_trace(&stored).unwrap(), vec![t]);
+        assert_eq!(final_trace(&json!({"score": 0.5})).unwrap(), vec![]);
+        assert_eq!(final_trace(&json!({"routing": null})).unwrap(), vec![]);
         let damaged = json!({"routing": {"final": [{"kind": 3}]}});
-        let e = final_trace(&damaged).unwrap_err();
-        assert!(e.contains("damaged"), "{e}");
+        assert!(final_trace(&damaged).is_err());
     }
 }

@@ -19,8 +19,8 @@ pub use kernels::Backend;
 pub use outcome::{Outcome, Status};
 pub use program::Program;
 pub use train::{
-    evaluate, learning_rate, memory_estimate, train, train_on, ScoreRule, TrainConfig, Trained,
-    Trainer, Weights,
+    evaluate, learning_rate, memory_estimate, train, train_on, ScoreRule, TrainConfig,
+    TrainSettings, Trained, Trainer, Weights,
 };
 
 use serde::{Deserialize, Serialize};

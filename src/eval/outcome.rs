@@ -60,7 +60,7 @@ impl Outcome {
     pub fn new(cost: Cost, cfg: &TrainConfig) -> Outcome {
         Outcome {
             status: Status::Ok,
-            metric: cfg.score.name().to_string(),
+            metric: cfg.train.score.name().to_string(),
             score: 0.0,
             accuracy: None,
             scored: 0,

@@ -17,9 +17,11 @@ use dfdx::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
+/// How a candidate's proxy is trained: a space file's `train` section.
+/// The defaults here are the only ones; `TrainConfig` embeds these.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct TrainConfig {
+#[serde(deny_unknown_fields, default)]
+pub struct TrainSettings {
     pub steps: usize,
     pub batch_size: usize,
     pub lr: f64,
@@ -28,6 +30,33 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Global gradient-norm clip (0 = off).
     pub clip_norm: f64,
+    /// Router balancing, drop policy and trace checkpoints.
+    pub routing: RouterSettings,
+    /// What candidates are scored and ranked by: `accuracy` (the task's
+    /// metric) or `likelihood` (exp of minus the held-out cross-entropy).
+    pub score: ScoreRule,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        TrainSettings {
+            steps: 300,
+            batch_size: 32,
+            lr: 3e-3,
+            warmup_steps: 30,
+            weight_decay: 0.01,
+            clip_norm: 1.0,
+            routing: RouterSettings::default(),
+            score: ScoreRule::default(),
+        }
+    }
+}
+
+/// One training: the space's settings plus what differs per trial.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    #[serde(flatten)]
+    pub train: TrainSettings,
     pub seed: u64,
     pub device: DeviceKind,
     /// A candidate whose estimated training memory exceeds this fails
@@ -36,10 +65,6 @@ pub struct TrainConfig {
     pub eval_batch_size: usize,
     /// Points kept of the training-loss curve.
     pub curve_points: usize,
-    /// Router balancing, drop policy and traces.
-    pub routing: RouterSettings,
-    /// What an outcome's `score` measures.
-    pub score: ScoreRule,
 }
 
 /// What a candidate is scored by on the held-out split.
@@ -76,32 +101,25 @@ impl ScoreRule {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            steps: 300,
-            batch_size: 32,
-            lr: 3e-3,
-            warmup_steps: 30,
-            weight_decay: 0.01,
-            clip_norm: 1.0,
+            train: TrainSettings::default(),
             seed: 0,
             device: DeviceKind::Cpu,
             max_memory_bytes: 4 << 30,
             eval_batch_size: 64,
             curve_points: 50,
-            routing: RouterSettings::default(),
-            score: ScoreRule::default(),
         }
     }
 }
 
 /// Linear warm-up then cosine decay to 10% of the peak.
 pub fn learning_rate(cfg: &TrainConfig, step: usize) -> f64 {
-    let warm = cfg.warmup_steps.min(cfg.steps);
+    let warm = cfg.train.warmup_steps.min(cfg.train.steps);
     if step < warm {
-        return cfg.lr * (step + 1) as f64 / warm as f64;
+        return cfg.train.lr * (step + 1) as f64 / warm as f64;
     }
-    let span = (cfg.steps - warm).max(1) as f64;
+    let span = (cfg.train.steps - warm).max(1) as f64;
     let t = ((step - warm) as f64 / span).min(1.0);
-    cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
+    cfg.train.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
 }
 
 /// Bytes a training step is expected to need: parameters with gradients and
@@ -238,7 +256,7 @@ impl<'a, D: Backend> Trainer<'a, D> {
     pub fn step(&mut self, batch: &Batch) -> Result<f64, String> {
         let (dev, prog, cfg, step) = (self.dev, self.prog, self.cfg, self.step);
         let mut run: Run<'_, D, OwnedTape<f32, D>> = Run::new(dev, &self.params, batch.batch);
-        run.routing = cfg.routing;
+        run.routing = cfg.train.routing;
         run.bias = self.bias.clone();
         let logits = forward(&mut run, prog, &batch.inputs);
         let routes = std::mem::take(&mut run.routes);
@@ -267,14 +285,18 @@ impl<'a, D: Backend> Trainer<'a, D> {
             return Err(format!("gradient became non-finite at step {step}"));
         }
         let norm = norm2.sqrt();
-        let clip = if cfg.clip_norm > 0.0 && norm > cfg.clip_norm {
-            cfg.clip_norm / norm
+        let clip = if cfg.train.clip_norm > 0.0 && norm > cfg.train.clip_norm {
+            cfg.train.clip_norm / norm
         } else {
             1.0
         };
         let lr = learning_rate(cfg, step);
         for (i, info) in prog.params.iter().enumerate() {
-            let decay = if info.decay { cfg.weight_decay } else { 0.0 };
+            let decay = if info.decay {
+                cfg.train.weight_decay
+            } else {
+                0.0
+            };
             let h = Hyper::at(step, lr, clip, decay);
             adamw(
                 &mut self.host[i],
@@ -293,7 +315,7 @@ impl<'a, D: Backend> Trainer<'a, D> {
     /// b_i ← b_i + γ·sign(c̄ − c_i) from this step's loads (Wang et al. 2024,
     /// auxiliary-loss-free balancing; DeepSeek-V3).
     fn update_bias(&mut self, routes: &[RouteRecord]) {
-        let gamma = self.cfg.routing.bias_rate as f32;
+        let gamma = self.cfg.train.routing.bias_rate as f32;
         for (b, r) in self.bias.iter_mut().zip(routes) {
             if r.kind != "moe" || gamma == 0.0 {
                 continue;
@@ -320,7 +342,7 @@ impl<'a, D: Backend> Trainer<'a, D> {
     /// gradients, routers as trained.
     pub fn forward(&self, batch: &Batch) -> Vec<f32> {
         let mut run: Run<'_, D, NoneTape> = Run::new(self.dev, &self.params, batch.batch);
-        run.routing = self.cfg.routing;
+        run.routing = self.cfg.train.routing;
         run.bias = self.bias.clone();
         forward(&mut run, self.prog, &batch.inputs).as_vec()
     }
@@ -328,7 +350,7 @@ impl<'a, D: Backend> Trainer<'a, D> {
     /// Routing traces of a forward pass on `batch` (no gradients).
     pub fn trace(&self, batch: &Batch) -> Vec<LayerTrace> {
         let mut run: Run<'_, D, NoneTape> = Run::new(self.dev, &self.params, batch.batch);
-        run.routing = self.cfg.routing;
+        run.routing = self.cfg.train.routing;
         run.bias = self.bias.clone();
         run.trace = true;
         let _ = forward(&mut run, self.prog, &batch.inputs);
@@ -361,27 +383,27 @@ pub fn train_on<D: Backend>(
     let _cache = FreeCacheOnDrop(dev);
     let mut data_rng = crate::seed::rng(cfg.seed, "data", 0);
     let mut trainer = Trainer::new(dev, prog, cfg);
-    let every = (cfg.steps / cfg.curve_points.max(1)).max(1);
+    let every = (cfg.train.steps / cfg.curve_points.max(1)).max(1);
     let mut curve = Vec::new();
     let mut last = f64::NAN;
     // A fixed probe batch whose routing is traced at a few checkpoints,
     // for routing-consistency statistics.
-    let probe = (prog.routed_layers > 0 && cfg.routing.trace_checkpoints > 0)
+    let probe = (prog.routed_layers > 0 && cfg.train.routing.trace_checkpoints > 0)
         .then(|| task.test_batches(PROBE_SEQUENCES).into_iter().next())
         .flatten();
-    let marks = cfg.routing.trace_checkpoints.max(1);
+    let marks = cfg.train.routing.trace_checkpoints.max(1);
     let mut checkpoints = Vec::new();
     let start = Instant::now();
     let mut traced = Duration::ZERO;
-    for step in 0..cfg.steps {
-        let batch = task.train_batch(step, cfg.batch_size, &mut data_rng);
+    for step in 0..cfg.train.steps {
+        let batch = task.train_batch(step, cfg.train.batch_size, &mut data_rng);
         let value = trainer.step(&batch)?;
         last = value;
-        if step % every == 0 || step + 1 == cfg.steps {
+        if step % every == 0 || step + 1 == cfg.train.steps {
             curve.push((step, value));
         }
         if let Some(p) = &probe {
-            if (step + 1) * marks % cfg.steps.max(1) < marks {
+            if (step + 1) * marks % cfg.train.steps.max(1) < marks {
                 let t0 = Instant::now();
                 checkpoints.push(Checkpoint {
                     step: step + 1,
@@ -405,7 +427,7 @@ pub fn train_on<D: Backend>(
         &trainer.params,
         task,
         cfg.eval_batch_size,
-        &cfg.routing,
+        &cfg.train.routing,
         &trainer.bias,
     )?;
     let routing = (prog.routed_layers > 0)
@@ -416,7 +438,7 @@ pub fn train_on<D: Backend>(
         score,
         test_loss,
         scored,
-        steps: cfg.steps,
+        steps: cfg.train.steps,
         train_secs,
         routes,
         routing,
@@ -553,7 +575,7 @@ pub fn evaluate(arch: &Arch, task: &dyn Task, cfg: &TrainConfig) -> Outcome {
         Ok(p) => p,
         Err(e) => return out.failed(format!("cannot compile: {e}")),
     };
-    let need = memory_estimate(&prog, arch, cfg.batch_size.max(cfg.eval_batch_size));
+    let need = memory_estimate(&prog, arch, cfg.train.batch_size.max(cfg.eval_batch_size));
     if need > cfg.max_memory_bytes {
         return out.failed(format!(
             "needs about {} MiB to train, over the limit of {} MiB",
@@ -565,7 +587,7 @@ pub fn evaluate(arch: &Arch, task: &dyn Task, cfg: &TrainConfig) -> Outcome {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train(&prog, task, cfg)));
     out.wall_secs = started.elapsed().as_secs_f64();
     match result {
-        Ok(Ok(t)) => out.finish(t, task.seq_len(), cfg.batch_size, cfg.score),
+        Ok(Ok(t)) => out.finish(t, task.seq_len(), cfg.train.batch_size, cfg.train.score),
         Ok(Err(reason)) => out.failed(reason),
         Err(panic) => {
             let msg = panic

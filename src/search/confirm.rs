@@ -233,11 +233,11 @@ pub fn train_trials(
         } in chunk
         {
             let c = store.candidate(id)?.ok_or_else(|| {
-                SearchError::Io(format!("candidate {id} is missing from the store"))
+                SearchError::failed(format!("candidate {id} is missing from the store"), None)
             })?;
-            let net = space
-                .network(c.derivation)
-                .map_err(|e| SearchError::Io(format!("candidate {id} no longer lowers: {e}")))?;
+            let net = space.network(c.derivation).map_err(|e| {
+                SearchError::failed(format!("candidate {id} no longer lowers"), Some(e.into()))
+            })?;
             nets.push((net, train_config(space, seed, steps, settings.device)));
         }
         let work: Vec<_> = nets.iter().map(|(n, c)| (&n.arch, c.clone())).collect();
@@ -253,7 +253,7 @@ pub fn train_trials(
             o,
         ) in chunk.iter().zip(outcomes)
         {
-            let value = serde_json::to_value(&o).map_err(|e| SearchError::Io(e.to_string()))?;
+            let value = serde_json::to_value(&o).map_err(crate::store::StoreError::Encode)?;
             store.put_trial(&TrialRecord {
                 candidate: id,
                 purpose: purpose.to_string(),

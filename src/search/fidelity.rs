@@ -299,7 +299,7 @@ fn pick_of(
     };
     confirmed
         .or_else(|| ranking.iter().find(|r| r.ok).map(|r| r.id))
-        .ok_or_else(|| SearchError::BadInput("the run has no evaluated candidates yet".into()))
+        .ok_or_else(|| SearchError::bad("the run has no evaluated candidates yet"))
 }
 
 /// Trains what `plan` still needs and reports. Returns None when `ctl.stop`
@@ -316,8 +316,8 @@ pub fn measure(
     emit: &mut dyn FnMut(Event) -> Result<(), SearchError>,
 ) -> Result<Option<FidelityReport>, SearchError> {
     if plan.seeds == 0 || plan.long_steps == 0 {
-        return Err(SearchError::BadInput(
-            "fidelity needs at least one seed and a long budget of at least one step".into(),
+        return Err(SearchError::bad(
+            "fidelity needs at least one seed and a long budget of at least one step",
         ));
     }
     let ranking = ranked(store)?;
@@ -337,7 +337,7 @@ pub fn measure(
     let report = report(store, space.metric, settings, plan, &chosen, pick)?;
     emit(Event::new(
         "fidelity",
-        serde_json::to_value(&report).map_err(|e| SearchError::Io(e.to_string()))?,
+        serde_json::to_value(&report).map_err(crate::store::StoreError::Encode)?,
     ))?;
     Ok(Some(report))
 }

@@ -138,7 +138,7 @@ pub fn missing_events(
                 evaluations += 1;
                 if !l.finished.contains(&c.id) {
                     let outcome: Outcome = serde_json::from_value(o).map_err(|e| {
-                        StoreError::Corrupt(format!("outcome of candidate {}: {e}", c.id))
+                        StoreError::Corrupt(format!("outcome of candidate {}: {e}", c.id).into())
                     })?;
                     found.push(outcome_event(c.id, &outcome, evaluations, budget));
                 }
@@ -163,22 +163,25 @@ pub fn check_store(store: &SledStore, events_path: &Path) -> Result<(), SearchEr
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => {
-            return Err(SearchError::Io(format!(
-                "cannot read {}: {e}",
-                events_path.display()
-            )))
+            return Err(SearchError::io(
+                format!("cannot read {}", events_path.display()),
+                e,
+            ))
         }
     };
     let l = logged(&events);
     let store_dir = events_path.with_file_name("store");
     let damaged = |what: String| {
-        SearchError::Store(StoreError::Corrupt(format!(
+        SearchError::Store(StoreError::Corrupt(
+            format!(
             "{} {what}, which {} records; the store is damaged (truncated, replaced or overwritten). \
              Nothing continues from it, so that no finished candidate is trained again or lost: \
              restore the store folder from a backup, or start a new run",
             store_dir.display(),
             events_path.display()
-        )))
+        )
+            .into(),
+        ))
     };
     if store.meta()?.is_none() && !(l.finished.is_empty() && l.merged.is_empty()) {
         return Err(damaged(format!(

@@ -11,7 +11,9 @@ use crate::eval::{evaluate_all, DeviceKind, Outcome, TrainConfig};
 use crate::hash::Hashes;
 use crate::seed;
 use crate::space::Space;
-use crate::store::{read_events, CandidateRecord, Counters, Event, EventLog, SledStore, Store};
+use crate::store::{
+    read_events, CandidateRecord, Cause, Counters, Event, EventLog, SledStore, Store, StoreError,
+};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,28 +77,74 @@ impl Ending {
     }
 }
 
+/// Why a run (or a command on a run) stopped. Each variant keeps its cause;
+/// the CLI picks the exit code by variant.
 #[derive(Debug, thiserror::Error)]
 pub enum SearchError {
-    #[error("{0}")]
-    BadInput(String),
-    #[error("{0}")]
+    /// The user's input is wrong (a flag, a run folder, the space's task).
+    #[error("{what}")]
+    BadInput {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error("{0}")]
-    Io(String),
+    /// Reading or writing one of the run's files failed.
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The run's records ask for something that cannot be done (a
+    /// candidate that is missing or no longer lowers), or a resource could
+    /// not be set up.
+    #[error("{what}")]
+    Failed {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+}
+
+impl SearchError {
+    pub fn bad(what: impl Into<String>) -> Self {
+        SearchError::BadInput {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    pub fn bad_because(what: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        SearchError::BadInput {
+            what: what.into(),
+            cause: Some(cause.into()),
+        }
+    }
+
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        SearchError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub fn failed(what: impl Into<String>, cause: Option<Cause>) -> Self {
+        SearchError::Failed {
+            what: what.into(),
+            cause,
+        }
+    }
 }
 
 /// The space's training settings for a candidate.
 pub fn train_config(space: &Space, seed: u64, steps: usize, device: DeviceKind) -> TrainConfig {
-    let t = &space.file.train;
+    let mut train = space.file.train.clone();
+    train.warmup_steps = train.warmup_steps.min(steps / 2);
+    train.steps = steps;
     TrainConfig {
-        steps,
-        batch_size: t.batch_size,
-        lr: t.lr,
-        warmup_steps: t.warmup_steps.min(steps / 2),
-        weight_decay: t.weight_decay,
-        clip_norm: t.clip_norm,
-        routing: t.routing,
-        score: t.score,
+        train,
         seed,
         device,
         ..TrainConfig::default()
@@ -217,7 +265,8 @@ pub fn run(
     ctl: &RunControl,
     progress: &mut dyn FnMut(&Event),
 ) -> Result<Ending, SearchError> {
-    let mut log = EventLog::open(&dir.events_path()).map_err(|e| SearchError::Io(e.to_string()))?;
+    let mut log =
+        EventLog::open(&dir.events_path()).map_err(|e| SearchError::io("event log", e))?;
     let baselines: Vec<String> = space.file.baselines.keys().cloned().collect();
     let mut strategy = Strategy::new(
         settings.strategy,
@@ -229,20 +278,22 @@ pub fn run(
     let mut counters = store.counters()?;
     let task = space
         .build_task(space.file.seed)
-        .map_err(|e| SearchError::BadInput(e.to_string()))?;
+        .map_err(|e| SearchError::bad_because("the space's task", e))?;
     let cfg = train_config(space, settings.seed, settings.steps, settings.device);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(settings.workers.max(1))
         .build()
-        .map_err(|e| SearchError::Io(e.to_string()))?;
+        .map_err(|e| SearchError::failed("cannot start the worker threads", Some(e.into())))?;
     let started = Instant::now();
     let mut emit = |log: &mut EventLog, e: Event| -> Result<(), SearchError> {
-        log.append(&e).map_err(|e| SearchError::Io(e.to_string()))?;
+        log.append(&e)
+            .map_err(|e| SearchError::io("event log", e))?;
         progress(&e);
         Ok(())
     };
     // Results the store kept but a killed process never logged.
-    let logged = read_events(&dir.events_path()).map_err(|e| SearchError::Io(e.to_string()))?;
+    let logged = read_events(&dir.events_path())
+        .map_err(|e| SearchError::io(format!("cannot read {}", dir.events_path().display()), e))?;
     for e in journal::missing_events(store, &logged, settings.budget)? {
         emit(&mut log, e)?;
     }
@@ -295,11 +346,17 @@ pub fn run(
             if let (Some(rungs), Some(h)) = (pos.rungs.as_mut(), &settings.halving) {
                 if let Some((bracket, from, root, rung)) = rungs.promote(h.eta) {
                     let src = store.candidate(from)?.ok_or_else(|| {
-                        SearchError::Io(format!("candidate {from} is missing from the store"))
+                        SearchError::failed(
+                            format!("candidate {from} is missing from the store"),
+                            None,
+                        )
                     })?;
-                    let net = space
-                        .network(src.derivation.clone())
-                        .map_err(|e| SearchError::Io(e.to_string()))?;
+                    let net = space.network(src.derivation.clone()).map_err(|e| {
+                        SearchError::failed(
+                            format!("candidate {from} no longer lowers"),
+                            Some(e.into()),
+                        )
+                    })?;
                     pos.next_id += 1;
                     let steps = h.steps_at(rung, settings.steps);
                     let record = CandidateRecord {
@@ -447,9 +504,9 @@ pub fn run(
             .iter()
             .map(|j| {
                 let mut c = cfg.clone();
-                if j.record.steps != c.steps {
+                if j.record.steps != c.train.steps {
                     c = train_config(space, settings.seed, j.record.steps, settings.device);
-                    c.routing = cfg.routing;
+                    c.train.routing = cfg.train.routing;
                 }
                 (&j.net.arch, c)
             })
@@ -458,8 +515,7 @@ pub fn run(
             pool.install(|| evaluate_all(&work, task.as_ref(), settings.workers > 1));
         let mut told: Vec<(u64, f64, bool)> = Vec::new();
         for (job, outcome) in jobs.into_iter().zip(outcomes) {
-            let value =
-                serde_json::to_value(&outcome).map_err(|e| SearchError::Io(e.to_string()))?;
+            let value = serde_json::to_value(&outcome).map_err(StoreError::Encode)?;
             store.put_candidate(&job.record)?;
             store.put_outcome(job.id, &job.record.hashes, &value)?;
             counters.misses += 1;

@@ -54,10 +54,10 @@ impl RunDir {
         space: &Space,
         settings: &RunSettings,
     ) -> Result<(RunDir, SledStore), SearchError> {
-        check_run_name(&settings.name).map_err(SearchError::BadInput)?;
+        check_run_name(&settings.name).map_err(SearchError::bad)?;
         let path = runs_dir.join(&settings.name);
         if path.join("store").exists() || path.join("events.jsonl").exists() {
-            return Err(SearchError::BadInput(format!(
+            return Err(SearchError::bad(format!(
                 "run `{}` already exists in {}; continue it with `archgram resume {}` or pick another --name",
                 settings.name,
                 runs_dir.display(),
@@ -65,7 +65,7 @@ impl RunDir {
             )));
         }
         std::fs::create_dir_all(&path)
-            .map_err(|e| SearchError::Io(format!("cannot create {}: {e}", path.display())))?;
+            .map_err(|e| SearchError::io(format!("cannot create {}", path.display()), e))?;
         let dir = RunDir { path };
         // Copy the space so the run can be resumed and read later even if
         // the original files change.
@@ -75,7 +75,7 @@ impl RunDir {
             .unwrap_or(Path::new("."))
             .join(&space.file.grammar);
         let grammar_text = std::fs::read_to_string(&grammar_src)
-            .map_err(|e| SearchError::Io(format!("cannot read {}: {e}", grammar_src.display())))?;
+            .map_err(|e| SearchError::io(format!("cannot read {}", grammar_src.display()), e))?;
         let mut file: SpaceFile = space.file.clone();
         file.grammar = PathBuf::from("grammar.ron");
         file.start = Some(space.grammar.start.clone());
@@ -83,11 +83,13 @@ impl RunDir {
             let abs = space.path.parent().unwrap_or(Path::new(".")).join(f);
             file.task.file = Some(std::fs::canonicalize(&abs).unwrap_or(abs));
         }
-        let text = ron::ser::to_string_pretty(&file, ron::ser::PrettyConfig::default())
-            .map_err(|e| SearchError::Io(e.to_string()))?;
+        let text =
+            ron::ser::to_string_pretty(&file, ron::ser::PrettyConfig::default()).map_err(|e| {
+                SearchError::failed("cannot write the run's space file", Some(e.into()))
+            })?;
         let write = |p: PathBuf, t: &str| {
             std::fs::write(&p, t)
-                .map_err(|e| SearchError::Io(format!("cannot write {}: {e}", p.display())))
+                .map_err(|e| SearchError::io(format!("cannot write {}", p.display()), e))
         };
         write(dir.path.join("grammar.ron"), &grammar_text)?;
         write(dir.space_path(), &text)?;
@@ -104,7 +106,7 @@ impl RunDir {
     /// An existing run folder.
     pub fn open(path: &Path) -> Result<RunDir, SearchError> {
         if !path.join("space.ron").is_file() {
-            return Err(SearchError::BadInput(format!(
+            return Err(SearchError::bad(format!(
                 "{} is not a run folder (no space.ron); runs live in runs/<name>/",
                 path.display()
             )));
@@ -126,13 +128,16 @@ impl RunDir {
     /// The run's settings as recorded when it started.
     pub fn settings(&self, store: &dyn Store) -> Result<RunSettings, SearchError> {
         let meta = store.meta()?.ok_or_else(|| {
-            SearchError::Store(crate::store::StoreError::Corrupt(format!(
-                "{} has no run metadata: the run never started, or its store was replaced or damaged",
-                self.store_path().display()
-            )))
+            SearchError::Store(crate::store::StoreError::Corrupt(
+                format!(
+                    "{} has no run metadata: the run never started, or its store was replaced or damaged",
+                    self.store_path().display()
+                )
+                .into(),
+            ))
         })?;
         serde_json::from_value(meta["settings"].clone())
-            .map_err(|e| SearchError::BadInput(format!("{}: {e}", self.path.display())))
+            .map_err(|e| SearchError::bad_because(self.path.display().to_string(), e))
     }
 }
 

@@ -19,7 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// One event: its kind and fields.
@@ -99,16 +99,52 @@ fn in_file(e: std::io::Error, path: &Path, doing: &str) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display()))
 }
 
-/// Every complete event in the file: a torn line, a line that is not UTF-8
-/// or not an event is skipped.
-pub fn read_events(path: &Path) -> std::io::Result<Vec<Event>> {
-    let f = File::open(path)?;
-    let mut out = Vec::new();
-    for line in BufReader::new(f).split(b'\n') {
-        if let Ok(e) = serde_json::from_slice::<Event>(&line?) {
-            out.push(e);
+/// Reads a log's events as they are appended: each call returns the
+/// complete lines written since the last one. A torn last line waits for
+/// its end; a line that is not UTF-8 or not an event is skipped.
+pub struct EventTail {
+    path: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+impl EventTail {
+    pub fn new(path: &Path) -> EventTail {
+        EventTail {
+            path: path.to_path_buf(),
+            offset: 0,
+            partial: Vec::new(),
         }
     }
+
+    /// The events completed since the last call.
+    pub fn read_new(&mut self) -> std::io::Result<Vec<Event>> {
+        let mut f = File::open(&self.path)?;
+        f.seek(SeekFrom::Start(self.offset))?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf)?;
+        self.offset += buf.len() as u64;
+        self.partial.extend_from_slice(&buf);
+        let mut out = Vec::new();
+        while let Some(i) = self.partial.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=i).collect();
+            out.extend(parse_line(&line));
+        }
+        Ok(out)
+    }
+}
+
+fn parse_line(line: &[u8]) -> Option<Event> {
+    serde_json::from_slice::<Event>(line).ok()
+}
+
+/// Every complete event in the file: a torn line, a line that is not UTF-8
+/// or not an event is skipped. (A last line whose newline is missing but
+/// whose event is whole counts.)
+pub fn read_events(path: &Path) -> std::io::Result<Vec<Event>> {
+    let mut tail = EventTail::new(path);
+    let mut out = tail.read_new()?;
+    out.extend(parse_line(&tail.partial));
     Ok(out)
 }
 
@@ -162,6 +198,25 @@ mod tests {
         EventLog::open(&p).unwrap();
         assert!(std::fs::read_to_string(&p).unwrap().ends_with("}\n"));
         assert!(!std::fs::read_to_string(&p).unwrap().ends_with("\n\n"));
+    }
+
+    #[test]
+    fn a_tail_returns_each_line_once_and_waits_for_a_torn_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("events.jsonl");
+        let mut tail = EventTail::new(&p);
+        assert!(tail.read_new().is_err(), "no file yet");
+        std::fs::write(
+            &p,
+            "{\"t\": 1.0, \"event\": \"sampled\"}\n{\"t\": 2.0, \"ev",
+        )
+        .unwrap();
+        let kinds = |v: Vec<Event>| v.into_iter().map(|e| e.event).collect::<Vec<_>>();
+        assert_eq!(kinds(tail.read_new().unwrap()), ["sampled"]);
+        assert_eq!(kinds(tail.read_new().unwrap()), Vec::<String>::new());
+        let mut f = OpenOptions::new().append(true).open(&p).unwrap();
+        f.write_all(b"ent\": \"evaluated\"}\n").unwrap();
+        assert_eq!(kinds(tail.read_new().unwrap()), ["evaluated"]);
     }
 
     #[test]

@@ -6,8 +6,8 @@
 mod events;
 mod sled_store;
 
-pub use events::{read_events, Event, EventLog};
-pub use sled_store::SledStore;
+pub use events::{read_events, Event, EventLog, EventTail};
+pub use sled_store::{SledError, SledStore};
 
 use crate::grammar::Derivation;
 use crate::hash::Hashes;
@@ -75,16 +75,34 @@ pub struct Counters {
     pub failed: u64,
 }
 
+/// A cause kept under a store error (a damaged record's decoding error, or
+/// what a consistency check found).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot open the run store at {path}: {reason}")]
-    Open { path: String, reason: String },
+    #[error("cannot open the run store at {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: sled_store::SledError,
+    },
+    /// The store's lock is held: another process (or another handle in
+    /// this one) is using the run.
     #[error("cannot open the run store at {path}: another archgram process is using this run (watch it with `archgram status` or `archgram watch`)")]
     Held { path: String },
-    #[error("run store: {0}")]
-    Io(String),
-    #[error("run store record is corrupt: {0}")]
-    Corrupt(String),
+    #[error("run store")]
+    Io(#[source] sled_store::SledError),
+    /// A record could not be encoded for writing.
+    #[error("run store: cannot encode a record")]
+    Encode(#[source] serde_json::Error),
+    /// An earlier write failed, so the store takes no more.
+    #[error("run store: an earlier write to the store failed; nothing more is written")]
+    WritesStopped,
+    #[error("run store: the disk did not take the store's writes within {secs} s (is it full or failing?)")]
+    FlushTimeout { secs: u64 },
+    #[error("run store record is corrupt")]
+    Corrupt(#[source] Cause),
 }
 
 /// What a run keeps. Every write of a finished evaluation is durable

@@ -23,8 +23,20 @@ struct Trees {
     trials: sled::Tree,
 }
 
-/// sled's own messages print I/O errors with Rust's debug formatting
-/// (`Os { code: 28, kind: StorageFull, .. }`); these say it in words.
+/// A sled error kept as the cause of a `StoreError`. sled's own messages
+/// print I/O errors with Rust's debug formatting (`Os { code: 28, kind:
+/// StorageFull, .. }`); this one says it in words.
+#[derive(Debug)]
+pub struct SledError(pub sled::Error);
+
+impl std::fmt::Display for SledError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&describe(&self.0))
+    }
+}
+
+impl std::error::Error for SledError {}
+
 fn describe(e: &sled::Error) -> String {
     match e {
         sled::Error::Io(e) => io_words(e),
@@ -51,8 +63,8 @@ fn io_words(e: &std::io::Error) -> String {
 
 fn io(e: sled::Error) -> StoreError {
     match e {
-        sled::Error::Corruption { .. } => StoreError::Corrupt(describe(&e)),
-        e => StoreError::Io(describe(&e)),
+        sled::Error::Corruption { .. } => StoreError::Corrupt(Box::new(SledError(e))),
+        e => StoreError::Io(SledError(e)),
     }
 }
 
@@ -66,11 +78,22 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `open` waits for a lock this process may still be releasing.
 const LOCK_GRACE: Duration = Duration::from_secs(3);
 
-/// sled 0.34 reports a held lock as `ErrorKind::Other` with this message
-/// (config.rs), not as `WouldBlock`.
-fn is_lock_held(e: &sled::Error) -> bool {
-    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
-        || io.to_string().contains("could not acquire lock"))
+/// Whether another handle holds the store's lock. sled 0.34 takes an
+/// exclusive lock on `DIR/db` (with fs2) but reports a refusal only as
+/// `ErrorKind::Other` with a message, so the same lock is tried here first,
+/// where a refusal has a kind of its own (`WouldBlock`). A folder without
+/// that file (a new store, or not a folder at all) is not held.
+fn is_lock_held(dir: &Path) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(dir.join("db"))
+    else {
+        return false;
+    };
+    // The lock, if taken, goes with `file` at the end of this call.
+    matches!(fs2::FileExt::try_lock_exclusive(&file),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
 }
 
 fn id_key(id: u64) -> [u8; 8] {
@@ -78,11 +101,11 @@ fn id_key(id: u64) -> [u8; 8] {
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(v).map_err(|e| StoreError::Io(e.to_string()))
+    serde_json::to_vec(v).map_err(StoreError::Encode)
 }
 
 fn parse<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
-    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
+    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(Box::new(e)))
 }
 
 impl SledStore {
@@ -93,22 +116,20 @@ impl SledStore {
         // the last handle goes, so a store this process has just closed can
         // look held for a moment: retry briefly before blaming another process.
         let deadline = Instant::now() + LOCK_GRACE;
-        let db = loop {
-            match sled::Config::new().path(dir).open() {
-                Err(e) if is_lock_held(&e) && Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                r => break r,
-            }
-        };
         let path = dir.display().to_string();
-        let db = db.map_err(|e| match e {
-            e if is_lock_held(&e) => StoreError::Held { path: path.clone() },
-            e => StoreError::Open {
+        while is_lock_held(dir) {
+            if Instant::now() >= deadline {
+                return Err(StoreError::Held { path });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| StoreError::Open {
                 path: path.clone(),
-                reason: describe(&e),
-            },
-        })?;
+                source: SledError(e),
+            })?;
         let tree = |name: &str| db.open_tree(name).map_err(io);
         let trees = Trees {
             candidates: tree("candidates")?,
@@ -135,9 +156,7 @@ impl SledStore {
 
     fn writable(&self) -> Result<(), StoreError> {
         if self.failed.load(Ordering::SeqCst) {
-            return Err(StoreError::Io(
-                "an earlier write to the store failed; nothing more is written".into(),
-            ));
+            return Err(StoreError::WritesStopped);
         }
         Ok(())
     }
@@ -266,14 +285,14 @@ impl Store for SledStore {
             .value("counters")?
             .map(serde_json::from_value)
             .transpose()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+            .map_err(|e| StoreError::Corrupt(Box::new(e)))?
             .unwrap_or_default())
     }
 
     fn put_counters(&self, c: &Counters) -> Result<(), StoreError> {
         self.put_value(
             "counters",
-            &serde_json::to_value(c).map_err(|e| StoreError::Io(e.to_string()))?,
+            &serde_json::to_value(c).map_err(StoreError::Encode)?,
         )
     }
 
@@ -303,10 +322,9 @@ impl Store for SledStore {
                 // The helper stays blocked with its handle; it is leaked
                 // with the rest (see `Drop`).
                 self.failed.store(true, Ordering::SeqCst);
-                Err(StoreError::Io(format!(
-                    "the disk did not take the store's writes within {} s (is it full or failing?)",
-                    FLUSH_TIMEOUT.as_secs()
-                )))
+                Err(StoreError::FlushTimeout {
+                    secs: FLUSH_TIMEOUT.as_secs(),
+                })
             }
         }
     }
@@ -400,15 +418,22 @@ mod tests {
         let full = sled::Error::Io(std::io::Error::from_raw_os_error(28));
         // sled reports a failure it saw earlier as a clone of it, whose
         // text is the original's debug output.
+        // The words are the cause kept under the store's error.
+        let text = |e: StoreError| {
+            let cause = std::error::Error::source(&e).map(|c| c.to_string());
+            format!("{e}: {}", cause.unwrap_or_default())
+        };
         for e in [full.clone(), full] {
-            let e = io(e).to_string();
+            let e = text(io(e));
             assert!(e.contains("No space left on device"), "{e}");
             assert!(!e.contains("Os {") && !e.contains("kind:"), "{e}");
         }
         let custom = std::io::Error::new(std::io::ErrorKind::StorageFull, "x");
-        let e = io(sled::Error::Io(custom).clone()).to_string();
+        let e = text(io(sled::Error::Io(custom).clone()));
         assert!(!e.contains("Custom {"), "{e}");
-        let e = io(sled::Error::Corruption { at: None, bt: () }).to_string();
+        let corrupt = io(sled::Error::Corruption { at: None, bt: () });
+        assert!(matches!(corrupt, StoreError::Corrupt(_)), "{corrupt:?}");
+        let e = text(corrupt);
         assert!(e.contains("damaged"), "{e}");
         assert!(!e.contains("backtrace"), "{e}");
     }
@@ -422,12 +447,14 @@ mod tests {
         let e = SledStore::open(dir.path())
             .err()
             .expect("the store is held");
+        assert!(matches!(e, StoreError::Held { .. }), "{e:?}");
         assert!(e.to_string().contains("another archgram process"), "{e}");
         let file = dir.path().join("file");
         std::fs::write(&file, "x").unwrap();
         let e = SledStore::open(&file).err().expect("a file is not a store");
+        assert!(matches!(e, StoreError::Open { .. }), "{e:?}");
         assert!(e.to_string().contains("cannot open the run store"), "{e}");
-        assert!(!e.to_string().contains("another archgram process"), "{e}");
+        assert!(std::error::Error::source(&e).is_some(), "the cause is kept");
         drop(held);
     }
 

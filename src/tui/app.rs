@@ -4,9 +4,8 @@
 
 use super::draw::draw;
 use super::state::{Action, Dashboard};
-use crate::store::Event;
+use crate::store::{Event, EventTail};
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
-use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -20,6 +19,11 @@ pub enum EventSource {
     File(PathBuf),
 }
 
+/// The dashboard's `e` key: writes a candidate's files and says where, or
+/// why it could not.
+pub type ExportHook<'a> =
+    dyn Fn(&Dashboard, u64) -> Result<String, Box<dyn std::error::Error>> + 'a;
+
 /// What the dashboard may do to the world around it.
 pub struct Hooks<'a> {
     /// Set by `p` (live search only).
@@ -27,42 +31,10 @@ pub struct Hooks<'a> {
     /// Set by a confirmed `q` (live search only).
     pub stop: Option<&'a AtomicBool>,
     /// Writes the files of one candidate; returns a line for the footer.
-    pub export: &'a dyn Fn(&Dashboard, u64) -> Result<String, String>,
+    pub export: &'a ExportHook<'a>,
 }
 
 const FRAME: Duration = Duration::from_millis(100);
-
-/// Follows a file, yielding complete lines; a torn last line waits.
-struct Tail {
-    path: PathBuf,
-    offset: u64,
-    partial: Vec<u8>,
-}
-
-impl Tail {
-    fn read(&mut self) -> Vec<Event> {
-        let Ok(mut f) = std::fs::File::open(&self.path) else {
-            return Vec::new();
-        };
-        if f.seek(SeekFrom::Start(self.offset)).is_err() {
-            return Vec::new();
-        }
-        let mut buf = Vec::new();
-        if f.read_to_end(&mut buf).is_err() {
-            return Vec::new();
-        }
-        self.offset += buf.len() as u64;
-        self.partial.extend_from_slice(&buf);
-        let mut out = Vec::new();
-        while let Some(i) = self.partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=i).collect();
-            if let Ok(e) = serde_json::from_slice::<Event>(&line) {
-                out.push(e);
-            }
-        }
-        out
-    }
-}
 
 fn key_char(code: KeyCode) -> Option<char> {
     Some(match code {
@@ -94,14 +66,7 @@ fn event_loop(
     let mut d = Dashboard::new(live);
     let (mut rx, mut tail) = match source {
         EventSource::Channel(rx) => (Some(rx), None),
-        EventSource::File(path) => (
-            None,
-            Some(Tail {
-                path,
-                offset: 0,
-                partial: Vec::new(),
-            }),
-        ),
+        EventSource::File(path) => (None, Some(EventTail::new(&path))),
     };
     let mut search_over = !live;
     let mut stopping = false;
@@ -132,7 +97,9 @@ fn event_loop(
             }
         }
         if let Some(t) = tail.as_mut() {
-            for e in t.read() {
+            // A log not written yet (or unreadable for a moment) is read
+            // again on the next frame.
+            for e in t.read_new().unwrap_or_default() {
                 d.apply(&e);
                 dirty = true;
             }

@@ -2,6 +2,8 @@
 //! the selection and overlays. `apply` and `key` are the only ways it
 //! changes, so the same events and keys always give the same screen.
 
+use crate::grammar::Derivation;
+use crate::search::pareto::{front, Point};
 use crate::store::Event;
 use std::collections::{BTreeMap, VecDeque};
 
@@ -333,21 +335,26 @@ impl Dashboard {
         self.ranked().get(self.selected).copied()
     }
 
-    /// Score against active parameters: candidates no other beats on both.
+    /// Score against active parameters: candidates no other beats on both,
+    /// as (active params, score) by growing size.
     pub fn pareto(&self) -> Vec<(f64, f64)> {
-        let mut pts: Vec<(f64, f64)> = self
+        // FLOPs are left out (all 0): the chart has two axes.
+        let pts: Vec<Point> = self
             .ranked()
             .iter()
-            .map(|c| (c.active_params, score(c)))
+            .map(|c| Point {
+                id: c.id,
+                score: score(c),
+                active_params: c.active_params,
+                flops: 0.0,
+            })
             .collect();
-        pts.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.total_cmp(&a.1)));
-        let mut front: Vec<(f64, f64)> = Vec::new();
-        for p in pts {
-            if front.last().is_none_or(|l| p.1 > l.1) {
-                front.push(p);
-            }
-        }
-        front
+        let mut f: Vec<(f64, f64)> = front(&pts)
+            .iter()
+            .map(|p| (p.active_params, p.score))
+            .collect();
+        f.sort_by(|a, b| a.0.total_cmp(&b.0));
+        f
     }
 
     /// Evaluations per minute since the run started.
@@ -482,55 +489,23 @@ fn json_zero() -> serde_json::Value {
 }
 
 /// The text form as an indented tree: one line per module, its
-/// parameters beside it.
+/// parameters beside it. A text that does not parse is shown as it is.
 pub fn arch_tree(text: &str) -> Vec<String> {
-    let mut lines = Vec::new();
-    let mut depth = 0usize;
-    let mut token = String::new();
-    let mut args: Vec<String> = Vec::new();
-    let mut pending: Option<(usize, String)> = None;
-    let flush =
-        |lines: &mut Vec<String>, pending: &mut Option<(usize, String)>, args: &mut Vec<String>| {
-            if let Some((d, name)) = pending.take() {
-                let a = if args.is_empty() {
-                    String::new()
-                } else {
-                    format!(" {}", args.join(" "))
-                };
-                lines.push(format!("{}{}{}", "  ".repeat(d), name, a));
-                args.clear();
-            }
-        };
-    for ch in text.chars() {
-        match ch {
-            '(' => {
-                flush(&mut lines, &mut pending, &mut args);
-                pending = Some((depth, token.trim().to_string()));
-                token.clear();
-                depth += 1;
-            }
-            ',' | ')' => {
-                let t = token.trim().to_string();
-                token.clear();
-                if !t.is_empty() {
-                    if t.contains('=') {
-                        args.push(t);
-                    } else {
-                        flush(&mut lines, &mut pending, &mut args);
-                        lines.push(format!("{}{}", "  ".repeat(depth), t));
-                    }
-                }
-                if ch == ')' {
-                    flush(&mut lines, &mut pending, &mut args);
-                    depth = depth.saturating_sub(1);
-                }
-            }
-            _ => token.push(ch),
+    fn walk(d: &Derivation, depth: usize, lines: &mut Vec<String>) {
+        let mut line = format!("{}{}", "  ".repeat(depth), d.form);
+        for (k, v) in &d.params {
+            line.push_str(&format!(" {k}={v}"));
+        }
+        lines.push(line);
+        for c in &d.children {
+            walk(c, depth + 1, lines);
         }
     }
-    flush(&mut lines, &mut pending, &mut args);
-    if lines.is_empty() && !text.is_empty() {
-        lines.push(text.to_string());
+    let mut lines = Vec::new();
+    match Derivation::parse(text) {
+        Ok(d) => walk(&d, 0, &mut lines),
+        Err(_) if !text.is_empty() => lines.push(text.to_string()),
+        Err(_) => {}
     }
     lines
 }
@@ -614,5 +589,8 @@ mod tests {
                 "    identity"
             ]
         );
+        // What is not a text form is shown whole, not half-parsed.
+        assert_eq!(arch_tree("seq(mlp("), vec!["seq(mlp("]);
+        assert!(arch_tree("").is_empty());
     }
 }
