@@ -1,7 +1,7 @@
 //! A run's folder: `runs/<name>/` with a self-contained copy of the space
 //! (`space.ron`, `grammar.ron`), the store and `events.jsonl`.
 
-use super::run::{RunSettings, SearchError};
+use super::settings::{RunSettings, SearchError};
 use crate::space::{Space, SpaceFile};
 use crate::store::{SledStore, Store};
 use std::path::{Path, PathBuf};
