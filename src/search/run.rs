@@ -11,7 +11,7 @@ use super::dedupe::{Deduper, Stage, Verdict};
 use super::halving::{Brackets, Halving};
 use super::propose::{Job, Proposed, Proposer};
 use super::recorder::Recorder;
-use super::rundir::RunDir;
+use super::rundir::{check_hash_recipes, RunDir};
 use super::settings::{score_of, train_config, RunControl, RunSettings, SearchError};
 use super::strategy::Strategy;
 use crate::eval::{evaluate_all, Outcome, TrainConfig};
@@ -166,6 +166,7 @@ pub fn run(
     ctl: &RunControl,
     progress: &mut dyn FnMut(&Event),
 ) -> Result<Ending, SearchError> {
+    check_hash_recipes(store, &dir.store_path())?;
     let mut rec = Recorder::open(store, &dir.events_path(), progress)?;
     let baselines: Vec<String> = space.file.baselines.keys().cloned().collect();
     let mut strategy = Strategy::new(
