@@ -227,7 +227,8 @@ fn degenerate_outputs_are_never_merged() {
 }
 
 /// Fixed hashes: they must not change between runs or builds. Update only
-/// with a HASH_RECIPE_VERSION (structural) or FUNCTIONAL_RECIPE_VERSION bump.
+/// with a HASH_RECIPE_VERSION (structural) or FUNCTIONAL_RECIPE_VERSION bump
+/// (the bytes each op is hashed as are pinned in `src/hash/encode.rs`).
 #[test]
 fn golden_hashes() {
     let golden: &[(&str, &str)] = &[
@@ -242,6 +243,10 @@ fn golden_hashes() {
         (
             "branch(split=clone, factor=2, merge=dot, seq(branch(split=clone, factor=2, merge=scaled_dot, linear(width=16), route(pre=identity, post=transpose, linear(width=16))), softmax), linear(width=model))",
             include_str!("golden/hash_attention.txt"),
+        ),
+        (
+            "seq(mod(capacity=0.25, causal=true, block(norm=pre, residual=false, attention(heads=2))), block(mlp(ratio=2)))",
+            include_str!("golden/hash_mod.txt"),
         ),
     ];
     for (text, want) in golden {

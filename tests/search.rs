@@ -510,6 +510,32 @@ fn a_damaged_store_is_refused_not_restarted() {
     }
 }
 
+/// A run whose candidates were hashed with older hash recipes is refused
+/// on resume: none of its hashes would match a new candidate's, so it would
+/// silently train again what it has already trained. Exit code 2, nothing
+/// trained or logged, and the run stays readable.
+#[test]
+fn a_run_hashed_with_older_recipes_is_refused_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = finished_run(dir.path(), "old", "2");
+    {
+        let store = SledStore::open(&run.join("store")).unwrap();
+        let mut meta = store.meta().unwrap().unwrap();
+        // What an archgram from before the recipes were recorded wrote.
+        let recorded = meta.as_object_mut().unwrap().remove("hash_recipes");
+        assert!(recorded.is_some(), "a new run records its hash recipes");
+        store.put_meta(&meta).unwrap();
+    }
+    let log = run.join("events.jsonl");
+    let before = std::fs::read_to_string(&log).unwrap();
+    let o = resume(&run);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("hash version mismatch"), "{err}");
+    assert_eq!(before, std::fs::read_to_string(&log).unwrap());
+    assert_eq!(status_json(&run)["evaluations"], 2);
+}
+
 /// `simulate --trace` on a store that cannot be opened for a reason other
 /// than a running search says what went wrong, not "run it after the
 /// search ends".

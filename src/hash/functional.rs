@@ -26,8 +26,9 @@ use rand_distr::{Distribution, StandardNormal};
 use xxhash_rust::xxh3::xxh3_128;
 
 /// Bumped whenever the functional recipe changes, so stored hashes from
-/// another recipe never match.
-pub const FUNCTIONAL_RECIPE_VERSION: u32 = 2;
+/// another recipe never match. 3: weight keys from labels in the explicit
+/// encoding (`encode`) instead of the ops' `Debug` text.
+pub const FUNCTIONAL_RECIPE_VERSION: u32 = 3;
 
 /// Input scale of each probe (one probe per scale). At scale 1 probes look
 /// like the embeddings training starts from; at 1/8 and 1/64 softmaxes of

@@ -2,6 +2,7 @@
 //! trains each distinct network once. Knows the IR (`arch`) only: nothing
 //! of training, stores or search.
 
+mod encode;
 mod functional;
 pub mod interp;
 mod keys;

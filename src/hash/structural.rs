@@ -4,6 +4,7 @@
 //! shapes in the initial colours, commutative inputs as multisets and
 //! ordered inputs by port. Isomorphic graphs hash equal.
 
+use super::encode::{op_bytes, shape_bytes};
 use crate::arch::{Arch, Op};
 use petgraph::graph::NodeIndex;
 use petgraph::visit::{Dfs, Reversed};
@@ -11,8 +12,9 @@ use std::collections::HashMap;
 use xxhash_rust::xxh3::xxh3_128;
 
 /// Bumped whenever the structural recipe changes, so stored hashes from
-/// another recipe never match.
-pub const HASH_RECIPE_VERSION: u32 = 1;
+/// another recipe never match. 2: labels from the explicit encoding
+/// (`encode`) instead of the ops' `Debug` text.
+pub const HASH_RECIPE_VERSION: u32 = 2;
 
 /// The graph as the hashes see it: live nodes only, rewrites applied, in a
 /// topological order, inputs by port.
@@ -43,15 +45,6 @@ pub(super) fn h(parts: &[&[u8]]) -> u128 {
         buf.extend_from_slice(p);
     }
     xxh3_128(&buf)
-}
-
-/// The op's label: kind and every parameter, bodies excluded.
-fn op_label(op: &Op) -> String {
-    match op {
-        // Display drops the body; the rest of the variant is its parameters.
-        Op::Moe { spec, .. } => format!("moe{spec:?}"),
-        other => format!("{other:?}"),
-    }
 }
 
 impl<'a> Canon<'a> {
@@ -121,27 +114,23 @@ impl<'a> Canon<'a> {
             .iter()
             .map(|&x| arch.node(x).op.is_commutative())
             .collect();
-        let texts: Vec<(String, String)> = nodes
+        // Each node's op and shape in the explicit encoding (never their
+        // `Debug` text, which a renamed field would change).
+        let encoded: Vec<(Vec<u8>, Vec<u8>)> = nodes
             .iter()
             .map(|&x| {
                 let node = arch.node(x);
-                (op_label(&node.op), format!("{:?}", node.shape))
+                (op_bytes(&node.op), shape_bytes(&node.shape))
             })
             .collect();
         let label: Vec<u128> = (0..nodes.len())
-            .map(|i| {
-                h(&[
-                    texts[i].0.as_bytes(),
-                    texts[i].1.as_bytes(),
-                    &body_hash[i].to_le_bytes(),
-                ])
-            })
+            .map(|i| h(&[&encoded[i].0, &encoded[i].1, &body_hash[i].to_le_bytes()]))
             .collect();
         let mut colour: Vec<u128> = (0..nodes.len())
             .map(|i| {
                 h(&[
-                    texts[i].0.as_bytes(),
-                    texts[i].1.as_bytes(),
+                    &encoded[i].0,
+                    &encoded[i].1,
                     &body_hash[i].to_le_bytes(),
                     &(inputs[i].len() as u32).to_le_bytes(),
                     &(outs[i].len() as u32).to_le_bytes(),

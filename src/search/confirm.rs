@@ -7,7 +7,7 @@
 //! mean ± sd, and the search's own scores are only ever shown as
 //! single-seed proxies beside it.
 
-use super::run::{score_of, train_config, RunControl, RunSettings, SearchError};
+use super::settings::{score_of, train_config, Confirm, RunControl, RunSettings, SearchError};
 use crate::eval::{evaluate_all, Outcome};
 use crate::space::Space;
 use crate::stats::{mean, sd};
@@ -17,22 +17,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
-
-/// Settings of the confirm stage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Confirm {
-    /// Architectures retrained.
-    pub top: usize,
-    /// Fresh training seeds each.
-    pub seeds: usize,
-}
-
-impl Default for Confirm {
-    fn default() -> Self {
-        Confirm { top: 5, seeds: 3 }
-    }
-}
 
 /// Purpose label of confirm trials in the store.
 pub const CONFIRM: &str = "confirm";

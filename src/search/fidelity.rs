@@ -7,7 +7,7 @@
 //! measurement continues where it stopped and a repeated one costs nothing.
 
 use super::confirm::{ranked, table, train_trials, trial_seed, Ranked, TrialJob};
-use super::run::{score_of, RunControl, RunSettings, SearchError};
+use super::settings::{score_of, RunControl, RunSettings, SearchError};
 use crate::space::Space;
 use crate::stats::{kendall_tau, mean, sd, spearman_rho};
 use crate::store::{Event, Store};

@@ -5,7 +5,7 @@
 //! sound run, so a log that records finished work the store lacks means the
 //! store was damaged, and nothing may continue from it.
 
-use super::run::SearchError;
+use super::settings::SearchError;
 use crate::eval::{Outcome, Status};
 use crate::store::{
     read_events, CandidateRecord, Event, SledStore, Store, StoreError, TrialRecord,

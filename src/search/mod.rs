@@ -3,20 +3,25 @@
 //! derivations, hashes and outcomes.
 
 mod confirm;
+mod dedupe;
 pub mod fidelity;
 mod halving;
 pub mod journal;
 pub mod pareto;
+mod propose;
+mod recorder;
 mod run;
 mod rundir;
+mod settings;
 mod strategy;
 
 pub use confirm::{
-    ranked, standings, table as confirm_table, train_trials, trial_seed, Confirm, ConfirmTable,
-    Confirmed, Ranked, Standing, TrialJob, CONFIRM, REEVAL,
+    ranked, standings, table as confirm_table, train_trials, trial_seed, ConfirmTable, Confirmed,
+    Ranked, Standing, TrialJob, CONFIRM, REEVAL,
 };
 pub use fidelity::{FidelityPlan, FidelityReport};
 pub use halving::{Brackets, Halving, Rungs};
-pub use run::{run, score_of, train_config, Ending, RunControl, RunSettings, SearchError};
+pub use run::{run, Ending};
 pub use rundir::RunDir;
+pub use settings::{score_of, train_config, Confirm, RunControl, RunSettings, SearchError};
 pub use strategy::{Proposal, Strategy, StrategyKind};

@@ -1,7 +1,7 @@
 //! A run's folder: `runs/<name>/` with a self-contained copy of the space
 //! (`space.ron`, `grammar.ron`), the store and `events.jsonl`.
 
-use super::run::{RunSettings, SearchError};
+use super::settings::{RunSettings, SearchError};
 use crate::space::{Space, SpaceFile};
 use crate::store::{SledStore, Store};
 use std::path::{Path, PathBuf};
@@ -99,6 +99,7 @@ impl RunDir {
             "space": space.name(),
             "source": space.path.display().to_string(),
             "archgram_version": env!("CARGO_PKG_VERSION"),
+            "hash_recipes": hash_recipes(),
         }))?;
         Ok((dir, store))
     }
@@ -141,9 +142,110 @@ impl RunDir {
     }
 }
 
+/// The hash recipes this build hashes candidates with, as a run's
+/// metadata records them.
+fn hash_recipes() -> serde_json::Value {
+    serde_json::json!({
+        "structural": crate::hash::HASH_RECIPE_VERSION,
+        "functional": crate::hash::FUNCTIONAL_RECIPE_VERSION,
+    })
+}
+
+/// Refuses to search on in a store whose candidates were hashed with other
+/// recipes: none of their hashes would match a new candidate's, so every
+/// architecture proposed again would be trained again, silently. A store
+/// with no candidates yet is adopted (its metadata gets this build's
+/// recipes). Runs from before the recipes were recorded hashed with
+/// structural 1 and functional 2.
+pub fn check_hash_recipes(store: &SledStore, path: &Path) -> Result<(), SearchError> {
+    let Some(mut meta) = store.meta()? else {
+        return Ok(());
+    };
+    let now = hash_recipes();
+    let had = meta.get("hash_recipes").cloned();
+    if had.as_ref() == Some(&now) {
+        return Ok(());
+    }
+    if store.candidates()?.is_empty() {
+        meta["hash_recipes"] = now;
+        return Ok(store.put_meta(&meta)?);
+    }
+    let recipe = |v: &serde_json::Value, which: &str| v[which].to_string();
+    let old = had.unwrap_or_else(|| serde_json::json!({"structural": 1, "functional": 2}));
+    Err(SearchError::bad(format!(
+        "{}: hash version mismatch: this run's candidates were hashed with structural recipe {} \
+         and functional recipe {}, this archgram hashes with {} and {}, so a resumed search would \
+         not recognise the architectures it has already trained and would train them again. \
+         The run stays readable (`status`, `report`, `export`); to search further, start a new \
+         run with `archgram search`, or finish this one with the archgram version that began it",
+        path.display(),
+        recipe(&old, "structural"),
+        recipe(&old, "functional"),
+        recipe(&now, "structural"),
+        recipe(&now, "functional"),
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_store_hashed_with_other_recipes_is_refused_unless_it_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let old = serde_json::json!({"settings": {"name": "old"}});
+        // No metadata: nothing to compare (check_store judges such stores).
+        check_hash_recipes(&store, dir.path()).unwrap();
+        // Metadata from before the recipes were recorded, no candidates:
+        // adopted, and recorded from now on.
+        store.put_meta(&old).unwrap();
+        check_hash_recipes(&store, dir.path()).unwrap();
+        let meta = store.meta().unwrap().unwrap();
+        assert_eq!(meta["hash_recipes"], hash_recipes());
+        assert_eq!(meta["settings"], old["settings"]);
+        // With candidates, only the same recipes go on.
+        let c = crate::store::CandidateRecord {
+            id: 0,
+            derivation: crate::grammar::Derivation::leaf("x"),
+            text: "x".into(),
+            hashes: crate::hash::Hashes {
+                structural: 1,
+                functional: None,
+            },
+            parent: None,
+            origin: "sample".into(),
+            duplicate_of: None,
+            params: 0.0,
+            active_params: 0.0,
+            flops: 0.0,
+            steps: 1,
+        };
+        store.put_candidate(&c).unwrap();
+        check_hash_recipes(&store, dir.path()).unwrap();
+        for recipes in [
+            None,
+            Some(serde_json::json!({"structural": 1, "functional": 2})),
+        ] {
+            let mut meta = old.clone();
+            if let Some(r) = recipes {
+                meta["hash_recipes"] = r;
+            }
+            store.put_meta(&meta).unwrap();
+            let e = check_hash_recipes(&store, dir.path())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("hash version mismatch"), "{e}");
+            assert!(
+                e.contains("structural recipe 1 and functional recipe 2"),
+                "{e}"
+            );
+            assert!(matches!(
+                check_hash_recipes(&store, dir.path()),
+                Err(SearchError::BadInput { .. })
+            ));
+        }
+    }
 
     #[test]
     fn run_names_stay_one_folder_inside_the_runs_folder() {

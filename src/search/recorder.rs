@@ -1,0 +1,243 @@
+//! Writes what the run loop decides: candidates, outcomes and counters to
+//! the store, then their events to the log and the caller. Each result is
+//! durable in the store before its event is logged (the order the journal
+//! relies on when a killed run resumes).
+
+use super::dedupe::Stage;
+use super::journal;
+use super::settings::{score_of, SearchError};
+use crate::eval::Outcome;
+use crate::store::{read_events, CandidateRecord, Counters, Event, EventLog, SledStore, Store};
+use std::path::Path;
+
+pub(super) struct Recorder<'a> {
+    store: &'a SledStore,
+    log: EventLog,
+    counters: Counters,
+    progress: &'a mut dyn FnMut(&Event),
+}
+
+fn io(e: std::io::Error) -> SearchError {
+    SearchError::io("event log", e)
+}
+
+impl<'a> Recorder<'a> {
+    /// Appends to the log at `events`; `progress` sees every event logged.
+    pub fn open(
+        store: &'a SledStore,
+        events: &Path,
+        progress: &'a mut dyn FnMut(&Event),
+    ) -> Result<Recorder<'a>, SearchError> {
+        Ok(Recorder {
+            log: EventLog::open(events).map_err(io)?,
+            counters: store.counters()?,
+            store,
+            progress,
+        })
+    }
+
+    pub fn emit(&mut self, e: Event) -> Result<(), SearchError> {
+        self.log.append(&e).map_err(io)?;
+        (self.progress)(&e);
+        Ok(())
+    }
+
+    /// Logs the results the store kept but a killed process never logged.
+    pub fn recover(&mut self, events: &Path, budget: usize) -> Result<(), SearchError> {
+        let logged = read_events(events).map_err(io)?;
+        for e in journal::missing_events(self.store, &logged, budget)? {
+            self.emit(e)?;
+        }
+        Ok(())
+    }
+
+    /// A candidate proposed (before it is trained or merged).
+    pub fn sampled(&mut self, c: &CandidateRecord) -> Result<(), SearchError> {
+        self.emit(journal::sampled_event(c))
+    }
+
+    /// A candidate found to be `of` again: stored as its duplicate, with the
+    /// training time it saved.
+    pub fn duplicate(
+        &mut self,
+        mut record: CandidateRecord,
+        of: u64,
+        stage: Stage,
+    ) -> Result<(), SearchError> {
+        let outcome = self.store.outcome(of)?.unwrap_or_default();
+        let saved = outcome["wall_secs"].as_f64().unwrap_or(0.0);
+        record.duplicate_of = Some(of);
+        match stage {
+            Stage::Structural => self.counters.structural_hits += 1,
+            Stage::Functional => self.counters.functional_hits += 1,
+        }
+        self.counters.seconds_saved += saved;
+        self.store.put_candidate(&record)?;
+        self.store.put_counters(&self.counters)?;
+        self.store.flush()?;
+        self.emit(journal::duplicate_event(record.id, of, stage.name(), saved))
+    }
+
+    /// A candidate trained: its record and outcome stored, its hashes
+    /// indexed, its `evaluated` or `failed` event logged (the run's
+    /// `evaluations`-th of `budget`). Returns its score.
+    pub fn evaluated(
+        &mut self,
+        record: &CandidateRecord,
+        outcome: &Outcome,
+        evaluations: usize,
+        budget: usize,
+    ) -> Result<f64, SearchError> {
+        let value = serde_json::to_value(outcome)
+            .map_err(|e| SearchError::failed("cannot encode an outcome", Some(e.into())))?;
+        self.store.put_candidate(record)?;
+        self.store.put_outcome(record.id, &record.hashes, &value)?;
+        self.counters.misses += 1;
+        if outcome.is_ok() {
+            self.counters.evaluated += 1;
+        } else {
+            self.counters.failed += 1;
+        }
+        self.store.put_counters(&self.counters)?;
+        self.store.flush()?;
+        self.emit(journal::outcome_event(
+            record.id,
+            outcome,
+            evaluations,
+            budget,
+        ))?;
+        Ok(score_of(&value))
+    }
+
+    /// Makes the counters durable (the run is ending).
+    pub fn close(&mut self) -> Result<(), SearchError> {
+        self.store.put_counters(&self.counters)?;
+        Ok(self.store.flush()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::Cost;
+    use crate::eval::TrainConfig;
+    use crate::hash::Hashes;
+
+    fn record(id: u64, structural: u128) -> CandidateRecord {
+        CandidateRecord {
+            id,
+            derivation: crate::grammar::Derivation::leaf("x"),
+            text: format!("arch {id}"),
+            hashes: Hashes {
+                structural,
+                functional: None,
+            },
+            parent: None,
+            origin: "sample".into(),
+            duplicate_of: None,
+            params: 1.0,
+            active_params: 1.0,
+            flops: 1.0,
+            steps: 10,
+        }
+    }
+
+    fn outcome(score: f64, wall_secs: f64) -> Outcome {
+        let mut o = Outcome::new(Cost::default(), &TrainConfig::default());
+        o.score = score;
+        o.wall_secs = wall_secs;
+        // A finite loss: NaN is stored as null and would not read back.
+        o.final_loss = 1.0;
+        o
+    }
+
+    #[test]
+    fn results_are_stored_before_they_are_logged_and_counted_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("store")).unwrap();
+        let events = dir.path().join("events.jsonl");
+        // What the store held when each event reached the caller.
+        let mut seen: Vec<(String, bool)> = Vec::new();
+        let mut progress = |e: &Event| {
+            let id = e.get("id").and_then(|v| v.as_u64()).unwrap();
+            seen.push((e.event.clone(), store.candidate(id).unwrap().is_some()));
+        };
+        let mut rec = Recorder::open(&store, &events, &mut progress).unwrap();
+        rec.sampled(&record(0, 1)).unwrap();
+        let score = rec
+            .evaluated(&record(0, 1), &outcome(0.75, 4.0), 1, 3)
+            .unwrap();
+        assert_eq!(score, 0.75);
+        rec.sampled(&record(1, 2)).unwrap();
+        let failed = outcome(0.5, 1.0).failed("diverged".into());
+        assert_eq!(rec.evaluated(&record(1, 2), &failed, 2, 3).unwrap(), 0.0);
+        rec.sampled(&record(2, 1)).unwrap();
+        rec.duplicate(record(2, 1), 0, Stage::Structural).unwrap();
+        rec.close().unwrap();
+        drop(rec);
+        let kinds = |v: &[(String, bool)]| v.iter().map(|e| e.0.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            kinds(&seen),
+            [
+                "sampled",
+                "evaluated",
+                "sampled",
+                "failed",
+                "sampled",
+                "duplicate"
+            ]
+        );
+        assert!(
+            seen.iter()
+                .all(|(kind, stored)| *stored == (kind != "sampled")),
+            "a result reaches the log only once the store holds it: {seen:?}"
+        );
+        let logged = read_events(&events).unwrap();
+        assert_eq!(
+            kinds(
+                &logged
+                    .iter()
+                    .map(|e| (e.event.clone(), true))
+                    .collect::<Vec<_>>()
+            ),
+            kinds(&seen)
+        );
+        assert_eq!(logged[3].get("evaluations"), Some(&serde_json::json!(2)));
+        assert_eq!(
+            logged[5].get("seconds_saved"),
+            Some(&serde_json::json!(4.0))
+        );
+        assert_eq!(store.by_structural(1).unwrap(), Some(0));
+        assert_eq!(store.candidate(2).unwrap().unwrap().duplicate_of, Some(0));
+        let c = store.counters().unwrap();
+        assert_eq!(
+            (
+                c.misses,
+                c.evaluated,
+                c.failed,
+                c.structural_hits,
+                c.functional_hits
+            ),
+            (2, 1, 1, 1, 0)
+        );
+        assert_eq!(c.seconds_saved, 4.0);
+    }
+
+    #[test]
+    fn recover_logs_what_the_store_kept_and_the_log_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(&dir.path().join("store")).unwrap();
+        let events = dir.path().join("events.jsonl");
+        // A process killed between the store write and the log line.
+        let o = serde_json::to_value(outcome(0.5, 2.0)).unwrap();
+        store.put_candidate(&record(0, 1)).unwrap();
+        store.put_outcome(0, &record(0, 1).hashes, &o).unwrap();
+        let mut got = Vec::new();
+        let mut progress = |e: &Event| got.push(e.event.clone());
+        let mut rec = Recorder::open(&store, &events, &mut progress).unwrap();
+        rec.recover(&events, 5).unwrap();
+        rec.recover(&events, 5).unwrap();
+        drop(rec);
+        assert_eq!(got, ["sampled", "evaluated"], "recovered once");
+    }
+}

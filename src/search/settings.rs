@@ -1,0 +1,148 @@
+//! What a run is told and what it reports: its settings (space defaults
+//! overridden by flags), the flags that steer it, its errors, and the
+//! space's training settings and stored scores as every file of the run
+//! loop reads them.
+
+use super::halving::Halving;
+use super::strategy::StrategyKind;
+use crate::eval::{DeviceKind, TrainConfig};
+use crate::space::Space;
+use crate::store::Cause;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::AtomicBool;
+
+/// Flags another thread (signal handler, dashboard) sets to steer a run.
+#[derive(Debug, Default)]
+pub struct RunControl {
+    /// Stop after the evaluations in flight; the run stays resumable.
+    pub stop: AtomicBool,
+    /// Propose nothing new until cleared (evaluations in flight finish).
+    pub pause: AtomicBool,
+}
+
+/// Settings of one run (space defaults overridden by flags).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSettings {
+    pub name: String,
+    pub strategy: StrategyKind,
+    /// New candidates trained (duplicates are free).
+    pub budget: usize,
+    pub seed: u64,
+    /// Candidates trained at once (each on one core).
+    pub workers: usize,
+    pub population: usize,
+    pub tournament: usize,
+    /// Training steps per candidate (the top rung's, with halving).
+    pub steps: usize,
+    pub device: DeviceKind,
+    /// Successive halving over training steps; `strategy` is its source.
+    #[serde(default)]
+    pub halving: Option<Halving>,
+    /// The confirm stage after the search (None: `--no-confirm`, and runs
+    /// recorded before the stage existed).
+    #[serde(default)]
+    pub confirm: Option<Confirm>,
+    /// Evolution's seed re-evaluation of candidates entering the
+    /// population's best `reeval` (0: none; see `SearchSettings::reeval`).
+    #[serde(default)]
+    pub reeval: usize,
+}
+
+/// Settings of the confirm stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Confirm {
+    /// Architectures retrained.
+    pub top: usize,
+    /// Fresh training seeds each.
+    pub seeds: usize,
+}
+
+impl Default for Confirm {
+    fn default() -> Self {
+        Confirm { top: 5, seeds: 3 }
+    }
+}
+
+/// Why a run (or a command on a run) stopped. Each variant keeps its cause;
+/// the CLI picks the exit code by variant.
+#[derive(Debug, thiserror::Error)]
+pub enum SearchError {
+    /// The user's input is wrong (a flag, a run folder, the space's task).
+    #[error("{what}")]
+    BadInput {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// Reading or writing one of the run's files failed.
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The run's records ask for something that cannot be done (a
+    /// candidate that is missing or no longer lowers), or a resource could
+    /// not be set up.
+    #[error("{what}")]
+    Failed {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+}
+
+impl SearchError {
+    pub fn bad(what: impl Into<String>) -> Self {
+        SearchError::BadInput {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    pub fn bad_because(what: impl Into<String>, cause: impl Into<Cause>) -> Self {
+        SearchError::BadInput {
+            what: what.into(),
+            cause: Some(cause.into()),
+        }
+    }
+
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        SearchError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    pub fn failed(what: impl Into<String>, cause: Option<Cause>) -> Self {
+        SearchError::Failed {
+            what: what.into(),
+            cause,
+        }
+    }
+}
+
+/// The space's training settings for a candidate.
+pub fn train_config(space: &Space, seed: u64, steps: usize, device: DeviceKind) -> TrainConfig {
+    let mut train = space.file.train.clone();
+    train.warmup_steps = train.warmup_steps.min(steps / 2);
+    train.steps = steps;
+    TrainConfig {
+        train,
+        seed,
+        device,
+        ..TrainConfig::default()
+    }
+}
+
+/// Score of a stored outcome (0 for a failed one).
+pub fn score_of(outcome: &serde_json::Value) -> f64 {
+    if outcome["status"] == "ok" {
+        outcome["score"].as_f64().unwrap_or(0.0)
+    } else {
+        0.0
+    }
+}
