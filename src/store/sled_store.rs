@@ -335,6 +335,35 @@ mod tests {
     use super::*;
     use crate::grammar::Derivation;
 
+    /// A resumed run decides from scores read back from the store; they must
+    /// be the very f64s the live run used (serde_json's default parser can
+    /// be one ulp off: 0.09875483039931301 came back as 0.098754830399313).
+    #[test]
+    fn scores_read_back_are_the_exact_f64s_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let r = record(1);
+        let scores: [f64; 4] = [0.09875483039931301, 0.1, 1.0 / 3.0, 0.30000000000000004];
+        for (i, &x) in scores.iter().enumerate() {
+            let r = CandidateRecord {
+                id: i as u64,
+                ..r.clone()
+            };
+            s.put_outcome(
+                r.id,
+                &r.hashes,
+                &serde_json::json!({"status": "ok", "score": x}),
+            )
+            .unwrap();
+        }
+        for (i, &x) in scores.iter().enumerate() {
+            let back = s.outcome(i as u64).unwrap().unwrap()["score"]
+                .as_f64()
+                .unwrap();
+            assert_eq!(back.to_bits(), x.to_bits(), "{x} came back as {back}");
+        }
+    }
+
     fn record(id: u64) -> CandidateRecord {
         CandidateRecord {
             id,
