@@ -341,10 +341,12 @@ pub enum Command {
 /// `search`'s settings that override the space's defaults.
 #[derive(Args, Debug, Clone, Default)]
 pub struct SearchFlags {
-    /// `random`, `evolution`, or `halving` (successive halving over
+    /// `random`, `evolution`, `model` (a surrogate fitted on the trained
+    /// candidates ranks a pool of fresh samples and mutations of the best,
+    /// and only its pick is trained), or `halving` (successive halving over
     /// training steps, fed by the space's `halving.source`; default: the
     /// space's strategy).
-    #[arg(long, value_parser = ["random", "evolution", "halving"])]
+    #[arg(long, value_parser = ["random", "evolution", "model", "halving"])]
     pub strategy: Option<String>,
     /// Candidates to train, 1 or more (duplicates are free; default: the space's).
     #[arg(long, value_parser = at_least_one())]

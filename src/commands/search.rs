@@ -197,7 +197,7 @@ pub fn search(
     let strategy = StrategyKind::parse(&source).ok_or_else(|| {
         space.error_at(
             "strategy",
-            format!("unknown strategy `{source}`; use random, evolution or halving (whose `halving.source` is random or evolution)"),
+            format!("unknown strategy `{source}`; use random, evolution, model or halving (whose `halving.source` is random, evolution or model)"),
         )
     })?;
     let seed = seed.unwrap_or(space.file.seed);

@@ -7,6 +7,7 @@ mod dedupe;
 pub mod fidelity;
 mod halving;
 pub mod journal;
+pub mod model;
 pub mod pareto;
 mod propose;
 mod recorder;

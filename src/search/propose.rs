@@ -4,13 +4,17 @@
 //! (see `dedupe`) nor write anything (see `recorder`).
 
 use super::halving::Brackets;
+use super::model::{Guide, ModelSettings};
 use super::settings::{RunSettings, SearchError};
-use super::strategy::{Proposal, Strategy};
+use super::strategy::{Proposal, Strategy, StrategyKind};
 use crate::arch::Network;
-use crate::hash::Hashes;
+use crate::hash::{structural_hash, Hashes};
 use crate::seed;
 use crate::space::Space;
 use crate::store::{CandidateRecord, Store};
+use crate::surrogate::features::features;
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashSet;
 
 /// A candidate ready to train.
 pub(super) struct Job {
@@ -42,7 +46,17 @@ pub(super) struct Proposer<'a> {
     pub strategy: Strategy,
     /// Successive halving's brackets (None without halving).
     pub rungs: Option<Brackets>,
+    /// The model-based strategy's surrogate and what it was fitted on.
+    pub guide: Option<Guide>,
+    /// Structural hashes of the guided choices handed out, so a batch does
+    /// not pick the same pool winner twice before it is stored.
+    chosen: HashSet<u128>,
+    /// The task's vocabulary (features count its embedding and head).
+    vocab: usize,
 }
+
+/// A built candidate: network, origin text, parent.
+type Built = (Network, String, Option<u64>);
 
 impl<'a> Proposer<'a> {
     pub fn new(
@@ -51,12 +65,82 @@ impl<'a> Proposer<'a> {
         strategy: Strategy,
         rungs: Option<Brackets>,
     ) -> Proposer<'a> {
+        let guide = (strategy.kind == StrategyKind::Model)
+            .then(|| Guide::new(ModelSettings::default(), settings.seed));
         Proposer {
             space,
             settings,
             strategy,
             rungs,
+            guide,
+            chosen: HashSet::new(),
+            vocab: space.ctx().vocab,
         }
+    }
+
+    /// The surrogate's features of a network (None unless the strategy is
+    /// model-based).
+    pub fn features(&self, net: &Network) -> Option<Vec<f64>> {
+        self.guide.as_ref().map(|_| features(&net.arch, self.vocab))
+    }
+
+    /// A trained candidate's features and score, for the surrogate.
+    pub fn observe(&mut self, id: u64, features: Option<Vec<f64>>, score: f64) {
+        if let (Some(g), Some(f)) = (self.guide.as_mut(), features) {
+            g.observe(id, f, score);
+        }
+    }
+
+    /// Model-based proposal: a pool of fresh samples and mutations of the
+    /// best trained candidates, without architectures already stored or
+    /// chosen, ranked by the surrogate's upper confidence bound.
+    fn guided(
+        &mut self,
+        store: &dyn Store,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Option<Built>, SearchError> {
+        let space = self.space;
+        let Some(guide) = self.guide.as_mut() else {
+            return Ok(space.sample(rng).map(|n| (n, "sample".into(), None)).ok());
+        };
+        let mut parents = Vec::new();
+        for id in guide.parents() {
+            if let Some(c) = store.candidate(id)? {
+                parents.push((id, c.derivation));
+            }
+        }
+        let mut pool: Vec<(Built, u128)> = Vec::new();
+        let mut seen = HashSet::new();
+        for k in 0..guide.settings.pool {
+            let built = if k % 2 == 0 || parents.is_empty() {
+                space
+                    .sample(rng)
+                    .ok()
+                    .map(|n| (n, "model: sample".to_string(), None))
+            } else {
+                let (p, term) = &parents[(k / 2) % parents.len()];
+                space
+                    .mutate(term, rng)
+                    .ok()
+                    .map(|(n, m)| (n, format!("model: mutation: {}", m.detail), Some(*p)))
+            };
+            let Some(b) = built else { continue };
+            let h = structural_hash(&b.0.arch);
+            if !seen.insert(h) || self.chosen.contains(&h) || store.by_structural(h)?.is_some() {
+                continue;
+            }
+            pool.push((b, h));
+        }
+        let rows: Vec<Vec<f64>> = pool
+            .iter()
+            .map(|(b, _)| features(&b.0.arch, self.vocab))
+            .collect();
+        let Some(i) = guide.choose(&rows) else {
+            return Ok(None);
+        };
+        let (built, h) = pool.swap_remove(i);
+        self.chosen.insert(h);
+        Ok(Some(built))
     }
 
     /// The candidate that would get `id`.
@@ -67,6 +151,7 @@ impl<'a> Proposer<'a> {
         let (space, settings) = (self.space, self.settings);
         let mut rng = seed::rng(settings.seed, "propose", id);
         let built = match self.strategy.propose(&mut rng) {
+            Proposal::Guided => self.guided(store, &mut rng)?,
             Proposal::Sample => space
                 .sample(&mut rng)
                 .map(|n| (n, "sample".to_string(), None))

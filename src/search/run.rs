@@ -60,11 +60,15 @@ fn rung_of(h: &Halving, steps: usize, full: usize) -> usize {
 
 /// Rebuilds the strategy, the halving brackets and the run's position
 /// from the store.
+/// Where a resumed run stands, its halving brackets, and the (id, score)
+/// of every trained candidate in id order.
+type Restored = (Progress, Option<Brackets>, Vec<(u64, f64)>);
+
 fn restore(
     store: &SledStore,
     strategy: &mut Strategy,
     settings: &RunSettings,
-) -> Result<(Progress, Option<Brackets>), SearchError> {
+) -> Result<Restored, SearchError> {
     let cands = store.candidates()?;
     let reevals = reeval_scores(store)?;
     let mut told = Vec::new();
@@ -111,7 +115,31 @@ fn restore(
         evaluations,
         best,
     };
-    Ok((pos, rungs))
+    Ok((pos, rungs, told))
+}
+
+/// The model-based strategy's surrogate sees again what a resumed run had
+/// trained, in id order, as the unbroken run saw it.
+fn restore_guide<'a>(
+    store: &SledStore,
+    space: &Space,
+    mut proposer: Proposer<'a>,
+    told: &[(u64, f64)],
+) -> Result<Proposer<'a>, SearchError> {
+    if proposer.guide.is_none() {
+        return Ok(proposer);
+    }
+    for &(id, score) in told {
+        let Some(c) = store.candidate(id)? else {
+            continue;
+        };
+        let net = space.network(c.derivation).map_err(|e| {
+            SearchError::failed(format!("candidate {id} no longer lowers"), Some(e.into()))
+        })?;
+        let features = proposer.features(&net);
+        proposer.observe(id, features, score);
+    }
+    Ok(proposer)
 }
 
 /// Scores of each candidate's seed re-evaluations.
@@ -175,7 +203,7 @@ pub fn run(
         settings.tournament,
         baselines,
     );
-    let (pos, rungs) = restore(store, &mut strategy, settings)?;
+    let (pos, rungs, told) = restore(store, &mut strategy, settings)?;
     let task = space
         .build_task(space.file.seed)
         .map_err(|e| SearchError::bad_because("the space's task", e))?;
@@ -193,7 +221,12 @@ pub fn run(
         task: task.as_ref(),
         pool: &pool,
         cfg: train_config(space, settings.seed, settings.steps, settings.device),
-        proposer: Proposer::new(space, settings, strategy, rungs),
+        proposer: restore_guide(
+            store,
+            space,
+            Proposer::new(space, settings, strategy, rungs),
+            &told,
+        )?,
         rec,
         pos,
         dry: 0,
@@ -307,7 +340,7 @@ impl Loop<'_> {
             .pool
             .install(|| evaluate_all(&work, self.task, s.workers > 1));
         drop(work);
-        let mut told: Vec<(u64, f64, bool)> = Vec::new();
+        let mut told: Vec<(u64, f64, bool, Option<Vec<f64>>)> = Vec::new();
         for (job, outcome) in batch.jobs.into_iter().zip(outcomes) {
             self.pos.evaluations += 1;
             let score =
@@ -318,7 +351,8 @@ impl Loop<'_> {
             let reeval = outcome.is_ok()
                 && s.halving.is_none()
                 && self.proposer.strategy.enters_top(score, s.reeval);
-            told.push((job.record.id, score, reeval));
+            let features = self.proposer.features(&job.net);
+            told.push((job.record.id, score, reeval, features));
             self.proposer.record(&job, score);
             if outcome.is_ok() && self.pos.best.is_none_or(|b| score > b.1) {
                 self.pos.best = Some((job.record.id, score));
@@ -329,10 +363,12 @@ impl Loop<'_> {
             }
         }
         let reevals = self.reevaluate(&told)?;
-        for (id, score, _) in told {
+        for (id, score, _, features) in told {
             let mut seeds = vec![score];
             seeds.extend(reevals.get(&id).into_iter().flatten());
-            self.proposer.strategy.tell(id, crate::stats::mean(&seeds));
+            let mean = crate::stats::mean(&seeds);
+            self.proposer.strategy.tell(id, mean);
+            self.proposer.observe(id, features, mean);
         }
         for (record, of, stage) in batch.deferred {
             self.rec.duplicate(record, of, stage)?;
@@ -346,7 +382,7 @@ impl Loop<'_> {
     /// the re-evaluation scores by candidate (empty when none ran).
     fn reevaluate(
         &mut self,
-        told: &[(u64, f64, bool)],
+        told: &[(u64, f64, bool, Option<Vec<f64>>)],
     ) -> Result<HashMap<u64, Vec<f64>>, SearchError> {
         let s = self.settings;
         let again: Vec<TrialJob> = told

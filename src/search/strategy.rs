@@ -15,6 +15,9 @@ pub enum Proposal {
     Mutate(u64),
     /// A baseline architecture named in the space file.
     Baseline(String),
+    /// The candidate a surrogate ranks best among many untrained ones
+    /// (model-based search; the proposer builds and ranks the pool).
+    Guided,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +25,7 @@ pub enum Proposal {
 pub enum StrategyKind {
     Random,
     Evolution,
+    Model,
 }
 
 impl StrategyKind {
@@ -29,6 +33,7 @@ impl StrategyKind {
         match s {
             "random" => Some(StrategyKind::Random),
             "evolution" => Some(StrategyKind::Evolution),
+            "model" => Some(StrategyKind::Model),
             _ => None,
         }
     }
@@ -37,6 +42,7 @@ impl StrategyKind {
         match self {
             StrategyKind::Random => "random",
             StrategyKind::Evolution => "evolution",
+            StrategyKind::Model => "model",
         }
     }
 }
@@ -84,6 +90,10 @@ impl Strategy {
         }
         match self.kind {
             StrategyKind::Random => Proposal::Sample,
+            // Warm-up: the surrogate needs a population's worth of fresh
+            // samples before its ranking means anything.
+            StrategyKind::Model if self.told + self.pending <= self.population => Proposal::Sample,
+            StrategyKind::Model => Proposal::Guided,
             StrategyKind::Evolution => {
                 if self.told + self.pending <= self.population || self.members.is_empty() {
                     return Proposal::Sample;
