@@ -963,10 +963,16 @@ fn hyperband_brackets_start_candidates_at_each_rung_and_resume_alike() {
     drop(s);
     // The same run killed after 6 evaluations and resumed: the brackets are
     // rebuilt from the store, so it ends as the unbroken run did.
+    assert_eq!(snapshot(&killed_and_resumed(&runs, args("part"), 6)), whole);
+}
+
+/// Starts the search `args` (named `part` in `runs`), kills it with
+/// SIGKILL after `n` evaluations, resumes it to the end, and returns its
+/// folder.
+fn killed_and_resumed(runs: &Path, args: Vec<String>, n: usize) -> std::path::PathBuf {
     let part = runs.join("part");
-    let part_args = args("part");
-    let mut child = spawn_quiet(part_args.iter().map(String::as_str).collect());
-    wait_for_evaluations(&part, 6, &mut child);
+    let mut child = spawn_quiet(args.iter().map(String::as_str).collect());
+    wait_for_evaluations(&part, n, &mut child);
     child.kill().unwrap();
     child.wait().unwrap();
     let o = bin()
@@ -974,7 +980,7 @@ fn hyperband_brackets_start_candidates_at_each_rung_and_resume_alike() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(snapshot(&part), whole);
+    part
 }
 
 /// The model-based strategy: after a warm-up of fresh samples, each new
@@ -1016,16 +1022,5 @@ fn the_model_strategy_is_deterministic_and_resumes_alike() {
     // Two baselines and samples fill the warm-up of 4; the rest are picks.
     assert!(guided >= 5, "{guided} guided candidates of 10");
     drop(s);
-    let part = runs.join("part");
-    let part_args = args("part");
-    let mut child = spawn_quiet(part_args.iter().map(String::as_str).collect());
-    wait_for_evaluations(&part, 6, &mut child);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let o = bin()
-        .args(["resume", part.to_str().unwrap(), "--no-tui"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(snapshot(&part), whole);
+    assert_eq!(snapshot(&killed_and_resumed(&runs, args("part"), 6)), whole);
 }
