@@ -15,7 +15,7 @@ use crate::arch::{ArchContext, ArchSemantics, Limits, Network};
 use crate::diag::from_ron;
 use crate::grammar::{
     annotate, Derivation, Grammar, SampleError, Sampler, SamplerConfig, Semantics, Source,
-    SourceError, Warning,
+    SourceError, Tables, Warning,
 };
 use crate::tasks::{self, Task, TaskSpec};
 use rand_chacha::ChaCha8Rng;
@@ -136,6 +136,8 @@ pub struct Space {
     pub grammar_warnings: Vec<Warning>,
     pub sem: ArchSemantics,
     pub sampler_config: SamplerConfig,
+    /// The grammar compiled for sampling, once per space.
+    tables: Tables,
     /// The task's name.
     pub task_name: String,
     /// What candidates are scored by (`train.score`'s name).
@@ -249,6 +251,7 @@ impl Space {
             ..SamplerConfig::default()
         };
         let space = Space {
+            tables: Tables::new(&grammar, &sem),
             path: path.to_path_buf(),
             text: src.text.clone(),
             task_name: task.name().to_string(),
@@ -289,7 +292,7 @@ impl Space {
     }
 
     pub fn sampler(&self) -> Sampler<'_, ArchSemantics> {
-        Sampler::new(&self.grammar, &self.sem, self.sampler_config)
+        Sampler::with_tables(&self.grammar, &self.sem, &self.tables, self.sampler_config)
     }
 
     /// Why `n` cannot beat chance on this space's task by construction, if

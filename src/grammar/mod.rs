@@ -21,6 +21,7 @@ pub use matching::{annotate, NotDerivable};
 pub use mutate::Mutation;
 pub use sampler::{
     canonical, replay, FormProblem, Node, Reject, SampleError, Sampler, SamplerConfig, Semantics,
+    Tables,
 };
 pub use validate::{min_heights, Warning};
 pub use value::Value;

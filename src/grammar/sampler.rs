@@ -10,6 +10,7 @@ use super::format::{Alternative, Grammar};
 use super::value::Value;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
@@ -210,6 +211,7 @@ impl Tally {
 pub struct Sampler<'a, S: Semantics> {
     grammar: &'a Grammar,
     sem: &'a S,
+    tables: Cow<'a, Tables>,
     pub config: SamplerConfig,
 }
 
@@ -217,11 +219,185 @@ pub struct Sampler<'a, S: Semantics> {
 /// independently with rejection instead of enumerated.
 const MAX_ENUMERATED_COMBOS: usize = 1024;
 
+/// Up to this many combinations an alternative's are listed once in its
+/// [`Tables`] (random draws then index the list); above, they are built
+/// per draw.
+const MAX_TABULATED_COMBOS: usize = 1 << 14;
+
+/// A grammar compiled for sampling under one semantics: symbols as
+/// indices, each alternative's height, and every parameter combination
+/// with its weight and canonical class, worked out once. Sampling then
+/// neither looks names up, clones parameters nor formats keys per choice;
+/// it takes the same choices, and the same random numbers, as building
+/// everything per draw would.
+#[derive(Clone, Debug)]
+pub struct Tables {
+    ids: HashMap<String, usize>,
+    names: Vec<String>,
+    /// Per symbol, per alternative (the grammar's order).
+    alts: Vec<Vec<AltTable>>,
+}
+
+#[derive(Clone, Debug)]
+struct AltTable {
+    /// Least derivation height of a subtree starting with this alternative.
+    height: usize,
+    /// Child symbols; `None` for a name the grammar does not define.
+    children: Vec<Option<usize>>,
+    /// Every parameter combination, last parameter fastest; `None` when
+    /// there are more than [`MAX_TABULATED_COMBOS`].
+    combos: Option<Vec<Combo>>,
+    /// Number of distinct canonical parameter sets among `combos`.
+    classes: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Combo {
+    params: Vec<(String, Value)>,
+    /// Product of the chosen values' weights.
+    weight: f64,
+    canonical: Vec<(String, Value)>,
+    /// Combos with equal canonical text share a class.
+    class: usize,
+}
+
+/// The identity of a canonical parameter set: combos that canonicalise
+/// to the same text are one choice.
+fn class_key(params: &[(String, Value)]) -> String {
+    params.iter().map(|(n, v)| format!("{n}={v},")).collect()
+}
+
+/// Number of parameter combinations of `alt` (saturating).
+fn combo_count(alt: &Alternative) -> usize {
+    alt.params
+        .iter()
+        .map(|(_, c)| c.0.len())
+        .try_fold(1usize, |a, n| a.checked_mul(n))
+        .unwrap_or(usize::MAX)
+}
+
+impl Tables {
+    pub fn new<S: Semantics>(grammar: &Grammar, sem: &S) -> Tables {
+        let names: Vec<String> = grammar.rules.keys().cloned().collect();
+        let ids: HashMap<String, usize> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
+        let alts = grammar
+            .rules
+            .values()
+            .map(|alts| {
+                alts.iter()
+                    .map(|alt| AltTable {
+                        height: 1 + alt
+                            .children
+                            .iter()
+                            .map(|c| {
+                                grammar
+                                    .min_heights
+                                    .get(c)
+                                    .copied()
+                                    .unwrap_or(usize::MAX / 2)
+                            })
+                            .max()
+                            .unwrap_or(0),
+                        children: alt.children.iter().map(|c| ids.get(c).copied()).collect(),
+                        combos: None,
+                        classes: 0,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect::<Vec<_>>();
+        let mut t = Tables { ids, names, alts };
+        for (sym, alts) in grammar.rules.values().enumerate() {
+            for (ai, alt) in alts.iter().enumerate() {
+                if combo_count(alt) <= MAX_TABULATED_COMBOS {
+                    let (combos, classes) = tabulate(alt, sem);
+                    t.alts[sym][ai].combos = Some(combos);
+                    t.alts[sym][ai].classes = classes;
+                }
+            }
+        }
+        t
+    }
+
+    fn id(&self, symbol: &str) -> Option<usize> {
+        self.ids.get(symbol).copied()
+    }
+}
+
+/// Every parameter combination of `alt` in enumeration order (last
+/// parameter fastest) with its weight and canonical class.
+fn tabulate<S: Semantics>(alt: &Alternative, sem: &S) -> (Vec<Combo>, usize) {
+    let mut classes: HashMap<String, usize> = HashMap::new();
+    let mut combos = Vec::new();
+    let mut idx = vec![0usize; alt.params.len()];
+    'outer: loop {
+        let mut weight = 1.0;
+        let params: Vec<(String, Value)> = alt
+            .params
+            .iter()
+            .zip(&idx)
+            .map(|((name, c), &j)| {
+                weight *= c.0[j].1;
+                (name.clone(), c.0[j].0.clone())
+            })
+            .collect();
+        let canonical = sem.canonical(&Node {
+            form: &alt.form,
+            params: &params,
+        });
+        let n = classes.len();
+        let class = *classes.entry(class_key(&canonical)).or_insert(n);
+        combos.push(Combo {
+            params,
+            weight,
+            canonical,
+            class,
+        });
+        for d in (0..idx.len()).rev() {
+            idx[d] += 1;
+            if idx[d] < alt.params[d].1 .0.len() {
+                continue 'outer;
+            }
+            idx[d] = 0;
+        }
+        break;
+    }
+    (combos, classes.len())
+}
+
+/// One admissible parameter choice: a listed combo (its canonical
+/// parameters are in the table) or one built for this draw.
+enum Choice {
+    Listed(usize),
+    Built(Vec<(String, Value)>),
+}
+
 impl<'a, S: Semantics> Sampler<'a, S> {
+    /// A sampler that compiles its own [`Tables`]; callers that sample
+    /// often keep one `Tables` and use [`Sampler::with_tables`].
     pub fn new(grammar: &'a Grammar, sem: &'a S, config: SamplerConfig) -> Self {
         Sampler {
             grammar,
             sem,
+            tables: Cow::Owned(Tables::new(grammar, sem)),
+            config,
+        }
+    }
+
+    /// A sampler over tables compiled from this `grammar` and `sem`.
+    pub fn with_tables(
+        grammar: &'a Grammar,
+        sem: &'a S,
+        tables: &'a Tables,
+        config: SamplerConfig,
+    ) -> Self {
+        Sampler {
+            grammar,
+            sem,
+            tables: Cow::Borrowed(tables),
             config,
         }
     }
@@ -254,9 +430,10 @@ impl<'a, S: Semantics> Sampler<'a, S> {
         whole: bool,
     ) -> Result<(Derivation, S::State), SampleError> {
         let mut tally = Tally::default();
+        let sym = self.tables.id(symbol);
         for _ in 0..self.config.max_attempts {
             tally.expansions = 0;
-            if let Some((d, out)) = self.expand(symbol, input, depth, rng, &mut tally) {
+            if let Some((d, out)) = self.expand(sym, input, depth, rng, &mut tally) {
                 if !whole {
                     return Ok((d, out));
                 }
@@ -278,24 +455,9 @@ impl<'a, S: Semantics> Sampler<'a, S> {
         })
     }
 
-    fn alt_height(&self, alt: &Alternative) -> usize {
-        1 + alt
-            .children
-            .iter()
-            .map(|c| {
-                self.grammar
-                    .min_heights
-                    .get(c)
-                    .copied()
-                    .unwrap_or(usize::MAX / 2)
-            })
-            .max()
-            .unwrap_or(0)
-    }
-
     fn expand(
         &self,
-        symbol: &str,
+        symbol: Option<usize>,
         input: &S::State,
         depth: usize,
         rng: &mut ChaCha8Rng,
@@ -312,19 +474,23 @@ impl<'a, S: Semantics> Sampler<'a, S> {
             ));
             return None;
         }
-        let alts = self.grammar.rules.get(symbol)?;
+        let sym = symbol?;
+        let name = &self.tables.names[sym];
+        let alts = self.grammar.rules.get(name)?;
+        let tables = &self.tables.alts[sym];
         let room = (self.config.max_depth + 1).saturating_sub(depth);
         let mut cands: Vec<(usize, f64)> = alts
             .iter()
+            .zip(tables)
             .enumerate()
-            .filter(|(_, a)| self.alt_height(a) <= room)
-            .map(|(i, a)| (i, a.weight))
+            .filter(|(_, (_, t))| t.height <= room)
+            .map(|(i, (a, _))| (i, a.weight))
             .collect();
         if cands.is_empty() {
             tally.note(Reject::new(
                 "max_depth",
                 format!(
-                    "`{symbol}` cannot finish within depth {}",
+                    "`{name}` cannot finish within depth {}",
                     self.config.max_depth
                 ),
             ));
@@ -333,16 +499,19 @@ impl<'a, S: Semantics> Sampler<'a, S> {
         while !cands.is_empty() {
             let k = pick(&cands, rng);
             let ai = cands[k].0;
-            let alt = &alts[ai];
-            let mut combos = self.admissible_combos(alt, input, rng, tally);
+            let (alt, table) = (&alts[ai], &tables[ai]);
+            let mut combos = self.admissible_combos(alt, table, input, rng, tally);
             while !combos.is_empty() {
                 if tally.expansions > self.config.max_expansions {
                     return None;
                 }
                 let c = pick_weighted(&combos, |x| x.1, rng);
-                let (params, _) = combos.swap_remove(c);
+                let params = match combos.swap_remove(c).0 {
+                    Choice::Listed(i) => table.combos.as_ref()?[i].canonical.clone(),
+                    Choice::Built(p) => p,
+                };
                 if let Some(found) =
-                    self.expand_children(symbol, ai, alt, params, input, depth, rng, tally)
+                    self.expand_children(sym, ai, alt, table, params, input, depth, rng, tally)
                 {
                     return Some(found);
                 }
@@ -355,9 +524,10 @@ impl<'a, S: Semantics> Sampler<'a, S> {
     #[allow(clippy::too_many_arguments)]
     fn expand_children(
         &self,
-        symbol: &str,
+        sym: usize,
         ai: usize,
         alt: &Alternative,
+        table: &AltTable,
         params: Vec<(String, Value)>,
         input: &S::State,
         depth: usize,
@@ -374,7 +544,7 @@ impl<'a, S: Semantics> Sampler<'a, S> {
         let mut outs: Vec<S::State> = Vec::with_capacity(room);
         let mut kids = Vec::with_capacity(room);
         for i in 0..n {
-            let child_sym = &alt.children[i.min(alt.children.len().saturating_sub(1))];
+            let child_sym = table.children[i.min(alt.children.len().saturating_sub(1))];
             let child_in = match self.sem.child_input(&node, input, i, n, &outs) {
                 Ok(s) => s,
                 Err(r) => {
@@ -389,7 +559,7 @@ impl<'a, S: Semantics> Sampler<'a, S> {
         match self.sem.output(&node, input, &outs) {
             Ok(out) => Some((
                 Derivation {
-                    symbol: Some(symbol.to_string()),
+                    symbol: Some(self.tables.names[sym].clone()),
                     alt: Some(ai as u32),
                     form: alt.form.clone(),
                     params,
@@ -409,21 +579,63 @@ impl<'a, S: Semantics> Sampler<'a, S> {
     fn admissible_combos(
         &self,
         alt: &Alternative,
+        table: &AltTable,
         input: &S::State,
         rng: &mut ChaCha8Rng,
         tally: &mut Tally,
-    ) -> Vec<(Vec<(String, Value)>, f64)> {
-        let total: usize = alt
-            .params
-            .iter()
-            .map(|(_, c)| c.0.len())
-            .try_fold(1usize, |a, n| a.checked_mul(n))
-            .unwrap_or(usize::MAX);
-        let mut out: Vec<(Vec<(String, Value)>, f64)> = Vec::new();
+    ) -> Vec<(Choice, f64)> {
+        let total = combo_count(alt);
+        let mut out: Vec<(Choice, f64)> = Vec::new();
         // Choices that canonicalise alike are one choice with their weights
         // summed: the same distribution over networks, one spelling each.
+        if let Some(combos) = &table.combos {
+            // Where each class sits in `out`.
+            let mut slot = vec![usize::MAX; table.classes];
+            let mut admit = |i: usize, w: f64, tally: &mut Tally| {
+                let c = &combos[i];
+                let node = Node {
+                    form: &alt.form,
+                    params: &c.params,
+                };
+                match self.sem.admit(&node, input) {
+                    Ok(()) => match slot[c.class] {
+                        usize::MAX => {
+                            slot[c.class] = out.len();
+                            out.push((Choice::Listed(i), w));
+                        }
+                        at => out[at].1 += w,
+                    },
+                    Err(r) => tally.note(r),
+                }
+            };
+            if total <= MAX_ENUMERATED_COMBOS {
+                for (i, c) in combos.iter().enumerate() {
+                    admit(i, c.weight, tally);
+                }
+            } else {
+                // Too many to weigh each: a few independent draws stand in
+                // for the set (the index of the drawn combination, last
+                // parameter fastest, as the table lists them).
+                for _ in 0..64 {
+                    let i = alt.params.iter().fold(0, |i, (_, c)| {
+                        i * c.0.len() + pick_weighted(&c.0, |x| x.1, rng)
+                    });
+                    admit(i, 1.0, tally);
+                }
+            }
+            return out;
+        }
+        // Too many to list: each draw is built, canonicalised and keyed here.
         let mut index: HashMap<String, usize> = HashMap::new();
-        let mut admit = |params: Vec<(String, Value)>, w: f64, tally: &mut Tally| {
+        for _ in 0..64 {
+            let params: Vec<(String, Value)> = alt
+                .params
+                .iter()
+                .map(|(name, c)| {
+                    let j = pick_weighted(&c.0, |x| x.1, rng);
+                    (name.clone(), c.0[j].0.clone())
+                })
+                .collect();
             let node = Node {
                 form: &alt.form,
                 params: &params,
@@ -431,53 +643,15 @@ impl<'a, S: Semantics> Sampler<'a, S> {
             match self.sem.admit(&node, input) {
                 Ok(()) => {
                     let params = self.sem.canonical(&node);
-                    let key: String = params.iter().map(|(n, v)| format!("{n}={v},")).collect();
-                    match index.get(&key) {
-                        Some(&i) => out[i].1 += w,
+                    match index.get(&class_key(&params)) {
+                        Some(&i) => out[i].1 += 1.0,
                         None => {
-                            index.insert(key, out.len());
-                            out.push((params, w));
+                            index.insert(class_key(&params), out.len());
+                            out.push((Choice::Built(params), 1.0));
                         }
                     }
                 }
                 Err(r) => tally.note(r),
-            }
-        };
-        if total <= MAX_ENUMERATED_COMBOS {
-            let mut idx = vec![0usize; alt.params.len()];
-            'outer: loop {
-                let mut w = 1.0;
-                let params = alt
-                    .params
-                    .iter()
-                    .zip(&idx)
-                    .map(|((name, c), &j)| {
-                        w *= c.0[j].1;
-                        (name.clone(), c.0[j].0.clone())
-                    })
-                    .collect();
-                admit(params, w, tally);
-                for d in (0..idx.len()).rev() {
-                    idx[d] += 1;
-                    if idx[d] < alt.params[d].1 .0.len() {
-                        continue 'outer;
-                    }
-                    idx[d] = 0;
-                }
-                break;
-            }
-        } else {
-            // Too many to list: a few independent draws stand in for the set.
-            for _ in 0..64 {
-                let params = alt
-                    .params
-                    .iter()
-                    .map(|(name, c)| {
-                        let j = pick_weighted(&c.0, |x| x.1, rng);
-                        (name.clone(), c.0[j].0.clone())
-                    })
-                    .collect();
-                admit(params, 1.0, tally);
             }
         }
         out
