@@ -937,11 +937,7 @@ fn hyperband_brackets_start_candidates_at_each_rung_and_resume_alike() {
         ];
         quiet_search(&space, &runs, name, &flags)
     };
-    let go = |name: &str| {
-        let o = bin().args(args(name)).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        runs.join(name)
-    };
+    let go = |name: &str| searched(args(name), &runs.join(name));
     let whole = snapshot(&go("whole"));
     let s = SledStore::open(&runs.join("whole/store")).unwrap();
     let cands = s.candidates().unwrap();
@@ -964,6 +960,13 @@ fn hyperband_brackets_start_candidates_at_each_rung_and_resume_alike() {
     // The same run killed after 6 evaluations and resumed: the brackets are
     // rebuilt from the store, so it ends as the unbroken run did.
     assert_eq!(snapshot(&killed_and_resumed(&runs, args("part"), 6)), whole);
+}
+
+/// Runs the search `args` to its end and returns its folder `run`.
+fn searched(args: Vec<String>, run: &Path) -> std::path::PathBuf {
+    let o = bin().args(args).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    run.to_path_buf()
 }
 
 /// Starts the search `args` (named `part` in `runs`), kills it with
@@ -1005,11 +1008,7 @@ fn the_model_strategy_is_deterministic_and_resumes_alike() {
         ];
         quiet_search(&space, &runs, name, &flags)
     };
-    let go = |name: &str| {
-        let o = bin().args(args(name)).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        runs.join(name)
-    };
+    let go = |name: &str| searched(args(name), &runs.join(name));
     let whole = snapshot(&go("whole"));
     assert_eq!(snapshot(&go("again")), whole);
     let s = SledStore::open(&runs.join("whole/store")).unwrap();

@@ -50,8 +50,8 @@ pub enum SurrogateError {
     TooFew { need: usize, got: usize },
     #[error("feature rows of different lengths ({0} and {1})")]
     Ragged(usize, usize),
-    #[error("fitting the surrogate failed: {0}")]
-    Fit(String),
+    #[error("the surrogate's learner failed")]
+    Fit(#[from] smartcore::error::Failed),
 }
 
 /// The fewest points a surrogate is fitted on.
@@ -114,8 +114,7 @@ impl Surrogate {
                 .collect();
             let bx: Vec<Vec<f64>> = pick.iter().map(|&i| rows[i].clone()).collect();
             let by: Vec<f64> = pick.iter().map(|&i| ys[i]).collect();
-            let x =
-                DenseMatrix::from_2d_vec(&bx).map_err(|e| SurrogateError::Fit(e.to_string()))?;
+            let x = DenseMatrix::from_2d_vec(&bx)?;
             members.push(match kind {
                 ModelKind::Forest => {
                     let params = RandomForestRegressorParameters::default()
@@ -123,18 +122,12 @@ impl Surrogate {
                         .with_m((width / 3).max(1))
                         .with_min_samples_leaf(2)
                         .with_seed(seed.wrapping_add(m as u64));
-                    Member::Forest(
-                        Forest::fit(&x, &by, params)
-                            .map_err(|e| SurrogateError::Fit(e.to_string()))?,
-                    )
+                    Member::Forest(Forest::fit(&x, &by, params)?)
                 }
                 ModelKind::Neighbours => {
                     let params =
                         KNNRegressorParameters::default().with_k(NEIGHBOURS.min(rows.len()));
-                    Member::Knn(
-                        Knn::fit(&x, &by, params)
-                            .map_err(|e| SurrogateError::Fit(e.to_string()))?,
-                    )
+                    Member::Knn(Knn::fit(&x, &by, params)?)
                 }
             });
         }
@@ -154,14 +147,14 @@ impl Surrogate {
             .iter()
             .map(|r| apply(r, &self.centre, &self.scale))
             .collect();
-        let x = DenseMatrix::from_2d_vec(&rows).map_err(|e| SurrogateError::Fit(e.to_string()))?;
+        let x = DenseMatrix::from_2d_vec(&rows)?;
         let mut per_member = Vec::with_capacity(self.members.len());
         for m in &self.members {
             let p = match m {
                 Member::Forest(f) => f.predict(&x),
                 Member::Knn(k) => k.predict(&x),
             };
-            per_member.push(p.map_err(|e| SurrogateError::Fit(e.to_string()))?);
+            per_member.push(p?);
         }
         Ok((0..xs.len())
             .map(|i| {
