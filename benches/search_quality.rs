@@ -75,6 +75,7 @@ fn one(
         halving: None,
         confirm: Some(d.confirm),
         reeval: env("SQ_REEVAL").unwrap_or(d.reeval),
+        model: d.model,
     };
     let (rd, store) = RunDir::create(dir.path(), space, &settings).expect("run dir");
     let ctl = RunControl::default();

@@ -49,6 +49,80 @@ fn default_depth() -> usize {
 /// is beside the training it configures.
 pub use crate::eval::TrainSettings;
 
+// The search sections' settings live here, with the file they are read
+// from, so that `search` depends on `space` and not the reverse.
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Halving {
+    /// Where new candidates come from: `random` or `evolution`.
+    pub source: String,
+    /// Keep 1/eta of each rung.
+    pub eta: usize,
+    /// Rungs; the top one trains for the space's `train.steps`.
+    pub rungs: usize,
+    /// Hyperband brackets (1: plain successive halving), at most `rungs`.
+    pub brackets: usize,
+}
+
+impl Default for Halving {
+    fn default() -> Self {
+        Halving {
+            source: "random".into(),
+            eta: 3,
+            rungs: 3,
+            brackets: 1,
+        }
+    }
+}
+
+impl Halving {
+    /// Training steps at `rung` when the top rung trains `full` steps.
+    pub fn steps_at(&self, rung: usize, full: usize) -> usize {
+        let down = (self.eta.max(2) as u64).pow((self.rungs.max(1) - 1 - rung) as u32);
+        ((full as u64 / down) as usize).max(1)
+    }
+}
+
+/// Settings of the confirm stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Confirm {
+    /// Architectures retrained.
+    pub top: usize,
+    /// Fresh training seeds each.
+    pub seeds: usize,
+}
+
+impl Default for Confirm {
+    fn default() -> Self {
+        Confirm { top: 5, seeds: 3 }
+    }
+}
+
+/// Settings of the model-based strategy (`strategy: "model"`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSettings {
+    /// Untrained candidates the surrogate ranks per proposal.
+    pub pool: usize,
+    /// Best trained candidates whose mutations make half the pool.
+    pub parents: usize,
+    /// Weight of the ensemble's spread in the upper confidence bound
+    /// mean + κ·sd (0: pure exploitation).
+    pub kappa: f64,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        ModelSettings {
+            pool: 200,
+            parents: 4,
+            kappa: 1.0,
+        }
+    }
+}
+
 /// Search defaults; command-line flags override them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -63,14 +137,16 @@ pub struct SearchSettings {
     /// Parallel evaluations (0 = decide by measurement).
     pub workers: usize,
     /// Successive halving (`strategy: "halving"`).
-    pub halving: crate::search::Halving,
+    pub halving: Halving,
     /// The confirm stage that ends a search: the top candidates retrained
     /// with fresh seeds.
-    pub confirm: crate::search::Confirm,
+    pub confirm: Confirm,
     /// Regularised evolution: a new candidate whose score would rank among
     /// the population's best `reeval` is trained once more with a fresh
     /// seed, and the population ranks it by the mean (0: never).
     pub reeval: usize,
+    /// The model-based strategy's pool and acquisition.
+    pub model: ModelSettings,
 }
 
 impl Default for SearchSettings {
@@ -81,8 +157,9 @@ impl Default for SearchSettings {
             population: 16,
             tournament: 4,
             workers: 0,
-            halving: crate::search::Halving::default(),
-            confirm: crate::search::Confirm::default(),
+            halving: Halving::default(),
+            confirm: Confirm::default(),
+            model: ModelSettings::default(),
             reeval: 0,
         }
     }
@@ -489,5 +566,9 @@ fn check_settings(file: &SpaceFile, src: &Source) -> Result<(), SourceError> {
     count("eta", s.halving.eta, 2, 100)?;
     count("rungs", s.halving.rungs, 1, 10)?;
     count("brackets", s.halving.brackets, 1, s.halving.rungs)?;
+    // A pool of 100,000 already costs minutes of sampling per pick.
+    count("pool", s.model.pool, 1, 100_000)?;
+    count("parents", s.model.parents, 1, usize::MAX)?;
+    real("kappa", s.model.kappa, true, 100.0)?;
     Ok(())
 }

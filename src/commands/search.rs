@@ -218,6 +218,7 @@ pub fn search(
         halving,
         confirm: (!no_confirm && d.confirm.top > 0 && d.confirm.seeds > 0).then_some(d.confirm),
         reeval: d.reeval,
+        model: d.model,
     };
     let (dir, store) = RunDir::create(runs, &space, &settings)?;
     drive(&dir, &store, &space, &settings, time, no_tui, out)

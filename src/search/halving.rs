@@ -11,40 +11,8 @@
 //! discard every candidate. New candidates are dealt to brackets in
 //! Hyperband's proportions, η^s/(s+1) for a bracket with s halvings.
 
-use serde::{Deserialize, Serialize};
+pub use crate::space::Halving;
 use std::collections::BTreeSet;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Halving {
-    /// Where new candidates come from: `random` or `evolution`.
-    pub source: String,
-    /// Keep 1/eta of each rung.
-    pub eta: usize,
-    /// Rungs; the top one trains for the space's `train.steps`.
-    pub rungs: usize,
-    /// Hyperband brackets (1: plain successive halving), at most `rungs`.
-    pub brackets: usize,
-}
-
-impl Default for Halving {
-    fn default() -> Self {
-        Halving {
-            source: "random".into(),
-            eta: 3,
-            rungs: 3,
-            brackets: 1,
-        }
-    }
-}
-
-impl Halving {
-    /// Training steps at `rung` when the top rung trains `full` steps.
-    pub fn steps_at(&self, rung: usize, full: usize) -> usize {
-        let down = (self.eta.max(2) as u64).pow((self.rungs.max(1) - 1 - rung) as u32);
-        ((full as u64 / down) as usize).max(1)
-    }
-}
 
 /// Results per rung and promotions made.
 #[derive(Clone, Debug, Default)]

@@ -8,27 +8,7 @@
 use crate::stats::mean;
 use crate::surrogate::{cross_validated_tau, ModelKind, Surrogate};
 
-/// Settings of the model-based strategy.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ModelSettings {
-    /// Candidates ranked per proposal.
-    pub pool: usize,
-    /// Trained candidates whose mutations join the pool.
-    pub parents: usize,
-    /// Weight of the ensemble's spread in the upper confidence bound
-    /// mean + κ·sd (exploration).
-    pub kappa: f64,
-}
-
-impl Default for ModelSettings {
-    fn default() -> Self {
-        ModelSettings {
-            pool: 200,
-            parents: 4,
-            kappa: 1.0,
-        }
-    }
-}
+pub use crate::space::ModelSettings;
 
 /// What the model-based strategy knows: the features and score of every
 /// trained candidate, and the surrogate fitted on them.

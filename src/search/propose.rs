@@ -4,7 +4,7 @@
 //! (see `dedupe`) nor write anything (see `recorder`).
 
 use super::halving::Brackets;
-use super::model::{Guide, ModelSettings};
+use super::model::Guide;
 use super::settings::{RunSettings, SearchError};
 use super::strategy::{Proposal, Strategy, StrategyKind};
 use crate::arch::Network;
@@ -66,7 +66,7 @@ impl<'a> Proposer<'a> {
         rungs: Option<Brackets>,
     ) -> Proposer<'a> {
         let guide = (strategy.kind == StrategyKind::Model)
-            .then(|| Guide::new(ModelSettings::default(), settings.seed));
+            .then(|| Guide::new(settings.model, settings.seed));
         Proposer {
             space,
             settings,
@@ -275,6 +275,7 @@ mod tests {
             halving,
             confirm: None,
             reeval: 0,
+            model: Default::default(),
         }
     }
 
@@ -283,6 +284,46 @@ mod tests {
             Proposed::Fresh { net, record } => (net, record),
             _ => panic!("expected a fresh candidate"),
         }
+    }
+
+    /// The space's `search.model.pool` is how many candidates a guided
+    /// pick draws and ranks: with a pool of one the pick is the first
+    /// sample, whatever the surrogate thinks.
+    #[test]
+    fn the_model_pool_is_the_space_setting() {
+        let space = space();
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let pick = |pool: usize| {
+            let mut s = settings(None);
+            s.strategy = StrategyKind::Model;
+            s.model.pool = pool;
+            let strategy = Strategy::new(StrategyKind::Model, 4, 2, Vec::new());
+            let mut p = Proposer::new(&space, &s, strategy, None);
+            // Enough trained points for the surrogate to fit.
+            let mut rng = seed::rng(9, "trained", 0);
+            for id in 0..6 {
+                let net = space.sample(&mut rng).unwrap();
+                let f = p.features(&net);
+                p.observe(100 + id, f, net.cost.params.ln());
+            }
+            let mut rng = seed::rng(9, "pick", 0);
+            let (net, origin, _) = p.guided(&store, &mut rng).unwrap().unwrap();
+            (net.text(), origin, rng)
+        };
+        let mut rng = seed::rng(9, "pick", 0);
+        let first = space.sample(&mut rng).unwrap().text();
+        let (one, origin, mut after_one) = pick(1);
+        assert_eq!(
+            (one.as_str(), origin.as_str()),
+            (first.as_str(), "model: sample")
+        );
+        let (_, _, mut after_many) = pick(40);
+        // The larger pool drew 39 more candidates from the same stream.
+        assert_ne!(
+            space.sample(&mut after_one).unwrap().text(),
+            space.sample(&mut after_many).unwrap().text()
+        );
     }
 
     #[test]

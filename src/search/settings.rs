@@ -4,12 +4,15 @@
 //! loop reads them.
 
 use super::halving::Halving;
+use super::model::ModelSettings;
 use super::strategy::StrategyKind;
 use crate::eval::{DeviceKind, TrainConfig};
 use crate::space::Space;
 use crate::store::Cause;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::AtomicBool;
+
+pub use crate::space::Confirm;
 
 /// Flags another thread (signal handler, dashboard) sets to steer a run.
 #[derive(Debug, Default)]
@@ -46,22 +49,10 @@ pub struct RunSettings {
     /// population's best `reeval` (0: none; see `SearchSettings::reeval`).
     #[serde(default)]
     pub reeval: usize,
-}
-
-/// Settings of the confirm stage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Confirm {
-    /// Architectures retrained.
-    pub top: usize,
-    /// Fresh training seeds each.
-    pub seeds: usize,
-}
-
-impl Default for Confirm {
-    fn default() -> Self {
-        Confirm { top: 5, seeds: 3 }
-    }
+    /// The model-based strategy's pool and acquisition (runs recorded
+    /// before these were settable used the defaults).
+    #[serde(default)]
+    pub model: ModelSettings,
 }
 
 /// Why a run (or a command on a run) stopped. Each variant keeps its cause;
