@@ -2,6 +2,7 @@
 //! runtime shapes, trains it as a proxy on a generated task, and reports an
 //! `Outcome`. Knows nothing of grammars, hashing or search.
 
+mod evaluate;
 mod forward;
 #[cfg(test)]
 mod gradcheck;
@@ -14,13 +15,14 @@ pub mod program;
 mod routed;
 mod train;
 
+pub use evaluate::{evaluate, evaluate_all};
 pub use forward::RouteRecord;
 pub use kernels::Backend;
 pub use outcome::{Outcome, Status};
 pub use program::Program;
 pub use train::{
-    evaluate, learning_rate, memory_estimate, train, train_on, ScoreRule, TrainConfig,
-    TrainSettings, Trained, Trainer, Weights,
+    learning_rate, memory_estimate, train, train_on, ScoreRule, TrainConfig, TrainSettings,
+    Trained, Trainer, Weights,
 };
 
 use serde::{Deserialize, Serialize};
@@ -56,26 +58,4 @@ impl DeviceKind {
 pub enum EvalError {
     #[error("this archgram was built without CUDA; rebuild with `cargo build --release --features cuda` on a machine with the CUDA toolkit")]
     CudaNotBuilt,
-}
-
-/// Trains several candidates. With `parallel`, they train at once on rayon's
-/// pool, one core each; otherwise one after another.
-///
-/// Measured on the 2-core CI-class machine (`cargo bench --bench train_step
-/// -- two_candidates`, two quickstart baselines × 30 steps): one after the
-/// other 302 ms with 2 threads inside each matrix product and 223 ms with
-/// `RAYON_NUM_THREADS=1`; both at once 177 ms. Small candidates do not scale
-/// inside one product (and the fused CPU kernels run on one thread), so
-/// parallel candidates are the default.
-pub fn evaluate_all(
-    jobs: &[(&crate::arch::Arch, TrainConfig)],
-    task: &dyn crate::tasks::Task,
-    parallel: bool,
-) -> Vec<Outcome> {
-    use rayon::prelude::*;
-    if parallel {
-        jobs.par_iter().map(|(a, c)| evaluate(a, task, c)).collect()
-    } else {
-        jobs.iter().map(|(a, c)| evaluate(a, task, c)).collect()
-    }
 }

@@ -5,7 +5,6 @@
 use super::forward::{forward, RouteRecord, Run, T3};
 use super::kernels::Backend;
 use super::optim::{adamw, Hyper};
-use super::outcome::Outcome;
 use super::params::Params;
 use super::program::Program;
 use super::DeviceKind;
@@ -556,48 +555,6 @@ pub fn score_on<D: Backend>(
         trace: traces,
         labels,
     })
-}
-
-/// Trains and scores `arch` on `task`. Never panics: every failure is an
-/// outcome with a reason.
-pub fn evaluate(arch: &Arch, task: &dyn Task, cfg: &TrainConfig) -> Outcome {
-    let vocab = task.vocab();
-    let cost = arch.total_cost(vocab);
-    let mut out = Outcome::new(cost, cfg);
-    if arch.seq_len != task.seq_len() {
-        return out.failed(format!(
-            "the architecture was built for {} tokens, the task has {}",
-            arch.seq_len,
-            task.seq_len()
-        ));
-    }
-    let prog = match Program::build(arch, vocab) {
-        Ok(p) => p,
-        Err(e) => return out.failed(format!("cannot compile: {e}")),
-    };
-    let need = memory_estimate(&prog, arch, cfg.train.batch_size.max(cfg.eval_batch_size));
-    if need > cfg.max_memory_bytes {
-        return out.failed(format!(
-            "needs about {} MiB to train, over the limit of {} MiB",
-            need >> 20,
-            cfg.max_memory_bytes >> 20
-        ));
-    }
-    let started = Instant::now();
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| train(&prog, task, cfg)));
-    out.wall_secs = started.elapsed().as_secs_f64();
-    match result {
-        Ok(Ok(t)) => out.finish(t, task.seq_len(), cfg.train.batch_size, cfg.train.score),
-        Ok(Err(reason)) => out.failed(reason),
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            out.failed(format!("internal error while training: {msg}"))
-        }
-    }
 }
 
 /// Trains `prog` on `task` on the device `cfg` names, seeded with
