@@ -9,8 +9,12 @@
 //! orderings). With `SURROGATE_RUNS=dir,dir` it reads finished runs'
 //! events instead of training (their candidates and single-seed scores).
 //! Last, it times sampling, featurising and ranking `SURROGATE_POOL`
-//! (2000) fresh candidates.
+//! (2000) fresh candidates. `SURROGATE_ZERO_COST=4,16` also measures
+//! zero-cost signals (the held-out loss after 4 and 16 training steps):
+//! their own τ, the forest's τ with each added as a feature, and their
+//! cost.
 
+use archgram::arch::Network;
 use archgram::search::train_config;
 use archgram::space::Space;
 use archgram::stats::{mean, sd};
@@ -30,10 +34,9 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// (features, score) of every candidate a finished run trained.
-fn from_run(dir: &Path) -> (Space, Vec<(Vec<f64>, f64)>) {
+/// Every candidate a finished run trained, with its score.
+fn from_run(dir: &Path) -> (Space, Vec<(Network, f64)>) {
     let space = Space::load(&dir.join("space.ron")).expect("run's space.ron");
-    let vocab = space.build_task(space.file.seed).expect("task").vocab();
     let events = read_events(&dir.join("events.jsonl")).expect("events.jsonl");
     let mut arch: HashMap<u64, String> = HashMap::new();
     let mut out = Vec::new();
@@ -49,7 +52,7 @@ fn from_run(dir: &Path) -> (Space, Vec<(Vec<f64>, f64)>) {
                 let score = e.get("score").and_then(|v| v.as_f64());
                 if let (Some(text), Some(score)) = (arch.get(&id), score) {
                     let net = space.parse_arch(text).expect("arch of a sampled event");
-                    out.push((features(&net.arch, vocab), score));
+                    out.push((net, score));
                 }
             }
             _ => {}
@@ -59,7 +62,7 @@ fn from_run(dir: &Path) -> (Space, Vec<(Vec<f64>, f64)>) {
 }
 
 /// Samples `n` structurally distinct candidates and trains each once.
-fn sampled(space: &Space, n: usize) -> Vec<(Vec<f64>, f64)> {
+fn sampled(space: &Space, n: usize) -> Vec<(Network, f64)> {
     let task = space.build_task(space.file.seed).expect("task");
     let mut seen = HashSet::new();
     let mut nets = Vec::new();
@@ -74,7 +77,7 @@ fn sampled(space: &Space, n: usize) -> Vec<(Vec<f64>, f64)> {
         }
     }
     let steps = space.file.train.steps;
-    nets.par_iter()
+    nets.into_par_iter()
         .enumerate()
         .map(|(k, net)| {
             let cfg = train_config(
@@ -84,9 +87,83 @@ fn sampled(space: &Space, n: usize) -> Vec<(Vec<f64>, f64)> {
                 archgram::eval::DeviceKind::Cpu,
             );
             let o = archgram::eval::evaluate(&net.arch, task.as_ref(), &cfg);
-            (features(&net.arch, task.vocab()), o.score)
+            (net, o.score)
         })
         .collect()
+}
+
+/// One table row: a model class's cross-validated τ at each size.
+fn tau_row(label: &str, kind: ModelKind, data: &[(Vec<f64>, f64)], sizes: &[usize]) -> String {
+    let mut row = format!("{label:<8}");
+    for &n in sizes {
+        let taus: Vec<f64> = (0..5u64)
+            .filter_map(|o| {
+                let mut d = data.to_vec();
+                d.shuffle(&mut archgram::seed::rng(o, "order", 0));
+                d.truncate(n);
+                let (xs, ys): (Vec<_>, Vec<_>) = d.into_iter().unzip();
+                cross_validated_tau(kind, &xs, &ys, 5, o).expect("fit")
+            })
+            .collect();
+        row += &format!("{:>16}", format!("{:+.2} ± {:.2}", mean(&taus), sd(&taus)));
+    }
+    row
+}
+
+/// Zero-cost signals (Abdelfattah et al. 2021 survey them; Mellor et al.
+/// 2021 for NASWOT): here the held-out loss after a handful of training
+/// steps, one per step count in `list`. Reports each signal's τ against
+/// the run's scores alone, the forest's τ with the signal as one more
+/// feature, and what the signal costs per candidate against a full
+/// training.
+fn zero_cost(
+    space: &Space,
+    nets: &[Network],
+    data: &[(Vec<f64>, f64)],
+    sizes: &[usize],
+    list: &str,
+) {
+    let task = space.build_task(space.file.seed).expect("task");
+    let ys: Vec<f64> = data.iter().map(|d| d.1).collect();
+    println!(
+        "
+zero-cost signals: held-out loss after k training steps (one seed, one thread each)"
+    );
+    for k in list
+        .split(',')
+        .filter_map(|k| k.trim().parse::<usize>().ok())
+    {
+        let t = Instant::now();
+        let signal: Vec<f64> = nets
+            .par_iter()
+            .map(|net| {
+                let cfg = train_config(space, 77, k, archgram::eval::DeviceKind::Cpu);
+                let o = archgram::eval::evaluate(&net.arch, task.as_ref(), &cfg);
+                // Lower loss is better; a failed training gets the worst.
+                -o.test_loss.unwrap_or(f64::INFINITY).min(1e6)
+            })
+            .collect();
+        let per =
+            t.elapsed().as_secs_f64() * rayon::current_num_threads() as f64 / nets.len() as f64;
+        let alone = archgram::stats::kendall_tau(&signal, &ys).unwrap_or(f64::NAN);
+        let with: Vec<(Vec<f64>, f64)> = data
+            .iter()
+            .zip(&signal)
+            .map(|((x, y), s)| {
+                let mut x = x.clone();
+                x.push(*s);
+                (x, *y)
+            })
+            .collect();
+        println!(
+            "k={k}: {:.3} CPU-s a candidate; tau of the signal alone vs score {:+.2}",
+            per, alone
+        );
+        println!(
+            "{}",
+            tau_row(&format!("+k={k}"), ModelKind::Forest, &with, sizes)
+        );
+    }
 }
 
 fn main() {
@@ -115,6 +192,12 @@ fn main() {
             (space, d)
         }
     };
+    let vocab = space.build_task(space.file.seed).expect("task").vocab();
+    let nets: Vec<Network> = data.iter().map(|(n, _)| n.clone()).collect();
+    let data: Vec<(Vec<f64>, f64)> = data
+        .into_iter()
+        .map(|(n, y)| (features(&n.arch, vocab), y))
+        .collect();
     let sizes: Vec<usize> = [20, 40, data.len()]
         .into_iter()
         .filter(|&s| s <= data.len())
@@ -129,24 +212,13 @@ fn main() {
             .collect::<String>()
     );
     for kind in ModelKind::ALL {
-        let mut row = format!("{:<8}", kind.name());
-        for &n in &sizes {
-            let taus: Vec<f64> = (0..5u64)
-                .filter_map(|o| {
-                    let mut d = data.clone();
-                    d.shuffle(&mut archgram::seed::rng(o, "order", 0));
-                    d.truncate(n);
-                    let (xs, ys): (Vec<_>, Vec<_>) = d.into_iter().unzip();
-                    cross_validated_tau(kind, &xs, &ys, 5, o).expect("fit")
-                })
-                .collect();
-            row += &format!("{:>16}", format!("{:+.2} ± {:.2}", mean(&taus), sd(&taus)));
-        }
-        println!("{row}");
+        println!("{}", tau_row(kind.name(), kind, &data, &sizes));
+    }
+    if let Ok(list) = std::env::var("SURROGATE_ZERO_COST") {
+        zero_cost(&space, &nets, &data, &sizes, &list);
     }
 
     let pool = env_usize("SURROGATE_POOL", 2000);
-    let vocab = space.build_task(space.file.seed).expect("task").vocab();
     let (xs, ys): (Vec<_>, Vec<_>) = data.into_iter().unzip();
     let model = Surrogate::fit(ModelKind::Forest, &xs, &ys, 1).expect("fit");
     let t = Instant::now();
