@@ -43,6 +43,15 @@ impl Default for Hardware {
     }
 }
 
+/// A hardware setting out of its range: which field, and the rule it
+/// breaks.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct BadField {
+    pub field: &'static str,
+    pub message: String,
+}
+
 impl Hardware {
     /// Reads a hardware file. Syntax errors and unknown fields point at
     /// file:line:col; impossible values name the field.
@@ -58,11 +67,10 @@ impl Hardware {
             e.file = None;
             e
         })?;
-        hw.validate().map_err(|m| {
-            // Point at the field the message names, when the file sets it.
-            let field = m.split('`').nth(1).unwrap_or("");
-            let mut e = SourceError::new(m.clone());
-            if let Some(at) = find_in_code(text, field).filter(|_| !field.is_empty()) {
+        hw.validate().map_err(|b| {
+            // Point at the field at fault, when the file sets it.
+            let mut e = SourceError::new(b.message);
+            if let Some(at) = find_in_code(text, b.field) {
                 e = e.at(Pos::of_offset(text, at));
             }
             e
@@ -71,7 +79,13 @@ impl Hardware {
     }
 
     /// Every number positive and finite (`mfu` at most 1).
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), BadField> {
+        let bad = |field, rule: &str, v: f64| {
+            Err(BadField {
+                field,
+                message: format!("`{field}` {rule}, got {v}"),
+            })
+        };
         let fields = [
             ("bytes_per_elem", self.bytes_per_elem),
             ("peak_tflops", self.peak_tflops),
@@ -81,20 +95,17 @@ impl Hardware {
         ];
         for (name, v) in fields {
             if !(v.is_finite() && v > 0.0) {
-                return Err(format!("`{name}` must be a positive number, got {v}"));
+                return bad(name, "must be a positive number", v);
             }
         }
         if self.mfu > 1.0 {
-            return Err(format!(
-                "`mfu` is a fraction of peak (0, 1], got {}",
-                self.mfu
-            ));
+            return bad("mfu", "is a fraction of peak (0, 1]", self.mfu);
         }
         if !(self.alpha_us.is_finite() && self.alpha_us >= 0.0) {
-            return Err(format!("`alpha_us` must be ≥ 0, got {}", self.alpha_us));
+            return bad("alpha_us", "must be ≥ 0", self.alpha_us);
         }
         if self.gpus_per_node == 0 {
-            return Err("`gpus_per_node` must be at least 1".into());
+            return bad("gpus_per_node", "must be at least 1", 0.0);
         }
         Ok(())
     }
@@ -137,7 +148,37 @@ mod tests {
         assert!(e.to_string().contains("peak_tflop"), "{e}");
         let e = Hardware::parse("(\n  mfu: 1.5,\n)").unwrap_err();
         assert_eq!(e.pos.map(|p| p.line), Some(2), "{e}");
-        assert!(Hardware::parse("(gpus_per_node: 0)").is_err());
+        let e = Hardware::parse("(\n  inter_gbps: 8,\n  gpus_per_node: 0,\n)").unwrap_err();
+        assert_eq!(e.pos.map(|p| p.line), Some(3), "{e}");
         assert!(Hardware::parse("(intra_gbps: -1)").is_err());
+    }
+
+    #[test]
+    fn a_bad_value_names_its_field_as_a_value() {
+        let field = |h: Hardware| h.validate().unwrap_err().field;
+        let d = Hardware::default;
+        assert_eq!(field(Hardware { mfu: 1.5, ..d() }), "mfu");
+        assert_eq!(
+            field(Hardware {
+                alpha_us: -1.0,
+                ..d()
+            }),
+            "alpha_us"
+        );
+        assert_eq!(
+            field(Hardware {
+                gpus_per_node: 0,
+                ..d()
+            }),
+            "gpus_per_node"
+        );
+        assert_eq!(
+            field(Hardware {
+                inter_gbps: f64::NAN,
+                ..d()
+            }),
+            "inter_gbps"
+        );
+        assert_eq!(d().validate(), Ok(()));
     }
 }

@@ -68,6 +68,8 @@ impl SimConfig {
 pub enum SimError {
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Hardware(#[from] super::hardware::BadField),
     #[error("routing trace of layer {layer}: {msg}")]
     Trace { layer: usize, msg: String },
 }
@@ -201,7 +203,7 @@ pub fn simulate(
     hw: &Hardware,
 ) -> Result<SimReport, SimError> {
     let (g, nodes) = topology(cfg, hw)?;
-    hw.validate().map_err(SimError::Config)?;
+    hw.validate()?;
     let mut layers = Vec::new();
     let mut skipped = Vec::new();
     for t in traces {
