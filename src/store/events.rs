@@ -4,19 +4,21 @@
 //! a run without touching the locked store.
 //!
 //! Every line has `"t"` (seconds since the Unix epoch, float) and
-//! `"event"`, one of the [`EventKind`] variants, with these fields:
-//! - `run_started` `{name, space, seed, budget, strategy, workers, resumed, evaluations, metric, best_id, best_score}`
-//! - `sampled` `{id, origin, parent, arch, params, active_params, flops, steps}` (`steps` for halving promotions only)
-//! - `duplicate` `{id, of, stage: "structural"|"functional", seconds_saved}`
-//! - `evaluated` `{id, score, metric, params, active_params, flops, wall_secs, tokens_per_sec, evaluations, budget, routing}`
-//! - `failed` `{id, reason, evaluations, budget}`
-//! - `new_best` `{id, score, arch}`
-//! - `trial` `{id, purpose, steps, seed, index, score, metric, accuracy, status, reason, wall_secs}`
-//! - `confirm_started` `{candidates, seeds, steps, trainings}`
-//! - `confirmed` `{winner, score, sd, proxy, seeds, steps, metric, finalists}`
-//! - `fidelity_started` `{candidates, trainings, long_steps, seeds}`
+//! `"event"`, one of the [`EventKind`] variants, with these fields (`a[b, c]`
+//! is a list of objects with the fields `b, c`; the README's event table
+//! says the same, and a test holds both to these types):
+//! - `run_started` `name, space, seed, budget, strategy, workers, resumed, evaluations, metric, best_id, best_score`
+//! - `sampled` `id, origin, parent, arch, params, active_params, flops, steps`
+//! - `duplicate` `id, of, stage, seconds_saved`
+//! - `evaluated` `id, score, metric, params, active_params, flops, wall_secs, tokens_per_sec, evaluations, budget, routing[layer, kind, experts, load, drop_rate, skip_rate, cv, max_vio]`
+//! - `failed` `id, reason, evaluations, budget`
+//! - `new_best` `id, score, arch`
+//! - `trial` `id, purpose, steps, seed, index, score, metric, accuracy, status, reason, wall_secs`
+//! - `confirm_started` `candidates, seeds, steps, trainings`
+//! - `confirmed` `winner, score, sd, proxy, seeds, steps, metric, finalists[id, proxy, scores, mean, sd]`
+//! - `fidelity_started` `candidates, trainings, long_steps, seeds`
 //! - `fidelity` the fields of the `archgram fidelity --json` report
-//! - `run_finished` `{evaluations, best_id, best_score, reason, winner, winner_score, winner_sd}`
+//! - `run_finished` `evaluations, best_id, best_score, reason, winner, winner_score, winner_sd`
 //!
 //! Readers ignore unknown events ([`EventKind::Unknown`]) and unknown
 //! fields; a field a line lacks reads as its default (0, "", null), as a
@@ -27,9 +29,9 @@
 //! resumed run writes for results the store kept but the log lacked carry
 //! `"recovered": true`.
 //!
-//! Each payload declares its fields in alphabetical order: the order the
-//! untyped writer this replaced put them in, so a line is written byte for
-//! byte as before.
+//! Each payload declares its fields in alphabetical order, the order logs
+//! have always had them in, so a line matches one an older archgram wrote
+//! byte for byte.
 
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fs::{File, OpenOptions};
