@@ -6,7 +6,7 @@ use crate::search::pareto::{front, Point};
 use crate::search::FidelityReport;
 use crate::search::{run, Ending, RunControl, RunDir, RunSettings, StrategyKind};
 use crate::space::Space;
-use crate::store::{Event, EventKind, Store};
+use crate::store::{Counters, Event, EventKind, Store};
 use serde_json::json;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -401,9 +401,11 @@ pub fn status_of(events: &[Event]) -> Status {
     let mut archs = std::collections::HashMap::new();
     let mut points = Vec::new();
     let (mut first, mut last) = (None, 0.0f64);
+    let mut cache = Counters::default();
     for e in events {
         first.get_or_insert(e.t);
         last = last.max(e.t);
+        cache.count(&e.kind);
         match &e.kind {
             EventKind::RunStarted(r) => {
                 s.name = r.name.clone();
@@ -435,14 +437,6 @@ pub fn status_of(events: &[Event]) -> Status {
                         Some(json!({"id": ev.id, "score": ev.score, "arch": archs.get(&ev.id)}));
                 }
             }
-            EventKind::Duplicate(d) => {
-                if d.stage == "structural" {
-                    s.structural_hits += 1;
-                } else {
-                    s.functional_hits += 1;
-                }
-                s.seconds_saved += d.seconds_saved;
-            }
             EventKind::RunFinished(r) => s.finished = Some(r.reason.clone()),
             EventKind::Confirmed(c) => {
                 s.confirmed = c
@@ -471,6 +465,9 @@ pub fn status_of(events: &[Event]) -> Status {
             _ => {}
         }
     }
+    s.structural_hits = cache.structural_hits;
+    s.functional_hits = cache.functional_hits;
+    s.seconds_saved = cache.seconds_saved;
     s.pareto = front(&points);
     s.elapsed_secs = first.map_or(0.0, |f| last - f);
     s

@@ -777,6 +777,8 @@ mod tests {
                 .unwrap();
         assert_eq!(unknown.kind, EventKind::Unknown);
         assert_eq!(unknown.name(), "unknown");
+        let again: Event = serde_json::from_str(&serde_json::to_string(&unknown).unwrap()).unwrap();
+        assert_eq!(again, unknown);
         let extra: Event = serde_json::from_str(
             r#"{"t": 2.0, "event": "new_best", "id": 3, "score": 0.5, "arch": "x", "lease": {"a": 1}}"#,
         )

@@ -419,24 +419,23 @@ impl Store for SledStore {
         // A writer that panicked mid-append left at worst a torn line,
         // which the log's readers skip.
         let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
-        if log.is_none() {
-            *log = Some(EventLog::open(path).map_err(StoreError::Events)?);
-        }
-        let log = log.as_mut().expect("opened above");
+        let log = match &mut *log {
+            Some(log) => log,
+            unopened => unopened.insert(EventLog::open(path).map_err(StoreError::Events)?),
+        };
         log.append(e).map_err(StoreError::Events)
     }
 
     /// A log not written yet holds no events.
     fn events(&self) -> Result<Vec<Event>, StoreError> {
-        match self.events.as_deref().map(read_events) {
-            None => Ok(Vec::new()),
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Some(r) => r.map_err(|e| {
-                let path = self.events.as_deref().unwrap_or(Path::new("")).display();
-                StoreError::Events(std::io::Error::new(
-                    e.kind(),
-                    format!("cannot read {path}: {e}"),
-                ))
+        let Some(path) = &self.events else {
+            return Ok(Vec::new());
+        };
+        match read_events(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            r => r.map_err(|e| {
+                let what = format!("cannot read {}: {e}", path.display());
+                StoreError::Events(std::io::Error::new(e.kind(), what))
             }),
         }
     }
