@@ -27,7 +27,6 @@ use archgram::search::fidelity::{measure, FidelityPlan, FidelityReport};
 use archgram::search::{confirm_table, ranked, run, RunControl, RunDir, RunSettings, StrategyKind};
 use archgram::space::Space;
 use archgram::stats::{mean, sd};
-use archgram::store::Store;
 use serde_json::json;
 use std::path::Path;
 use std::time::Instant;
@@ -79,12 +78,21 @@ fn one(
     };
     let (rd, store) = RunDir::create(dir.path(), space, &settings).expect("run dir");
     let ctl = RunControl::default();
-    run(&rd, &store, space, &settings, None, &ctl, &mut |_| {}).expect("search");
-    let table = confirm_table(&store, &settings, d.confirm, space.metric)
+    run(
+        &rd,
+        store.as_ref(),
+        space,
+        &settings,
+        None,
+        &ctl,
+        &mut |_| {},
+    )
+    .expect("search");
+    let table = confirm_table(store.as_ref(), &settings, d.confirm, space.metric)
         .expect("store")
         .expect("the confirm stage finished");
     let w = table.winner().expect("a winner");
-    let ranking = ranked(&store).expect("ranking");
+    let ranking = ranked(store.as_ref()).expect("ranking");
     let cands = store.candidates().expect("candidates");
     let fidelity = with_fidelity.then(|| {
         let task = space.build_task(space.file.seed).expect("task");
@@ -93,7 +101,7 @@ fn one(
             .build()
             .expect("pool");
         measure(
-            &store,
+            store.as_ref(),
             space,
             &settings,
             &FidelityPlan::for_run(&settings),

@@ -18,7 +18,7 @@ use archgram::arch::Network;
 use archgram::search::train_config;
 use archgram::space::Space;
 use archgram::stats::{mean, sd};
-use archgram::store::read_events;
+use archgram::store::{read_events, EventKind};
 use archgram::surrogate::features::features;
 use archgram::surrogate::{cross_validated_tau, ModelKind, Surrogate};
 use rand::seq::SliceRandom;
@@ -41,18 +41,14 @@ fn from_run(dir: &Path) -> (Space, Vec<(Network, f64)>) {
     let mut arch: HashMap<u64, String> = HashMap::new();
     let mut out = Vec::new();
     for e in &events {
-        let id = e.get("id").and_then(|v| v.as_u64());
-        match (e.event.as_str(), id) {
-            ("sampled", Some(id)) => {
-                if let Some(a) = e.get("arch").and_then(|v| v.as_str()) {
-                    arch.insert(id, a.to_string());
-                }
+        match &e.kind {
+            EventKind::Sampled(s) => {
+                arch.insert(s.id, s.arch.clone());
             }
-            ("evaluated", Some(id)) => {
-                let score = e.get("score").and_then(|v| v.as_f64());
-                if let (Some(text), Some(score)) = (arch.get(&id), score) {
+            EventKind::Evaluated(ev) => {
+                if let Some(text) = arch.get(&ev.id) {
                     let net = space.parse_arch(text).expect("arch of a sampled event");
-                    out.push((net, score));
+                    out.push((net, ev.score));
                 }
             }
             _ => {}

@@ -3,7 +3,7 @@
 
 mod common;
 
-use archgram::store::{read_events, SledStore, Store};
+use archgram::store::{read_events, EventKind, SledStore, Store};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -82,8 +82,8 @@ fn evaluated_ids(run: &Path) -> Vec<u64> {
     read_events(&run.join("events.jsonl"))
         .unwrap_or_default()
         .iter()
-        .filter(|e| e.event == "evaluated" || e.event == "failed")
-        .map(|e| e.get("id").unwrap().as_u64().unwrap())
+        .filter(|e| matches!(e.kind, EventKind::Evaluated(_) | EventKind::Failed(_)))
+        .map(|e| e.id().unwrap())
         .collect()
 }
 
@@ -172,8 +172,10 @@ fn sigint_stops_gracefully_with_130_and_the_run_resumes() {
     assert_eq!(status.code(), Some(130));
     let events = read_events(&run.join("events.jsonl")).unwrap();
     let last = events.last().unwrap();
-    assert_eq!(last.event, "run_finished");
-    assert_eq!(last.get("reason").unwrap(), "interrupted");
+    let EventKind::RunFinished(finished) = &last.kind else {
+        panic!("{last:?}")
+    };
+    assert_eq!(finished.reason, "interrupted");
     // Status reads the log of a stopped run.
     let o = bin()
         .args(["status", run.to_str().unwrap(), "--json"])
@@ -413,13 +415,12 @@ fn resume_writes_the_events_a_killed_process_never_logged() {
     assert_eq!(status_json(&run)["evaluations"], 4);
     assert_eq!(evaluated_ids(&run), store_ids, "each once, in order");
     let events = read_events(&run.join("events.jsonl")).unwrap();
-    let recovered: Vec<_> = events
-        .iter()
-        .filter(|e| e.get("recovered").is_some())
-        .collect();
+    let recovered: Vec<_> = events.iter().filter(|e| e.recovered).collect();
     assert_eq!(recovered.len(), 1);
-    assert_eq!(recovered[0].get("id").unwrap(), last);
-    assert_eq!(recovered[0].get("evaluations").unwrap(), 4);
+    let EventKind::Evaluated(ev) = &recovered[0].kind else {
+        panic!("{:?}", recovered[0])
+    };
+    assert_eq!((ev.id, ev.evaluations), (last, 4));
     // A second resume finds nothing missing.
     assert!(resume(&run).status.success());
     assert_eq!(evaluated_ids(&run), store_ids);
@@ -442,7 +443,7 @@ fn a_torn_or_garbled_log_line_loses_no_later_event() {
         read_events(&run.join("events.jsonl"))
             .unwrap()
             .iter()
-            .filter(|e| e.event == "run_started")
+            .filter(|e| matches!(e.kind, EventKind::RunStarted(_)))
             .count()
     };
     assert_eq!(starts(&run), 2, "the resumed run's first event survived");
@@ -698,7 +699,7 @@ fn count_events(run: &Path, name: &str) -> usize {
     read_events(&run.join("events.jsonl"))
         .unwrap()
         .iter()
-        .filter(|e| e.event == name)
+        .filter(|e| e.name() == name)
         .count()
 }
 
@@ -896,11 +897,10 @@ fn evolution_reevaluates_only_what_enters_the_populations_top() {
         again.insert(t.0);
     }
     for e in read_events(&a.join("events.jsonl")).unwrap() {
-        if e.event != "evaluated" {
+        let EventKind::Evaluated(ev) = e.kind else {
             continue;
-        }
-        let id = e.get("id").unwrap().as_u64().unwrap();
-        let score = e.get("score").unwrap().as_f64().unwrap();
+        };
+        let (id, score) = (ev.id, ev.score);
         if !again.contains(&id) {
             assert!(score <= best, "#{id} scored {score} > {best} unchecked");
         } else {

@@ -9,7 +9,7 @@ use crate::export::pytorch::{self, Provenance};
 use crate::search::pareto::{front, Point};
 use crate::search::{score_of, standings, train_config, RunDir, RunSettings};
 use crate::space::Space;
-use crate::store::{SledStore, Store};
+use crate::store::Store;
 use crate::tasks::Task;
 use serde_json::json;
 use std::io::Write;
@@ -33,8 +33,8 @@ pub fn export(
     let dir = RunDir::open(path)?;
     let space = Space::load(&dir.space_path())?;
     let store = dir.store()?;
-    let settings = dir.settings(&store)?;
-    let chosen = choose(&store, &settings, top, pareto)?;
+    let settings = dir.settings(store.as_ref())?;
+    let chosen = choose(store.as_ref(), &settings, top, pareto)?;
     if chosen.is_empty() {
         return Err(CliError::bad(format!(
             "{}: no evaluated candidates to export yet",
@@ -54,7 +54,7 @@ pub fn export(
     if format == ExportFormat::Md {
         let p = write(
             "report.md".into(),
-            report::markdown(&dir, &space, &store, &chosen)?.as_bytes(),
+            report::markdown(&space, store.as_ref(), &chosen)?.as_bytes(),
         )?;
         writeln!(out, "{}", p.display())?;
         return Ok(());
@@ -191,7 +191,7 @@ fn probe(
 /// The evaluated, non-duplicate architectures to export in the run's final
 /// order (confirmed finalists first).
 fn choose(
-    store: &SledStore,
+    store: &dyn Store,
     settings: &RunSettings,
     top: Option<usize>,
     pareto: bool,

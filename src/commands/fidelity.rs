@@ -7,14 +7,14 @@ use crate::cli::FidelityFlags;
 use crate::search::fidelity::{self, Agreement, FidelityPlan, FidelityReport};
 use crate::search::RunDir;
 use crate::space::Space;
-use crate::store::EventLog;
+use crate::store::EventKind;
 use std::io::Write;
 use std::path::Path;
 
 pub fn fidelity(path: &Path, args: FidelityFlags, out: &mut dyn Write) -> Result<(), CliError> {
     let dir = RunDir::open(path)?;
     let store = dir.store()?;
-    let mut settings = dir.settings(&store)?;
+    let mut settings = dir.settings(store.as_ref())?;
     let space = Space::load(&dir.space_path())?;
     let mut plan = FidelityPlan::for_run(&settings);
     plan.top = args.top.unwrap_or(plan.top);
@@ -31,7 +31,7 @@ pub fn fidelity(path: &Path, args: FidelityFlags, out: &mut dyn Write) -> Result
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     settings.workers = args.workers.unwrap_or(cores).max(1);
-    let todo = fidelity::pending(&store, &settings, &plan)?;
+    let todo = fidelity::pending(store.as_ref(), &settings, &plan)?;
     let steps: usize = todo.iter().map(|j| j.steps).sum();
     if !args.json {
         writeln!(
@@ -52,23 +52,20 @@ pub fn fidelity(path: &Path, args: FidelityFlags, out: &mut dyn Write) -> Result
         .num_threads(settings.workers)
         .build()
         .map_err(|e| CliError::runtime_because("cannot start the worker threads", e))?;
-    let mut log = EventLog::open(&dir.events_path())
-        .map_err(|e| CliError::runtime_because("event log", e))?;
     let ctl = stop_flag();
     let mut sink: Vec<u8> = Vec::new();
     let quiet = args.json;
     let report = {
         let mut print = printer(if quiet { &mut sink } else { &mut *out });
         let mut emit = |e: crate::store::Event| {
-            log.append(&e)
-                .map_err(|e| crate::search::SearchError::io("event log", e))?;
-            if e.event == "trial" {
+            store.append_event(&e)?;
+            if matches!(e.kind, EventKind::Trial(_)) {
                 print(&e);
             }
             Ok(())
         };
         fidelity::measure(
-            &store,
+            store.as_ref(),
             &space,
             &settings,
             &plan,

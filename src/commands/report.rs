@@ -2,10 +2,9 @@
 
 use super::search::status_of;
 use super::CliError;
-use crate::search::{RunDir, Standing};
+use crate::search::Standing;
 use crate::space::Space;
-use crate::store::CandidateRecord;
-use crate::store::{read_events, SledStore};
+use crate::store::{CandidateRecord, EventKind, Store};
 use serde_json::Value;
 use std::fmt::Write;
 
@@ -17,15 +16,8 @@ pub struct Chosen {
 }
 
 /// The run report: progress, best against evaluations, front, winners.
-pub fn markdown(
-    dir: &RunDir,
-    space: &Space,
-    _store: &SledStore,
-    chosen: &[Chosen],
-) -> Result<String, CliError> {
-    let events = read_events(&dir.events_path()).map_err(|e| {
-        CliError::runtime_because(format!("cannot read {}", dir.events_path().display()), e)
-    })?;
+pub fn markdown(space: &Space, store: &dyn Store, chosen: &[Chosen]) -> Result<String, CliError> {
+    let events = store.events()?;
     let st = status_of(&events);
     let mut s = String::new();
     let _ = writeln!(s, "# archgram run `{}`\n", st.name);
@@ -45,22 +37,19 @@ pub fn markdown(
         st.seconds_saved
     );
     let _ = writeln!(s, "## Best so far against evaluations\n\n| evaluations | best {} | candidate |\n|---|---|---|", space.metric);
-    let mut evals = 0u64;
+    let mut evals = 0;
     let mut best = f64::NEG_INFINITY;
     for e in &events {
-        if let Some(n) = e.get("evaluations").and_then(|v| v.as_u64()) {
-            evals = n;
-        }
-        if e.event == "new_best" {
-            let sc = e.get("score").and_then(|v| v.as_f64()).unwrap_or(0.0);
-            if sc > best {
-                best = sc;
-                let _ = writeln!(
-                    s,
-                    "| {evals} | {sc:.4} | #{} |",
-                    e.get("id").unwrap_or(&serde_json::json!(0))
-                );
+        match &e.kind {
+            EventKind::RunStarted(r) => evals = r.evaluations,
+            EventKind::Evaluated(ev) => evals = ev.evaluations,
+            EventKind::Failed(f) => evals = f.evaluations,
+            EventKind::RunFinished(r) => evals = r.evaluations,
+            EventKind::NewBest(b) if b.score > best => {
+                best = b.score;
+                let _ = writeln!(s, "| {evals} | {:.4} | #{} |", b.score, b.id);
             }
+            _ => {}
         }
     }
     let _ = writeln!(s, "\n## Pareto front (score against active parameters and FLOPs per token)\n\n| id | score | active params | FLOPs/token |\n|---|---|---|---|");

@@ -3,9 +3,10 @@
 use super::CliError;
 use crate::eval::DeviceKind;
 use crate::search::pareto::{front, Point};
+use crate::search::FidelityReport;
 use crate::search::{run, Ending, RunControl, RunDir, RunSettings, StrategyKind};
 use crate::space::Space;
-use crate::store::{read_events, Event, SledStore};
+use crate::store::{Counters, Event, EventKind, Store};
 use serde_json::json;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
@@ -31,119 +32,118 @@ fn short(text: &str, n: usize) -> String {
     }
 }
 
+/// `metric` as a line names it: `score` where an event lacks it.
+fn metric_name(metric: &str) -> &str {
+    if metric.is_empty() {
+        "score"
+    } else {
+        metric
+    }
+}
+
+/// An optional id as the event log writes it (`null` for none).
+fn id_or_null(id: Option<u64>) -> String {
+    id.map_or("null".into(), |i| i.to_string())
+}
+
 /// Plain progress lines, one per event worth a line.
 pub(super) fn printer(out: &mut dyn Write) -> impl FnMut(&Event) + '_ {
     let mut best: Option<(u64, f64)> = None;
     let mut arch: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
     move |e: &Event| {
-        let id = e.get("id").and_then(|v| v.as_u64()).unwrap_or(0);
-        let line = match e.event.as_str() {
-            "run_started" => {
+        let line = match &e.kind {
+            EventKind::RunStarted(r) => {
                 // A resumed run's best so far, so that later lines compare
                 // against it rather than against this session's alone.
-                best = e
-                    .get("best_id")
-                    .and_then(|v| v.as_u64())
-                    .zip(e.get("best_score").and_then(|v| v.as_f64()));
+                best = r.best_id.zip(r.best_score);
                 format!(
                     "search {} on {}: {} strategy, budget {}, {} worker(s), seed {}{}",
-                    e.get("name").and_then(|v| v.as_str()).unwrap_or(""),
-                    e.get("space").and_then(|v| v.as_str()).unwrap_or(""),
-                    e.get("strategy").and_then(|v| v.as_str()).unwrap_or(""),
-                    e.get("budget").unwrap_or(&json!(0)),
-                    e.get("workers").unwrap_or(&json!(1)),
-                    e.get("seed").unwrap_or(&json!(0)),
-                    if e.get("resumed") == Some(&json!(true)) {
-                        " (resumed)"
-                    } else {
-                        ""
-                    }
+                    r.name,
+                    r.space,
+                    r.strategy,
+                    r.budget,
+                    r.workers,
+                    r.seed,
+                    if r.resumed { " (resumed)" } else { "" }
                 )
             }
-            "sampled" => {
-                let origin = e.get("origin").and_then(|v| v.as_str()).unwrap_or("");
-                let text = e.get("arch").and_then(|v| v.as_str()).unwrap_or("");
-                let shown = if origin.starts_with("promotion") {
-                    format!("[{origin}] {text}")
+            EventKind::Sampled(c) => {
+                let shown = if c.origin.starts_with("promotion") {
+                    format!("[{}] {}", c.origin, c.arch)
                 } else {
-                    text.to_string()
+                    c.arch.clone()
                 };
-                arch.insert(id, shown);
+                arch.insert(c.id, shown);
                 return;
             }
-            "evaluated" => {
-                let s = e.get("score").and_then(|v| v.as_f64()).unwrap_or(0.0);
+            EventKind::Evaluated(ev) => {
+                let (id, s) = (ev.id, ev.score);
                 if best.is_none_or(|b| s > b.1) {
                     best = Some((id, s));
                 }
                 format!(
                     "[{}/{}] #{id} {} {:.4}  best {:.4} (#{})  {} params  {:.1}s  {}",
-                    e.get("evaluations").unwrap_or(&json!(0)),
-                    e.get("budget").unwrap_or(&json!(0)),
-                    e.get("metric").and_then(|v| v.as_str()).unwrap_or("score"),
+                    ev.evaluations,
+                    ev.budget,
+                    metric_name(&ev.metric),
                     s,
                     best.map_or(0.0, |b| b.1),
                     best.map_or(0, |b| b.0),
-                    crate::fmt::fmt_count(e.get("params").and_then(|v| v.as_f64()).unwrap_or(0.0)),
-                    e.get("wall_secs").and_then(|v| v.as_f64()).unwrap_or(0.0),
+                    crate::fmt::fmt_count(ev.params),
+                    ev.wall_secs,
                     short(arch.get(&id).map_or("", |s| s), 90)
                 )
             }
-            "failed" => format!(
-                "[{}/{}] #{id} failed: {}",
-                e.get("evaluations").unwrap_or(&json!(0)),
-                e.get("budget").unwrap_or(&json!(0)),
-                e.get("reason").and_then(|v| v.as_str()).unwrap_or("")
+            EventKind::Failed(f) => format!(
+                "[{}/{}] #{} failed: {}",
+                f.evaluations, f.budget, f.id, f.reason
             ),
-            "duplicate" => format!(
-                "        #{id} duplicate of #{} ({}), training skipped",
-                e.get("of").unwrap_or(&json!(0)),
-                e.get("stage").and_then(|v| v.as_str()).unwrap_or("")
+            EventKind::Duplicate(d) => format!(
+                "        #{} duplicate of #{} ({}), training skipped",
+                d.id, d.of, d.stage
             ),
-            "confirm_started" => format!(
+            EventKind::ConfirmStarted(c) => format!(
                 "confirm: retraining the top {} with {} fresh seeds each at {} steps ({} trainings to go)",
-                e.get("candidates").and_then(|v| v.as_array()).map_or(0, |a| a.len()),
-                e.get("seeds").unwrap_or(&json!(0)),
-                e.get("steps").unwrap_or(&json!(0)),
-                e.get("trainings").unwrap_or(&json!(0)),
+                c.candidates.len(),
+                c.seeds,
+                c.steps,
+                c.trainings,
             ),
-            "trial" => format!(
-                "        #{id} {} {} steps, seed {}: {} {:.4}{}",
-                e.get("purpose").and_then(|v| v.as_str()).unwrap_or(""),
-                e.get("steps").unwrap_or(&json!(0)),
-                e.get("index").and_then(|v| v.as_u64()).map_or(0, |i| i + 1),
-                e.get("metric").and_then(|v| v.as_str()).unwrap_or("score"),
-                e.get("score").and_then(|v| v.as_f64()).unwrap_or(0.0),
-                e.get("reason")
-                    .and_then(|v| v.as_str())
+            EventKind::Trial(t) => format!(
+                "        #{} {} {} steps, seed {}: {} {:.4}{}",
+                t.id,
+                t.purpose,
+                t.steps,
+                t.index + 1,
+                metric_name(&t.metric),
+                t.score,
+                t.reason
+                    .as_ref()
                     .map_or(String::new(), |r| format!(" (failed: {r})"))
             ),
-            "confirmed" => {
+            EventKind::Confirmed(c) => {
                 let mut s = String::from("confirmed (mean ± sd over fresh seeds; proxy = the search's single-seed score):");
-                for f in e.get("finalists").and_then(|v| v.as_array()).into_iter().flatten() {
+                for f in &c.finalists {
                     s.push_str(&format!(
                         "\n  #{:<5} {:.4} ± {:.4}   proxy {:.4}",
-                        f["id"],
-                        f["mean"].as_f64().unwrap_or(0.0),
-                        f["sd"].as_f64().unwrap_or(0.0),
-                        f["proxy"].as_f64().unwrap_or(0.0)
+                        f.id, f.mean, f.sd, f.proxy
                     ));
                 }
                 s
             }
-            "run_finished" => {
+            EventKind::RunFinished(r) => {
                 let mut s = format!(
                     "done ({}): {} evaluations, best proxy #{} {:.4}",
-                    e.get("reason").and_then(|v| v.as_str()).unwrap_or(""),
-                    e.get("evaluations").unwrap_or(&json!(0)),
-                    e.get("best_id").unwrap_or(&json!(null)),
-                    e.get("best_score").and_then(|v| v.as_f64()).unwrap_or(0.0)
+                    r.reason,
+                    r.evaluations,
+                    id_or_null(r.best_id),
+                    r.best_score.unwrap_or(0.0)
                 );
-                if let Some(w) = e.get("winner").and_then(|v| v.as_u64()) {
+                if let Some(w) = r.winner {
                     s.push_str(&format!(
                         "; winner #{w} confirmed {:.4} ± {:.4}",
-                        e.get("winner_score").and_then(|v| v.as_f64()).unwrap_or(0.0),
-                        e.get("winner_sd").and_then(|v| v.as_f64()).unwrap_or(0.0)
+                        r.winner_score.unwrap_or(0.0),
+                        r.winner_sd.unwrap_or(0.0)
                     ));
                 }
                 s
@@ -221,7 +221,7 @@ pub fn search(
         model: d.model,
     };
     let (dir, store) = RunDir::create(runs, &space, &settings)?;
-    drive(&dir, &store, &space, &settings, time, no_tui, out)
+    drive(&dir, store.as_ref(), &space, &settings, time, no_tui, out)
 }
 
 /// Each worker trains one candidate on one core, so more workers than cores
@@ -247,7 +247,7 @@ fn check_workers(space: &Space, flag: Option<usize>, cores: usize) -> Result<(),
 /// plain progress lines.
 fn drive(
     dir: &RunDir,
-    store: &SledStore,
+    store: &dyn Store,
     space: &Space,
     settings: &RunSettings,
     time: Option<Duration>,
@@ -266,7 +266,7 @@ fn drive(
                 })
             });
             let shown = crate::tui::run_dashboard(
-                crate::tui::EventSource::Channel(rx),
+                crate::tui::Feed::Channel(rx),
                 crate::tui::Hooks {
                     pause: Some(&ctl.pause),
                     stop: Some(&ctl.stop),
@@ -349,7 +349,7 @@ pub fn watch(path: &Path) -> Result<(), CliError> {
     }
     let export = export_hook(&dir, &space);
     crate::tui::run_dashboard(
-        crate::tui::EventSource::File(dir.events_path()),
+        crate::tui::Feed::Log(dir.location().events()),
         crate::tui::Hooks {
             pause: None,
             stop: None,
@@ -368,9 +368,9 @@ pub fn resume(
 ) -> Result<(), CliError> {
     let dir = RunDir::open(path)?;
     let store = dir.store()?;
-    let settings = dir.settings(&store)?;
+    let settings = dir.settings(store.as_ref())?;
     let space = Space::load(&dir.space_path())?;
-    drive(&dir, &store, &space, &settings, time, no_tui, out)
+    drive(&dir, store.as_ref(), &space, &settings, time, no_tui, out)
 }
 
 /// What `status` knows, from the event log alone.
@@ -402,92 +402,73 @@ pub fn status_of(events: &[Event]) -> Status {
     let mut archs = std::collections::HashMap::new();
     let mut points = Vec::new();
     let (mut first, mut last) = (None, 0.0f64);
+    let mut cache = Counters::default();
     for e in events {
         first.get_or_insert(e.t);
         last = last.max(e.t);
-        let id = e.get("id").and_then(|v| v.as_u64()).unwrap_or(0);
-        match e.event.as_str() {
-            "run_started" => {
-                s.name = e.get("name").and_then(|v| v.as_str()).unwrap_or("").into();
-                s.strategy = e
-                    .get("strategy")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("")
-                    .into();
-                s.budget = e.get("budget").and_then(|v| v.as_u64()).unwrap_or(0);
+        cache.count(&e.kind);
+        match &e.kind {
+            EventKind::RunStarted(r) => {
+                s.name = r.name.clone();
+                s.strategy = r.strategy.clone();
+                s.budget = r.budget as u64;
                 s.finished = None;
             }
-            "sampled" => {
-                archs.insert(id, e.get("arch").cloned().unwrap_or_default());
+            EventKind::Sampled(c) => {
+                archs.insert(c.id, c.arch.clone());
             }
-            "evaluated" | "failed" => {
-                s.evaluations = s
-                    .evaluations
-                    .max(e.get("evaluations").and_then(|v| v.as_u64()).unwrap_or(0));
-                if e.event == "failed" {
-                    s.failed += 1;
-                    continue;
-                }
-                let score = e.get("score").and_then(|v| v.as_f64()).unwrap_or(0.0);
+            EventKind::Failed(f) => {
+                s.evaluations = s.evaluations.max(f.evaluations as u64);
+                s.failed += 1;
+            }
+            EventKind::Evaluated(ev) => {
+                s.evaluations = s.evaluations.max(ev.evaluations as u64);
                 points.push(Point {
-                    id,
-                    score,
-                    active_params: e
-                        .get("active_params")
-                        .and_then(|v| v.as_f64())
-                        .unwrap_or(0.0),
-                    flops: e.get("flops").and_then(|v| v.as_f64()).unwrap_or(0.0),
+                    id: ev.id,
+                    score: ev.score,
+                    active_params: ev.active_params,
+                    flops: ev.flops,
                 });
                 let better = s
                     .best
                     .as_ref()
-                    .is_none_or(|b| score > b["score"].as_f64().unwrap_or(0.0));
+                    .is_none_or(|b| ev.score > b["score"].as_f64().unwrap_or(0.0));
                 if better {
-                    s.best = Some(json!({"id": id, "score": score, "arch": archs.get(&id)}));
+                    s.best =
+                        Some(json!({"id": ev.id, "score": ev.score, "arch": archs.get(&ev.id)}));
                 }
             }
-            "duplicate" => {
-                if e.get("stage").and_then(|v| v.as_str()) == Some("structural") {
-                    s.structural_hits += 1;
-                } else {
-                    s.functional_hits += 1;
-                }
-                s.seconds_saved += e
-                    .get("seconds_saved")
-                    .and_then(|v| v.as_f64())
-                    .unwrap_or(0.0);
-            }
-            "run_finished" => {
-                s.finished = e.get("reason").and_then(|v| v.as_str()).map(String::from)
-            }
-            "confirmed" => {
-                s.confirmed = e
-                    .get("finalists")
-                    .and_then(|v| v.as_array())
-                    .cloned()
-                    .unwrap_or_default();
-                s.winner = e.get("winner").and_then(|v| v.as_u64()).map(|w| {
-                    json!({"id": w, "score": e.get("score"), "sd": e.get("sd"),
-                           "proxy": e.get("proxy"), "seeds": e.get("seeds"),
-                           "steps": e.get("steps"), "arch": archs.get(&w)})
+            EventKind::RunFinished(r) => s.finished = Some(r.reason.clone()),
+            EventKind::Confirmed(c) => {
+                s.confirmed = c
+                    .finalists
+                    .iter()
+                    .map(|f| serde_json::to_value(f).unwrap_or_default())
+                    .collect();
+                s.winner = c.winner.map(|w| {
+                    json!({"id": w, "score": c.score, "sd": c.sd, "proxy": c.proxy,
+                           "seeds": c.seeds, "steps": c.steps, "arch": archs.get(&w)})
                 });
             }
-            "fidelity" => {
-                let field = |k: &str| e.get(k).cloned().unwrap_or_default();
-                s.fidelity = Some(json!({
-                    "candidates": e.get("rows").and_then(|v| v.as_array()).map_or(0, |r| r.len()),
-                    "steps": field("steps"), "long_steps": field("plan")["long_steps"],
-                    "seeds": field("plan")["seeds"], "top": field("plan")["top"],
-                    "proxy_vs_long": field("proxy_vs_long"),
-                    "proxy_vs_long_top": field("proxy_vs_long_top"),
-                    "seed_sd_short": field("seed_sd_short"), "regret": field("regret"),
-                    "pick": field("pick"), "best_long": field("best_long"),
-                    "ladder": field("ladder"), "winner": field("winner"),
-                }));
+            EventKind::Fidelity(fields) => {
+                if let Some(r) = FidelityReport::from_event(fields) {
+                    s.fidelity = Some(json!({
+                        "candidates": r.rows.len(), "steps": r.steps,
+                        "long_steps": r.plan.long_steps, "seeds": r.plan.seeds,
+                        "top": r.plan.top, "proxy_vs_long": r.proxy_vs_long,
+                        "proxy_vs_long_top": r.proxy_vs_long_top,
+                        "seed_sd_short": r.seed_sd_short, "regret": r.regret,
+                        "pick": r.pick, "best_long": r.best_long,
+                        "ladder": r.ladder, "winner": r.winner,
+                    }));
+                }
             }
             _ => {}
         }
     }
+    s.structural_hits = cache.structural_hits;
+    s.functional_hits = cache.functional_hits;
+    s.seconds_saved = cache.seconds_saved;
     s.pareto = front(&points);
     s.elapsed_secs = first.map_or(0.0, |f| last - f);
     s
@@ -495,7 +476,7 @@ pub fn status_of(events: &[Event]) -> Status {
 
 pub fn status(path: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), CliError> {
     let dir = RunDir::open(path)?;
-    let events = read_events(&dir.events_path()).map_err(|e| {
+    let events = dir.location().events().rest().map_err(|e| {
         CliError::bad_because(
             format!("{}: cannot read events", dir.events_path().display()),
             e,
@@ -605,6 +586,8 @@ pub fn status(path: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), Cli
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::events::{Confirmed, Evaluated, RunStarted};
+    use crate::store::Finalist;
 
     /// After a resume, progress lines compare against the run's best so
     /// far, which the `run_started` event carries.
@@ -613,22 +596,77 @@ mod tests {
         let mut out = Vec::new();
         {
             let mut print = printer(&mut out);
-            print(&Event::new(
-                "run_started",
-                json!({"name": "r", "resumed": true, "best_id": 7, "best_score": 0.9}),
-            ));
-            print(&Event::new(
-                "evaluated",
-                json!({"id": 8, "score": 0.5, "evaluations": 9, "budget": 10}),
-            ));
-            print(&Event::new(
-                "evaluated",
-                json!({"id": 9, "score": 0.95, "evaluations": 10, "budget": 10}),
-            ));
+            print(&Event::new(EventKind::RunStarted(RunStarted {
+                name: "r".into(),
+                resumed: true,
+                best_id: Some(7),
+                best_score: Some(0.9),
+                ..RunStarted::default()
+            })));
+            let evaluated = |id, score, evaluations| {
+                Event::new(EventKind::Evaluated(Evaluated {
+                    id,
+                    score,
+                    evaluations,
+                    budget: 10,
+                    ..Evaluated::default()
+                }))
+            };
+            print(&evaluated(8, 0.5, 9));
+            print(&evaluated(9, 0.95, 10));
         }
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[1].contains("best 0.9000 (#7)"), "{text}");
         assert!(lines[2].contains("best 0.9500 (#9)"), "{text}");
+    }
+
+    /// The confirm stage's finalists line up as `status` prints them: the
+    /// id padded to five columns (the untyped printer wrote it unpadded).
+    #[test]
+    fn confirmed_finalists_line_up_with_status() {
+        let mut out = Vec::new();
+        let finalist = |id, mean| Finalist {
+            id,
+            mean,
+            proxy: 0.5,
+            scores: vec![mean],
+            sd: 0.0,
+        };
+        printer(&mut out)(&Event::new(EventKind::Confirmed(Confirmed {
+            finalists: vec![finalist(7, 0.75), finalist(123, 0.25)],
+            ..Confirmed::default()
+        })));
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(
+            lines,
+            [
+                "  #7     0.7500 ± 0.0000   proxy 0.5000",
+                "  #123   0.2500 ± 0.0000   proxy 0.5000"
+            ],
+            "{text}"
+        );
+    }
+
+    /// `status --json` keeps its shape: the fields it reads from each event.
+    #[test]
+    fn status_folds_typed_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("events.jsonl");
+        std::fs::copy("tests/fixtures/events-confirmed.jsonl", &p).unwrap();
+        let s = status_of(&crate::store::read_events(&p).unwrap());
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["winner"]["id"], 2, "{v}");
+        assert!(v["winner"]["arch"].as_str().unwrap().starts_with("repeat("));
+        assert_eq!(v["confirmed"][0]["id"], 2);
+        assert_eq!(v["fidelity"]["long_steps"], 400);
+        assert_eq!(v["fidelity"]["proxy_vs_long_top"]["kendall_tau"], 0.5);
+        assert_eq!(v["fidelity"]["winner"], serde_json::Value::Null);
+        assert_eq!(
+            (s.evaluations, s.finished.as_deref()),
+            (10, Some("budget spent"))
+        );
+        assert_eq!(s.best.unwrap()["id"], 1);
     }
 }

@@ -11,7 +11,7 @@ use crate::routing::{
 };
 use crate::search::{RunDir, SearchError};
 use crate::space::Space;
-use crate::store::{Store, StoreError};
+use crate::store::StoreError;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Write;

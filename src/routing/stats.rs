@@ -295,22 +295,6 @@ impl RoutingReport {
             consistency: cons,
         }
     }
-
-    /// One compact object per layer for the event log and the dashboard.
-    pub fn summary(&self) -> serde_json::Value {
-        serde_json::Value::Array(
-            self.stats
-                .iter()
-                .map(|s| {
-                    serde_json::json!({
-                        "layer": s.layer, "kind": s.kind, "experts": s.experts, "load": s.load,
-                        "drop_rate": s.dropped_fraction, "skip_rate": 1.0 - s.processed_fraction,
-                        "cv": s.cv, "max_vio": s.max_vio,
-                    })
-                })
-                .collect(),
-        )
-    }
 }
 
 #[cfg(test)]

@@ -8,13 +8,13 @@
 //! single-seed proxies beside it.
 
 use super::settings::{score_of, train_config, Confirm, RunControl, RunSettings, SearchError};
-use crate::eval::{evaluate_all, Outcome};
+use crate::eval::{evaluate_all, Outcome, Status};
 use crate::space::Space;
 use crate::stats::{mean, sd};
-use crate::store::{Event, Store, StoreError, TrialRecord};
+use crate::store::events::{ConfirmStarted, Confirmed, Trial};
+use crate::store::{Event, EventKind, Finalist, Store, StoreError, TrialRecord};
 use crate::tasks::Task;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 
@@ -91,41 +91,33 @@ pub fn ranked(store: &dyn Store) -> Result<Vec<Ranked>, StoreError> {
     Ok(out)
 }
 
-/// One finalist's confirm results.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Confirmed {
-    pub id: u64,
-    /// The search's (single-seed, selection-biased) score.
-    pub proxy: f64,
-    /// One score per fresh seed (0 for a training that failed).
-    pub scores: Vec<f64>,
-    pub mean: f64,
-    pub sd: f64,
-}
-
 /// The confirm stage's results: finalists by mean score, best first.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ConfirmTable {
     pub steps: usize,
     pub seeds: usize,
     pub metric: String,
-    pub finalists: Vec<Confirmed>,
+    pub finalists: Vec<Finalist>,
 }
 
 impl ConfirmTable {
-    pub fn winner(&self) -> Option<&Confirmed> {
+    pub fn winner(&self) -> Option<&Finalist> {
         self.finalists.first()
     }
 
-    /// The `confirmed` event's fields.
+    /// The `confirmed` event.
     pub fn to_event(&self) -> Event {
         let w = self.winner();
-        Event::new(
-            "confirmed",
-            json!({"winner": w.map(|w| w.id), "score": w.map(|w| w.mean), "sd": w.map(|w| w.sd),
-                   "proxy": w.map(|w| w.proxy), "seeds": self.seeds, "steps": self.steps,
-                   "metric": self.metric, "finalists": self.finalists}),
-        )
+        Event::new(EventKind::Confirmed(Confirmed {
+            finalists: self.finalists.clone(),
+            metric: self.metric.clone(),
+            proxy: w.map(|w| w.proxy),
+            score: w.map(|w| w.mean),
+            sd: w.map(|w| w.sd),
+            seeds: self.seeds,
+            steps: self.steps,
+            winner: w.map(|w| w.id),
+        }))
     }
 }
 
@@ -165,7 +157,7 @@ pub fn table(
                 None => return Ok(None),
             }
         }
-        rows.push(Confirmed {
+        rows.push(Finalist {
             id: f.id,
             proxy: f.score,
             mean: mean(&scores),
@@ -245,13 +237,22 @@ pub fn train_trials(
                 seed,
                 outcome: value.clone(),
             })?;
-            emit(Event::new(
-                "trial",
-                json!({"id": id, "purpose": purpose, "steps": steps, "seed": seed, "index": index,
-                       "score": score_of(&value), "metric": o.metric, "accuracy": o.accuracy,
-                       "status": value["status"], "reason": value.get("reason"),
-                       "wall_secs": o.wall_secs}),
-            ))?;
+            emit(Event::new(EventKind::Trial(Trial {
+                accuracy: o.accuracy,
+                id,
+                index,
+                metric: o.metric.clone(),
+                purpose: purpose.to_string(),
+                reason: match &o.status {
+                    Status::Ok => None,
+                    Status::Failed { reason } => Some(reason.clone()),
+                },
+                score: score_of(&value),
+                seed,
+                status: value["status"].as_str().unwrap_or_default().to_string(),
+                steps,
+                wall_secs: o.wall_secs,
+            })))?;
         }
     }
     Ok(true)
@@ -293,11 +294,12 @@ pub(super) fn confirm(
         })
         .filter(|j| !done.contains(&(j.id, j.seed)))
         .collect();
-    emit(Event::new(
-        "confirm_started",
-        json!({"candidates": finalists.iter().map(|f| f.id).collect::<Vec<_>>(),
-               "seeds": conf.seeds, "steps": settings.steps, "trainings": jobs.len()}),
-    ))?;
+    emit(Event::new(EventKind::ConfirmStarted(ConfirmStarted {
+        candidates: finalists.iter().map(|f| f.id).collect(),
+        seeds: conf.seeds,
+        steps: settings.steps,
+        trainings: jobs.len(),
+    })))?;
     if !train_trials(
         store, space, settings, task, pool, ctl, CONFIRM, &jobs, emit,
     )? {
@@ -311,7 +313,7 @@ pub(super) fn confirm(
 pub struct Standing {
     pub ranked: Ranked,
     /// Its confirm results, if it was a finalist of a finished confirm stage.
-    pub confirmed: Option<Confirmed>,
+    pub confirmed: Option<Finalist>,
 }
 
 impl Standing {

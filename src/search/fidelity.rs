@@ -10,7 +10,8 @@ use super::confirm::{ranked, table, train_trials, trial_seed, Ranked, TrialJob};
 use super::settings::{score_of, RunControl, RunSettings, SearchError};
 use crate::space::Space;
 use crate::stats::{kendall_tau, mean, sd, spearman_rho};
-use crate::store::{Event, Store};
+use crate::store::events::FidelityStarted;
+use crate::store::{Event, EventKind, Store, StoreError};
 use crate::tasks::Task;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -59,6 +60,7 @@ pub struct FidelityRow {
     /// Its place in the run's ranking (1 = the run's best).
     pub rank: usize,
     /// The run's score (one seed; mean if the search re-evaluated it).
+    #[serde(deserialize_with = "crate::store::events::float")]
     pub proxy: f64,
     /// Steps behind `proxy`.
     pub proxy_steps: usize,
@@ -110,7 +112,9 @@ pub struct LadderFidelity {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WinnerCheck {
     pub id: u64,
+    #[serde(deserialize_with = "crate::store::events::float")]
     pub confirmed_mean: f64,
+    #[serde(deserialize_with = "crate::store::events::float")]
     pub confirmed_sd: f64,
     /// Fidelity's fresh seeds at the run's steps.
     pub fresh: Vec<f64>,
@@ -127,14 +131,17 @@ pub struct Separation {
     pub candidates: usize,
     pub seeds: usize,
     /// Between-candidate mean square over within-candidate mean square.
+    #[serde(deserialize_with = "crate::store::events::float")]
     pub f: f64,
     /// Reliability of a candidate's mean over the seeds, 1 − 1/F (0 when
     /// F ≤ 1): the share of the means' variance that is real, not noise.
+    #[serde(deserialize_with = "crate::store::events::float")]
     pub reliability: f64,
     /// The Kendall τ a perfect proxy would be expected to reach against
     /// these means, (2/π)·asin(√reliability): Greiner's relation between τ
     /// and the correlation of a bivariate normal (Kendall 1949), with the
     /// correlation between true and measured means √reliability.
+    #[serde(deserialize_with = "crate::store::events::float")]
     pub tau_ceiling: f64,
 }
 
@@ -190,10 +197,13 @@ pub struct FidelityReport {
     pub short_vs_long_top: Agreement,
     /// Mean over rows of the sd across fresh seeds, at the run's steps and
     /// at the long budget.
+    #[serde(deserialize_with = "crate::store::events::float")]
     pub seed_sd_short: f64,
+    #[serde(deserialize_with = "crate::store::events::float")]
     pub seed_sd_long: f64,
     /// Mean of (proxy − fresh mean) over the top K: how much the run's
     /// scores of its best flatter them (selection on noise).
+    #[serde(deserialize_with = "crate::store::events::float")]
     pub top_optimism: f64,
     /// How far apart the top K are at the long budget (see [`Separation`]);
     /// absent in reports stored before it existed.
@@ -204,9 +214,29 @@ pub struct FidelityReport {
     /// The retrained candidate with the best long mean.
     pub best_long: u64,
     /// Long mean of `best_long` minus long mean of `pick` (0 is ideal).
+    #[serde(deserialize_with = "crate::store::events::float")]
     pub regret: f64,
     pub ladder: Vec<LadderFidelity>,
     pub winner: Option<WinnerCheck>,
+}
+
+impl FidelityReport {
+    /// The `fidelity` event: the report's fields.
+    pub fn to_event(&self) -> Result<Event, StoreError> {
+        match serde_json::to_value(self).map_err(StoreError::Encode)? {
+            serde_json::Value::Object(fields) => Ok(Event::new(EventKind::Fidelity(fields))),
+            other => Err(StoreError::Encode(serde::ser::Error::custom(format!(
+                "a fidelity report encoded as {other}, not an object"
+            )))),
+        }
+    }
+
+    /// The report a `fidelity` event carries (a measure that came out NaN
+    /// or infinite, written as null, reads as NaN); None for one that does
+    /// not read as a report (written by another version).
+    pub fn from_event(fields: &serde_json::Map<String, serde_json::Value>) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::Object(fields.clone())).ok()
+    }
 }
 
 /// The candidates to retrain: the top `top`, then `spread` evenly spaced
@@ -324,21 +354,19 @@ pub fn measure(
     let pick = pick_of(store, settings, &ranking)?;
     let chosen = choose(&ranking, plan, pick);
     let todo = jobs(store, settings, &chosen, plan)?;
-    emit(Event::new(
-        "fidelity_started",
-        serde_json::json!({"candidates": chosen.len(), "trainings": todo.len(),
-                           "long_steps": plan.long_steps, "seeds": plan.seeds}),
-    ))?;
+    emit(Event::new(EventKind::FidelityStarted(FidelityStarted {
+        candidates: chosen.len(),
+        long_steps: plan.long_steps,
+        seeds: plan.seeds,
+        trainings: todo.len(),
+    })))?;
     if !train_trials(
         store, space, settings, task, pool, ctl, FIDELITY, &todo, emit,
     )? {
         return Ok(None);
     }
     let report = report(store, space.metric, settings, plan, &chosen, pick)?;
-    emit(Event::new(
-        "fidelity",
-        serde_json::to_value(&report).map_err(crate::store::StoreError::Encode)?,
-    ))?;
+    emit(report.to_event()?)?;
     Ok(Some(report))
 }
 

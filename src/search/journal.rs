@@ -7,51 +7,73 @@
 
 use super::settings::SearchError;
 use crate::eval::{Outcome, Status};
-use crate::store::{
-    read_events, CandidateRecord, Event, SledStore, Store, StoreError, TrialRecord,
-};
-use serde_json::json;
+use crate::store::events::{Duplicate, Evaluated, Failed, RoutedLayer, Sampled};
+use crate::store::{CandidateRecord, Event, EventKind, Store, StoreError, TrialRecord};
 use std::collections::BTreeSet;
 use std::path::Path;
 
 /// The `evaluated` or `failed` event of a finished evaluation; `evaluations`
 /// counts it.
 pub fn outcome_event(id: u64, outcome: &Outcome, evaluations: usize, budget: usize) -> Event {
-    match &outcome.status {
-        Status::Ok => Event::new(
-            "evaluated",
-            json!({"id": id, "score": outcome.score, "metric": outcome.metric, "params": outcome.params,
-                   "active_params": outcome.active_params, "flops": outcome.flops_per_token,
-                   "wall_secs": outcome.wall_secs, "tokens_per_sec": outcome.tokens_per_sec,
-                   "evaluations": evaluations, "budget": budget,
-                   "routing": outcome.routing.as_ref().map(|r| r.summary())}),
-        ),
-        Status::Failed { reason } => Event::new(
-            "failed",
-            json!({"id": id, "reason": reason, "evaluations": evaluations, "budget": budget}),
-        ),
-    }
+    Event::new(match &outcome.status {
+        Status::Ok => EventKind::Evaluated(Evaluated {
+            active_params: outcome.active_params,
+            budget,
+            evaluations,
+            flops: outcome.flops_per_token,
+            id,
+            metric: outcome.metric.clone(),
+            params: outcome.params,
+            routing: outcome.routing.as_ref().map(|r| {
+                r.stats
+                    .iter()
+                    .map(|s| RoutedLayer {
+                        cv: s.cv,
+                        drop_rate: s.dropped_fraction,
+                        experts: s.experts,
+                        kind: s.kind.clone(),
+                        layer: s.layer,
+                        load: s.load.clone(),
+                        max_vio: s.max_vio,
+                        skip_rate: 1.0 - s.processed_fraction,
+                    })
+                    .collect()
+            }),
+            score: outcome.score,
+            tokens_per_sec: outcome.tokens_per_sec,
+            wall_secs: outcome.wall_secs,
+        }),
+        Status::Failed { reason } => EventKind::Failed(Failed {
+            budget,
+            evaluations,
+            id,
+            reason: reason.clone(),
+        }),
+    })
 }
 
 /// The `sampled` event of a candidate.
 pub fn sampled_event(c: &CandidateRecord) -> Event {
-    let mut e = Event::new(
-        "sampled",
-        json!({"id": c.id, "origin": c.origin, "parent": c.parent, "arch": c.text,
-               "params": c.params, "active_params": c.active_params, "flops": c.flops}),
-    );
-    if c.origin.starts_with("promotion") {
-        e.fields.insert("steps".into(), json!(c.steps));
-    }
-    e
+    Event::new(EventKind::Sampled(Sampled {
+        active_params: c.active_params,
+        arch: c.text.clone(),
+        flops: c.flops,
+        id: c.id,
+        origin: c.origin.clone(),
+        params: c.params,
+        parent: c.parent,
+        steps: c.origin.starts_with("promotion").then_some(c.steps),
+    }))
 }
 
 /// The `duplicate` event of a candidate merged into `of` at `stage`.
 pub fn duplicate_event(id: u64, of: u64, stage: &str, seconds_saved: f64) -> Event {
-    Event::new(
-        "duplicate",
-        json!({"id": id, "of": of, "stage": stage, "seconds_saved": seconds_saved}),
-    )
+    Event::new(EventKind::Duplicate(Duplicate {
+        id,
+        of,
+        seconds_saved,
+        stage: stage.to_string(),
+    }))
 }
 
 /// Ids the log records as finished: evaluated or failed, and merged; and
@@ -71,33 +93,22 @@ fn logged(events: &[Event]) -> Logged {
         trials: BTreeSet::new(),
     };
     for e in events {
-        let Some(id) = e.get("id").and_then(|v| v.as_u64()) else {
-            continue;
-        };
-        match e.event.as_str() {
-            "sampled" => l.sampled.insert(id),
-            "evaluated" | "failed" => l.finished.insert(id),
-            "duplicate" => l.merged.insert(id),
-            "trial" => {
-                let num = |k: &str| e.get(k).and_then(|v| v.as_u64());
-                match (
-                    e.get("purpose").and_then(|v| v.as_str()),
-                    num("steps"),
-                    num("seed"),
-                ) {
-                    (Some(purpose), Some(steps), Some(seed)) => l.trials.insert(
-                        TrialRecord {
-                            candidate: id,
-                            purpose: purpose.to_string(),
-                            steps: steps as usize,
-                            seed,
-                            outcome: serde_json::Value::Null,
-                        }
-                        .key(),
-                    ),
-                    _ => false,
-                }
+        match &e.kind {
+            EventKind::Sampled(s) => l.sampled.insert(s.id),
+            EventKind::Evaluated(Evaluated { id, .. }) | EventKind::Failed(Failed { id, .. }) => {
+                l.finished.insert(*id)
             }
+            EventKind::Duplicate(d) => l.merged.insert(d.id),
+            EventKind::Trial(t) => l.trials.insert(
+                TrialRecord {
+                    candidate: t.id,
+                    purpose: t.purpose.clone(),
+                    steps: t.steps,
+                    seed: t.seed,
+                    outcome: serde_json::Value::Null,
+                }
+                .key(),
+            ),
             _ => false,
         };
     }
@@ -108,7 +119,7 @@ fn logged(events: &[Event]) -> Logged {
 /// `sampled` where it is missing, then `evaluated`/`failed` or `duplicate`.
 /// Each carries `"recovered": true`.
 pub fn missing_events(
-    store: &SledStore,
+    store: &dyn Store,
     events: &[Event],
     budget: usize,
 ) -> Result<Vec<Event>, SearchError> {
@@ -148,7 +159,7 @@ pub fn missing_events(
             out.push(sampled_event(&c));
         }
         for mut e in found {
-            e.fields.insert("recovered".into(), json!(true));
+            e.recovered = true;
             out.push(e);
         }
     }
@@ -158,18 +169,8 @@ pub fn missing_events(
 /// Refuses a store that lacks finished work the event log records (a
 /// truncated or overwritten store would otherwise make a run start over,
 /// or an export miss its winners).
-pub fn check_store(store: &SledStore, events_path: &Path) -> Result<(), SearchError> {
-    let events = match read_events(events_path) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => {
-            return Err(SearchError::io(
-                format!("cannot read {}", events_path.display()),
-                e,
-            ))
-        }
-    };
-    let l = logged(&events);
+pub fn check_store(store: &dyn Store, events_path: &Path) -> Result<(), SearchError> {
+    let l = logged(&store.events()?);
     let store_dir = events_path.with_file_name("store");
     let damaged = |what: String| {
         SearchError::Store(StoreError::Corrupt(

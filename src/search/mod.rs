@@ -17,8 +17,8 @@ mod settings;
 mod strategy;
 
 pub use confirm::{
-    ranked, standings, table as confirm_table, train_trials, trial_seed, ConfirmTable, Confirmed,
-    Ranked, Standing, TrialJob, CONFIRM, REEVAL,
+    ranked, standings, table as confirm_table, train_trials, trial_seed, ConfirmTable, Ranked,
+    Standing, TrialJob, CONFIRM, REEVAL,
 };
 pub use fidelity::{FidelityPlan, FidelityReport};
 pub use halving::{Brackets, Halving, Rungs};

@@ -1,50 +1,35 @@
 //! Writes what the run loop decides: candidates, outcomes and counters to
-//! the store, then their events to the log and the caller. Each result is
-//! durable in the store before its event is logged (the order the journal
-//! relies on when a killed run resumes).
+//! the store with their events, each result in one call of the store,
+//! and every event to the caller. Each result is durable in the store
+//! before its event is logged (the order the journal relies on when a
+//! killed run resumes).
 
 use super::dedupe::Stage;
 use super::journal;
 use super::settings::{score_of, SearchError};
 use crate::eval::Outcome;
-use crate::store::{read_events, CandidateRecord, Counters, Event, EventLog, SledStore, Store};
-use std::path::Path;
+use crate::store::{CandidateRecord, Event, Finished, Store};
 
 pub(super) struct Recorder<'a> {
-    store: &'a SledStore,
-    log: EventLog,
-    counters: Counters,
+    store: &'a dyn Store,
     progress: &'a mut dyn FnMut(&Event),
 }
 
-fn io(e: std::io::Error) -> SearchError {
-    SearchError::io("event log", e)
-}
-
 impl<'a> Recorder<'a> {
-    /// Appends to the log at `events`; `progress` sees every event logged.
-    pub fn open(
-        store: &'a SledStore,
-        events: &Path,
-        progress: &'a mut dyn FnMut(&Event),
-    ) -> Result<Recorder<'a>, SearchError> {
-        Ok(Recorder {
-            log: EventLog::open(events).map_err(io)?,
-            counters: store.counters()?,
-            store,
-            progress,
-        })
+    /// Logs to the store's events; `progress` sees every event logged.
+    pub fn open(store: &'a dyn Store, progress: &'a mut dyn FnMut(&Event)) -> Recorder<'a> {
+        Recorder { store, progress }
     }
 
     pub fn emit(&mut self, e: Event) -> Result<(), SearchError> {
-        self.log.append(&e).map_err(io)?;
+        self.store.append_event(&e)?;
         (self.progress)(&e);
         Ok(())
     }
 
     /// Logs the results the store kept but a killed process never logged.
-    pub fn recover(&mut self, events: &Path, budget: usize) -> Result<(), SearchError> {
-        let logged = read_events(events).map_err(io)?;
+    pub fn recover(&mut self, budget: usize) -> Result<(), SearchError> {
+        let logged = self.store.events()?;
         for e in journal::missing_events(self.store, &logged, budget)? {
             self.emit(e)?;
         }
@@ -67,15 +52,10 @@ impl<'a> Recorder<'a> {
         let outcome = self.store.outcome(of)?.unwrap_or_default();
         let saved = outcome["wall_secs"].as_f64().unwrap_or(0.0);
         record.duplicate_of = Some(of);
-        match stage {
-            Stage::Structural => self.counters.structural_hits += 1,
-            Stage::Functional => self.counters.functional_hits += 1,
-        }
-        self.counters.seconds_saved += saved;
-        self.store.put_candidate(&record)?;
-        self.store.put_counters(&self.counters)?;
-        self.store.flush()?;
-        self.emit(journal::duplicate_event(record.id, of, stage.name(), saved))
+        let e = journal::duplicate_event(record.id, of, stage.name(), saved);
+        self.store.record_duplicate(&record, &e)?;
+        (self.progress)(&e);
+        Ok(())
     }
 
     /// A candidate trained: its record and outcome stored, its hashes
@@ -90,28 +70,18 @@ impl<'a> Recorder<'a> {
     ) -> Result<f64, SearchError> {
         let value = serde_json::to_value(outcome)
             .map_err(|e| SearchError::failed("cannot encode an outcome", Some(e.into())))?;
-        self.store.put_candidate(record)?;
-        self.store.put_outcome(record.id, &record.hashes, &value)?;
-        self.counters.misses += 1;
-        if outcome.is_ok() {
-            self.counters.evaluated += 1;
-        } else {
-            self.counters.failed += 1;
-        }
-        self.store.put_counters(&self.counters)?;
-        self.store.flush()?;
-        self.emit(journal::outcome_event(
-            record.id,
-            outcome,
-            evaluations,
-            budget,
-        ))?;
+        let e = journal::outcome_event(record.id, outcome, evaluations, budget);
+        self.store.record_evaluation(&Finished {
+            record,
+            outcome: &value,
+            event: &e,
+        })?;
+        (self.progress)(&e);
         Ok(score_of(&value))
     }
 
-    /// Makes the counters durable (the run is ending).
+    /// Makes everything written durable (the run is ending).
     pub fn close(&mut self) -> Result<(), SearchError> {
-        self.store.put_counters(&self.counters)?;
         Ok(self.store.flush()?)
     }
 }
@@ -122,6 +92,7 @@ mod tests {
     use crate::arch::Cost;
     use crate::eval::TrainConfig;
     use crate::hash::Hashes;
+    use crate::store::{read_events, EventKind, SledStore};
 
     fn record(id: u64, structural: u128) -> CandidateRecord {
         CandidateRecord {
@@ -154,15 +125,15 @@ mod tests {
     #[test]
     fn results_are_stored_before_they_are_logged_and_counted_once() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(&dir.path().join("store")).unwrap();
         let events = dir.path().join("events.jsonl");
+        let store = SledStore::open_run(&dir.path().join("store"), &events).unwrap();
         // What the store held when each event reached the caller.
         let mut seen: Vec<(String, bool)> = Vec::new();
         let mut progress = |e: &Event| {
-            let id = e.get("id").and_then(|v| v.as_u64()).unwrap();
-            seen.push((e.event.clone(), store.candidate(id).unwrap().is_some()));
+            let id = e.id().unwrap();
+            seen.push((e.name().to_string(), store.candidate(id).unwrap().is_some()));
         };
-        let mut rec = Recorder::open(&store, &events, &mut progress).unwrap();
+        let mut rec = Recorder::open(&store, &mut progress);
         rec.sampled(&record(0, 1)).unwrap();
         let score = rec
             .evaluated(&record(0, 1), &outcome(0.75, 4.0), 1, 3)
@@ -174,7 +145,6 @@ mod tests {
         rec.sampled(&record(2, 1)).unwrap();
         rec.duplicate(record(2, 1), 0, Stage::Structural).unwrap();
         rec.close().unwrap();
-        drop(rec);
         let kinds = |v: &[(String, bool)]| v.iter().map(|e| e.0.clone()).collect::<Vec<_>>();
         assert_eq!(
             kinds(&seen),
@@ -197,16 +167,13 @@ mod tests {
             kinds(
                 &logged
                     .iter()
-                    .map(|e| (e.event.clone(), true))
+                    .map(|e| (e.name().to_string(), true))
                     .collect::<Vec<_>>()
             ),
             kinds(&seen)
         );
-        assert_eq!(logged[3].get("evaluations"), Some(&serde_json::json!(2)));
-        assert_eq!(
-            logged[5].get("seconds_saved"),
-            Some(&serde_json::json!(4.0))
-        );
+        assert!(matches!(&logged[3].kind, EventKind::Failed(f) if f.evaluations == 2));
+        assert!(matches!(&logged[5].kind, EventKind::Duplicate(d) if d.seconds_saved == 4.0));
         assert_eq!(store.by_structural(1).unwrap(), Some(0));
         assert_eq!(store.candidate(2).unwrap().unwrap().duplicate_of, Some(0));
         let c = store.counters().unwrap();
@@ -226,18 +193,17 @@ mod tests {
     #[test]
     fn recover_logs_what_the_store_kept_and_the_log_lacks() {
         let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(&dir.path().join("store")).unwrap();
         let events = dir.path().join("events.jsonl");
+        let store = SledStore::open_run(&dir.path().join("store"), &events).unwrap();
         // A process killed between the store write and the log line.
         let o = serde_json::to_value(outcome(0.5, 2.0)).unwrap();
         store.put_candidate(&record(0, 1)).unwrap();
         store.put_outcome(0, &record(0, 1).hashes, &o).unwrap();
         let mut got = Vec::new();
-        let mut progress = |e: &Event| got.push(e.event.clone());
-        let mut rec = Recorder::open(&store, &events, &mut progress).unwrap();
-        rec.recover(&events, 5).unwrap();
-        rec.recover(&events, 5).unwrap();
-        drop(rec);
+        let mut progress = |e: &Event| got.push(e.name());
+        let mut rec = Recorder::open(&store, &mut progress);
+        rec.recover(5).unwrap();
+        rec.recover(5).unwrap();
         assert_eq!(got, ["sampled", "evaluated"], "recovered once");
     }
 }

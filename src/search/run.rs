@@ -16,9 +16,9 @@ use super::settings::{score_of, train_config, RunControl, RunSettings, SearchErr
 use super::strategy::Strategy;
 use crate::eval::{evaluate_all, Outcome, TrainConfig};
 use crate::space::Space;
-use crate::store::{CandidateRecord, Event, SledStore, Store};
+use crate::store::events::{NewBest, RunFinished, RunStarted};
+use crate::store::{CandidateRecord, Event, EventKind, Store};
 use crate::tasks::Task;
-use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -65,7 +65,7 @@ fn rung_of(h: &Halving, steps: usize, full: usize) -> usize {
 type Restored = (Progress, Option<Brackets>, Vec<(u64, f64)>);
 
 fn restore(
-    store: &SledStore,
+    store: &dyn Store,
     strategy: &mut Strategy,
     settings: &RunSettings,
 ) -> Result<Restored, SearchError> {
@@ -121,7 +121,7 @@ fn restore(
 /// The model-based strategy's surrogate sees again what a resumed run had
 /// trained, in id order, as the unbroken run saw it.
 fn restore_guide<'a>(
-    store: &SledStore,
+    store: &dyn Store,
     space: &Space,
     mut proposer: Proposer<'a>,
     told: &[(u64, f64)],
@@ -143,7 +143,7 @@ fn restore_guide<'a>(
 }
 
 /// Scores of each candidate's seed re-evaluations.
-fn reeval_scores(store: &SledStore) -> Result<HashMap<u64, Vec<f64>>, SearchError> {
+fn reeval_scores(store: &dyn Store) -> Result<HashMap<u64, Vec<f64>>, SearchError> {
     let mut out: HashMap<u64, Vec<f64>> = HashMap::new();
     for t in store.trials()? {
         if t.purpose == REEVAL {
@@ -169,7 +169,7 @@ struct Batch {
 
 /// A run in progress: what stays fixed, the three parts, and its position.
 struct Loop<'a> {
-    store: &'a SledStore,
+    store: &'a dyn Store,
     space: &'a Space,
     settings: &'a RunSettings,
     task: &'a dyn Task,
@@ -187,7 +187,7 @@ struct Loop<'a> {
 /// `ctl.stop` ends it. `progress` receives every event as it is logged.
 pub fn run(
     dir: &RunDir,
-    store: &SledStore,
+    store: &dyn Store,
     space: &Space,
     settings: &RunSettings,
     time: Option<Duration>,
@@ -195,7 +195,7 @@ pub fn run(
     progress: &mut dyn FnMut(&Event),
 ) -> Result<Ending, SearchError> {
     check_hash_recipes(store, &dir.store_path())?;
-    let mut rec = Recorder::open(store, &dir.events_path(), progress)?;
+    let mut rec = Recorder::open(store, progress);
     let baselines: Vec<String> = space.file.baselines.keys().cloned().collect();
     let mut strategy = Strategy::new(
         settings.strategy,
@@ -212,7 +212,7 @@ pub fn run(
         .build()
         .map_err(|e| SearchError::failed("cannot start the worker threads", Some(e.into())))?;
     let started = Instant::now();
-    rec.recover(&dir.events_path(), settings.budget)?;
+    rec.recover(settings.budget)?;
     rec.emit(started_event(space, settings, &pos))?;
     let mut run = Loop {
         store,
@@ -258,20 +258,22 @@ pub fn run(
 }
 
 fn started_event(space: &Space, settings: &RunSettings, pos: &Progress) -> Event {
-    Event::new(
-        "run_started",
-        json!({
-            "name": settings.name, "space": space.name(), "seed": settings.seed,
-            "budget": settings.budget,
-            "strategy": match &settings.halving {
-                Some(_) => format!("halving over {}", settings.strategy.name()),
-                None => settings.strategy.name().to_string(),
-            },
-            "workers": settings.workers, "resumed": pos.next_id > 0,
-            "evaluations": pos.evaluations, "metric": space.metric,
-            "best_id": pos.best.map(|b| b.0), "best_score": pos.best.map(|b| b.1),
-        }),
-    )
+    Event::new(EventKind::RunStarted(RunStarted {
+        best_id: pos.best.map(|b| b.0),
+        best_score: pos.best.map(|b| b.1),
+        budget: settings.budget,
+        evaluations: pos.evaluations,
+        metric: space.metric.to_string(),
+        name: settings.name.clone(),
+        resumed: pos.next_id > 0,
+        seed: settings.seed,
+        space: space.name(),
+        strategy: match &settings.halving {
+            Some(_) => format!("halving over {}", settings.strategy.name()),
+            None => settings.strategy.name().to_string(),
+        },
+        workers: settings.workers,
+    }))
 }
 
 impl Loop<'_> {
@@ -356,10 +358,11 @@ impl Loop<'_> {
             self.proposer.record(&job, score);
             if outcome.is_ok() && self.pos.best.is_none_or(|b| score > b.1) {
                 self.pos.best = Some((job.record.id, score));
-                self.rec.emit(Event::new(
-                    "new_best",
-                    json!({"id": job.record.id, "score": score, "arch": job.record.text}),
-                ))?;
+                self.rec.emit(Event::new(EventKind::NewBest(NewBest {
+                    arch: job.record.text.clone(),
+                    id: job.record.id,
+                    score,
+                })))?;
             }
         }
         let reevals = self.reevaluate(&told)?;
@@ -437,14 +440,16 @@ impl Loop<'_> {
             }
         }
         let pos = &self.pos;
-        self.rec.emit(Event::new(
-            "run_finished",
-            json!({"evaluations": pos.evaluations, "best_id": pos.best.map(|b| b.0),
-                   "best_score": pos.best.map(|b| b.1), "reason": ending.name(),
-                   "winner": winner.as_ref().map(|w| w.id),
-                   "winner_score": winner.as_ref().map(|w| w.mean),
-                   "winner_sd": winner.as_ref().map(|w| w.sd)}),
-        ))?;
+        self.rec
+            .emit(Event::new(EventKind::RunFinished(RunFinished {
+                best_id: pos.best.map(|b| b.0),
+                best_score: pos.best.map(|b| b.1),
+                evaluations: pos.evaluations,
+                reason: ending.name().to_string(),
+                winner: winner.as_ref().map(|w| w.id),
+                winner_score: winner.as_ref().map(|w| w.mean),
+                winner_sd: winner.as_ref().map(|w| w.sd),
+            })))?;
         Ok(ending)
     }
 }

@@ -3,7 +3,7 @@
 
 use super::settings::{RunSettings, SearchError};
 use crate::space::{Space, SpaceFile};
-use crate::store::{SledStore, Store};
+use crate::store::{Location, Store};
 use std::path::{Path, PathBuf};
 
 /// The rule a run name follows: one folder inside the runs folder.
@@ -46,6 +46,14 @@ impl RunDir {
         self.path.join("space.ron")
     }
 
+    /// Where the run keeps its records and events.
+    pub fn location(&self) -> Location {
+        Location::Sled {
+            store: self.store_path(),
+            events: self.events_path(),
+        }
+    }
+
     /// Creates `runs_dir/name` for a new run of `space` and returns it with
     /// its store open. An existing run of that name is an error (resume it
     /// instead).
@@ -53,7 +61,7 @@ impl RunDir {
         runs_dir: &Path,
         space: &Space,
         settings: &RunSettings,
-    ) -> Result<(RunDir, SledStore), SearchError> {
+    ) -> Result<(RunDir, Box<dyn Store>), SearchError> {
         check_run_name(&settings.name).map_err(SearchError::bad)?;
         let path = runs_dir.join(&settings.name);
         if path.join("store").exists() || path.join("events.jsonl").exists() {
@@ -93,7 +101,7 @@ impl RunDir {
         };
         write(dir.path.join("grammar.ron"), &grammar_text)?;
         write(dir.space_path(), &text)?;
-        let store = SledStore::open(&dir.store_path())?;
+        let store = dir.location().open()?;
         store.put_meta(&serde_json::json!({
             "settings": settings,
             "space": space.name(),
@@ -120,9 +128,9 @@ impl RunDir {
     /// Opens the run's store, refusing one that has lost finished work the
     /// event log records. Open it once per process and pass it on: sled
     /// holds the lock a moment after a handle is dropped.
-    pub fn store(&self) -> Result<SledStore, SearchError> {
-        let store = SledStore::open(&self.store_path())?;
-        super::journal::check_store(&store, &self.events_path())?;
+    pub fn store(&self) -> Result<Box<dyn Store>, SearchError> {
+        let store = self.location().open()?;
+        super::journal::check_store(store.as_ref(), &self.events_path())?;
         Ok(store)
     }
 
@@ -157,7 +165,7 @@ fn hash_recipes() -> serde_json::Value {
 /// with no candidates yet is adopted (its metadata gets this build's
 /// recipes). Runs from before the recipes were recorded hashed with
 /// structural 1 and functional 2.
-pub fn check_hash_recipes(store: &SledStore, path: &Path) -> Result<(), SearchError> {
+pub fn check_hash_recipes(store: &dyn Store, path: &Path) -> Result<(), SearchError> {
     let Some(mut meta) = store.meta()? else {
         return Ok(());
     };
@@ -189,6 +197,7 @@ pub fn check_hash_recipes(store: &SledStore, path: &Path) -> Result<(), SearchEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::SledStore;
 
     #[test]
     fn a_store_hashed_with_other_recipes_is_refused_unless_it_is_empty() {

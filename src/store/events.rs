@@ -1,53 +1,343 @@
-//! `events.jsonl`: one JSON object per line, appended and flushed as things
-//! happen, so other processes (`status`, `watch`, scripts) can follow a run
-//! without touching the locked store.
+//! A run's events: one typed [`Event`] per thing that happened, kept in
+//! `events.jsonl` (one JSON object per line, appended and flushed as things
+//! happen) so that other processes (`status`, `watch`, scripts) can follow
+//! a run without touching the locked store.
 //!
 //! Every line has `"t"` (seconds since the Unix epoch, float) and
-//! `"event"`, one of:
-//! - `run_started` `{name, space, seed, budget, strategy, resumed, best_id, best_score}`
-//! - `sampled` `{id, origin, parent, arch, params, active_params, flops}`
-//! - `duplicate` `{id, of, stage: "structural"|"functional", seconds_saved}`
-//! - `evaluated` `{id, score, metric, params, active_params, flops, wall_secs, tokens_per_sec}`
-//! - `failed` `{id, reason}`
-//! - `new_best` `{id, score, arch}`
-//! - `run_finished` `{evaluations, best_id, best_score, reason}`
+//! `"event"`, one of the [`EventKind`] variants, with these fields (`a[b, c]`
+//! is a list of objects with the fields `b, c`; the README's event table
+//! says the same, and a test holds both to these types):
+//! - `run_started` `name, space, seed, budget, strategy, workers, resumed, evaluations, metric, best_id, best_score`
+//! - `sampled` `id, origin, parent, arch, params, active_params, flops, steps`
+//! - `duplicate` `id, of, stage, seconds_saved`
+//! - `evaluated` `id, score, metric, params, active_params, flops, wall_secs, tokens_per_sec, evaluations, budget, routing[layer, kind, experts, load, drop_rate, skip_rate, cv, max_vio]`
+//! - `failed` `id, reason, evaluations, budget`
+//! - `new_best` `id, score, arch`
+//! - `trial` `id, purpose, steps, seed, index, score, metric, accuracy, status, reason, wall_secs`
+//! - `confirm_started` `candidates, seeds, steps, trainings`
+//! - `confirmed` `winner, score, sd, proxy, seeds, steps, metric, finalists[id, proxy, scores, mean, sd]`
+//! - `fidelity_started` `candidates, trainings, long_steps, seeds`
+//! - `fidelity` the fields of the `archgram fidelity --json` report
+//! - `run_finished` `evaluations, best_id, best_score, reason, winner, winner_score, winner_sd`
 //!
-//! Readers must ignore unknown events and fields. A process killed while
-//! writing may leave a torn last line; readers skip it, and the next writer
-//! ends it first. Events a resumed run writes for results the store kept but
-//! the log lacked carry `"recovered": true`.
+//! Readers ignore unknown events ([`EventKind::Unknown`]) and unknown
+//! fields; a field a line lacks reads as its default (0, "", null), as a
+//! log written by an older archgram may lack fields added since. A float
+//! the writer could not write as a number (NaN, ±∞ are written as `null`)
+//! reads back as NaN. A process killed while writing may leave a torn last
+//! line; readers skip it, and the next writer ends it first. Events a
+//! resumed run writes for results the store kept but the log lacked carry
+//! `"recovered": true`.
+//!
+//! Each payload declares its fields in alphabetical order, the order logs
+//! have always had them in, so a line matches one an older archgram wrote
+//! byte for byte.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// One event: its kind and fields.
+/// One event: when, what, and whether a resumed run wrote it late.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
+    /// Seconds since the Unix epoch.
     pub t: f64,
-    pub event: String,
     #[serde(flatten)]
-    pub fields: serde_json::Map<String, serde_json::Value>,
+    pub kind: EventKind,
+    /// Written by a resumed run for a result the store kept but the log
+    /// lacked (the process was killed in between).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub recovered: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// What happened. The variant's name in snake case is the line's `event`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    RunStarted(RunStarted),
+    Sampled(Sampled),
+    Duplicate(Duplicate),
+    Evaluated(Evaluated),
+    Failed(Failed),
+    NewBest(NewBest),
+    Trial(Trial),
+    ConfirmStarted(ConfirmStarted),
+    Confirmed(Confirmed),
+    FidelityStarted(FidelityStarted),
+    /// The `archgram fidelity --json` report. Its shape belongs to the
+    /// search (`search::fidelity::FidelityReport` reads and writes it),
+    /// which the store may not know, so it is kept here as it came.
+    Fidelity(serde_json::Map<String, serde_json::Value>),
+    RunFinished(RunFinished),
+    /// An event this archgram does not know (a newer writer's): skipped.
+    #[serde(other)]
+    Unknown,
+}
+
+/// Reads a float that may have been written as `null` (NaN, ±∞ are) as
+/// NaN, for `#[serde(deserialize_with = …)]`.
+pub fn float<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// A search started or resumed; `evaluations` and the best so far are a
+/// resumed run's (0 and null for a new one).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunStarted {
+    pub best_id: Option<u64>,
+    pub best_score: Option<f64>,
+    pub budget: usize,
+    pub evaluations: usize,
+    pub metric: String,
+    pub name: String,
+    pub resumed: bool,
+    pub seed: u64,
+    pub space: String,
+    pub strategy: String,
+    pub workers: usize,
+}
+
+/// A candidate proposed (before it is trained or merged).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Sampled {
+    #[serde(deserialize_with = "float")]
+    pub active_params: f64,
+    /// Its text form.
+    pub arch: String,
+    #[serde(deserialize_with = "float")]
+    pub flops: f64,
+    pub id: u64,
+    /// `sample`, `mutation: …`, `baseline: NAME`, `promotion …`.
+    pub origin: String,
+    #[serde(deserialize_with = "float")]
+    pub params: f64,
+    pub parent: Option<u64>,
+    /// Training steps, for halving promotions only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+}
+
+/// A candidate found to be `of` again: not trained, costs no budget.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Duplicate {
+    pub id: u64,
+    pub of: u64,
+    /// Training time the original took, which this one saved.
+    #[serde(deserialize_with = "float")]
+    pub seconds_saved: f64,
+    /// `structural` or `functional`: which hash matched.
+    pub stage: String,
+}
+
+/// A candidate trained and scored; the run's `evaluations`-th of `budget`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Evaluated {
+    #[serde(deserialize_with = "float")]
+    pub active_params: f64,
+    pub budget: usize,
+    pub evaluations: usize,
+    #[serde(deserialize_with = "float")]
+    pub flops: f64,
+    pub id: u64,
+    pub metric: String,
+    #[serde(deserialize_with = "float")]
+    pub params: f64,
+    /// One summary per routed layer, or null for a network without any.
+    pub routing: Option<Vec<RoutedLayer>>,
+    #[serde(deserialize_with = "float")]
+    pub score: f64,
+    #[serde(deserialize_with = "float")]
+    pub tokens_per_sec: f64,
+    #[serde(deserialize_with = "float")]
+    pub wall_secs: f64,
+}
+
+/// How one routed layer spread its tokens, on the held-out split.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RoutedLayer {
+    /// Coefficient of variation of the experts' loads.
+    #[serde(deserialize_with = "float")]
+    pub cv: f64,
+    /// Dropped assignments / assignments the router chose.
+    #[serde(deserialize_with = "float")]
+    pub drop_rate: f64,
+    pub experts: usize,
+    pub kind: String,
+    pub layer: usize,
+    /// Tokens processed per expert.
+    pub load: Vec<u64>,
+    /// (max load − mean load) / mean load.
+    #[serde(deserialize_with = "float")]
+    pub max_vio: f64,
+    /// Tokens the layer let through unprocessed.
+    #[serde(deserialize_with = "float")]
+    pub skip_rate: f64,
+}
+
+/// A candidate whose training failed; it counts against the budget.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Failed {
+    pub budget: usize,
+    pub evaluations: usize,
+    pub id: u64,
+    pub reason: String,
+}
+
+/// A single-seed search score better than every one before it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NewBest {
+    pub arch: String,
+    pub id: u64,
+    #[serde(deserialize_with = "float")]
+    pub score: f64,
+}
+
+/// One retraining of candidate `id` with a fresh seed.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Trial {
+    /// The task's metric, whatever `score` measures (null in outcomes
+    /// from before it was recorded apart).
+    pub accuracy: Option<f64>,
+    pub id: u64,
+    /// The seed's place in its purpose's seed stream.
+    pub index: usize,
+    pub metric: String,
+    /// `confirm`, `reeval` or `fidelity`.
+    pub purpose: String,
+    /// Why the training failed; null when it did not.
+    pub reason: Option<String>,
+    #[serde(deserialize_with = "float")]
+    pub score: f64,
+    pub seed: u64,
+    /// `ok` or `failed`.
+    pub status: String,
+    pub steps: usize,
+    #[serde(deserialize_with = "float")]
+    pub wall_secs: f64,
+}
+
+/// The confirm stage began: `candidates` retrained with `seeds` fresh seeds
+/// at `steps`, `trainings` of them still to run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ConfirmStarted {
+    pub candidates: Vec<u64>,
+    pub seeds: usize,
+    pub steps: usize,
+    pub trainings: usize,
+}
+
+/// The confirm stage's results: the winner's mean, sd and search score
+/// (null without finalists) and every finalist, best mean first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Confirmed {
+    pub finalists: Vec<Finalist>,
+    pub metric: String,
+    pub proxy: Option<f64>,
+    pub score: Option<f64>,
+    pub sd: Option<f64>,
+    pub seeds: usize,
+    pub steps: usize,
+    pub winner: Option<u64>,
+}
+
+/// One finalist's confirm results.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Finalist {
+    pub id: u64,
+    pub mean: f64,
+    /// The search's (single-seed, selection-biased) score.
+    pub proxy: f64,
+    /// One score per fresh seed (0 for a training that failed).
+    pub scores: Vec<f64>,
+    pub sd: f64,
+}
+
+/// `archgram fidelity` began: `candidates` retrained with `seeds` seeds at
+/// the run's steps and at `long_steps`, `trainings` still to run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FidelityStarted {
+    pub candidates: usize,
+    pub long_steps: usize,
+    pub seeds: usize,
+    pub trainings: usize,
+}
+
+/// The run ended: why, and its best search score and confirmed winner
+/// (null where there is none).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RunFinished {
+    pub best_id: Option<u64>,
+    pub best_score: Option<f64>,
+    pub evaluations: usize,
+    /// `budget spent`, `time limit`, `interrupted`, `space exhausted`.
+    pub reason: String,
+    pub winner: Option<u64>,
+    pub winner_score: Option<f64>,
+    pub winner_sd: Option<f64>,
 }
 
 impl Event {
-    pub fn new(kind: &str, fields: serde_json::Value) -> Event {
+    /// The event, happening now.
+    pub fn new(kind: EventKind) -> Event {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         Event {
             t,
-            event: kind.to_string(),
-            fields: match fields {
-                serde_json::Value::Object(m) => m,
-                _ => serde_json::Map::new(),
-            },
+            kind,
+            recovered: false,
         }
     }
 
-    pub fn get(&self, key: &str) -> Option<&serde_json::Value> {
-        self.fields.get(key)
+    /// The line's `event`: `run_started`, `sampled`, … (`unknown` for one
+    /// this archgram does not know).
+    pub fn name(&self) -> &'static str {
+        match self.kind {
+            EventKind::RunStarted(_) => "run_started",
+            EventKind::Sampled(_) => "sampled",
+            EventKind::Duplicate(_) => "duplicate",
+            EventKind::Evaluated(_) => "evaluated",
+            EventKind::Failed(_) => "failed",
+            EventKind::NewBest(_) => "new_best",
+            EventKind::Trial(_) => "trial",
+            EventKind::ConfirmStarted(_) => "confirm_started",
+            EventKind::Confirmed(_) => "confirmed",
+            EventKind::FidelityStarted(_) => "fidelity_started",
+            EventKind::Fidelity(_) => "fidelity",
+            EventKind::RunFinished(_) => "run_finished",
+            EventKind::Unknown => "unknown",
+        }
+    }
+
+    /// The candidate the event is about, for those about one.
+    pub fn id(&self) -> Option<u64> {
+        match &self.kind {
+            EventKind::Sampled(e) => Some(e.id),
+            EventKind::Duplicate(e) => Some(e.id),
+            EventKind::Evaluated(e) => Some(e.id),
+            EventKind::Failed(e) => Some(e.id),
+            EventKind::NewBest(e) => Some(e.id),
+            EventKind::Trial(e) => Some(e.id),
+            _ => None,
+        }
     }
 }
 
@@ -99,6 +389,21 @@ fn in_file(e: std::io::Error, path: &Path, doing: &str) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("{doing} {}: {e}", path.display()))
 }
 
+/// A run's events as they are written, for a reader outside the process
+/// that writes them (`status`, `watch`): the store itself may be held by a
+/// running search, so a source reads what the store publishes instead.
+pub trait EventSource {
+    /// The events completed since the last call (on the first, all so far).
+    fn next_batch(&mut self) -> std::io::Result<Vec<Event>>;
+
+    /// The events from the last call on, to the end: for a reader that
+    /// reads once, so an event the writer has not ended yet counts if it
+    /// is whole.
+    fn rest(&mut self) -> std::io::Result<Vec<Event>> {
+        self.next_batch()
+    }
+}
+
 /// Reads a log's events as they are appended: each call returns the
 /// complete lines written since the last one. A torn last line waits for
 /// its end; a line that is not UTF-8 or not an event is skipped.
@@ -134,6 +439,19 @@ impl EventTail {
     }
 }
 
+impl EventSource for EventTail {
+    fn next_batch(&mut self) -> std::io::Result<Vec<Event>> {
+        self.read_new()
+    }
+
+    /// A last line whose newline is missing but whose event is whole counts.
+    fn rest(&mut self) -> std::io::Result<Vec<Event>> {
+        let mut out = self.read_new()?;
+        out.extend(parse_line(&std::mem::take(&mut self.partial)));
+        Ok(out)
+    }
+}
+
 fn parse_line(line: &[u8]) -> Option<Event> {
     serde_json::from_slice::<Event>(line).ok()
 }
@@ -142,39 +460,48 @@ fn parse_line(line: &[u8]) -> Option<Event> {
 /// or not an event is skipped. (A last line whose newline is missing but
 /// whose event is whole counts.)
 pub fn read_events(path: &Path) -> std::io::Result<Vec<Event>> {
-    let mut tail = EventTail::new(path);
-    let mut out = tail.read_new()?;
-    out.extend(parse_line(&tail.partial));
-    Ok(out)
+    EventTail::new(path).rest()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    fn sampled(id: u64, arch: &str) -> Event {
+        Event::new(EventKind::Sampled(Sampled {
+            id,
+            arch: arch.into(),
+            ..Sampled::default()
+        }))
+    }
+
+    fn evaluated(id: u64, score: f64) -> Event {
+        Event::new(EventKind::Evaluated(Evaluated {
+            id,
+            score,
+            ..Evaluated::default()
+        }))
+    }
+
+    fn kinds(v: &[Event]) -> Vec<&'static str> {
+        v.iter().map(Event::name).collect()
+    }
 
     #[test]
     fn append_read_and_skip_a_torn_line() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("events.jsonl");
         let mut log = EventLog::open(&p).unwrap();
-        log.append(&Event::new(
-            "sampled",
-            serde_json::json!({"id": 1, "arch": "mlp"}),
-        ))
-        .unwrap();
-        log.append(&Event::new(
-            "evaluated",
-            serde_json::json!({"id": 1, "score": 0.5}),
-        ))
-        .unwrap();
+        log.append(&sampled(1, "mlp")).unwrap();
+        log.append(&evaluated(1, 0.5)).unwrap();
         drop(log);
         // A writer killed mid-line.
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(b"{\"t\": 3.0, \"event\": \"evalu").unwrap();
         let ev = read_events(&p).unwrap();
-        assert_eq!(ev.len(), 2);
-        assert_eq!(ev[0].event, "sampled");
-        assert_eq!(ev[1].get("score").unwrap(), 0.5);
+        assert_eq!(kinds(&ev), ["sampled", "evaluated"]);
+        assert!(matches!(&ev[1].kind, EventKind::Evaluated(e) if e.score == 0.5));
         assert!(ev[0].t > 1.6e9);
     }
 
@@ -188,12 +515,10 @@ mod tests {
         )
         .unwrap();
         let mut log = EventLog::open(&p).unwrap();
-        log.append(&Event::new("evaluated", serde_json::json!({"id": 1})))
-            .unwrap();
+        log.append(&evaluated(1, 0.0)).unwrap();
         drop(log);
         let ev = read_events(&p).unwrap();
-        let kinds: Vec<&str> = ev.iter().map(|e| e.event.as_str()).collect();
-        assert_eq!(kinds, ["sampled", "evaluated"]);
+        assert_eq!(kinds(&ev), ["sampled", "evaluated"]);
         // A log that ends cleanly gains no blank line.
         EventLog::open(&p).unwrap();
         assert!(std::fs::read_to_string(&p).unwrap().ends_with("}\n"));
@@ -205,18 +530,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("events.jsonl");
         let mut tail = EventTail::new(&p);
-        assert!(tail.read_new().is_err(), "no file yet");
+        assert!(tail.next_batch().is_err(), "no file yet");
         std::fs::write(
             &p,
             "{\"t\": 1.0, \"event\": \"sampled\"}\n{\"t\": 2.0, \"ev",
         )
         .unwrap();
-        let kinds = |v: Vec<Event>| v.into_iter().map(|e| e.event).collect::<Vec<_>>();
-        assert_eq!(kinds(tail.read_new().unwrap()), ["sampled"]);
-        assert_eq!(kinds(tail.read_new().unwrap()), Vec::<String>::new());
+        assert_eq!(kinds(&tail.next_batch().unwrap()), ["sampled"]);
+        assert!(tail.next_batch().unwrap().is_empty());
         let mut f = OpenOptions::new().append(true).open(&p).unwrap();
         f.write_all(b"ent\": \"evaluated\"}\n").unwrap();
-        assert_eq!(kinds(tail.read_new().unwrap()), ["evaluated"]);
+        assert_eq!(kinds(&tail.next_batch().unwrap()), ["evaluated"]);
+        // A whole event the writer has not ended yet: only a reader that
+        // reads to the end takes it.
+        f.write_all(b"{\"t\": 3.0, \"event\": \"failed\"}").unwrap();
+        assert!(tail.next_batch().unwrap().is_empty());
+        assert_eq!(kinds(&tail.rest().unwrap()), ["failed"]);
     }
 
     #[test]
@@ -228,7 +557,266 @@ mod tests {
         bytes.extend_from_slice(b"{\"t\": 3.0, \"event\": \"evaluated\"}\n");
         std::fs::write(&p, bytes).unwrap();
         let ev = read_events(&p).unwrap();
-        let kinds: Vec<&str> = ev.iter().map(|e| e.event.as_str()).collect();
-        assert_eq!(kinds, ["sampled", "evaluated"]);
+        assert_eq!(kinds(&ev), ["sampled", "evaluated"]);
+    }
+
+    /// One event of every kind, with every field set to something other
+    /// than its default.
+    fn one_of_each() -> Vec<Event> {
+        let kinds = vec![
+            EventKind::RunStarted(RunStarted {
+                best_id: Some(3),
+                best_score: Some(0.5),
+                budget: 10,
+                evaluations: 4,
+                metric: "accuracy".into(),
+                name: "r".into(),
+                resumed: true,
+                seed: 7,
+                space: "quickstart".into(),
+                strategy: "evolution".into(),
+                workers: 2,
+            }),
+            EventKind::Sampled(Sampled {
+                active_params: 10.0,
+                arch: "seq(mlp)".into(),
+                flops: 20.0,
+                id: 4,
+                origin: "promotion to rung 1".into(),
+                params: 12.0,
+                parent: Some(1),
+                steps: Some(200),
+            }),
+            EventKind::Duplicate(Duplicate {
+                id: 5,
+                of: 4,
+                seconds_saved: 1.25,
+                stage: "functional".into(),
+            }),
+            EventKind::Evaluated(Evaluated {
+                active_params: 10.0,
+                budget: 10,
+                evaluations: 5,
+                flops: 20.0,
+                id: 4,
+                metric: "accuracy".into(),
+                params: 12.0,
+                routing: Some(vec![RoutedLayer {
+                    cv: 0.25,
+                    drop_rate: 0.125,
+                    experts: 4,
+                    kind: "moe".into(),
+                    layer: 1,
+                    load: vec![3, 5, 0, 8],
+                    max_vio: 0.5,
+                    skip_rate: 0.0625,
+                }]),
+                score: 0.09875483039931301,
+                tokens_per_sec: 1000.5,
+                wall_secs: 2.5,
+            }),
+            EventKind::Failed(Failed {
+                budget: 10,
+                evaluations: 6,
+                id: 6,
+                reason: "diverged".into(),
+            }),
+            EventKind::NewBest(NewBest {
+                arch: "seq(mlp)".into(),
+                id: 4,
+                score: 0.75,
+            }),
+            EventKind::Trial(Trial {
+                accuracy: Some(0.5),
+                id: 4,
+                index: 1,
+                metric: "likelihood".into(),
+                purpose: "confirm".into(),
+                reason: Some("diverged".into()),
+                score: 0.25,
+                seed: u64::MAX,
+                status: "failed".into(),
+                steps: 250,
+                wall_secs: 3.5,
+            }),
+            EventKind::ConfirmStarted(ConfirmStarted {
+                candidates: vec![4, 1],
+                seeds: 3,
+                steps: 250,
+                trainings: 6,
+            }),
+            EventKind::Confirmed(Confirmed {
+                finalists: vec![Finalist {
+                    id: 4,
+                    mean: 0.5,
+                    proxy: 0.75,
+                    scores: vec![0.25, 0.75],
+                    sd: 0.25,
+                }],
+                metric: "accuracy".into(),
+                proxy: Some(0.75),
+                score: Some(0.5),
+                sd: Some(0.25),
+                seeds: 2,
+                steps: 250,
+                winner: Some(4),
+            }),
+            EventKind::FidelityStarted(FidelityStarted {
+                candidates: 12,
+                long_steps: 1000,
+                seeds: 2,
+                trainings: 48,
+            }),
+            EventKind::Fidelity(
+                json!({"pick": 4, "plan": {"top": 8}, "regret": 0.0})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+            ),
+            EventKind::RunFinished(RunFinished {
+                best_id: Some(4),
+                best_score: Some(0.75),
+                evaluations: 10,
+                reason: "budget spent".into(),
+                winner: Some(4),
+                winner_score: Some(0.5),
+                winner_sd: Some(0.25),
+            }),
+        ];
+        kinds
+            .into_iter()
+            .enumerate()
+            .map(|(i, kind)| Event {
+                t: 1.7e9 + i as f64 / 3.0,
+                kind,
+                recovered: i % 2 == 1,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_kind_reads_back_as_written_with_its_name_as_the_tag() {
+        let all = one_of_each();
+        assert_eq!(all.len(), 12, "one of each known kind");
+        for e in &all {
+            let line = serde_json::to_string(e).unwrap();
+            let back: Event = serde_json::from_str(&line).unwrap();
+            assert_eq!(&back, e, "{line}");
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(v["event"], e.name(), "{line}");
+            assert!(line.starts_with("{\"t\":"), "{line}");
+            assert_eq!(v.get("recovered").is_some(), e.recovered, "{line}");
+            // Each payload lists its fields alphabetically, as the untyped
+            // writer did: the line is the one it would have written.
+            serde_json::from_str::<SortedKeys>(&line).unwrap_or_else(|err| panic!("{err}"));
+        }
+    }
+
+    /// Deserialises any JSON, failing where an object's keys (beside `t`,
+    /// `event` and `recovered`) are not in alphabetical order.
+    struct SortedKeys;
+
+    impl<'de> Deserialize<'de> for SortedKeys {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(SortedKeys)
+        }
+    }
+
+    impl<'de> serde::de::Visitor<'de> for SortedKeys {
+        type Value = SortedKeys;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<SortedKeys, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(k) = m.next_key::<String>()? {
+                m.next_value::<SortedKeys>()?;
+                if !["t", "event", "recovered"].contains(&k.as_str()) {
+                    keys.push(k);
+                }
+            }
+            if !keys.is_sorted() {
+                return Err(serde::de::Error::custom(format!(
+                    "keys out of order: {keys:?}"
+                )));
+            }
+            Ok(SortedKeys)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut s: A) -> Result<SortedKeys, A::Error> {
+            while s.next_element::<SortedKeys>()?.is_some() {}
+            Ok(SortedKeys)
+        }
+
+        fn visit_bool<E>(self, _: bool) -> Result<SortedKeys, E> {
+            Ok(SortedKeys)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<SortedKeys, E> {
+            Ok(SortedKeys)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<SortedKeys, E> {
+            Ok(SortedKeys)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<SortedKeys, E> {
+            Ok(SortedKeys)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<SortedKeys, E> {
+            Ok(SortedKeys)
+        }
+        fn visit_unit<E>(self) -> Result<SortedKeys, E> {
+            Ok(SortedKeys)
+        }
+    }
+
+    #[test]
+    fn unknown_events_and_fields_are_tolerated_and_missing_fields_default() {
+        let unknown: Event =
+            serde_json::from_str(r#"{"t": 1.0, "event": "worker_joined", "host": "b", "n": 3}"#)
+                .unwrap();
+        assert_eq!(unknown.kind, EventKind::Unknown);
+        assert_eq!(unknown.name(), "unknown");
+        let again: Event = serde_json::from_str(&serde_json::to_string(&unknown).unwrap()).unwrap();
+        assert_eq!(again, unknown);
+        let extra: Event = serde_json::from_str(
+            r#"{"t": 2.0, "event": "new_best", "id": 3, "score": 0.5, "arch": "x", "lease": {"a": 1}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            extra.kind,
+            EventKind::NewBest(NewBest {
+                arch: "x".into(),
+                id: 3,
+                score: 0.5
+            })
+        );
+        // An old writer's run_started: no best so far, no workers.
+        let old: Event =
+            serde_json::from_str(r#"{"t": 3.0, "event": "run_started", "name": "q", "budget": 5}"#)
+                .unwrap();
+        let EventKind::RunStarted(r) = old.kind else {
+            panic!("{old:?}")
+        };
+        assert_eq!((r.name.as_str(), r.budget, r.best_id), ("q", 5, None));
+        // A float written as null (it was NaN) reads as NaN, not as a
+        // line to skip.
+        let nan: Event = serde_json::from_str(
+            r#"{"t": 4.0, "event": "evaluated", "id": 1, "score": null, "tokens_per_sec": null}"#,
+        )
+        .unwrap();
+        let EventKind::Evaluated(e) = nan.kind else {
+            panic!("{nan:?}")
+        };
+        assert!(e.score.is_nan() && e.tokens_per_sec.is_nan());
+        assert_eq!(e.id, 1);
+        // What is not an event stays unreadable.
+        for bad in [
+            r#"{"event": "sampled", "id": 1}"#,
+            r#"{"t": 1.0, "id": 1}"#,
+            r#"[1, 2]"#,
+        ] {
+            assert!(serde_json::from_str::<Event>(bad).is_err(), "{bad}");
+        }
     }
 }

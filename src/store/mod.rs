@@ -1,17 +1,19 @@
-//! The run store: candidates, outcomes, the hash → candidate cache and
-//! counters of one run, behind a `Store` trait (sled today; a shared
-//! database later), plus the append-only event log beside it. Knows the
-//! IR's hashes and derivations as data; nothing of training or search.
+//! The run store: candidates, outcomes, the hash → candidate cache,
+//! counters and events of one run, behind the `Store` trait (sled and an
+//! `events.jsonl` file today; a shared database later). `Location` is the
+//! one place a run's store is chosen and opened. Knows the IR's hashes and
+//! derivations as data; nothing of training or search.
 
-mod events;
+pub mod events;
 mod sled_store;
 
-pub use events::{read_events, Event, EventLog, EventTail};
+pub use events::{read_events, Event, EventKind, EventLog, EventSource, EventTail, Finalist};
 pub use sled_store::{SledError, SledStore};
 
 use crate::grammar::Derivation;
 use crate::hash::Hashes;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// One candidate of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -75,6 +77,32 @@ pub struct Counters {
     pub failed: u64,
 }
 
+impl Counters {
+    /// Counts a result event: a training (`evaluated`, `failed`) or a
+    /// cache hit (`duplicate`); other events count nothing.
+    pub fn count(&mut self, e: &EventKind) {
+        match e {
+            EventKind::Evaluated(_) => {
+                self.misses += 1;
+                self.evaluated += 1;
+            }
+            EventKind::Failed(_) => {
+                self.misses += 1;
+                self.failed += 1;
+            }
+            EventKind::Duplicate(d) => {
+                if d.stage == "structural" {
+                    self.structural_hits += 1;
+                } else {
+                    self.functional_hits += 1;
+                }
+                self.seconds_saved += d.seconds_saved;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// A cause kept under a store error (a damaged record's decoding error, or
 /// what a consistency check found).
 pub type Cause = Box<dyn std::error::Error + Send + Sync>;
@@ -103,24 +131,41 @@ pub enum StoreError {
     FlushTimeout { secs: u64 },
     #[error("run store record is corrupt")]
     Corrupt(#[source] Cause),
+    /// Reading or appending to the run's events failed.
+    #[error("event log")]
+    Events(#[source] std::io::Error),
 }
 
-/// What a run keeps. Every write of a finished evaluation is durable
-/// before the call returns.
-pub trait Store {
+/// One finished evaluation, written by one [`Store::record_evaluation`].
+#[derive(Clone, Copy, Debug)]
+pub struct Finished<'a> {
+    pub record: &'a CandidateRecord,
+    /// Its outcome (an `eval::Outcome` as JSON).
+    pub outcome: &'a serde_json::Value,
+    /// Its `evaluated` or `failed` event.
+    pub event: &'a Event,
+}
+
+/// What a run keeps. Every write of a result is durable before the call
+/// returns. A result (an evaluation, a duplicate) is written by one call
+/// with its event, so that a store in a database writes both in one
+/// transaction; the sled store writes the records in one transaction and
+/// appends the event after it (a resumed run logs what a kill in between
+/// left unlogged: `search::journal`).
+pub trait Store: Send + Sync {
     fn put_meta(&self, meta: &serde_json::Value) -> Result<(), StoreError>;
     fn meta(&self) -> Result<Option<serde_json::Value>, StoreError>;
-    fn put_candidate(&self, c: &CandidateRecord) -> Result<(), StoreError>;
     fn candidate(&self, id: u64) -> Result<Option<CandidateRecord>, StoreError>;
     /// All candidates, by id.
     fn candidates(&self) -> Result<Vec<CandidateRecord>, StoreError>;
-    /// Records a finished evaluation and indexes its hashes, durably.
-    fn put_outcome(
-        &self,
-        id: u64,
-        hashes: &Hashes,
-        outcome: &serde_json::Value,
-    ) -> Result<(), StoreError>;
+    /// Writes a finished evaluation at once: the candidate, its outcome,
+    /// its hashes in the index, the counters it changes (see
+    /// [`Counters::count`]) and its event.
+    fn record_evaluation(&self, f: &Finished) -> Result<(), StoreError>;
+    /// Writes a candidate found to repeat an evaluated one (its record's
+    /// `duplicate_of` set) at once: the record, the counters and its
+    /// `duplicate` event.
+    fn record_duplicate(&self, record: &CandidateRecord, event: &Event) -> Result<(), StoreError>;
     fn outcome(&self, id: u64) -> Result<Option<serde_json::Value>, StoreError>;
     /// The evaluated candidate with this structural hash, if any.
     fn by_structural(&self, h: u128) -> Result<Option<u64>, StoreError>;
@@ -130,9 +175,75 @@ pub trait Store {
     /// All trials, by candidate.
     fn trials(&self) -> Result<Vec<TrialRecord>, StoreError>;
     fn counters(&self) -> Result<Counters, StoreError>;
-    fn put_counters(&self, c: &Counters) -> Result<(), StoreError>;
     /// A named small value (strategy state, next id).
     fn put_value(&self, key: &str, v: &serde_json::Value) -> Result<(), StoreError>;
     fn value(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
+    /// Appends an event that goes with no record (the run started, a
+    /// candidate was sampled, a trial's result after its `put_trial`).
+    fn append_event(&self, e: &Event) -> Result<(), StoreError>;
+    /// Every event the run has logged, in order.
+    fn events(&self) -> Result<Vec<Event>, StoreError>;
     fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// Where a run keeps its records and events. Every store of a run is
+/// opened here, so another kind of store is one more variant and its arm
+/// in each method below.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Location {
+    /// A sled database in the folder `store` and the event log file
+    /// `events` (`events.jsonl`) beside it.
+    Sled { store: PathBuf, events: PathBuf },
+}
+
+impl Location {
+    /// Opens the run's store. A store another process holds is an error
+    /// ([`StoreError::Held`]), not a wait.
+    pub fn open(&self) -> Result<Box<dyn Store>, StoreError> {
+        match self {
+            Location::Sled { store, events } => Ok(Box::new(SledStore::open_run(store, events)?)),
+        }
+    }
+
+    /// The run's events as they are written, without opening the store
+    /// (which a running search holds).
+    pub fn events(&self) -> Box<dyn EventSource> {
+        match self {
+            Location::Sled { events, .. } => Box::new(EventTail::new(events)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::events::NewBest;
+
+    #[test]
+    fn a_location_opens_its_store_and_follows_its_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = Location::Sled {
+            store: dir.path().join("store"),
+            events: dir.path().join("events.jsonl"),
+        };
+        let mut source = at.events();
+        assert!(source.next_batch().is_err(), "nothing written yet");
+        let store = at.open().unwrap();
+        store.put_meta(&serde_json::json!({"seed": 3})).unwrap();
+        let best = Event::new(EventKind::NewBest(NewBest {
+            arch: "x".into(),
+            id: 4,
+            score: 0.5,
+        }));
+        store.append_event(&best).unwrap();
+        // Read while the store is held, as `status` and `watch` do.
+        assert_eq!(source.next_batch().unwrap(), std::slice::from_ref(&best));
+        assert_eq!(source.next_batch().unwrap(), []);
+        assert!(matches!(at.open().err(), Some(StoreError::Held { .. })));
+        drop(store);
+        let store = at.open().unwrap();
+        assert_eq!(store.meta().unwrap().unwrap()["seed"], 3);
+        assert_eq!(store.events().unwrap(), std::slice::from_ref(&best));
+        assert_eq!(at.events().rest().unwrap(), [best]);
+    }
 }

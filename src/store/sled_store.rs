@@ -1,9 +1,16 @@
-//! `Store` on sled, in `runs/<name>/store/`.
+//! `Store` on sled, in `runs/<name>/store/`, with the run's events in
+//! `runs/<name>/events.jsonl`.
 
-use super::{CandidateRecord, Counters, Store, StoreError, TrialRecord};
+use super::{
+    read_events, CandidateRecord, Counters, Event, EventLog, Finished, Store, StoreError,
+    TrialRecord,
+};
 use crate::hash::Hashes;
-use std::path::Path;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use sled::Transactional;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub struct SledStore {
@@ -12,6 +19,11 @@ pub struct SledStore {
     /// A write or flush failed: nothing more is written, and the handles
     /// are let go of without sled's closing flush.
     failed: AtomicBool,
+    /// The run's event log, when opened as a run's store.
+    events: Option<PathBuf>,
+    /// Opened at the first append, so that a command that only reads
+    /// (`export`) leaves the log as it found it.
+    log: Mutex<Option<EventLog>>,
 }
 
 struct Trees {
@@ -108,6 +120,17 @@ fn parse<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(Box::new(e)))
 }
 
+/// The key the counters are kept under in the `values` tree.
+const COUNTERS: &[u8] = b"counters";
+
+/// The trees an evaluation writes beside its record and the counters,
+/// inside their transaction.
+struct ResultTrees<'a> {
+    outcomes: &'a TransactionalTree,
+    structural: &'a TransactionalTree,
+    functional: &'a TransactionalTree,
+}
+
 impl SledStore {
     /// Opens (creating) the store in `dir`. A store another process holds
     /// is an error, not a wait.
@@ -143,7 +166,90 @@ impl SledStore {
             db,
             trees,
             failed: AtomicBool::new(false),
+            events: None,
+            log: Mutex::new(None),
         })
+    }
+
+    /// Opens (creating) a run's store in `dir` with its event log at
+    /// `events`. A store opened with [`SledStore::open`] has no log: it
+    /// reads no events and refuses to append one.
+    pub fn open_run(dir: &Path, events: &Path) -> Result<SledStore, StoreError> {
+        let mut s = SledStore::open(dir)?;
+        s.events = Some(events.to_path_buf());
+        Ok(s)
+    }
+
+    /// Writes a candidate record (not durable until a flush).
+    pub fn put_candidate(&self, c: &CandidateRecord) -> Result<(), StoreError> {
+        self.insert(&self.trees.candidates, &id_key(c.id), &json(c)?)
+    }
+
+    /// Records an outcome and indexes its hashes, durably (without the
+    /// candidate, counters or event [`Store::record_evaluation`] writes
+    /// with them: for building stores in tests and tools).
+    pub fn put_outcome(
+        &self,
+        id: u64,
+        hashes: &Hashes,
+        outcome: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let t = &self.trees;
+        self.insert(&t.outcomes, &id_key(id), &json(outcome)?)?;
+        self.insert(&t.structural, &hashes.structural.to_be_bytes(), &id_key(id))?;
+        if let Some(f) = hashes.functional {
+            self.insert(&t.functional, &f.to_be_bytes(), &id_key(id))?;
+        }
+        self.flush()
+    }
+
+    /// Replaces the counters (not durable until a flush).
+    pub fn put_counters(&self, c: &Counters) -> Result<(), StoreError> {
+        self.insert(&self.trees.values, COUNTERS, &json(c)?)
+    }
+
+    /// Writes `record` and counts `event` into the counters in one sled
+    /// transaction, with `more` writing the result's other trees; then
+    /// flushes, then appends the event.
+    fn record_result(
+        &self,
+        record: &CandidateRecord,
+        event: &Event,
+        more: impl Fn(&ResultTrees) -> Result<(), ConflictableTransactionError<StoreError>>,
+    ) -> Result<(), StoreError> {
+        self.writable()?;
+        let key = id_key(record.id);
+        let bytes = json(record)?;
+        let t = &self.trees;
+        let done = (
+            &t.candidates,
+            &t.values,
+            &t.outcomes,
+            &t.structural,
+            &t.functional,
+        )
+            .transaction(|(candidates, values, outcomes, structural, functional)| {
+                candidates.insert(&key[..], bytes.as_slice())?;
+                let mut counters: Counters = match values.get(COUNTERS)? {
+                    Some(b) => parse(&b).map_err(ConflictableTransactionError::Abort)?,
+                    None => Counters::default(),
+                };
+                counters.count(&event.kind);
+                let c = json(&counters).map_err(ConflictableTransactionError::Abort)?;
+                values.insert(COUNTERS, c)?;
+                more(&ResultTrees {
+                    outcomes,
+                    structural,
+                    functional,
+                })
+            });
+        match done {
+            Ok(()) => {}
+            Err(TransactionError::Abort(e)) => return Err(e),
+            Err(TransactionError::Storage(e)) => return self.wrote(Err(e)),
+        }
+        self.flush()?;
+        self.append_event(event)
     }
 
     /// A write's result; a failure stops all further writes.
@@ -202,10 +308,6 @@ impl Store for SledStore {
         self.value("meta")
     }
 
-    fn put_candidate(&self, c: &CandidateRecord) -> Result<(), StoreError> {
-        self.insert(&self.trees.candidates, &id_key(c.id), &json(c)?)
-    }
-
     fn candidate(&self, id: u64) -> Result<Option<CandidateRecord>, StoreError> {
         self.trees
             .candidates
@@ -224,19 +326,23 @@ impl Store for SledStore {
             .collect()
     }
 
-    fn put_outcome(
-        &self,
-        id: u64,
-        hashes: &Hashes,
-        outcome: &serde_json::Value,
-    ) -> Result<(), StoreError> {
-        let t = &self.trees;
-        self.insert(&t.outcomes, &id_key(id), &json(outcome)?)?;
-        self.insert(&t.structural, &hashes.structural.to_be_bytes(), &id_key(id))?;
-        if let Some(f) = hashes.functional {
-            self.insert(&t.functional, &f.to_be_bytes(), &id_key(id))?;
-        }
-        self.flush()
+    fn record_evaluation(&self, f: &Finished) -> Result<(), StoreError> {
+        let key = id_key(f.record.id);
+        let outcome = json(f.outcome)?;
+        let hashes = &f.record.hashes;
+        self.record_result(f.record, f.event, |t| {
+            t.outcomes.insert(&key[..], outcome.as_slice())?;
+            t.structural
+                .insert(&hashes.structural.to_be_bytes()[..], &key[..])?;
+            if let Some(h) = hashes.functional {
+                t.functional.insert(&h.to_be_bytes()[..], &key[..])?;
+            }
+            Ok(())
+        })
+    }
+
+    fn record_duplicate(&self, record: &CandidateRecord, event: &Event) -> Result<(), StoreError> {
+        self.record_result(record, event, |_| Ok(()))
     }
 
     fn outcome(&self, id: u64) -> Result<Option<serde_json::Value>, StoreError> {
@@ -282,18 +388,13 @@ impl Store for SledStore {
 
     fn counters(&self) -> Result<Counters, StoreError> {
         Ok(self
-            .value("counters")?
-            .map(serde_json::from_value)
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(Box::new(e)))?
+            .trees
+            .values
+            .get(COUNTERS)
+            .map_err(io)?
+            .map(|b| parse(&b))
+            .transpose()?
             .unwrap_or_default())
-    }
-
-    fn put_counters(&self, c: &Counters) -> Result<(), StoreError> {
-        self.put_value(
-            "counters",
-            &serde_json::to_value(c).map_err(StoreError::Encode)?,
-        )
     }
 
     fn put_value(&self, key: &str, v: &serde_json::Value) -> Result<(), StoreError> {
@@ -307,6 +408,36 @@ impl Store for SledStore {
             .map_err(io)?
             .map(|b| parse(&b))
             .transpose()
+    }
+
+    fn append_event(&self, e: &Event) -> Result<(), StoreError> {
+        let Some(path) = &self.events else {
+            return Err(StoreError::Events(std::io::Error::other(
+                "this store was opened without its event log",
+            )));
+        };
+        // A writer that panicked mid-append left at worst a torn line,
+        // which the log's readers skip.
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let log = match &mut *log {
+            Some(log) => log,
+            unopened => unopened.insert(EventLog::open(path).map_err(StoreError::Events)?),
+        };
+        log.append(e).map_err(StoreError::Events)
+    }
+
+    /// A log not written yet holds no events.
+    fn events(&self) -> Result<Vec<Event>, StoreError> {
+        let Some(path) = &self.events else {
+            return Ok(Vec::new());
+        };
+        match read_events(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            r => r.map_err(|e| {
+                let what = format!("cannot read {}: {e}", path.display());
+                StoreError::Events(std::io::Error::new(e.kind(), what))
+            }),
+        }
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -334,6 +465,8 @@ impl Store for SledStore {
 mod tests {
     use super::*;
     use crate::grammar::Derivation;
+    use crate::store::events::{Duplicate, Evaluated, Failed};
+    use crate::store::EventKind;
 
     /// A resumed run decides from scores read back from the store; they must
     /// be the very f64s the live run used (serde_json's default parser can
@@ -417,6 +550,122 @@ mod tests {
         assert_eq!(s.by_structural(0xabc + 2).unwrap(), None);
         let c = s.counters().unwrap();
         assert_eq!((c.structural_hits, c.misses, c.seconds_saved), (2, 3, 1.5));
+    }
+
+    fn event(kind: EventKind) -> Event {
+        Event {
+            t: 1.0,
+            kind,
+            recovered: false,
+        }
+    }
+
+    #[test]
+    fn one_call_writes_every_part_of_a_result_then_its_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("events.jsonl");
+        let outcome = serde_json::json!({"status": "ok", "score": 0.5, "wall_secs": 2.0});
+        {
+            let s = SledStore::open_run(&dir.path().join("store"), &events).unwrap();
+            let evaluated = event(EventKind::Evaluated(Evaluated {
+                id: 1,
+                score: 0.5,
+                ..Evaluated::default()
+            }));
+            s.record_evaluation(&Finished {
+                record: &record(1),
+                outcome: &outcome,
+                event: &evaluated,
+            })
+            .unwrap();
+            let failed = event(EventKind::Failed(Failed {
+                id: 2,
+                reason: "diverged".into(),
+                ..Failed::default()
+            }));
+            s.record_evaluation(&Finished {
+                record: &record(2),
+                outcome: &serde_json::json!({"status": "failed", "reason": "diverged"}),
+                event: &failed,
+            })
+            .unwrap();
+            let merged = CandidateRecord {
+                duplicate_of: Some(1),
+                ..record(3)
+            };
+            let duplicate = event(EventKind::Duplicate(Duplicate {
+                id: 3,
+                of: 1,
+                seconds_saved: 2.0,
+                stage: "structural".into(),
+            }));
+            s.record_duplicate(&merged, &duplicate).unwrap();
+            assert_eq!(s.events().unwrap(), [evaluated, failed, duplicate]);
+        }
+        // Durable: all of it is there after the store is closed.
+        let s = SledStore::open(&dir.path().join("store")).unwrap();
+        assert_eq!(s.candidate(1).unwrap(), Some(record(1)));
+        assert_eq!(s.outcome(1).unwrap(), Some(outcome));
+        assert_eq!(s.by_structural(0xabc + 1).unwrap(), Some(1));
+        assert_eq!(s.by_functional(0xdef + 1).unwrap(), Some(1));
+        assert_eq!(s.outcome(2).unwrap().unwrap()["status"], "failed");
+        assert_eq!(s.candidate(3).unwrap().unwrap().duplicate_of, Some(1));
+        assert_eq!(s.outcome(3).unwrap(), None, "a duplicate has no outcome");
+        assert_eq!(s.by_structural(0xabc + 3).unwrap(), None);
+        assert_eq!(
+            s.counters().unwrap(),
+            Counters {
+                structural_hits: 1,
+                functional_hits: 0,
+                misses: 2,
+                seconds_saved: 2.0,
+                evaluated: 1,
+                failed: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn counters_stored_before_results_were_one_call_are_counted_on() {
+        // A store written by the calls this replaced (counters kept apart).
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("events.jsonl");
+        let s = SledStore::open_run(&dir.path().join("store"), &events).unwrap();
+        s.put_value(
+            "counters",
+            &serde_json::json!({"structural_hits": 4, "functional_hits": 1,
+                "misses": 9, "seconds_saved": 3.5, "evaluated": 8, "failed": 1}),
+        )
+        .unwrap();
+        let e = event(EventKind::Evaluated(Evaluated::default()));
+        let outcome = serde_json::json!({"status": "ok"});
+        s.record_evaluation(&Finished {
+            record: &record(9),
+            outcome: &outcome,
+            event: &e,
+        })
+        .unwrap();
+        let c = s.counters().unwrap();
+        assert_eq!((c.misses, c.evaluated, c.structural_hits), (10, 9, 4));
+    }
+
+    #[test]
+    fn a_store_without_its_log_reads_no_events_and_appends_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert_eq!(s.events().unwrap(), []);
+        let e = s.append_event(&event(EventKind::Unknown)).unwrap_err();
+        assert!(matches!(e, StoreError::Events(_)), "{e:?}");
+        // A run's log not written yet holds no events; one that cannot be
+        // read is an error that names it.
+        let s = SledStore::open_run(&dir.path().join("s2"), dir.path()).unwrap();
+        let e = s.events().unwrap_err();
+        assert!(matches!(e, StoreError::Events(_)), "{e:?}");
+        let text = std::error::Error::source(&e).unwrap().to_string();
+        assert!(text.contains(&dir.path().display().to_string()), "{text}");
+        drop(s);
+        let s = SledStore::open_run(&dir.path().join("s3"), &dir.path().join("none")).unwrap();
+        assert_eq!(s.events().unwrap(), []);
     }
 
     #[test]

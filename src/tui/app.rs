@@ -4,19 +4,18 @@
 
 use super::draw::draw;
 use super::state::{Action, Dashboard};
-use crate::store::{Event, EventTail};
+use crate::store::{Event, EventSource};
 use ratatui::crossterm::event::{self, Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 /// Where events come from.
-pub enum EventSource {
+pub enum Feed {
     /// A search running in this process; disconnects when it ends.
     Channel(Receiver<Event>),
-    /// A run's `events.jsonl`, followed as it grows.
-    File(PathBuf),
+    /// A run's events, followed as they are written.
+    Log(Box<dyn EventSource>),
 }
 
 /// The dashboard's `e` key: writes a candidate's files and says where, or
@@ -50,7 +49,7 @@ fn key_char(code: KeyCode) -> Option<char> {
 
 /// Runs the dashboard until the user quits (and, in a search, until the
 /// search has stopped). Restores the terminal on every way out.
-pub fn run_dashboard(source: EventSource, hooks: Hooks<'_>, live: bool) -> std::io::Result<()> {
+pub fn run_dashboard(source: Feed, hooks: Hooks<'_>, live: bool) -> std::io::Result<()> {
     let mut terminal = ratatui::init();
     let result = event_loop(&mut terminal, source, hooks, live);
     ratatui::restore();
@@ -59,14 +58,14 @@ pub fn run_dashboard(source: EventSource, hooks: Hooks<'_>, live: bool) -> std::
 
 fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
-    source: EventSource,
+    source: Feed,
     hooks: Hooks<'_>,
     live: bool,
 ) -> std::io::Result<()> {
     let mut d = Dashboard::new(live);
     let (mut rx, mut tail) = match source {
-        EventSource::Channel(rx) => (Some(rx), None),
-        EventSource::File(path) => (None, Some(EventTail::new(&path))),
+        Feed::Channel(rx) => (Some(rx), None),
+        Feed::Log(log) => (None, Some(log)),
     };
     let mut search_over = !live;
     let mut stopping = false;
@@ -99,7 +98,7 @@ fn event_loop(
         if let Some(t) = tail.as_mut() {
             // A log not written yet (or unreadable for a moment) is read
             // again on the next frame.
-            for e in t.read_new().unwrap_or_default() {
+            for e in t.next_batch().unwrap_or_default() {
                 d.apply(&e);
                 dirty = true;
             }

@@ -6,6 +6,6 @@ mod app;
 mod draw;
 mod state;
 
-pub use app::{run_dashboard, EventSource, Hooks};
+pub use app::{run_dashboard, Feed, Hooks};
 pub use draw::draw;
 pub use state::{arch_tree, score as score_of_cand, Action, Cand, Dashboard, Focus};

@@ -3,8 +3,9 @@
 //! changes, so the same events and keys always give the same screen.
 
 use crate::grammar::Derivation;
+use crate::search::fidelity::{Agreement, FidelityReport};
 use crate::search::pareto::{front, Point};
-use crate::store::Event;
+use crate::store::{Event, EventKind};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Routing summary of one routed layer (from an `evaluated` event).
@@ -104,14 +105,6 @@ pub struct Dashboard {
 
 const LOG_LINES: usize = 500;
 
-fn f(e: &Event, k: &str) -> f64 {
-    e.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0)
-}
-
-fn s(e: &Event, k: &str) -> String {
-    e.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string()
-}
-
 impl Dashboard {
     pub fn new(live_search: bool) -> Dashboard {
         Dashboard {
@@ -123,16 +116,15 @@ impl Dashboard {
     /// Folds one event into the state.
     pub fn apply(&mut self, e: &Event) {
         self.now = self.now.max(e.t);
-        let id = e.get("id").and_then(|v| v.as_u64()).unwrap_or(0);
-        let line = match e.event.as_str() {
-            "run_started" => {
-                self.name = s(e, "name");
-                self.space = s(e, "space");
-                self.strategy = s(e, "strategy");
-                self.metric = s(e, "metric");
-                self.budget = f(e, "budget") as usize;
-                self.workers = f(e, "workers") as usize;
-                self.evaluations = self.evaluations.max(f(e, "evaluations") as usize);
+        let line = match &e.kind {
+            EventKind::RunStarted(r) => {
+                self.name = r.name.clone();
+                self.space = r.space.clone();
+                self.strategy = r.strategy.clone();
+                self.metric = r.metric.clone();
+                self.budget = r.budget;
+                self.workers = r.workers;
+                self.evaluations = self.evaluations.max(r.evaluations);
                 if self.started_t == 0.0 {
                     self.started_t = e.t;
                 }
@@ -142,16 +134,16 @@ impl Dashboard {
                     self.name, self.strategy, self.budget
                 )
             }
-            "sampled" => {
+            EventKind::Sampled(c) => {
                 self.cands.insert(
-                    id,
+                    c.id,
                     Cand {
-                        id,
-                        arch: s(e, "arch"),
-                        origin: s(e, "origin"),
-                        params: f(e, "params"),
-                        active_params: f(e, "active_params"),
-                        flops: f(e, "flops"),
+                        id: c.id,
+                        arch: c.arch.clone(),
+                        origin: c.origin.clone(),
+                        params: c.params,
+                        active_params: c.active_params,
+                        flops: c.flops,
                         status: CandStatus::Training,
                         wall_secs: 0.0,
                         tokens_per_sec: 0.0,
@@ -162,148 +154,124 @@ impl Dashboard {
                 );
                 return;
             }
-            "evaluated" => {
-                let score = f(e, "score");
-                self.evaluations = f(e, "evaluations") as usize;
-                let routing = e
-                    .get("routing")
-                    .and_then(|v| v.as_array())
-                    .map(|layers| {
-                        layers
-                            .iter()
-                            .map(|l| LayerLoad {
-                                layer: l["layer"].as_u64().unwrap_or(0) as usize,
-                                kind: l["kind"].as_str().unwrap_or("").to_string(),
-                                load: l["load"]
-                                    .as_array()
-                                    .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())
-                                    .unwrap_or_default(),
-                                drop_rate: l["drop_rate"].as_f64().unwrap_or(0.0),
-                                skip_rate: l["skip_rate"].as_f64().unwrap_or(0.0),
-                            })
-                            .collect()
+            EventKind::Evaluated(ev) => {
+                let (id, score) = (ev.id, ev.score);
+                self.evaluations = ev.evaluations;
+                let routing = ev
+                    .routing
+                    .iter()
+                    .flatten()
+                    .map(|l| LayerLoad {
+                        layer: l.layer,
+                        kind: l.kind.clone(),
+                        load: l.load.iter().map(|&x| x as f64).collect(),
+                        drop_rate: l.drop_rate,
+                        skip_rate: l.skip_rate,
                     })
-                    .unwrap_or_default();
+                    .collect();
                 if let Some(c) = self.cands.get_mut(&id) {
                     c.status = CandStatus::Done(score);
-                    c.wall_secs = f(e, "wall_secs");
-                    c.tokens_per_sec = f(e, "tokens_per_sec");
+                    c.wall_secs = ev.wall_secs;
+                    c.tokens_per_sec = ev.tokens_per_sec;
                     c.routing = routing;
                 }
                 let best = self.best_curve.last().map_or(score, |b| b.1.max(score));
                 self.best_curve.push((self.evaluations as f64, best));
-                format!(
-                    "#{id} {} {score:.4} in {:.1}s",
-                    self.metric,
-                    f(e, "wall_secs")
-                )
+                format!("#{id} {} {score:.4} in {:.1}s", self.metric, ev.wall_secs)
             }
-            "failed" => {
-                self.evaluations = f(e, "evaluations") as usize;
+            EventKind::Failed(f) => {
+                self.evaluations = f.evaluations;
                 self.failed += 1;
-                let reason = s(e, "reason");
-                if let Some(c) = self.cands.get_mut(&id) {
-                    c.status = CandStatus::Failed(reason.clone());
+                if let Some(c) = self.cands.get_mut(&f.id) {
+                    c.status = CandStatus::Failed(f.reason.clone());
                 }
                 let best = self.best_curve.last().map_or(0.0, |b| b.1);
                 self.best_curve.push((self.evaluations as f64, best));
-                format!("#{id} failed: {reason}")
+                format!("#{} failed: {}", f.id, f.reason)
             }
-            "duplicate" => {
-                let of = e.get("of").and_then(|v| v.as_u64()).unwrap_or(0);
-                let stage = s(e, "stage");
-                if stage == "functional" {
+            EventKind::Duplicate(d) => {
+                if d.stage == "functional" {
                     self.functional_hits += 1;
                 } else {
                     self.structural_hits += 1;
                 }
-                self.seconds_saved += f(e, "seconds_saved");
-                if let Some(c) = self.cands.get_mut(&id) {
+                self.seconds_saved += d.seconds_saved;
+                if let Some(c) = self.cands.get_mut(&d.id) {
                     c.status = CandStatus::Duplicate {
-                        of,
-                        stage: stage.clone(),
+                        of: d.of,
+                        stage: d.stage.clone(),
                     };
                 }
-                if let Some(c) = self.cands.get_mut(&of) {
+                if let Some(c) = self.cands.get_mut(&d.of) {
                     c.duplicates += 1;
                 }
-                format!("#{id} duplicate of #{of} ({stage} hash)")
+                format!("#{} duplicate of #{} ({} hash)", d.id, d.of, d.stage)
             }
-            "new_best" => format!("new best #{id}: {:.4}", f(e, "score")),
-            "confirm_started" => {
-                let due = f(e, "trainings") as usize;
-                self.confirming = Some((0, due));
+            EventKind::NewBest(b) => format!("new best #{}: {:.4}", b.id, b.score),
+            EventKind::ConfirmStarted(c) => {
+                self.confirming = Some((0, c.trainings));
                 format!(
-                    "confirm: top {} retrained with {} fresh seeds ({due} trainings)",
-                    e.get("candidates")
-                        .and_then(|v| v.as_array())
-                        .map_or(0, |a| a.len()),
-                    f(e, "seeds")
+                    "confirm: top {} retrained with {} fresh seeds ({} trainings)",
+                    c.candidates.len(),
+                    c.seeds,
+                    c.trainings
                 )
             }
-            "trial" => {
+            EventKind::Trial(t) => {
                 if let Some((done, _)) = self.confirming.as_mut() {
                     *done += 1;
                 }
                 format!(
-                    "#{id} {} seed {}: {} {:.4}",
-                    s(e, "purpose"),
-                    f(e, "index") as usize + 1,
+                    "#{} {} seed {}: {} {:.4}",
+                    t.id,
+                    t.purpose,
+                    t.index + 1,
                     self.metric,
-                    f(e, "score")
+                    t.score
                 )
             }
-            "confirmed" => {
+            EventKind::Confirmed(c) => {
                 self.confirming = None;
-                for c in self.cands.values_mut() {
-                    c.confirmed = None;
+                for cand in self.cands.values_mut() {
+                    cand.confirmed = None;
                 }
-                for row in e
-                    .get("finalists")
-                    .and_then(|v| v.as_array())
-                    .into_iter()
-                    .flatten()
-                {
-                    let fid = row["id"].as_u64().unwrap_or(0);
-                    if let Some(c) = self.cands.get_mut(&fid) {
-                        c.confirmed = Some((
-                            row["mean"].as_f64().unwrap_or(0.0),
-                            row["sd"].as_f64().unwrap_or(0.0),
-                        ));
+                for row in &c.finalists {
+                    if let Some(cand) = self.cands.get_mut(&row.id) {
+                        cand.confirmed = Some((row.mean, row.sd));
                     }
                 }
-                self.winner = e.get("winner").and_then(|v| v.as_u64());
+                self.winner = c.winner;
                 self.selected = 0;
                 format!(
                     "winner #{} confirmed {:.4} ± {:.4} over {} fresh seeds",
                     self.winner.unwrap_or(0),
-                    f(e, "score"),
-                    f(e, "sd"),
-                    f(e, "seeds")
+                    c.score.unwrap_or(0.0),
+                    c.sd.unwrap_or(0.0),
+                    c.seeds
                 )
             }
-            "fidelity" => {
-                let tau = |k: &str| {
-                    e.get(k)
-                        .and_then(|v| v["kendall_tau"].as_f64())
+            EventKind::Fidelity(fields) => {
+                let Some(r) = FidelityReport::from_event(fields) else {
+                    return;
+                };
+                let tau = |a: &Agreement| {
+                    a.kendall_tau
                         .map_or("n/a".to_string(), |t| format!("{t:+.2}"))
                 };
                 let line = format!(
                     "fidelity vs {} steps: τ {} all, {} top {}; regret {:.4}",
-                    e.get("plan")
-                        .map_or(json_zero(), |p| p["long_steps"].clone()),
-                    tau("proxy_vs_long"),
-                    tau("proxy_vs_long_top"),
-                    e.get("plan").map_or(json_zero(), |p| p["top"].clone()),
-                    f(e, "regret")
+                    r.plan.long_steps,
+                    tau(&r.proxy_vs_long),
+                    tau(&r.proxy_vs_long_top),
+                    r.plan.top,
+                    r.regret
                 );
                 self.fidelity = Some(line.clone());
                 line
             }
-            "run_finished" => {
-                let reason = s(e, "reason");
-                self.finished = Some(reason.clone());
-                format!("run finished ({reason})")
+            EventKind::RunFinished(r) => {
+                self.finished = Some(r.reason.clone());
+                format!("run finished ({})", r.reason)
             }
             _ => return,
         };
@@ -484,10 +452,6 @@ pub fn score(c: &Cand) -> f64 {
     }
 }
 
-fn json_zero() -> serde_json::Value {
-    serde_json::Value::from(0)
-}
-
 /// The text form as an indented tree: one line per module, its
 /// parameters beside it. A text that does not parse is shown as it is.
 pub fn arch_tree(text: &str) -> Vec<String> {
@@ -515,10 +479,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn ev(t: f64, kind: &str, fields: serde_json::Value) -> Event {
-        let mut e = Event::new(kind, fields);
-        e.t = t;
-        e
+    /// The event a log line with these fields reads as.
+    fn ev(t: f64, kind: &str, mut fields: serde_json::Value) -> Event {
+        fields["t"] = json!(t);
+        fields["event"] = json!(kind);
+        serde_json::from_value(fields).unwrap()
     }
 
     fn run() -> Dashboard {
