@@ -4,6 +4,7 @@
 //! IR's hashes and derivations as data; nothing of training or search.
 
 mod events;
+pub mod postgres;
 mod sled_store;
 
 pub use events::{read_events, Event, EventLog, EventTail};
