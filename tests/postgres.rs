@@ -90,6 +90,16 @@ impl Drop for TestDb {
     }
 }
 
+/// A fresh database with archgram's schema and a run `r1` holding `n`
+/// pending candidates ([`fill`]); `None` when skipped.
+fn queue(check: &str, n: u64) -> Option<(TestDb, Client, Run)> {
+    let db = TestDb::new(check)?;
+    let mut c = db.migrated();
+    let run = new_run(&mut c, "r1");
+    fill(&mut c, &run, n);
+    Some((db, c, run))
+}
+
 fn new_run(client: &mut Client, name: &str) -> Run {
     create_run(
         client,
@@ -309,12 +319,9 @@ fn a_worker_of_another_version_is_refused_with_both_versions() {
 
 #[test]
 fn candidates_are_enqueued_claimed_oldest_first_and_completed() {
-    let Some(db) = TestDb::new("queue") else {
+    let Some((_db, mut c, run)) = queue("queue", 3) else {
         return;
     };
-    let mut c = db.migrated();
-    let run = new_run(&mut c, "r1");
-    fill(&mut c, &run, 3);
     // Enqueuing an id again (a resumed coordinator) changes nothing.
     assert!(!enqueue(&mut c, &run, &record(0, 5, 100)).unwrap());
     let got = claim(&mut c, &run, "w1", 2, LEASE).unwrap();
@@ -373,13 +380,10 @@ fn candidates_are_enqueued_claimed_oldest_first_and_completed() {
 
 #[test]
 fn concurrent_claimers_never_get_the_same_candidate() {
-    let Some(db) = TestDb::new("concurrent claims") else {
+    let n = 300;
+    let Some((db, mut c, run)) = queue("concurrent claims", n) else {
         return;
     };
-    let mut c = db.migrated();
-    let run = new_run(&mut c, "r1");
-    let n = 300;
-    fill(&mut c, &run, n);
     let workers: Vec<_> = (0..4)
         .map(|w| {
             let (mut c, run) = (db.connect(), run.clone());
@@ -408,12 +412,9 @@ fn concurrent_claimers_never_get_the_same_candidate() {
 
 #[test]
 fn an_expired_lease_is_claimed_again_and_both_results_leave_one_outcome() {
-    let Some(db) = TestDb::new("expired lease") else {
+    let Some((_db, mut c, run)) = queue("expired lease", 1) else {
         return;
     };
-    let mut c = db.migrated();
-    let run = new_run(&mut c, "r1");
-    fill(&mut c, &run, 1);
     let first = claim(&mut c, &run, "dead", 1, Duration::from_millis(1)).unwrap();
     assert_eq!(first[0].attempts, 1);
     let second = claim_after_expiry(&mut c, &run, "alive");
@@ -448,12 +449,9 @@ fn an_expired_lease_is_claimed_again_and_both_results_leave_one_outcome() {
 
 #[test]
 fn a_lease_that_expires_on_the_last_attempt_ends_the_candidate_failed() {
-    let Some(db) = TestDb::new("expired last attempt") else {
+    let Some((_db, mut c, run)) = queue("expired last attempt", 1) else {
         return;
     };
-    let mut c = db.migrated();
-    let run = new_run(&mut c, "r1");
-    fill(&mut c, &run, 1);
     claim(&mut c, &run, "w", 1, Duration::from_millis(1)).unwrap();
     for attempt in 2..=MAX_ATTEMPTS {
         let got = claim_after_expiry(&mut c, &run, "w");
@@ -480,12 +478,9 @@ fn a_lease_that_expires_on_the_last_attempt_ends_the_candidate_failed() {
 
 #[test]
 fn three_failed_attempts_end_the_candidate_failed_with_the_reason() {
-    let Some(db) = TestDb::new("failed attempts") else {
+    let Some((_db, mut c, run)) = queue("failed attempts", 1) else {
         return;
     };
-    let mut c = db.migrated();
-    let run = new_run(&mut c, "r1");
-    fill(&mut c, &run, 1);
     for attempt in 1..=MAX_ATTEMPTS {
         let got = claim(&mut c, &run, "w1", 1, LEASE).unwrap();
         assert_eq!(got[0].attempts, attempt);
@@ -527,11 +522,9 @@ fn three_failed_attempts_end_the_candidate_failed_with_the_reason() {
 
 #[test]
 fn one_network_is_not_trained_twice_for_the_same_steps() {
-    let Some(db) = TestDb::new("trained once") else {
+    let Some((_db, mut c, run)) = queue("trained once", 0) else {
         return;
     };
-    let mut c = db.migrated();
-    let run = new_run(&mut c, "r1");
     enqueue(&mut c, &run, &record(0, 7, 100)).unwrap();
     enqueue(&mut c, &run, &record(1, 7, 100)).unwrap();
     // The same network trained longer (successive halving) is another result.
@@ -595,7 +588,8 @@ fn a_coordinator_whose_session_is_cut_learns_it_lost_the_lock() {
     admin
         .execute(
             "SELECT pg_terminate_backend(pid) FROM pg_locks
-             WHERE locktype = 'advisory' AND pid <> pg_backend_pid()",
+             WHERE locktype = 'advisory' AND pid <> pg_backend_pid()
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             &[],
         )
         .unwrap();
@@ -696,13 +690,10 @@ fn events_commit_in_sequence_order() {
 #[test]
 #[ignore]
 fn claim_and_complete_round_trip_time() {
-    let Some(db) = TestDb::new("round-trip timing") else {
+    let n = 1000;
+    let Some((_db, mut c, run)) = queue("round-trip timing", n) else {
         return;
     };
-    let mut c = db.migrated();
-    let run = new_run(&mut c, "r1");
-    let n = 1000;
-    fill(&mut c, &run, n);
     let mut times = Vec::new();
     for _ in 0..n {
         let start = std::time::Instant::now();

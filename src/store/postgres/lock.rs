@@ -70,6 +70,7 @@ fn holder(client: &mut Client, key: i64) -> Result<String, PgError> {
                 to_char(a.backend_start, 'YYYY-MM-DD HH24:MI:SS TZ')
          FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
          WHERE l.locktype = 'advisory' AND l.granted
+           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
            AND l.classid = (($1::bigint >> 32) & 4294967295)::oid
            AND l.objid = ($1 & 4294967295)::oid AND l.objsubid = 1
          LIMIT 1",
