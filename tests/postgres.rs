@@ -448,6 +448,23 @@ fn an_expired_lease_is_claimed_again_and_both_results_leave_one_outcome() {
 }
 
 #[test]
+fn a_heartbeat_keeps_an_expired_lease_from_being_claimed() {
+    let Some((_db, mut c, run)) = queue("heartbeat", 1) else {
+        return;
+    };
+    claim(&mut c, &run, "slow", 1, LEASE).unwrap();
+    c.execute(
+        "UPDATE archgram.candidates SET lease_expires = now() - interval '1 second'",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(counts(&mut c, &run).unwrap().expired, 1);
+    assert_eq!(heartbeat(&mut c, &run, "slow", &[0], LEASE).unwrap(), [0]);
+    assert_eq!(counts(&mut c, &run).unwrap().expired, 0);
+    assert!(claim(&mut c, &run, "other", 1, LEASE).unwrap().is_empty());
+}
+
+#[test]
 fn a_lease_that_expires_on_the_last_attempt_ends_the_candidate_failed() {
     let Some((_db, mut c, run)) = queue("expired last attempt", 1) else {
         return;
