@@ -26,11 +26,13 @@ die() {
     exit 1
 }
 
-# The folder holding initdb, pg_ctl and postgres.
+# The folder holding initdb, pg_ctl and postgres. (Every `return` here
+# says 0: a bare one inside the EXIT trap would return the status the
+# script is exiting with, and `set -e` would end the cleanup there.)
 pg_bin() {
     if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
         dirname "$(command -v initdb)"
-        return
+        return 0
     fi
     local d
     d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
@@ -55,7 +57,7 @@ free_port() {
         p=$((20000 + RANDOM % 40000))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             echo "$p"
-            return
+            return 0
         fi
     done
     die "no free TCP port found"
@@ -87,7 +89,7 @@ start() {
                 -c max_connections=200" >/dev/null 2>&1; then
             echo "export ARCHGRAM_TEST_PG='postgres://postgres@127.0.0.1:$port/postgres'"
             echo "export ARCHGRAM_PG_DIR='$dir'"
-            return
+            return 0
         fi
     done
     cat "$dir/server.log" >&2 || true
