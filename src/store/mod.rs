@@ -5,6 +5,7 @@
 //! derivations as data; nothing of training or search.
 
 pub mod events;
+pub mod postgres;
 mod sled_store;
 
 pub use events::{read_events, Event, EventKind, EventLog, EventSource, EventTail, Finalist};

@@ -1,0 +1,142 @@
+//! Runs: created by a coordinator with everything a worker needs to train
+//! (the space and grammar texts, the settings), opened by name, and refused
+//! to a worker of another archgram version.
+
+use super::{PgError, VERSION};
+use crate::store::Counters;
+use ::postgres::error::SqlState;
+use ::postgres::{Client, Row};
+
+/// What a coordinator records when it starts a run.
+#[derive(Clone, Debug)]
+pub struct NewRun<'a> {
+    pub name: &'a str,
+    /// The space file as the user named it, and its text.
+    pub space_path: &'a str,
+    pub space_text: &'a str,
+    /// The grammar file as the space names it, and its text.
+    pub grammar_path: &'a str,
+    pub grammar_text: &'a str,
+    /// The run's settings (seed, budget, strategy, training settings).
+    pub settings: &'a serde_json::Value,
+    /// The hash recipes its candidates are hashed with.
+    pub hash_recipes: &'a serde_json::Value,
+}
+
+/// A run as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Run {
+    pub(super) id: i64,
+    pub name: String,
+    pub space_path: String,
+    pub space_text: String,
+    pub grammar_path: String,
+    pub grammar_text: String,
+    pub settings: serde_json::Value,
+    /// The archgram version of the coordinator that created it.
+    pub archgram_version: String,
+    pub hash_recipes: serde_json::Value,
+    /// When it was created, in seconds since the Unix epoch.
+    pub created: f64,
+}
+
+const COLUMNS: &str = "id, name, space_path, space_text, grammar_path, grammar_text, settings, \
+                       archgram_version, hash_recipes, extract(epoch FROM created)::float8";
+
+fn from_row(r: &Row) -> Run {
+    Run {
+        id: r.get(0),
+        name: r.get(1),
+        space_path: r.get(2),
+        space_text: r.get(3),
+        grammar_path: r.get(4),
+        grammar_text: r.get(5),
+        settings: r.get(6),
+        archgram_version: r.get(7),
+        hash_recipes: r.get(8),
+        created: r.get(9),
+    }
+}
+
+/// Creates a run, recorded as made by this archgram version, with its
+/// counters at zero. A name already taken is refused.
+pub fn create_run(client: &mut Client, new: &NewRun) -> Result<Run, PgError> {
+    let mut tx = client.transaction()?;
+    let row = tx.query_one(
+        &format!(
+            "INSERT INTO archgram.runs (name, space_path, space_text, grammar_path, grammar_text,
+                 settings, archgram_version, hash_recipes)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             RETURNING {COLUMNS}"
+        ),
+        &[
+            &new.name,
+            &new.space_path,
+            &new.space_text,
+            &new.grammar_path,
+            &new.grammar_text,
+            new.settings,
+            &VERSION,
+            new.hash_recipes,
+        ],
+    );
+    let run = match row {
+        Ok(row) => from_row(&row),
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            return Err(PgError::RunExists {
+                name: new.name.to_string(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    tx.execute(
+        "INSERT INTO archgram.counters (run) VALUES ($1)",
+        &[&run.id],
+    )?;
+    tx.commit()?;
+    Ok(run)
+}
+
+/// The run with this name.
+pub fn open_run(client: &mut Client, name: &str) -> Result<Run, PgError> {
+    let row = client.query_opt(
+        &format!("SELECT {COLUMNS} FROM archgram.runs WHERE name = $1"),
+        &[&name],
+    )?;
+    row.map(|r| from_row(&r)).ok_or_else(|| PgError::NoRun {
+        name: name.to_string(),
+    })
+}
+
+/// The run with this name, for a worker: refused when it was created by
+/// another archgram version, whose training would not give comparable
+/// results.
+pub fn open_run_for_worker(client: &mut Client, name: &str) -> Result<Run, PgError> {
+    let run = open_run(client, name)?;
+    if run.archgram_version != VERSION {
+        return Err(PgError::OtherVersion {
+            run: run.name,
+            run_version: run.archgram_version,
+            ours: VERSION.to_string(),
+        });
+    }
+    Ok(run)
+}
+
+/// The run's cache counters.
+pub fn counters(client: &mut Client, run: &Run) -> Result<Counters, PgError> {
+    let r = client.query_one(
+        "SELECT structural_hits, functional_hits, misses, seconds_saved, evaluated, failed
+         FROM archgram.counters WHERE run = $1",
+        &[&run.id],
+    )?;
+    let count = |i: usize, what: &str| super::to_u64(r.get(i), &run.name, what);
+    Ok(Counters {
+        structural_hits: count(0, "counter structural_hits")?,
+        functional_hits: count(1, "counter functional_hits")?,
+        misses: count(2, "counter misses")?,
+        seconds_saved: r.get(3),
+        evaluated: count(4, "counter evaluated")?,
+        failed: count(5, "counter failed")?,
+    })
+}
