@@ -12,13 +12,14 @@ mod common;
 
 use archgram::grammar::Derivation;
 use archgram::hash::Hashes;
+use archgram::store::events::{Evaluated, Failed, Sampled};
 use archgram::store::postgres::{
     append_event, claim, complete, counters, counts, create_run, enqueue, events_after, fail,
     heartbeat, listen, migrate, migrate_with, open_run, open_run_for_worker, wait_for_event,
-    Completion, CoordinatorLock, Failure, Finished, NewRun, PgError, QueueCounts, Run, Target,
-    MAX_ATTEMPTS, SCHEMA_VERSION, VERSION,
+    Completion, CoordinatorLock, Failure, NewRun, PgError, QueueCounts, Run, Target, MAX_ATTEMPTS,
+    SCHEMA_VERSION, VERSION,
 };
-use archgram::store::CandidateRecord;
+use archgram::store::{CandidateRecord, Event, EventKind, Finished};
 use postgres::Client;
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -148,21 +149,41 @@ fn outcome(score: f64) -> serde_json::Value {
     json!({"score": score, "wall_secs": 2.5, "status": "ok"})
 }
 
-fn evaluated(id: u64, score: f64) -> serde_json::Value {
-    json!({"t": 1.7e9, "event": "evaluated", "id": id, "score": score})
+fn event(kind: EventKind) -> Event {
+    Event {
+        t: 1.7e9,
+        kind,
+        recovered: false,
+    }
+}
+
+fn evaluated(id: u64, score: f64) -> Event {
+    event(EventKind::Evaluated(Evaluated {
+        id,
+        score,
+        ..Evaluated::default()
+    }))
+}
+
+fn sampled(id: u64) -> Event {
+    event(EventKind::Sampled(Sampled {
+        id,
+        ..Sampled::default()
+    }))
 }
 
 /// Records a result for `id` as `worker` reports it.
 fn finish(client: &mut Client, run: &Run, id: u64, worker: &str) -> Result<Completion, PgError> {
     let (o, e) = (outcome(0.5), evaluated(id, 0.5));
+    // The queue's row is the record that counts; this one names the id.
+    let r = record(id, 0, 0);
     complete(
         client,
         run,
-        id,
         worker,
         &Finished {
+            record: &r,
             outcome: &o,
-            ok: true,
             event: &e,
         },
     )
@@ -181,7 +202,7 @@ fn event_kinds(c: &mut Client, run: &Run) -> Vec<String> {
     events_after(c, run, 0)
         .unwrap()
         .iter()
-        .map(|(_, e)| e["event"].as_str().unwrap().to_string())
+        .map(|(_, e)| e.name().to_string())
         .collect()
 }
 
@@ -355,16 +376,19 @@ fn candidates_are_enqueued_claimed_oldest_first_and_completed() {
     // A training that failed (diverged) is a result too, counted failed.
     let (o, e) = (
         outcome(0.0),
-        json!({"t": 1.7e9, "event": "failed", "id": 0, "reason": "diverged"}),
+        event(EventKind::Failed(Failed {
+            id: 0,
+            reason: "diverged".into(),
+            ..Failed::default()
+        })),
     );
     let done = complete(
         &mut c,
         &run,
-        0,
         "w1",
         &Finished {
+            record: &record(0, 0, 0),
             outcome: &o,
-            ok: false,
             event: &e,
         },
     );
@@ -487,9 +511,10 @@ fn a_lease_that_expires_on_the_last_attempt_ends_the_candidate_failed() {
     );
     let events = events_after(&mut c, &run, 0).unwrap();
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].1["event"], "failed");
-    let reason = events[0].1["reason"].as_str().unwrap();
-    assert!(reason.contains("lease"), "{reason}");
+    let EventKind::Failed(f) = &events[0].1.kind else {
+        panic!("{events:?}")
+    };
+    assert!(f.reason.contains("lease"), "{}", f.reason);
     assert_eq!(counters(&mut c, &run).unwrap().failed, 1);
 }
 
@@ -525,9 +550,10 @@ fn three_failed_attempts_end_the_candidate_failed_with_the_reason() {
     );
     let events = events_after(&mut c, &run, 0).unwrap();
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0].1["event"], "failed");
-    assert_eq!(events[0].1["id"], 0);
-    assert_eq!(events[0].1["reason"], "out of memory (3)");
+    let EventKind::Failed(f) = &events[0].1.kind else {
+        panic!("{events:?}")
+    };
+    assert_eq!((f.id, f.reason.as_str()), (0, "out of memory (3)"));
     let k = counters(&mut c, &run).unwrap();
     assert_eq!((k.misses, k.failed), (1, 1));
     // A result that arrives after all (a worker thought lost) is kept, and
@@ -624,26 +650,17 @@ fn an_event_wakes_a_listening_connection() {
     let other = new_run(&mut c, "r2");
     let mut watcher = db.connect();
     listen(&mut watcher).unwrap();
-    append_event(
-        &mut c,
-        &other,
-        &json!({"t": 1.0, "event": "sampled", "id": 0}),
-    )
-    .unwrap();
+    append_event(&mut c, &other, &sampled(0)).unwrap();
     // Another run's event is passed over.
     assert!(!wait_for_event(&mut watcher, &run, Duration::from_millis(200)).unwrap());
-    let seq = append_event(
-        &mut c,
-        &run,
-        &json!({"t": 2.0, "event": "sampled", "id": 0}),
-    )
-    .unwrap();
+    let second = Event {
+        t: 2.0,
+        ..sampled(0)
+    };
+    let seq = append_event(&mut c, &run, &second).unwrap();
     assert!(wait_for_event(&mut watcher, &run, Duration::from_secs(30)).unwrap());
     let events = events_after(&mut watcher, &run, 0).unwrap();
-    assert_eq!(
-        events,
-        [(seq, json!({"t": 2.0, "event": "sampled", "id": 0}))]
-    );
+    assert_eq!(events, [(seq, second)]);
     // The `t` column is the event's own time.
     let t: f64 = scalar(
         &mut c,
@@ -662,17 +679,12 @@ fn events_commit_in_sequence_order() {
     let run = new_run(&mut c, "r1");
     // A takes sequence number 1 and has not committed yet.
     let mut tx = c.transaction().unwrap();
-    assert_eq!(
-        append_event(&mut tx, &run, &json!({"t": 1.0, "event": "a"})).unwrap(),
-        1
-    );
+    assert_eq!(append_event(&mut tx, &run, &sampled(1)).unwrap(), 1);
     let mut b = db.connect();
     let b_pid: i32 = scalar(&mut b, "SELECT pg_backend_pid()");
     let writer = {
         let run = run.clone();
-        std::thread::spawn(move || {
-            append_event(&mut b, &run, &json!({"t": 2.0, "event": "b"})).unwrap()
-        })
+        std::thread::spawn(move || append_event(&mut b, &run, &sampled(2)).unwrap())
     };
     // B must wait for A: were it to commit first, a reader would see event
     // 2 without event 1 and, resuming after 2, never see 1.
@@ -696,8 +708,12 @@ fn events_commit_in_sequence_order() {
     }
     tx.commit().unwrap();
     assert_eq!(writer.join().unwrap(), 2);
-    let kinds = event_kinds(&mut probe, &run);
-    assert_eq!(kinds, ["a", "b"]);
+    let ids: Vec<_> = events_after(&mut probe, &run, 0)
+        .unwrap()
+        .iter()
+        .map(|(seq, e)| (*seq, e.id()))
+        .collect();
+    assert_eq!(ids, [(1, Some(1)), (2, Some(2))]);
 }
 
 /// The database's cost per candidate: one claim and one completion, each a

@@ -1,8 +1,8 @@
 //! The run store: candidates, outcomes, the hash → candidate cache,
 //! counters and events of one run, behind the `Store` trait (sled and an
-//! `events.jsonl` file today; a shared database later). `Location` is the
-//! one place a run's store is chosen and opened. Knows the IR's hashes and
-//! derivations as data; nothing of training or search.
+//! `events.jsonl` file, or PostgreSQL for a run many machines share).
+//! `Location` is the one place a run's store is chosen and opened. Knows
+//! the IR's hashes and derivations as data; nothing of training or search.
 
 pub mod events;
 pub mod postgres;
@@ -132,6 +132,9 @@ pub enum StoreError {
     FlushTimeout { secs: u64 },
     #[error("run store record is corrupt")]
     Corrupt(#[source] Cause),
+    /// The run's database (PostgreSQL).
+    #[error("run store")]
+    Db(#[source] postgres::PgError),
     /// Reading or appending to the run's events failed.
     #[error("event log")]
     Events(#[source] std::io::Error),
@@ -195,14 +198,34 @@ pub enum Location {
     /// A sled database in the folder `store` and the event log file
     /// `events` (`events.jsonl`) beside it.
     Sled { store: PathBuf, events: PathBuf },
+    /// The run named `run` in the PostgreSQL database at `target`, which
+    /// many processes share. (Boxed: a parsed target is large.)
+    Postgres {
+        target: Box<postgres::Target>,
+        run: String,
+    },
 }
 
 impl Location {
-    /// Opens the run's store. A store another process holds is an error
-    /// ([`StoreError::Held`]), not a wait.
+    /// The run `run` in the database at `url` (a `postgres://` URL or
+    /// libpq `key=value` pairs).
+    pub fn postgres(url: &str, run: &str) -> Result<Location, postgres::PgError> {
+        Ok(Location::Postgres {
+            target: Box::new(postgres::Target::parse(url)?),
+            run: run.to_string(),
+        })
+    }
+
+    /// Opens the run's store. A sled store another process holds is an
+    /// error ([`StoreError::Held`]), not a wait; a database run is shared
+    /// (one coordinator per run is the coordinator's lock to keep), and
+    /// must exist.
     pub fn open(&self) -> Result<Box<dyn Store>, StoreError> {
         match self {
             Location::Sled { store, events } => Ok(Box::new(SledStore::open_run(store, events)?)),
+            Location::Postgres { target, run } => {
+                Ok(Box::new(postgres::PgStore::open(target, run)?))
+            }
         }
     }
 
@@ -211,6 +234,9 @@ impl Location {
     pub fn events(&self) -> Box<dyn EventSource> {
         match self {
             Location::Sled { events, .. } => Box::new(EventTail::new(events)),
+            Location::Postgres { target, run } => {
+                Box::new(postgres::EventFeed::new((**target).clone(), run))
+            }
         }
     }
 }

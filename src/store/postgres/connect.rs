@@ -12,12 +12,27 @@ use std::time::Duration;
 /// not a hang.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// This process as the database knows it: its connections' application
+/// name (what `pg_stat_activity` shows) and the worker its outcomes are
+/// credited to.
+pub fn process_name() -> String {
+    format!("archgram {}", std::process::id())
+}
+
 /// A parsed connection target.
 #[derive(Clone, Debug)]
 pub struct Target {
     config: Config,
     /// Whether it was given as a URL (and is shown as one).
     url: bool,
+}
+
+/// The same place: server, user and database as given (the password
+/// aside).
+impl PartialEq for Target {
+    fn eq(&self, other: &Target) -> bool {
+        self.redacted() == other.redacted()
+    }
 }
 
 impl Target {
@@ -30,7 +45,7 @@ impl Target {
         if config.get_application_name().is_none() {
             // What `pg_stat_activity` shows, and so a refused second
             // coordinator's message.
-            config.application_name(&format!("archgram {}", std::process::id()));
+            config.application_name(&process_name());
         }
         let s = s.trim_start();
         let url = s.starts_with("postgres://") || s.starts_with("postgresql://");

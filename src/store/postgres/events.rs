@@ -3,7 +3,8 @@
 //! `archgram_events` channel so that followers wait on LISTEN instead of
 //! polling.
 
-use super::{PgError, Run};
+use super::{open_run, PgError, Run, Target};
+use crate::store::{Event, EventSource};
 use ::postgres::fallible_iterator::FallibleIterator;
 use ::postgres::{Client, GenericClient};
 use std::time::{Duration, Instant};
@@ -12,46 +13,63 @@ use std::time::{Duration, Instant};
 /// run's id.
 pub const EVENTS_CHANNEL: &str = "archgram_events";
 
-/// Appends an event (an object with `t` and `event`, as an events.jsonl
-/// line) and returns its sequence number. Inside a transaction the run's
-/// row stays locked until it ends, so other writers of the run wait and
-/// events commit in sequence order.
+/// Appends an event and returns its sequence number. The run's row stays
+/// locked until the event commits (inside a transaction, until it ends),
+/// so other writers of the run wait and events commit in sequence order.
 pub fn append_event<C: GenericClient>(
     client: &mut C,
     run: &Run,
-    body: &serde_json::Value,
+    event: &Event,
 ) -> Result<i64, PgError> {
-    let t = body.get("t").and_then(|t| t.as_f64());
+    let body = serde_json::to_value(event).map_err(|e| PgError::Corrupt {
+        run: run.name.clone(),
+        what: format!("a `{}` event cannot be encoded: {e}", event.name()),
+    })?;
+    // A time that is not a number was written as null: the column takes
+    // the server's clock instead.
+    let t = Some(event.t).filter(|t| t.is_finite());
+    // One statement, so that even outside a transaction the run's row
+    // stays locked until the event is in.
     let seq: i64 = client
         .query_one(
-            "UPDATE archgram.runs SET last_event = last_event + 1 WHERE id = $1
-             RETURNING last_event",
-            &[&run.id],
+            "WITH next AS (
+                 UPDATE archgram.runs SET last_event = last_event + 1 WHERE id = $1
+                 RETURNING last_event
+             )
+             INSERT INTO archgram.events (run, seq, t, body)
+             SELECT $1, last_event,
+                    COALESCE($2, extract(epoch FROM clock_timestamp())::float8), $3
+             FROM next
+             RETURNING seq",
+            &[&run.id, &t, &body],
         )?
         .get(0);
-    client.execute(
-        "INSERT INTO archgram.events (run, seq, t, body)
-         VALUES ($1, $2, COALESCE($3, extract(epoch FROM clock_timestamp())::float8), $4)",
-        &[&run.id, &seq, &t, body],
-    )?;
     Ok(seq)
 }
 
-/// The run's events after sequence number `after` (0: all), in order.
+/// The run's events after sequence number `after` (0: all), in order. A
+/// body that is not an event is passed over, as a line of `events.jsonl`
+/// that is not one is.
 pub fn events_after(
     client: &mut Client,
     run: &Run,
     after: i64,
-) -> Result<Vec<(i64, serde_json::Value)>, PgError> {
+) -> Result<Vec<(i64, Event)>, PgError> {
     let rows = client.query(
         "SELECT seq, body FROM archgram.events WHERE run = $1 AND seq > $2 ORDER BY seq",
         &[&run.id, &after],
     )?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let body: serde_json::Value = r.get(1);
+            Some((r.get(0), serde_json::from_value(body).ok()?))
+        })
+        .collect())
 }
 
 /// Subscribes this connection to event announcements (for
-/// [`wait_for_event`]).
+/// [`wait_for_event`] and [`announced`]).
 pub fn listen(client: &mut Client) -> Result<(), PgError> {
     client.batch_execute(&format!("LISTEN {EVENTS_CHANNEL}"))?;
     Ok(())
@@ -72,5 +90,78 @@ pub fn wait_for_event(client: &mut Client, run: &Run, timeout: Duration) -> Resu
             Some(_) => continue,
             None => return Ok(false),
         }
+    }
+}
+
+/// Whether an event of `run` was announced since the last look, on a
+/// connection that [`listen`]s, without waiting: takes every announcement
+/// that has arrived.
+pub fn announced(client: &mut Client, run: &Run) -> Result<bool, PgError> {
+    let ours = run.id.to_string();
+    let mut notes = client.notifications();
+    let mut it = notes.iter();
+    let mut any = false;
+    while let Some(n) = it.next()? {
+        any |= n.channel() == EVENTS_CHANNEL && n.payload() == ours;
+    }
+    Ok(any)
+}
+
+/// A run's events as they are committed, read by a process that does not
+/// write them (`status`, `watch`). Its connection listens for
+/// announcements, so a call that finds none returns at once without a
+/// query; a call after one reads the events after the last it returned.
+/// A lost connection is opened again at the next call, which then reads
+/// what it missed.
+pub struct EventFeed {
+    target: Target,
+    run: String,
+    conn: Option<(Client, Run)>,
+    /// The sequence number of the last event returned.
+    last: i64,
+}
+
+impl EventFeed {
+    pub fn new(target: Target, run: &str) -> EventFeed {
+        EventFeed {
+            target,
+            run: run.to_string(),
+            conn: None,
+            last: 0,
+        }
+    }
+
+    fn read(&mut self) -> Result<Vec<Event>, PgError> {
+        let fresh = self.conn.is_none();
+        let (client, run) = match &mut self.conn {
+            Some(c) => c,
+            unopened => {
+                let mut client = self.target.connect()?;
+                // Listen before reading, so an event committed in between
+                // is announced rather than missed.
+                listen(&mut client)?;
+                let run = open_run(&mut client, &self.run)?;
+                unopened.insert((client, run))
+            }
+        };
+        if !fresh && !announced(client, run)? {
+            return Ok(Vec::new());
+        }
+        let events = events_after(client, run, self.last)?;
+        if let Some((seq, _)) = events.last() {
+            self.last = *seq;
+        }
+        Ok(events.into_iter().map(|(_, e)| e).collect())
+    }
+}
+
+impl EventSource for EventFeed {
+    /// A run not in the database (yet), or a database that cannot be
+    /// reached, is an error, as a log not written yet is for a file.
+    fn next_batch(&mut self) -> std::io::Result<Vec<Event>> {
+        self.read().map_err(|e| {
+            self.conn = None;
+            std::io::Error::other(e)
+        })
     }
 }

@@ -3,7 +3,8 @@
 //! schema archgram creates and migrates (`schema`), runs and the version
 //! check (`run`), the work queue of leased candidates (`queue`), the event
 //! table that `watch` follows through LISTEN/NOTIFY (`events`) and the
-//! one-coordinator-per-run lock (`lock`).
+//! one-coordinator-per-run lock (`lock`), and the run's `Store` over all
+//! of them (`store`).
 //!
 //! Plain synchronous functions over a `postgres::Client`; every time that
 //! decides something (a lease's expiry) is the server's clock, so workers'
@@ -16,16 +17,21 @@ mod lock;
 mod queue;
 mod run;
 mod schema;
+mod store;
 
+pub use connect::process_name;
 pub use connect::Target;
-pub use events::{append_event, events_after, listen, wait_for_event, EVENTS_CHANNEL};
+pub use events::{
+    announced, append_event, events_after, listen, wait_for_event, EventFeed, EVENTS_CHANNEL,
+};
 pub use lock::CoordinatorLock;
 pub use queue::{
-    claim, complete, counts, enqueue, fail, heartbeat, Claimed, Completion, Failure, Finished,
-    QueueCounts, MAX_ATTEMPTS,
+    claim, complete, counts, enqueue, fail, heartbeat, Claimed, Completion, Failure, QueueCounts,
+    MAX_ATTEMPTS,
 };
 pub use run::{counters, create_run, open_run, open_run_for_worker, NewRun, Run};
 pub use schema::{migrate, migrate_with, SCHEMA_VERSION};
+pub use store::PgStore;
 
 /// This build's version, recorded with each run: a worker of another
 /// version refuses the run.
@@ -78,6 +84,10 @@ pub enum PgError {
         structural: String,
         steps: u64,
     },
+    /// A second result for a candidate through the run's `Store` (a
+    /// worker's second result is not an error: see `complete`).
+    #[error("run `{run}`: candidate {id}'s result is already recorded")]
+    AlreadyRecorded { run: String, id: u64 },
     /// A stored value does not read back (a row written by something else).
     #[error("database: run `{run}` holds a value that does not read back: {what}")]
     Corrupt { run: String, what: String },

@@ -8,10 +8,11 @@
 //! expired, the next claim takes the candidate again, and that counts as
 //! an attempt too.
 
+use super::run::count;
 use super::{append_event, hex128, to_i64, to_u64, PgError, Run};
-use crate::store::CandidateRecord;
-use ::postgres::error::SqlState;
-use ::postgres::{Client, Transaction};
+use crate::store::events::Failed;
+use crate::store::{CandidateRecord, Event, EventKind, Finished};
+use ::postgres::{Client, GenericClient, Transaction};
 use std::time::Duration;
 
 /// Attempts a candidate gets (claims, whether they ended in a reported
@@ -24,18 +25,6 @@ pub struct Claimed {
     pub record: CandidateRecord,
     /// This attempt's number, from 1.
     pub attempts: i32,
-}
-
-/// A finished training, as a worker reports it.
-#[derive(Clone, Copy, Debug)]
-pub struct Finished<'a> {
-    pub outcome: &'a serde_json::Value,
-    /// Whether it trained (counted `evaluated`) or failed in training, say
-    /// diverged (counted `failed`); either way it is a result.
-    pub ok: bool,
-    /// Its event (`evaluated` or `failed`), as an events.jsonl line,
-    /// written in the same transaction as the outcome.
-    pub event: &'a serde_json::Value,
 }
 
 /// What [`complete`] did.
@@ -82,14 +71,34 @@ fn secs(lease: Duration) -> f64 {
 /// coordinator that resumes may enqueue again what it enqueued before it
 /// stopped).
 pub fn enqueue(client: &mut Client, run: &Run, c: &CandidateRecord) -> Result<bool, PgError> {
+    write_candidate(client, run, c, false)
+}
+
+/// Writes a candidate's row: a new one pending, and with `replace` an
+/// existing one's record and hashes too (its place in the queue kept).
+/// Returns whether a row was written.
+pub(super) fn write_candidate<C: GenericClient>(
+    client: &mut C,
+    run: &Run,
+    c: &CandidateRecord,
+    replace: bool,
+) -> Result<bool, PgError> {
     let record = serde_json::to_value(c).map_err(|e| PgError::Corrupt {
         run: run.name.clone(),
         what: format!("candidate {} cannot be encoded: {e}", c.id),
     })?;
+    let on_conflict = if replace {
+        "DO UPDATE SET record = EXCLUDED.record, structural = EXCLUDED.structural,
+             functional = EXCLUDED.functional, steps = EXCLUDED.steps"
+    } else {
+        "DO NOTHING"
+    };
     let n = client.execute(
-        "INSERT INTO archgram.candidates (run, id, record, structural, functional, steps)
-         VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT (run, id) DO NOTHING",
+        &format!(
+            "INSERT INTO archgram.candidates (run, id, record, structural, functional, steps)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (run, id) {on_conflict}"
+        ),
         &[
             &run.id,
             &to_i64(c.id, &run.name, "candidate id")?,
@@ -210,24 +219,41 @@ pub fn heartbeat(
     Ok(out)
 }
 
-/// Records a candidate's result: its outcome, its counters and its event,
-/// in one transaction. A result arriving for a candidate that already has
-/// one (two workers finished it, the first after its lease had expired)
-/// changes nothing and says so. A result for a network already trained
-/// for the same steps under another candidate is refused
-/// ([`PgError::TrainedTwice`]). A result is taken whoever holds the lease
-/// now: finished work is never thrown away.
+/// Records a candidate's result as `worker` reports it: its outcome, its
+/// hashes in the index, its counters and its event, in one transaction
+/// (the candidate's record is the one enqueued). A result arriving for a
+/// candidate that already has one (two workers finished it, the first
+/// after its lease had expired) changes nothing and says so. A result for
+/// a network already trained for the same steps under another candidate
+/// is refused ([`PgError::TrainedTwice`]). A result is taken whoever holds
+/// the lease now: finished work is never thrown away.
 pub fn complete(
     client: &mut Client,
     run: &Run,
-    id: u64,
     worker: &str,
     finished: &Finished,
 ) -> Result<Completion, PgError> {
-    let key = to_i64(id, &run.name, "candidate id")?;
     let mut tx = client.transaction()?;
+    let done = record_result(&mut tx, run, worker, finished)?;
+    if done == Completion::Recorded {
+        tx.commit()?;
+    }
+    Ok(done)
+}
+
+/// Writes a result inside `tx`, as [`complete`] describes, for the
+/// candidate row that `finished.record`'s id names (its hashes and steps
+/// are the row's). The caller commits when it says `Recorded`.
+pub(super) fn record_result(
+    tx: &mut Transaction,
+    run: &Run,
+    worker: &str,
+    finished: &Finished,
+) -> Result<Completion, PgError> {
+    let id = finished.record.id;
+    let key = to_i64(id, &run.name, "candidate id")?;
     let Some(row) = tx.query_opt(
-        "SELECT structural, steps, status FROM archgram.candidates
+        "SELECT structural, functional, steps, status FROM archgram.candidates
          WHERE run = $1 AND id = $2 FOR UPDATE",
         &[&run.id, &key],
     )?
@@ -237,14 +263,15 @@ pub fn complete(
             id,
         });
     };
-    let (structural, steps): (String, i64) = (row.get(0), row.get(1));
+    let (structural, functional, steps): (String, Option<String>, i64) =
+        (row.get(0), row.get(1), row.get(2));
     // A result that comes after the candidate ran out of attempts replaces
     // its failure: the count it was given then is taken back.
-    let was_failed = row.get::<_, &str>(2) == "failed";
+    let was_failed = row.get::<_, &str>(3) == "failed";
     let inserted = tx.execute(
         "INSERT INTO archgram.outcomes (run, candidate, structural, steps, outcome, worker)
          VALUES ($1, $2, $3, $4, $5, $6)
-         ON CONFLICT ON CONSTRAINT outcomes_one_per_candidate DO NOTHING",
+         ON CONFLICT DO NOTHING",
         &[
             &run.id,
             &key,
@@ -253,45 +280,60 @@ pub fn complete(
             finished.outcome,
             &worker,
         ],
-    );
-    match inserted {
-        Ok(0) => return Ok(Completion::Duplicate),
-        Ok(_) => {}
-        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-            drop(tx);
-            let of: i64 = client
-                .query_one(
-                    "SELECT candidate FROM archgram.outcomes
-                     WHERE run = $1 AND structural = $2 AND steps = $3",
-                    &[&run.id, &structural, &steps],
-                )?
-                .get(0);
-            return Err(PgError::TrainedTwice {
-                run: run.name.clone(),
-                id,
-                of: to_u64(of, &run.name, "candidate id")?,
-                structural,
-                steps: to_u64(steps, &run.name, "step count")?,
-            });
+    )?;
+    if inserted == 0 {
+        // One of the two constraints held it back: this candidate's own
+        // outcome (its row locked above, so it is committed), or the same
+        // network's for the same steps (the insert waited for its
+        // transaction to end, so this statement sees it).
+        let of: i64 = tx
+            .query_one(
+                "SELECT candidate FROM archgram.outcomes
+                 WHERE run = $1 AND (candidate = $2 OR (structural = $3 AND steps = $4))
+                 ORDER BY candidate = $2 DESC LIMIT 1",
+                &[&run.id, &key, &structural, &steps],
+            )?
+            .get(0);
+        if of == key {
+            return Ok(Completion::Duplicate);
         }
-        Err(e) => return Err(e.into()),
+        return Err(PgError::TrainedTwice {
+            run: run.name.clone(),
+            id,
+            of: to_u64(of, &run.name, "candidate id")?,
+            structural,
+            steps: to_u64(steps, &run.name, "step count")?,
+        });
     }
+    mark_done(tx, run, key)?;
+    for (kind, hash) in [("structural", Some(structural)), ("functional", functional)] {
+        let Some(hash) = hash else { continue };
+        tx.execute(
+            "INSERT INTO archgram.hash_index (run, kind, hash, candidate) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (run, kind, hash) DO UPDATE SET candidate = EXCLUDED.candidate",
+            &[&run.id, &kind, &hash, &key],
+        )?;
+    }
+    let failure = EventKind::Failed(Failed::default());
+    count(
+        tx,
+        run,
+        &finished.event.kind,
+        was_failed.then_some(&failure),
+    )?;
+    append_event(tx, run, finished.event)?;
+    Ok(Completion::Recorded)
+}
+
+/// Takes a candidate out of the queue: its result is in.
+pub(super) fn mark_done(tx: &mut Transaction, run: &Run, key: i64) -> Result<(), PgError> {
     tx.execute(
         "UPDATE archgram.candidates
          SET status = 'done', lease_owner = NULL, lease_expires = NULL
          WHERE run = $1 AND id = $2",
         &[&run.id, &key],
     )?;
-    let (ok, was_failed) = (i64::from(finished.ok), i64::from(was_failed));
-    tx.execute(
-        "UPDATE archgram.counters
-         SET misses = misses + $2, evaluated = evaluated + $3, failed = failed + $4
-         WHERE run = $1",
-        &[&run.id, &(1 - was_failed), &ok, &(1 - ok - was_failed)],
-    )?;
-    append_event(&mut tx, run, finished.event)?;
-    tx.commit()?;
-    Ok(Completion::Recorded)
+    Ok(())
 }
 
 /// Reports that `owner`'s attempt at a candidate failed (training raised an
@@ -339,18 +381,14 @@ pub fn fail(
     })
 }
 
-/// Counts a candidate that ran out of attempts and logs its `failed` event
-/// (the event's documented fields, as the run loop writes it for a
-/// training that failed).
+/// Counts a candidate that ran out of attempts and logs its `failed` event.
 fn ended_failed(tx: &mut Transaction, run: &Run, id: u64, reason: String) -> Result<(), PgError> {
-    tx.execute(
-        "UPDATE archgram.counters SET misses = misses + 1, failed = failed + 1 WHERE run = $1",
-        &[&run.id],
-    )?;
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64());
-    let event = serde_json::json!({"t": t, "event": "failed", "id": id, "reason": reason});
+    let event = Event::new(EventKind::Failed(Failed {
+        id,
+        reason,
+        ..Failed::default()
+    }));
+    count(tx, run, &event.kind, None)?;
     append_event(tx, run, &event)?;
     Ok(())
 }

@@ -2,10 +2,10 @@
 //! (the space and grammar texts, the settings), opened by name, and refused
 //! to a worker of another archgram version.
 
-use super::{PgError, VERSION};
-use crate::store::Counters;
+use super::{to_i64, PgError, VERSION};
+use crate::store::{Counters, EventKind};
 use ::postgres::error::SqlState;
-use ::postgres::{Client, Row};
+use ::postgres::{Client, GenericClient, Row};
 
 /// What a coordinator records when it starts a run.
 #[derive(Clone, Debug)]
@@ -139,4 +139,40 @@ pub fn counters(client: &mut Client, run: &Run) -> Result<Counters, PgError> {
         evaluated: count(4, "counter evaluated")?,
         failed: count(5, "counter failed")?,
     })
+}
+
+/// Counts a result event into the run's counters, as [`Counters::count`]
+/// counts it, taking back what `replaced` (a result counted before, which
+/// this one replaces) was counted as.
+pub(super) fn count<C: GenericClient>(
+    client: &mut C,
+    run: &Run,
+    event: &EventKind,
+    replaced: Option<&EventKind>,
+) -> Result<(), PgError> {
+    let (mut plus, mut minus) = (Counters::default(), Counters::default());
+    plus.count(event);
+    if let Some(r) = replaced {
+        minus.count(r);
+    }
+    let delta = |p: u64, m: u64| -> Result<i64, PgError> {
+        Ok(to_i64(p, &run.name, "counter")? - to_i64(m, &run.name, "counter")?)
+    };
+    client.execute(
+        "UPDATE archgram.counters
+         SET structural_hits = structural_hits + $2, functional_hits = functional_hits + $3,
+             misses = misses + $4, seconds_saved = seconds_saved + $5,
+             evaluated = evaluated + $6, failed = failed + $7
+         WHERE run = $1",
+        &[
+            &run.id,
+            &delta(plus.structural_hits, minus.structural_hits)?,
+            &delta(plus.functional_hits, minus.functional_hits)?,
+            &delta(plus.misses, minus.misses)?,
+            &(plus.seconds_saved - minus.seconds_saved),
+            &delta(plus.evaluated, minus.evaluated)?,
+            &delta(plus.failed, minus.failed)?,
+        ],
+    )?;
+    Ok(())
 }

@@ -9,7 +9,7 @@ use ::postgres::Client;
 /// The SQL that brings the schema from version `i` to `i + 1`. A change to
 /// the tables is a new entry here, never an edit of an old one: databases
 /// already at that version would never see the edit.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build creates and knows.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -65,8 +65,8 @@ pub fn migrate_with(client: &mut Client, migrations: &[&str]) -> Result<(), PgEr
 ///
 /// Hashes are the 32 hex digits the records hold. Candidate ids, step
 /// counts and seeds are `bigint`s (seeds bit-cast from u64, so a large one
-/// shows negative in psql). JSON is `jsonb`, whose numbers keep the digits
-/// written, so a score reads back as the very f64 stored.
+/// shows negative in psql). JSON is `jsonb` here; version 2 makes it
+/// `json`.
 const V1: &str = r#"
 CREATE TABLE archgram.runs (
     id bigserial PRIMARY KEY,
@@ -187,4 +187,35 @@ END
 $$;
 CREATE TRIGGER events_notify AFTER INSERT ON archgram.events
     FOR EACH ROW EXECUTE FUNCTION archgram.notify_event();
+"#;
+
+/// Version 2: what the run store (`PgStore`) needs beyond the queue.
+///
+/// JSON columns become `json`, which keeps the text archgram wrote: `jsonb`
+/// stores numbers as `numeric`, which has no negative zero (-0.0 read back
+/// as 0.0) and drops an exponent (1e16, an f64, read back as the integer
+/// 10000000000000000), so a value read back was not always the one
+/// written. The hash index says which evaluated candidate each hash was
+/// last recorded for, as the sled store's index does (a network trained
+/// again for more steps points its hashes at the later training).
+const V2: &str = r#"
+ALTER TABLE archgram.runs
+    ALTER COLUMN settings TYPE json USING settings::json,
+    ALTER COLUMN hash_recipes TYPE json USING hash_recipes::json;
+ALTER TABLE archgram.candidates ALTER COLUMN record TYPE json USING record::json;
+ALTER TABLE archgram.outcomes ALTER COLUMN outcome TYPE json USING outcome::json;
+ALTER TABLE archgram.trials ALTER COLUMN outcome TYPE json USING outcome::json;
+ALTER TABLE archgram.run_values ALTER COLUMN value TYPE json USING value::json;
+ALTER TABLE archgram.meta ALTER COLUMN value TYPE json USING value::json;
+ALTER TABLE archgram.events ALTER COLUMN body TYPE json USING body::json;
+
+CREATE TABLE archgram.hash_index (
+    run bigint NOT NULL,
+    kind text NOT NULL CHECK (kind IN ('structural', 'functional')),
+    hash text NOT NULL,
+    candidate bigint NOT NULL,
+    PRIMARY KEY (run, kind, hash),
+    FOREIGN KEY (run, candidate)
+        REFERENCES archgram.candidates (run, id) ON DELETE CASCADE
+);
 "#;
