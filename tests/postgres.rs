@@ -1,6 +1,9 @@
 //! The PostgreSQL run store against a real server: the schema and its
 //! migrations, the work queue (claims, leases, failures, idempotent
-//! results), the coordinator lock, events and their announcements.
+//! results), the coordinator lock, events and their announcements, and
+//! the `Store` over all of it (the same reads as sled's for the same
+//! calls, exact floats, all-or-nothing results, events followed as they
+//! commit).
 //!
 //! The server is the one `ARCHGRAM_TEST_PG` names (a `postgres://` URL or
 //! libpq `key=value` string for a user that may create databases);
@@ -12,14 +15,17 @@ mod common;
 
 use archgram::grammar::Derivation;
 use archgram::hash::Hashes;
-use archgram::store::events::{Evaluated, Failed, Sampled};
+use archgram::store::events::{Duplicate, Evaluated, Failed, NewBest, RunStarted, Sampled};
 use archgram::store::postgres::{
     append_event, claim, complete, counters, counts, create_run, enqueue, events_after, fail,
     heartbeat, listen, migrate, migrate_with, open_run, open_run_for_worker, wait_for_event,
     Completion, CoordinatorLock, Failure, NewRun, PgError, QueueCounts, Run, Target, MAX_ATTEMPTS,
     SCHEMA_VERSION, VERSION,
 };
-use archgram::store::{CandidateRecord, Event, EventKind, Finished};
+use archgram::store::{
+    CandidateRecord, Counters, Event, EventKind, EventSource, Finished, Location, Store,
+    StoreError, TrialRecord,
+};
 use postgres::Client;
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -742,4 +748,530 @@ fn claim_and_complete_round_trip_time() {
         times[times.len() * 9 / 10],
         times[times.len() - 1]
     );
+}
+
+// The run's `Store` in the database.
+
+/// The run `name` of `db` as a store location (the run must exist).
+fn location(db: &TestDb, name: &str) -> Location {
+    Location::Postgres {
+        target: Box::new(db.target.clone()),
+        run: name.to_string(),
+    }
+}
+
+/// A fresh database holding the run `r1`, opened as a `Store`; `None`
+/// when skipped.
+fn pg_store(check: &str) -> Option<(TestDb, Box<dyn Store>)> {
+    let db = TestDb::new(check)?;
+    new_run(&mut db.migrated(), "r1");
+    let store = location(&db, "r1").open().unwrap();
+    Some((db, store))
+}
+
+/// A sled run store in a temporary folder.
+fn sled_store() -> (tempfile::TempDir, Box<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let at = Location::Sled {
+        store: dir.path().join("store"),
+        events: dir.path().join("events.jsonl"),
+    };
+    let store = at.open().unwrap();
+    (dir, store)
+}
+
+fn duplicate(id: u64, of: u64, stage: &str) -> Event {
+    event(EventKind::Duplicate(Duplicate {
+        id,
+        of,
+        stage: stage.into(),
+        seconds_saved: 2.5,
+    }))
+}
+
+fn failed(id: u64, reason: &str) -> Event {
+    event(EventKind::Failed(Failed {
+        id,
+        reason: reason.into(),
+        ..Failed::default()
+    }))
+}
+
+fn trial(candidate: u64, purpose: &str, steps: usize, seed: u64, score: f64) -> TrialRecord {
+    TrialRecord {
+        candidate,
+        purpose: purpose.into(),
+        steps,
+        seed,
+        outcome: json!({"status": "ok", "score": score}),
+    }
+}
+
+/// A run's worth of store calls: every kind of write the search makes.
+fn script(store: &dyn Store) {
+    store
+        .put_meta(&json!({"seed": 7, "space": "quickstart", "lr": 3e-4}))
+        .unwrap();
+    store
+        .put_value(
+            "strategy",
+            &json!({"population": [0, 4], "temperature": -0.0}),
+        )
+        .unwrap();
+    store.put_value("next_id", &json!(4)).unwrap();
+    store.put_value("next_id", &json!(6)).unwrap();
+    store
+        .append_event(&event(EventKind::RunStarted(RunStarted {
+            name: "r1".into(),
+            budget: 4,
+            ..RunStarted::default()
+        })))
+        .unwrap();
+    let finish = |r: &CandidateRecord, outcome: serde_json::Value, e: Event| {
+        store.append_event(&sampled(r.id)).unwrap();
+        store
+            .record_evaluation(&Finished {
+                record: r,
+                outcome: &outcome,
+                event: &e,
+            })
+            .unwrap();
+    };
+    let r0 = record(0, 10, 100);
+    finish(
+        &r0,
+        json!({"status": "ok", "score": 0.09875483039931301, "wall_secs": 2.5,
+               "loss": -0.0, "flops": 1e16}),
+        evaluated(0, 0.09875483039931301),
+    );
+    finish(
+        &record(1, 11, 100),
+        json!({"status": "failed", "reason": "diverged", "wall_secs": 0.5}),
+        failed(1, "diverged"),
+    );
+    // The same network as 0, and one that computes the same function.
+    let same = CandidateRecord {
+        duplicate_of: Some(0),
+        ..record(2, 10, 100)
+    };
+    store
+        .record_duplicate(&same, &duplicate(2, 0, "structural"))
+        .unwrap();
+    let alike = CandidateRecord {
+        duplicate_of: Some(0),
+        hashes: Hashes {
+            structural: 12,
+            functional: r0.hashes.functional,
+        },
+        ..record(3, 12, 100)
+    };
+    store
+        .record_duplicate(&alike, &duplicate(3, 0, "functional"))
+        .unwrap();
+    // 0's network trained again for longer (a halving promotion), and a
+    // degenerate network without a functional hash.
+    let promoted = CandidateRecord {
+        parent: Some(0),
+        origin: "promotion to rung 1".into(),
+        ..record(4, 10, 400)
+    };
+    finish(
+        &promoted,
+        json!({"status": "ok", "score": 0.5, "wall_secs": 10.0}),
+        evaluated(4, 0.5),
+    );
+    let degenerate = CandidateRecord {
+        hashes: Hashes {
+            structural: 13,
+            functional: None,
+        },
+        ..record(5, 13, 100)
+    };
+    finish(
+        &degenerate,
+        json!({"status": "ok", "score": 1.0 / 3.0, "wall_secs": 1.0}),
+        evaluated(5, 1.0 / 3.0),
+    );
+    store
+        .append_event(&event(EventKind::NewBest(NewBest {
+            arch: "arch 4".into(),
+            id: 4,
+            score: 0.5,
+        })))
+        .unwrap();
+    for t in [
+        trial(4, "reeval", 400, 3, 0.25),
+        trial(0, "confirm", 250, u64::MAX, 0.125),
+        trial(0, "confirm", 250, 1, 0.1),
+        trial(0, "confirm", 250, 1, 0.2),
+    ] {
+        store.put_trial(&t).unwrap();
+    }
+    store.flush().unwrap();
+}
+
+/// Everything a store answers about what [`script`] wrote.
+#[derive(Debug, PartialEq)]
+struct Reads {
+    meta: Option<serde_json::Value>,
+    values: Vec<Option<serde_json::Value>>,
+    candidates: Vec<CandidateRecord>,
+    one_by_one: Vec<Option<CandidateRecord>>,
+    outcomes: Vec<Option<serde_json::Value>>,
+    structural: Vec<Option<u64>>,
+    functional: Vec<Option<u64>>,
+    counters: Counters,
+    trials: Vec<TrialRecord>,
+    events: Vec<Event>,
+}
+
+fn reads(store: &dyn Store) -> Reads {
+    let ids = 0..7;
+    let hashes = [10, 11, 12, 13, 99];
+    Reads {
+        meta: store.meta().unwrap(),
+        values: ["strategy", "next_id", "absent"]
+            .map(|k| store.value(k).unwrap())
+            .to_vec(),
+        candidates: store.candidates().unwrap(),
+        one_by_one: ids.clone().map(|i| store.candidate(i).unwrap()).collect(),
+        outcomes: ids.map(|i| store.outcome(i).unwrap()).collect(),
+        structural: hashes.map(|h| store.by_structural(h).unwrap()).to_vec(),
+        functional: hashes
+            .map(|h| store.by_functional(h ^ 0xff).unwrap())
+            .to_vec(),
+        counters: store.counters().unwrap(),
+        trials: store.trials().unwrap(),
+        events: store.events().unwrap(),
+    }
+}
+
+#[test]
+fn the_same_store_calls_read_back_the_same_from_sled_and_postgres() {
+    let Some((db, pg)) = pg_store("store conformance") else {
+        return;
+    };
+    let (_dir, sled) = sled_store();
+    script(sled.as_ref());
+    script(pg.as_ref());
+    let (want, got) = (reads(sled.as_ref()), reads(pg.as_ref()));
+    assert_eq!(got, want);
+    // What both read back is what was written, not merely the same.
+    assert_eq!(got.meta.unwrap()["lr"], 3e-4);
+    assert_eq!(got.values[1], Some(json!(6)));
+    assert_eq!(got.values[2], None);
+    let ids: Vec<u64> = got.candidates.iter().map(|c| c.id).collect();
+    assert_eq!(ids, [0, 1, 2, 3, 4, 5]);
+    assert_eq!(got.one_by_one[3].as_ref().unwrap().duplicate_of, Some(0));
+    assert_eq!(got.one_by_one[6], None);
+    let missing: Vec<bool> = got.outcomes.iter().map(Option::is_none).collect();
+    assert_eq!(missing, [false, false, true, true, false, false, true]);
+    assert_eq!(got.outcomes[1].as_ref().unwrap()["reason"], "diverged");
+    let loss = got.outcomes[0].as_ref().unwrap()["loss"].as_f64().unwrap();
+    assert_eq!(loss.to_bits(), (-0.0f64).to_bits());
+    // The index points at the latest training of a network; duplicates
+    // are not in it; a network without a functional hash only by structure.
+    assert_eq!(got.structural, [Some(4), Some(1), None, Some(5), None]);
+    assert_eq!(got.functional, [Some(4), Some(1), None, None, None]);
+    assert_eq!(
+        got.counters,
+        Counters {
+            structural_hits: 1,
+            functional_hits: 1,
+            misses: 4,
+            seconds_saved: 5.0,
+            evaluated: 3,
+            failed: 1,
+        }
+    );
+    let keys: Vec<(u64, u64, f64)> = got
+        .trials
+        .iter()
+        .map(|t| (t.candidate, t.seed, t.outcome["score"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(keys, [(0, 1, 0.2), (0, u64::MAX, 0.125), (4, 3, 0.25)]);
+    let names: Vec<&str> = got.events.iter().map(Event::name).collect();
+    assert_eq!(
+        names,
+        [
+            "run_started",
+            "sampled",
+            "evaluated",
+            "sampled",
+            "failed",
+            "duplicate",
+            "duplicate",
+            "sampled",
+            "evaluated",
+            "sampled",
+            "evaluated",
+            "new_best"
+        ]
+    );
+    // A reader that does not open the store sees the same events.
+    assert_eq!(location(&db, "r1").events().rest().unwrap(), got.events);
+}
+
+/// Floats that test a store's round trip: awkward ones by hand, and
+/// finite ones from random bits.
+fn awkward_floats() -> Vec<f64> {
+    let mut out = vec![
+        0.09875483039931301,
+        0.1,
+        1.0 / 3.0,
+        0.30000000000000004,
+        -0.0,
+        1e16,
+        -1e300,
+        5e-324,
+        f64::MAX,
+        f64::MIN_POSITIVE,
+        (1u64 << 53) as f64 + 2.0,
+    ];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while out.len() < 300 {
+        // xorshift64: reproducible bits without a generator crate.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let f = f64::from_bits(x);
+        if f.is_finite() {
+            out.push(f);
+        }
+    }
+    out
+}
+
+/// Writes the floats into every kind of record and checks each comes
+/// back bit for bit.
+fn floats_round_trip(store: &dyn Store) {
+    let floats = awkward_floats();
+    for (i, &x) in floats.iter().enumerate() {
+        let r = CandidateRecord {
+            params: x,
+            flops: x,
+            ..record(i as u64, 5000 + i as u128, 100)
+        };
+        let outcome = json!({"status": "ok", "score": x});
+        store
+            .record_evaluation(&Finished {
+                record: &r,
+                outcome: &outcome,
+                event: &evaluated(r.id, x),
+            })
+            .unwrap();
+    }
+    store.put_value("floats", &json!(floats)).unwrap();
+    store.put_trial(&trial(0, "confirm", 100, 1, -0.0)).unwrap();
+    let same = |back: f64, x: f64, what: &str| {
+        assert_eq!(
+            back.to_bits(),
+            x.to_bits(),
+            "{what}: {x:e} came back as {back:e}"
+        )
+    };
+    for (i, &x) in floats.iter().enumerate() {
+        let id = i as u64;
+        let o = store.outcome(id).unwrap().unwrap();
+        same(o["score"].as_f64().unwrap(), x, "outcome");
+        assert_eq!(o, json!({"status": "ok", "score": x}), "outcome {x:e}");
+        same(store.candidate(id).unwrap().unwrap().params, x, "record");
+    }
+    assert_eq!(store.value("floats").unwrap(), Some(json!(floats)));
+    let t = &store.trials().unwrap()[0];
+    same(t.outcome["score"].as_f64().unwrap(), -0.0, "trial");
+    for (e, &x) in store.events().unwrap().iter().zip(&floats) {
+        let EventKind::Evaluated(e) = &e.kind else {
+            panic!("{e:?}")
+        };
+        same(e.score, x, "event");
+    }
+}
+
+#[test]
+fn scores_read_back_are_the_exact_f64s_stored() {
+    let Some((_db, pg)) = pg_store("exact floats") else {
+        return;
+    };
+    floats_round_trip(pg.as_ref());
+    // The same check holds sled to it.
+    floats_round_trip(sled_store().1.as_ref());
+}
+
+/// The store's error, with its cause.
+fn db_error(e: StoreError) -> PgError {
+    match e {
+        StoreError::Db(e) => e,
+        e => panic!("not a database error: {e:?}"),
+    }
+}
+
+#[test]
+fn a_result_is_written_whole_or_not_at_all() {
+    let Some((_db, store)) = pg_store("results are atomic") else {
+        return;
+    };
+    let outcome = json!({"status": "ok", "score": 0.5, "wall_secs": 1.0});
+    let first = record(1, 10, 100);
+    store
+        .record_evaluation(&Finished {
+            record: &first,
+            outcome: &outcome,
+            event: &evaluated(1, 0.5),
+        })
+        .unwrap();
+    let before = reads(store.as_ref());
+    // The same candidate again, with another record and outcome.
+    let again = CandidateRecord {
+        text: "another text".into(),
+        ..first.clone()
+    };
+    let e = store
+        .record_evaluation(&Finished {
+            record: &again,
+            outcome: &json!({"status": "ok", "score": 0.9}),
+            event: &evaluated(1, 0.9),
+        })
+        .unwrap_err();
+    let e = db_error(e);
+    assert!(matches!(e, PgError::AlreadyRecorded { id: 1, .. }), "{e:?}");
+    assert!(e.to_string().contains("already recorded"), "{e}");
+    assert_eq!(reads(store.as_ref()), before);
+    // Another candidate with the same network and steps.
+    let twin = record(2, 10, 100);
+    let e = store
+        .record_evaluation(&Finished {
+            record: &twin,
+            outcome: &outcome,
+            event: &evaluated(2, 0.5),
+        })
+        .unwrap_err();
+    assert!(
+        matches!(db_error(e), PgError::TrainedTwice { id: 2, of: 1, .. }),
+        "a second training of one network was taken"
+    );
+    assert_eq!(reads(store.as_ref()), before, "candidate 2 half written");
+    // A duplicate of a candidate that has its result is refused too.
+    let e = store
+        .record_duplicate(
+            &CandidateRecord {
+                duplicate_of: Some(0),
+                ..first.clone()
+            },
+            &duplicate(1, 0, "structural"),
+        )
+        .unwrap_err();
+    assert!(matches!(
+        db_error(e),
+        PgError::AlreadyRecorded { id: 1, .. }
+    ));
+    assert_eq!(reads(store.as_ref()), before);
+    // The store goes on working after the refusals.
+    store
+        .record_duplicate(
+            &CandidateRecord {
+                duplicate_of: Some(1),
+                ..twin
+            },
+            &duplicate(2, 1, "structural"),
+        )
+        .unwrap();
+    assert_eq!(store.candidate(2).unwrap().unwrap().duplicate_of, Some(1));
+    assert_eq!(store.counters().unwrap().structural_hits, 1);
+    assert_eq!(store.events().unwrap().len(), 2);
+}
+
+/// Reads `source` until it has returned `n` events in all (errors, a lost
+/// connection say, are read past), waiting for the writer; gives up after
+/// `tries` reads.
+fn follow(source: &mut dyn EventSource, n: usize) -> (Vec<Event>, usize) {
+    let (mut got, mut errors) = (Vec::new(), 0);
+    for _ in 0..3000 {
+        match source.next_batch() {
+            Ok(batch) => got.extend(batch),
+            Err(_) => errors += 1,
+        }
+        if got.len() >= n {
+            return (got, errors);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("only {} of {n} events came: {got:?}", got.len());
+}
+
+#[test]
+fn a_feed_returns_each_event_once_in_order_as_they_commit() {
+    let Some(db) = TestDb::new("event feed") else {
+        return;
+    };
+    let at = location(&db, "r1");
+    let mut feed = at.events();
+    let e = feed.next_batch().unwrap_err();
+    assert!(e.to_string().contains("no run named `r1`"), "{e}");
+    new_run(&mut db.migrated(), "r1");
+    new_run(&mut db.connect(), "other");
+    let store = at.open().unwrap();
+    store.append_event(&sampled(0)).unwrap();
+    assert_eq!(feed.next_batch().unwrap(), [sampled(0)]);
+    assert_eq!(feed.next_batch().unwrap(), []);
+    // Another run's events are not this run's.
+    let other = location(&db, "other").open().unwrap();
+    other.append_event(&sampled(99)).unwrap();
+    // Events from results, and from a writer on another thread while the
+    // feed reads.
+    store
+        .record_evaluation(&Finished {
+            record: &record(1, 10, 100),
+            outcome: &json!({"status": "ok", "score": 0.5}),
+            event: &evaluated(1, 0.5),
+        })
+        .unwrap();
+    let n = 200;
+    let writer = std::thread::spawn(move || {
+        for id in 2..n {
+            store.append_event(&sampled(id)).unwrap();
+        }
+        store
+    });
+    let (got, errors) = follow(feed.as_mut(), n as usize - 1);
+    let store = writer.join().unwrap();
+    assert_eq!(errors, 0);
+    let ids: Vec<Option<u64>> = got.iter().map(Event::id).collect();
+    assert_eq!(ids, (1..n).map(Some).collect::<Vec<_>>());
+    assert_eq!(feed.next_batch().unwrap(), []);
+    // Its connection cut: the next reads fail or reconnect, and then
+    // return what was written meanwhile, each event once.
+    db.connect()
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap();
+    drop(store);
+    let store = at.open().unwrap();
+    for id in n..n + 3 {
+        store.append_event(&sampled(id)).unwrap();
+    }
+    let (got, _) = follow(feed.as_mut(), 3);
+    let ids: Vec<Option<u64>> = got.iter().map(Event::id).collect();
+    assert_eq!(ids, [Some(n), Some(n + 1), Some(n + 2)]);
+    assert_eq!(feed.next_batch().unwrap(), []);
+}
+
+#[test]
+fn a_location_names_a_run_in_a_database_and_opens_only_an_existing_one() {
+    let Some(db) = TestDb::new("postgres location") else {
+        return;
+    };
+    let url = std::env::var("ARCHGRAM_TEST_PG").unwrap();
+    let at = Location::postgres(&url, "r1").unwrap();
+    assert!(matches!(&at, Location::Postgres { run, .. } if run == "r1"));
+    let at = location(&db, "nope");
+    let e = db_error(at.open().err().expect("no such run"));
+    assert!(matches!(e, PgError::NoRun { .. }), "{e:?}");
+    // Opening brought the schema up to date first (there was none).
+    let mut c = db.connect();
+    let version: i32 = scalar(&mut c, "SELECT version FROM archgram.schema_version");
+    assert_eq!(version, SCHEMA_VERSION);
 }

@@ -273,4 +273,25 @@ mod tests {
         assert_eq!(store.events().unwrap(), std::slice::from_ref(&best));
         assert_eq!(at.events().rest().unwrap(), [best]);
     }
+
+    #[test]
+    fn a_database_location_is_read_from_a_url_and_shown_without_its_password() {
+        let at = Location::postgres("postgres://ann:s3cret@db1:5433/runs", "r1").unwrap();
+        let Location::Postgres { target, run } = &at else {
+            panic!("{at:?}")
+        };
+        assert_eq!(
+            (target.redacted().as_str(), run.as_str()),
+            ("postgres://ann@db1:5433/runs", "r1")
+        );
+        assert!(!format!("{at:?}").contains("s3cret"), "{at:?}");
+        let same = Location::postgres("postgres://ann:other@db1:5433/runs", "r1").unwrap();
+        assert_eq!(at, same, "the password is not part of the place");
+        assert_ne!(
+            at,
+            Location::postgres("postgres://ann@db1:5433/runs", "r2").unwrap()
+        );
+        let e = Location::postgres("host=db1 port=x", "r1").unwrap_err();
+        assert!(matches!(e, postgres::PgError::BadTarget(_)), "{e:?}");
+    }
 }

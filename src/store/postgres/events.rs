@@ -69,15 +69,17 @@ pub fn events_after(
 }
 
 /// Subscribes this connection to event announcements (for
-/// [`wait_for_event`] and [`announced`]).
+/// [`wait_for_event`]).
 pub fn listen(client: &mut Client) -> Result<(), PgError> {
     client.batch_execute(&format!("LISTEN {EVENTS_CHANNEL}"))?;
     Ok(())
 }
 
 /// Waits up to `timeout` for an announcement of a new event of `run` on a
-/// connection that [`listen`]s; true when one came. Announcements of other
-/// runs are passed over.
+/// connection that [`listen`]s; true when one came (or had come since the
+/// last call). Announcements of other runs are passed over, and those
+/// that have arrived with the one awaited are taken too, since one read
+/// of the events answers them all.
 pub fn wait_for_event(client: &mut Client, run: &Run, timeout: Duration) -> Result<bool, PgError> {
     let until = Instant::now() + timeout;
     let ours = run.id.to_string();
@@ -86,31 +88,27 @@ pub fn wait_for_event(client: &mut Client, run: &Run, timeout: Duration) -> Resu
         let mut notes = client.notifications();
         let mut it = notes.timeout_iter(left);
         match it.next()? {
-            Some(n) if n.channel() == EVENTS_CHANNEL && n.payload() == ours => return Ok(true),
+            Some(n) if n.channel() == EVENTS_CHANNEL && n.payload() == ours => break,
             Some(_) => continue,
             None => return Ok(false),
         }
     }
-}
-
-/// Whether an event of `run` was announced since the last look, on a
-/// connection that [`listen`]s, without waiting: takes every announcement
-/// that has arrived.
-pub fn announced(client: &mut Client, run: &Run) -> Result<bool, PgError> {
-    let ours = run.id.to_string();
     let mut notes = client.notifications();
     let mut it = notes.iter();
-    let mut any = false;
-    while let Some(n) = it.next()? {
-        any |= n.channel() == EVENTS_CHANNEL && n.payload() == ours;
-    }
-    Ok(any)
+    while it.next()?.is_some() {}
+    Ok(true)
 }
+
+/// How long [`EventFeed`] waits for an announcement. It must wait a
+/// little: the client reads announcements off the connection only while
+/// it waits, so a look that does not wait never sees one.
+const FEED_WAIT: Duration = Duration::from_millis(2);
 
 /// A run's events as they are committed, read by a process that does not
 /// write them (`status`, `watch`). Its connection listens for
-/// announcements, so a call that finds none returns at once without a
-/// query; a call after one reads the events after the last it returned.
+/// announcements, so a call that finds none returns (after a moment's
+/// wait) without a query; a call after one reads the events after the
+/// last it returned.
 /// A lost connection is opened again at the next call, which then reads
 /// what it missed.
 pub struct EventFeed {
@@ -144,7 +142,7 @@ impl EventFeed {
                 unopened.insert((client, run))
             }
         };
-        if !fresh && !announced(client, run)? {
+        if !fresh && !wait_for_event(client, run, FEED_WAIT)? {
             return Ok(Vec::new());
         }
         let events = events_after(client, run, self.last)?;

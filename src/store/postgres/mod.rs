@@ -21,9 +21,7 @@ mod store;
 
 pub use connect::process_name;
 pub use connect::Target;
-pub use events::{
-    announced, append_event, events_after, listen, wait_for_event, EventFeed, EVENTS_CHANNEL,
-};
+pub use events::{append_event, events_after, listen, wait_for_event, EventFeed, EVENTS_CHANNEL};
 pub use lock::CoordinatorLock;
 pub use queue::{
     claim, complete, counts, enqueue, fail, heartbeat, Claimed, Completion, Failure, QueueCounts,

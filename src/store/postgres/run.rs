@@ -97,15 +97,21 @@ pub fn create_run(client: &mut Client, new: &NewRun) -> Result<Run, PgError> {
     Ok(run)
 }
 
-/// The run with this name.
+/// The run with this name. A database without archgram's tables has no
+/// runs.
 pub fn open_run(client: &mut Client, name: &str) -> Result<Run, PgError> {
     let row = client.query_opt(
         &format!("SELECT {COLUMNS} FROM archgram.runs WHERE name = $1"),
         &[&name],
-    )?;
-    row.map(|r| from_row(&r)).ok_or_else(|| PgError::NoRun {
+    );
+    let no_run = || PgError::NoRun {
         name: name.to_string(),
-    })
+    };
+    match row {
+        Ok(row) => row.map(|r| from_row(&r)).ok_or_else(no_run),
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Err(no_run()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The run with this name, for a worker: refused when it was created by
