@@ -1179,6 +1179,15 @@ fn a_result_is_written_whole_or_not_at_all() {
     assert_eq!(store.candidate(2).unwrap().unwrap().duplicate_of, Some(1));
     assert_eq!(store.counters().unwrap().structural_hits, 1);
     assert_eq!(store.events().unwrap().len(), 2);
+    // A trial is of a candidate the store has.
+    let e = store
+        .put_trial(&trial(7, "confirm", 100, 1, 0.5))
+        .unwrap_err();
+    assert!(
+        matches!(db_error(e), PgError::NoCandidate { id: 7, .. }),
+        "a trial of no candidate"
+    );
+    assert_eq!(store.trials().unwrap(), []);
 }
 
 /// Reads `source` until it has returned `n` events in all (errors, a lost

@@ -10,6 +10,7 @@ use super::{
     PgError, Run, Target,
 };
 use crate::store::{CandidateRecord, Counters, Event, Finished, Store, StoreError, TrialRecord};
+use ::postgres::error::SqlState;
 use ::postgres::Client;
 use std::sync::{Mutex, MutexGuard};
 
@@ -72,25 +73,17 @@ impl PgStore {
         sql: &str,
         params: &[&(dyn ::postgres::types::ToSql + Sync)],
     ) -> Result<Option<serde_json::Value>, StoreError> {
-        Ok(self
-            .client()
-            .query_opt(sql, params)
-            .map_err(PgError::from)?
-            .map(|r| r.get(0)))
+        Ok(self.client().query_opt(sql, params)?.map(|r| r.get(0)))
     }
 
-    /// A candidate id the hash index holds for a hash of this kind.
+    /// The candidate the hash index holds for a hash of this kind.
     fn indexed(&self, kind: &str, h: u128) -> Result<Option<u64>, StoreError> {
-        let row = self
-            .client()
-            .query_opt(
-                "SELECT candidate FROM archgram.hash_index WHERE run = $1 AND kind = $2 AND hash = $3",
-                &[&self.run.id, &kind, &hex128(h)],
-            )
-            .map_err(PgError::from)?;
-        Ok(row
-            .map(|r| to_u64(r.get(0), &self.run.name, "candidate id"))
-            .transpose()?)
+        let row = self.client().query_opt(
+            "SELECT candidate FROM archgram.hash_index WHERE run = $1 AND kind = $2 AND hash = $3",
+            &[&self.run.id, &kind, &hex128(h)],
+        )?;
+        let id = row.map(|r| to_u64(r.get(0), &self.run.name, "candidate id"));
+        Ok(id.transpose()?)
     }
 }
 
@@ -193,12 +186,13 @@ impl Store for PgStore {
         self.indexed("functional", h)
     }
 
-    /// The candidate must be in the store.
+    /// A trial of a candidate the store lacks is refused
+    /// ([`PgError::NoCandidate`]).
     fn put_trial(&self, t: &TrialRecord) -> Result<(), StoreError> {
         let steps = to_i64(t.steps as u64, &self.run.name, "step count")?;
         // Seeds use all 64 bits: stored bit for bit as a bigint.
         let seed = t.seed as i64;
-        self.client().execute(
+        let written = self.client().execute(
             "INSERT INTO archgram.trials (run, candidate, purpose, steps, seed, outcome)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (run, candidate, purpose, steps, seed)
@@ -211,8 +205,17 @@ impl Store for PgStore {
                 &seed,
                 &t.outcome,
             ],
-        )?;
-        Ok(())
+        );
+        match written {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some(&SqlState::FOREIGN_KEY_VIOLATION) => {
+                Err(StoreError::Db(PgError::NoCandidate {
+                    run: self.run.name.clone(),
+                    id: t.candidate,
+                }))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// In the order of their keys ([`TrialRecord::key`]), as sled keeps them.
