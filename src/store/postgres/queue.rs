@@ -306,14 +306,14 @@ pub(super) fn record_result(
         });
     }
     mark_done(tx, run, key)?;
-    for (kind, hash) in [("structural", Some(structural)), ("functional", functional)] {
-        let Some(hash) = hash else { continue };
-        tx.execute(
-            "INSERT INTO archgram.hash_index (run, kind, hash, candidate) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (run, kind, hash) DO UPDATE SET candidate = EXCLUDED.candidate",
-            &[&run.id, &kind, &hash, &key],
-        )?;
-    }
+    tx.execute(
+        "INSERT INTO archgram.hash_index (run, kind, hash, candidate)
+         SELECT $1, kind, hash, $4
+         FROM (VALUES ('structural', $2::text), ('functional', $3::text)) AS h (kind, hash)
+         WHERE hash IS NOT NULL
+         ON CONFLICT (run, kind, hash) DO UPDATE SET candidate = EXCLUDED.candidate",
+        &[&run.id, &structural, &functional, &key],
+    )?;
     let failure = EventKind::Failed(Failed::default());
     count(
         tx,
