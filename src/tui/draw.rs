@@ -191,10 +191,17 @@ fn best_chart(f: &mut Frame, r: Rect, d: &Dashboard) {
         .data(pts);
     let chart = Chart::new(vec![data])
         .block(panel(
-            &match &d.fidelity {
-                Some(fid) => format!("best {} vs evaluations · {fid}", d.metric),
-                None => format!("best {} (single seed) vs evaluations", d.metric),
-            },
+            &[
+                Some(match &d.fidelity {
+                    Some(fid) => format!("best {} vs evaluations · {fid}", d.metric),
+                    None => format!("best {} (single seed) vs evaluations", d.metric),
+                }),
+                d.surrogate.clone(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" · "),
             false,
         ))
         .x_axis(

@@ -89,6 +89,8 @@ pub struct Dashboard {
     pub winner: Option<u64>,
     /// The last fidelity measurement, in one line.
     pub fidelity: Option<String>,
+    /// The model strategy's last surrogate validation, in a few words.
+    pub surrogate: Option<String>,
     pub log: VecDeque<String>,
     // View state.
     pub selected: usize,
@@ -268,6 +270,11 @@ impl Dashboard {
                 );
                 self.fidelity = Some(line.clone());
                 line
+            }
+            EventKind::Surrogate(v) => {
+                let tau = v.tau.map_or("n/a".to_string(), |t| format!("{t:+.2}"));
+                self.surrogate = Some(format!("surrogate τ {tau} ({} trained)", v.trained));
+                format!("surrogate: 5-fold Kendall τ {tau} on {} trained", v.trained)
             }
             EventKind::RunFinished(r) => {
                 self.finished = Some(r.reason.clone());
@@ -521,6 +528,22 @@ mod tests {
         assert_eq!(d.cands[&1].duplicates, 1);
         // 3 evaluations in 4 s: 45 per minute, 1 left → 1.33 s.
         assert!((d.rate_per_min() - 45.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_last_surrogate_validation_is_shown_and_logged() {
+        let mut d = run();
+        assert_eq!(d.surrogate, None);
+        d.apply(&ev(5.0, "surrogate", json!({"trained": 5, "tau": null})));
+        d.apply(&ev(6.0, "surrogate", json!({"trained": 10, "tau": 0.4321})));
+        assert_eq!(
+            d.surrogate.as_deref(),
+            Some("surrogate τ +0.43 (10 trained)")
+        );
+        assert_eq!(
+            d.log.back().map(String::as_str),
+            Some("surrogate: 5-fold Kendall τ +0.43 on 10 trained")
+        );
     }
 
     #[test]
