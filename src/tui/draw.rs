@@ -151,7 +151,7 @@ fn status_row(f: &mut Frame, r: Rect, d: &Dashboard) {
     f.render_widget(
         Paragraph::new(format!(
             "hits {}s+{}f  saved {:.0}s",
-            d.structural_hits, d.functional_hits, d.seconds_saved
+            d.cache.structural_hits, d.cache.functional_hits, d.cache.seconds_saved
         ))
         .block(panel("cache", false)),
         cols[1],

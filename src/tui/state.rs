@@ -5,7 +5,7 @@
 use crate::grammar::Derivation;
 use crate::search::fidelity::{Agreement, FidelityReport};
 use crate::search::pareto::{front, Point};
-use crate::store::{Event, EventKind};
+use crate::store::{Counters, Event, EventKind};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Routing summary of one routed layer (from an `evaluated` event).
@@ -80,9 +80,9 @@ pub struct Dashboard {
     pub cands: BTreeMap<u64, Cand>,
     /// (evaluations, best score) after every evaluation.
     pub best_curve: Vec<(f64, f64)>,
-    pub structural_hits: u64,
-    pub functional_hits: u64,
-    pub seconds_saved: f64,
+    /// Cache hits and the training they saved, counted as the store counts
+    /// them.
+    pub cache: Counters,
     /// Confirm stage: trainings done and due, while it runs.
     pub confirming: Option<(usize, usize)>,
     /// The confirm stage's winner.
@@ -118,6 +118,7 @@ impl Dashboard {
     /// Folds one event into the state.
     pub fn apply(&mut self, e: &Event) {
         self.now = self.now.max(e.t);
+        self.cache.count(&e.kind);
         let line = match &e.kind {
             EventKind::RunStarted(r) => {
                 self.name = r.name.clone();
@@ -192,12 +193,6 @@ impl Dashboard {
                 format!("#{} failed: {}", f.id, f.reason)
             }
             EventKind::Duplicate(d) => {
-                if d.stage == "functional" {
-                    self.functional_hits += 1;
-                } else {
-                    self.structural_hits += 1;
-                }
-                self.seconds_saved += d.seconds_saved;
                 if let Some(c) = self.cands.get_mut(&d.id) {
                     c.status = CandStatus::Duplicate {
                         of: d.of,
@@ -524,7 +519,7 @@ mod tests {
         assert_eq!(ids, vec![1, 2, 0]);
         assert_eq!(d.best_curve, vec![(1.0, 0.2), (2.0, 0.5), (3.0, 0.5)]);
         assert_eq!(d.pareto(), vec![(100.0, 0.2), (200.0, 0.5)]);
-        assert_eq!((d.functional_hits, d.seconds_saved), (1, 2.0));
+        assert_eq!((d.cache.functional_hits, d.cache.seconds_saved), (1, 2.0));
         assert_eq!(d.cands[&1].duplicates, 1);
         // 3 evaluations in 4 s: 45 per minute, 1 left → 1.33 s.
         assert!((d.rate_per_min() - 45.0).abs() < 1e-9);
