@@ -553,16 +553,12 @@ fn print_status(s: &Status, out: &mut dyn Write) -> std::io::Result<()> {
         writeln!(
             out,
             "surrogate: 5-fold Kendall τ {} on the {} candidates trained so far",
-            v.tau.map_or("n/a".to_string(), |t| format!("{t:+.2}")),
+            crate::fmt::fmt_tau(v.tau),
             v.trained
         )?;
     }
     if let Some(f) = &s.fidelity {
-        let tau = |v: &serde_json::Value| {
-            v["kendall_tau"]
-                .as_f64()
-                .map_or("n/a".to_string(), |t| format!("{t:+.2}"))
-        };
+        let tau = |v: &serde_json::Value| crate::fmt::fmt_tau(v["kendall_tau"].as_f64());
         writeln!(
             out,
             "fidelity ({} candidates, {} against {} steps, {} seeds): Kendall τ {} overall, {} among the top {}; seed sd {:.4}; regret of the pick {:.4}",

@@ -251,10 +251,7 @@ impl Dashboard {
                 let Some(r) = FidelityReport::from_event(fields) else {
                     return;
                 };
-                let tau = |a: &Agreement| {
-                    a.kendall_tau
-                        .map_or("n/a".to_string(), |t| format!("{t:+.2}"))
-                };
+                let tau = |a: &Agreement| crate::fmt::fmt_tau(a.kendall_tau);
                 let line = format!(
                     "fidelity vs {} steps: τ {} all, {} top {}; regret {:.4}",
                     r.plan.long_steps,
@@ -267,7 +264,7 @@ impl Dashboard {
                 line
             }
             EventKind::Surrogate(v) => {
-                let tau = v.tau.map_or("n/a".to_string(), |t| format!("{t:+.2}"));
+                let tau = crate::fmt::fmt_tau(v.tau);
                 self.surrogate = Some(format!("surrogate τ {tau} ({} trained)", v.trained));
                 format!("surrogate: 5-fold Kendall τ {tau} on {} trained", v.trained)
             }
