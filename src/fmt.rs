@@ -1,6 +1,12 @@
 //! Numbers for people: counts of parameters and FLOPs, rates. Shared by
 //! every module that prints them; imports nothing from the crate.
 
+/// A rank correlation (Kendall τ, Spearman ρ) as the reports print it:
+/// signed, two decimals, `n/a` where it is undefined.
+pub fn fmt_tau(t: Option<f64>) -> String {
+    t.map_or("n/a".to_string(), |t| format!("{t:+.2}"))
+}
+
 /// 1234567 → "1.23M".
 pub fn fmt_count(v: f64) -> String {
     let a = v.abs();
@@ -23,7 +29,14 @@ pub fn fmt_count(v: f64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::fmt_count;
+    use super::{fmt_count, fmt_tau};
+
+    #[test]
+    fn a_rank_correlation_is_signed_with_two_decimals_or_na() {
+        assert_eq!(fmt_tau(Some(0.4321)), "+0.43");
+        assert_eq!(fmt_tau(Some(-0.125)), "-0.12");
+        assert_eq!(fmt_tau(None), "n/a");
+    }
 
     #[test]
     fn counts_take_si_suffixes_at_their_thresholds() {

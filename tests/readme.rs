@@ -109,6 +109,7 @@ fn one_of_each() -> Vec<EventKind> {
         }),
         EventKind::FidelityStarted(FidelityStarted::default()),
         EventKind::Fidelity(serde_json::Map::new()),
+        EventKind::Surrogate(Surrogate::default()),
         EventKind::RunFinished(RunFinished::default()),
     ];
     // A new kind of event fails to compile here until it is added above.
@@ -125,6 +126,7 @@ fn one_of_each() -> Vec<EventKind> {
             | EventKind::Confirmed(_)
             | EventKind::FidelityStarted(_)
             | EventKind::Fidelity(_)
+            | EventKind::Surrogate(_)
             | EventKind::RunFinished(_)
             | EventKind::Unknown => {}
         }

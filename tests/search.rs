@@ -1021,5 +1021,25 @@ fn the_model_strategy_is_deterministic_and_resumes_alike() {
     // Two baselines and samples fill the warm-up of 4; the rest are picks.
     assert!(guided >= 5, "{guided} guided candidates of 10");
     drop(s);
+    // The surrogate's validation is logged after every 5 trained, on the
+    // same counts in a resumed run, with the same τ.
+    let validations = |run: &Path| -> Vec<(usize, Option<String>)> {
+        read_events(&run.join("events.jsonl"))
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::Surrogate(v) => Some((v.trained, v.tau.map(|t| format!("{t:.6}")))),
+                _ => None,
+            })
+            .collect()
+    };
+    let logged = validations(&runs.join("whole"));
+    assert_eq!(
+        logged.iter().map(|v| v.0).collect::<Vec<_>>(),
+        [5, 10],
+        "{logged:?}"
+    );
+    assert!(logged.iter().all(|v| v.1.is_some()), "{logged:?}");
     assert_eq!(snapshot(&killed_and_resumed(&runs, args("part"), 6)), whole);
+    assert_eq!(validations(&runs.join("part")), logged);
 }

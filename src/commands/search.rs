@@ -389,6 +389,8 @@ pub struct Status {
     pub confirmed: Vec<serde_json::Value>,
     /// The last `archgram fidelity` measurement's summary.
     pub fidelity: Option<serde_json::Value>,
+    /// The model strategy's last surrogate validation.
+    pub surrogate: Option<crate::store::events::Surrogate>,
     /// Pareto front of the single-seed search scores.
     pub pareto: Vec<Point>,
     pub structural_hits: u64,
@@ -439,6 +441,7 @@ pub fn status_of(events: &[Event]) -> Status {
                 }
             }
             EventKind::RunFinished(r) => s.finished = Some(r.reason.clone()),
+            EventKind::Surrogate(v) => s.surrogate = Some(v.clone()),
             EventKind::Confirmed(c) => {
                 s.confirmed = c
                     .finalists
@@ -491,6 +494,11 @@ pub fn status(path: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), Cli
         )?;
         return Ok(());
     }
+    Ok(print_status(&s, out)?)
+}
+
+/// `status`'s text.
+fn print_status(s: &Status, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(
         out,
         "{}: {} strategy, {}/{} evaluated ({} failed), {}",
@@ -541,12 +549,16 @@ pub fn status(path: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), Cli
             b["arch"].as_str().unwrap_or("")
         )?;
     }
+    if let Some(v) = &s.surrogate {
+        writeln!(
+            out,
+            "surrogate: 5-fold Kendall τ {} on the {} candidates trained so far",
+            crate::fmt::fmt_tau(v.tau),
+            v.trained
+        )?;
+    }
     if let Some(f) = &s.fidelity {
-        let tau = |v: &serde_json::Value| {
-            v["kendall_tau"]
-                .as_f64()
-                .map_or("n/a".to_string(), |t| format!("{t:+.2}"))
-        };
+        let tau = |v: &serde_json::Value| crate::fmt::fmt_tau(v["kendall_tau"].as_f64());
         writeln!(
             out,
             "fidelity ({} candidates, {} against {} steps, {} seeds): Kendall τ {} overall, {} among the top {}; seed sd {:.4}; regret of the pick {:.4}",
@@ -586,7 +598,7 @@ pub fn status(path: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), Cli
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::events::{Confirmed, Evaluated, RunStarted};
+    use crate::store::events::{Confirmed, Evaluated, RunStarted, Surrogate};
     use crate::store::Finalist;
 
     /// After a resume, progress lines compare against the run's best so
@@ -668,5 +680,27 @@ mod tests {
             (10, Some("budget spent"))
         );
         assert_eq!(s.best.unwrap()["id"], 1);
+        assert_eq!(v["surrogate"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn status_shows_the_last_surrogate_validation() {
+        let line = |trained, tau| Event::new(EventKind::Surrogate(Surrogate { tau, trained }));
+        let s = status_of(&[line(5, None), line(10, Some(0.25))]);
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            (
+                v["surrogate"]["trained"].clone(),
+                v["surrogate"]["tau"].clone()
+            ),
+            (json!(10), json!(0.25))
+        );
+        let mut out = Vec::new();
+        print_status(&s, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("surrogate: 5-fold Kendall τ +0.25 on the 10 candidates trained so far"),
+            "{text}"
+        );
     }
 }

@@ -21,7 +21,14 @@ pub struct Guide {
     model: Option<Surrogate>,
     /// Points the current model was fitted on.
     fitted_on: usize,
+    /// Validations reported so far, one per `REPORT_EVERY` trained.
+    reported: usize,
 }
+
+/// The surrogate's validation τ is reported after every this many trained
+/// candidates: often enough to watch it grow, rarely enough not to crowd
+/// the log.
+pub const REPORT_EVERY: usize = 5;
 
 impl Guide {
     pub fn new(settings: ModelSettings, seed: u64) -> Guide {
@@ -33,6 +40,7 @@ impl Guide {
             ys: Vec::new(),
             model: None,
             fitted_on: 0,
+            reported: 0,
         }
     }
 
@@ -98,6 +106,23 @@ impl Guide {
         })
     }
 
+    /// (trained, validation τ) when another `REPORT_EVERY` candidates were
+    /// trained since the last report. Reports fall on the same counts in a
+    /// resumed run as in an unbroken one (see `skip_reports`).
+    pub fn due_report(&mut self) -> Option<(usize, Option<f64>)> {
+        let blocks = self.trained() / REPORT_EVERY;
+        if blocks <= self.reported {
+            return None;
+        }
+        self.reported = blocks;
+        Some((self.trained(), self.validation_tau()))
+    }
+
+    /// A resumed run's earlier reports were logged before it stopped.
+    pub fn skip_reports(&mut self) {
+        self.reported = self.trained() / REPORT_EVERY;
+    }
+
     /// The surrogate's 5-fold cross-validated Kendall τ on what was
     /// trained so far (`None` with too few points).
     pub fn validation_tau(&self) -> Option<f64> {
@@ -139,6 +164,37 @@ mod tests {
         assert_eq!(g.trained(), 1);
         assert!((g.ys[0] - 0.3).abs() < 1e-12);
         assert_eq!(g.validation_tau(), None);
+    }
+
+    #[test]
+    fn validation_is_reported_after_every_five_trained_and_not_again_after_a_resume() {
+        let mut g = Guide::new(ModelSettings::default(), 1);
+        let mut reports = Vec::new();
+        for i in 0..23u64 {
+            g.observe(i, row(i as f64, 0.0), i as f64);
+            if i == 11 {
+                // A repeat adds no point and so no report.
+                g.observe(i, row(i as f64, 0.0), i as f64);
+            }
+            if let Some((n, tau)) = g.due_report() {
+                reports.push((n, tau.is_some()));
+            }
+        }
+        assert_eq!(
+            reports,
+            [(5, true), (10, true), (15, true), (20, true)],
+            "a τ needs 5 folds of at least one point"
+        );
+        let mut resumed = Guide::new(ModelSettings::default(), 1);
+        for i in 0..12u64 {
+            resumed.observe(i, row(i as f64, 0.0), i as f64);
+        }
+        resumed.skip_reports();
+        assert_eq!(resumed.due_report(), None);
+        for i in 12..15u64 {
+            resumed.observe(i, row(i as f64, 0.0), i as f64);
+        }
+        assert_eq!(resumed.due_report().map(|r| r.0), Some(15));
     }
 
     #[test]

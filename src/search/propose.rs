@@ -91,6 +91,11 @@ impl<'a> Proposer<'a> {
         }
     }
 
+    /// The surrogate's validation, when one is due (see `Guide::due_report`).
+    pub fn surrogate_report(&mut self) -> Option<(usize, Option<f64>)> {
+        self.guide.as_mut()?.due_report()
+    }
+
     /// Model-based proposal: a pool of fresh samples and mutations of the
     /// best trained candidates, without architectures already stored or
     /// chosen, ranked by the surrogate's upper confidence bound.

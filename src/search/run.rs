@@ -16,7 +16,7 @@ use super::settings::{score_of, train_config, RunControl, RunSettings, SearchErr
 use super::strategy::Strategy;
 use crate::eval::{evaluate_all, Outcome, TrainConfig};
 use crate::space::Space;
-use crate::store::events::{NewBest, RunFinished, RunStarted};
+use crate::store::events::{NewBest, RunFinished, RunStarted, Surrogate};
 use crate::store::{CandidateRecord, Event, EventKind, Store};
 use crate::tasks::Task;
 use std::collections::HashMap;
@@ -138,6 +138,9 @@ fn restore_guide<'a>(
         })?;
         let features = proposer.features(&net);
         proposer.observe(id, features, score);
+    }
+    if let Some(g) = proposer.guide.as_mut() {
+        g.skip_reports();
     }
     Ok(proposer)
 }
@@ -372,6 +375,10 @@ impl Loop<'_> {
             let mean = crate::stats::mean(&seeds);
             self.proposer.strategy.tell(id, mean);
             self.proposer.observe(id, features, mean);
+        }
+        if let Some((trained, tau)) = self.proposer.surrogate_report() {
+            self.rec
+                .emit(Event::new(EventKind::Surrogate(Surrogate { tau, trained })))?;
         }
         for (record, of, stage) in batch.deferred {
             self.rec.duplicate(record, of, stage)?;

@@ -18,6 +18,7 @@
 //! - `confirmed` `winner, score, sd, proxy, seeds, steps, metric, finalists[id, proxy, scores, mean, sd]`
 //! - `fidelity_started` `candidates, trainings, long_steps, seeds`
 //! - `fidelity` the fields of the `archgram fidelity --json` report
+//! - `surrogate` `trained, tau`
 //! - `run_finished` `evaluations, best_id, best_score, reason, winner, winner_score, winner_sd`
 //!
 //! Readers ignore unknown events ([`EventKind::Unknown`]) and unknown
@@ -73,6 +74,7 @@ pub enum EventKind {
     /// search (`search::fidelity::FidelityReport` reads and writes it),
     /// which the store may not know, so it is kept here as it came.
     Fidelity(serde_json::Map<String, serde_json::Value>),
+    Surrogate(Surrogate),
     RunFinished(RunFinished),
     /// An event this archgram does not know (a newer writer's): skipped.
     #[serde(other)]
@@ -279,6 +281,16 @@ pub struct FidelityStarted {
     pub trainings: usize,
 }
 
+/// The model strategy's surrogate, validated on what was trained so far:
+/// its 5-fold cross-validated Kendall τ (null while too few candidates
+/// are trained to fold).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Surrogate {
+    pub tau: Option<f64>,
+    pub trained: usize,
+}
+
 /// The run ended: why, and its best search score and confirmed winner
 /// (null where there is none).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -322,6 +334,7 @@ impl Event {
             EventKind::Confirmed(_) => "confirmed",
             EventKind::FidelityStarted(_) => "fidelity_started",
             EventKind::Fidelity(_) => "fidelity",
+            EventKind::Surrogate(_) => "surrogate",
             EventKind::RunFinished(_) => "run_finished",
             EventKind::Unknown => "unknown",
         }
@@ -673,6 +686,10 @@ mod tests {
                     .unwrap()
                     .clone(),
             ),
+            EventKind::Surrogate(Surrogate {
+                tau: Some(0.5),
+                trained: 10,
+            }),
             EventKind::RunFinished(RunFinished {
                 best_id: Some(4),
                 best_score: Some(0.75),
@@ -697,7 +714,7 @@ mod tests {
     #[test]
     fn every_kind_reads_back_as_written_with_its_name_as_the_tag() {
         let all = one_of_each();
-        assert_eq!(all.len(), 12, "one of each known kind");
+        assert_eq!(all.len(), 13, "one of each known kind");
         for e in &all {
             let line = serde_json::to_string(e).unwrap();
             let back: Event = serde_json::from_str(&line).unwrap();

@@ -151,7 +151,7 @@ fn status_row(f: &mut Frame, r: Rect, d: &Dashboard) {
     f.render_widget(
         Paragraph::new(format!(
             "hits {}s+{}f  saved {:.0}s",
-            d.structural_hits, d.functional_hits, d.seconds_saved
+            d.cache.structural_hits, d.cache.functional_hits, d.cache.seconds_saved
         ))
         .block(panel("cache", false)),
         cols[1],
@@ -191,10 +191,17 @@ fn best_chart(f: &mut Frame, r: Rect, d: &Dashboard) {
         .data(pts);
     let chart = Chart::new(vec![data])
         .block(panel(
-            &match &d.fidelity {
-                Some(fid) => format!("best {} vs evaluations · {fid}", d.metric),
-                None => format!("best {} (single seed) vs evaluations", d.metric),
-            },
+            &[
+                Some(match &d.fidelity {
+                    Some(fid) => format!("best {} vs evaluations · {fid}", d.metric),
+                    None => format!("best {} (single seed) vs evaluations", d.metric),
+                }),
+                d.surrogate.clone(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" · "),
             false,
         ))
         .x_axis(

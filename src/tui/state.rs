@@ -5,7 +5,7 @@
 use crate::grammar::Derivation;
 use crate::search::fidelity::{Agreement, FidelityReport};
 use crate::search::pareto::{front, Point};
-use crate::store::{Event, EventKind};
+use crate::store::{Counters, Event, EventKind};
 use std::collections::{BTreeMap, VecDeque};
 
 /// Routing summary of one routed layer (from an `evaluated` event).
@@ -80,15 +80,17 @@ pub struct Dashboard {
     pub cands: BTreeMap<u64, Cand>,
     /// (evaluations, best score) after every evaluation.
     pub best_curve: Vec<(f64, f64)>,
-    pub structural_hits: u64,
-    pub functional_hits: u64,
-    pub seconds_saved: f64,
+    /// Cache hits and the training they saved, counted as the store counts
+    /// them.
+    pub cache: Counters,
     /// Confirm stage: trainings done and due, while it runs.
     pub confirming: Option<(usize, usize)>,
     /// The confirm stage's winner.
     pub winner: Option<u64>,
     /// The last fidelity measurement, in one line.
     pub fidelity: Option<String>,
+    /// The model strategy's last surrogate validation, in a few words.
+    pub surrogate: Option<String>,
     pub log: VecDeque<String>,
     // View state.
     pub selected: usize,
@@ -116,6 +118,7 @@ impl Dashboard {
     /// Folds one event into the state.
     pub fn apply(&mut self, e: &Event) {
         self.now = self.now.max(e.t);
+        self.cache.count(&e.kind);
         let line = match &e.kind {
             EventKind::RunStarted(r) => {
                 self.name = r.name.clone();
@@ -190,12 +193,6 @@ impl Dashboard {
                 format!("#{} failed: {}", f.id, f.reason)
             }
             EventKind::Duplicate(d) => {
-                if d.stage == "functional" {
-                    self.functional_hits += 1;
-                } else {
-                    self.structural_hits += 1;
-                }
-                self.seconds_saved += d.seconds_saved;
                 if let Some(c) = self.cands.get_mut(&d.id) {
                     c.status = CandStatus::Duplicate {
                         of: d.of,
@@ -254,10 +251,7 @@ impl Dashboard {
                 let Some(r) = FidelityReport::from_event(fields) else {
                     return;
                 };
-                let tau = |a: &Agreement| {
-                    a.kendall_tau
-                        .map_or("n/a".to_string(), |t| format!("{t:+.2}"))
-                };
+                let tau = |a: &Agreement| crate::fmt::fmt_tau(a.kendall_tau);
                 let line = format!(
                     "fidelity vs {} steps: τ {} all, {} top {}; regret {:.4}",
                     r.plan.long_steps,
@@ -268,6 +262,11 @@ impl Dashboard {
                 );
                 self.fidelity = Some(line.clone());
                 line
+            }
+            EventKind::Surrogate(v) => {
+                let tau = crate::fmt::fmt_tau(v.tau);
+                self.surrogate = Some(format!("surrogate τ {tau} ({} trained)", v.trained));
+                format!("surrogate: 5-fold Kendall τ {tau} on {} trained", v.trained)
             }
             EventKind::RunFinished(r) => {
                 self.finished = Some(r.reason.clone());
@@ -517,10 +516,26 @@ mod tests {
         assert_eq!(ids, vec![1, 2, 0]);
         assert_eq!(d.best_curve, vec![(1.0, 0.2), (2.0, 0.5), (3.0, 0.5)]);
         assert_eq!(d.pareto(), vec![(100.0, 0.2), (200.0, 0.5)]);
-        assert_eq!((d.functional_hits, d.seconds_saved), (1, 2.0));
+        assert_eq!((d.cache.functional_hits, d.cache.seconds_saved), (1, 2.0));
         assert_eq!(d.cands[&1].duplicates, 1);
         // 3 evaluations in 4 s: 45 per minute, 1 left → 1.33 s.
         assert!((d.rate_per_min() - 45.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_last_surrogate_validation_is_shown_and_logged() {
+        let mut d = run();
+        assert_eq!(d.surrogate, None);
+        d.apply(&ev(5.0, "surrogate", json!({"trained": 5, "tau": null})));
+        d.apply(&ev(6.0, "surrogate", json!({"trained": 10, "tau": 0.4321})));
+        assert_eq!(
+            d.surrogate.as_deref(),
+            Some("surrogate τ +0.43 (10 trained)")
+        );
+        assert_eq!(
+            d.log.back().map(String::as_str),
+            Some("surrogate: 5-fold Kendall τ +0.43 on 10 trained")
+        );
     }
 
     #[test]
