@@ -248,14 +248,49 @@ pub enum Command {
         /// Folder that holds runs.
         #[arg(long, default_value = "runs")]
         runs: PathBuf,
+        #[command(flatten)]
+        shared: SharedFlags,
+    },
+    /// Train the candidates of a run in a PostgreSQL database, beside
+    /// other workers on any machine: claims one at a time, keeps its lease
+    /// alive while it trains, records the result; stops when the run's
+    /// coordinator has finished it. The space comes from the database, so
+    /// no files are needed.
+    #[command(
+        after_help = "Example:\n  archgram worker --db postgres://archgram@db1/archgram --run quickstart-1 --workers 2"
+    )]
+    Worker {
+        /// The database: a `postgres://user@host/dbname` URL or libpq
+        /// `key=value` pairs (a password is never printed).
+        #[arg(long)]
+        db: String,
+        /// The run to work on (default: the newest in the database).
+        #[arg(long)]
+        run: Option<String>,
+        /// Candidates trained at once, each on one core and a connection
+        /// of its own.
+        #[arg(long, value_parser = at_least_one(), default_value_t = 1)]
+        workers: usize,
+        #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+        device: DeviceArg,
+        /// Seconds a claim lasts without a heartbeat (tests shorten it).
+        #[arg(long, hide = true, default_value_t = 60.0)]
+        lease: f64,
     },
     /// Continue a run that was stopped or killed; finished work is kept.
     /// The run keeps the settings it started with (space, budget, seed,
     /// workers, steps).
-    #[command(after_help = "Example:\n  archgram resume runs/quickstart-1 --time 30m")]
+    #[command(
+        after_help = "Examples:\n  archgram resume runs/quickstart-1 --time 30m\n  archgram resume quickstart-1 --db postgres://archgram@db1/archgram"
+    )]
     Resume {
-        /// The run's folder, e.g. runs/quickstart-1.
+        /// The run's folder, e.g. runs/quickstart-1 (with --db, the run's
+        /// name in the database).
         run: PathBuf,
+        /// Take over a run in this PostgreSQL database as its coordinator
+        /// (one whose coordinator stopped or died; workers keep going).
+        #[arg(long)]
+        db: Option<String>,
         /// Stop after this long (counted from now), e.g. 90s, 10m, 1h30m;
         /// without it, the run goes on until its budget is spent.
         #[arg(long, value_parser = run_time)]
@@ -374,6 +409,21 @@ pub struct SearchFlags {
     /// how many and how many seeds).
     #[arg(long)]
     pub no_confirm: bool,
+}
+
+/// `search --db`: a run many machines share.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SharedFlags {
+    /// Keep the run in this PostgreSQL database (a `postgres://user@host/
+    /// dbname` URL or libpq `key=value` pairs) and coordinate it: workers
+    /// on any machine (`archgram worker`) train its candidates. Without
+    /// --workers, this process trains none itself.
+    #[arg(long)]
+    pub db: Option<String>,
+    /// Seconds a claim of this process's own workers lasts without a
+    /// heartbeat (tests shorten it).
+    #[arg(long, hide = true, default_value_t = 60.0)]
+    pub lease: f64,
 }
 
 /// `fidelity`'s plan; unset fields take the run's defaults.

@@ -241,7 +241,25 @@ impl Space {
     /// Reads a space file and everything it names; every problem is a
     /// `SourceError` pointing into the file at fault.
     pub fn load(path: &Path) -> Result<Space, SourceError> {
-        let src = Source::read(path)?;
+        Space::build(Source::read(path)?, None)
+    }
+
+    /// A space from its file's text and its grammar's, as a run in a
+    /// database keeps them (a worker reads no files). `path` names the
+    /// file in errors and locates the grammar's path, which the grammar
+    /// text stands in for; the checks are `load`'s.
+    pub fn from_text(path: &Path, text: &str, grammar_text: &str) -> Result<Space, SourceError> {
+        let src = Source {
+            path: path.to_path_buf(),
+            text: text.to_string(),
+        };
+        Space::build(src, Some(grammar_text))
+    }
+
+    /// The checks and setup `load` and `from_text` share; the grammar is
+    /// read from its file unless its text is given.
+    fn build(src: Source, grammar_text: Option<&str>) -> Result<Space, SourceError> {
+        let path = src.path.as_path();
         let file: SpaceFile = ron::Options::default()
             .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
             .from_str(&src.text)
@@ -300,7 +318,17 @@ impl Space {
             floor.flops,
             limits.max_flops,
         )?;
-        let (mut grammar, grammar_warnings) = Grammar::load(&grammar_path, &sem).map_err(|e| {
+        let loaded = match grammar_text {
+            Some(text) => Grammar::from_source(
+                &Source {
+                    path: grammar_path.clone(),
+                    text: text.to_string(),
+                },
+                &sem,
+            ),
+            None => Grammar::load(&grammar_path, &sem),
+        };
+        let (mut grammar, grammar_warnings) = loaded.map_err(|e| {
             if e.file.is_none() || e.message.starts_with("cannot read file") {
                 at(
                     "grammar",

@@ -5,6 +5,7 @@ mod export;
 mod fidelity;
 mod report;
 mod search;
+mod shared;
 mod simulate;
 
 pub use search::status_of;
@@ -155,10 +156,43 @@ pub fn run(cmd: Command, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Search {
             space,
             flags,
+            shared:
+                crate::cli::SharedFlags {
+                    db: Some(db),
+                    lease,
+                },
+            ..
+        } => shared::search(&space, flags, &db, lease, out),
+        Command::Search {
+            space,
+            flags,
             no_tui,
             runs,
+            ..
         } => search::search(&space, flags, no_tui, &runs, out),
-        Command::Resume { run, time, no_tui } => search::resume(&run, time, no_tui, out),
+        Command::Worker {
+            db,
+            run,
+            workers,
+            device,
+            lease,
+        } => shared::worker(
+            &db,
+            run.as_deref(),
+            workers,
+            device_kind(device),
+            lease,
+            out,
+        ),
+        Command::Resume {
+            run,
+            db: Some(db),
+            time,
+            ..
+        } => shared::resume(&run.to_string_lossy(), &db, time, out),
+        Command::Resume {
+            run, time, no_tui, ..
+        } => search::resume(&run, time, no_tui, out),
         Command::Watch { run } => search::watch(&run),
         Command::Fidelity { run, flags } => fidelity::fidelity(&run, flags, out),
         Command::Status { run, json } => search::status(&run, json, out),
@@ -543,6 +577,13 @@ fn list_tasks(json: bool, out: &mut dyn Write) -> Result<(), CliError> {
     Ok(())
 }
 
+fn device_kind(d: DeviceArg) -> DeviceKind {
+    match d {
+        DeviceArg::Cpu => DeviceKind::Cpu,
+        DeviceArg::Cuda => DeviceKind::Cuda,
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn eval(
     path: &Path,
@@ -554,10 +595,7 @@ fn eval(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let device = match device {
-        DeviceArg::Cpu => DeviceKind::Cpu,
-        DeviceArg::Cuda => DeviceKind::Cuda,
-    };
+    let device = device_kind(device);
     device
         .check()
         .map_err(|e| CliError::bad_because("--device", e))?;

@@ -177,10 +177,22 @@ pub fn search(
     runs: &Path,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
+    let time = args.time;
+    let (space, settings) = plan(space_path, args)?;
+    let (dir, store) = RunDir::create(runs, &space, &settings)?;
+    drive(&dir, store.as_ref(), &space, &settings, time, no_tui, out)
+}
+
+/// The space and the run's settings: the space's defaults, overridden by
+/// the flags.
+pub(super) fn plan(
+    space_path: &Path,
+    args: crate::cli::SearchFlags,
+) -> Result<(Space, RunSettings), CliError> {
     let crate::cli::SearchFlags {
         strategy,
         budget,
-        time,
+        time: _,
         seed,
         name,
         workers,
@@ -220,8 +232,7 @@ pub fn search(
         reeval: d.reeval,
         model: d.model,
     };
-    let (dir, store) = RunDir::create(runs, &space, &settings)?;
-    drive(&dir, store.as_ref(), &space, &settings, time, no_tui, out)
+    Ok((space, settings))
 }
 
 /// Each worker trains one candidate on one core, so more workers than cores

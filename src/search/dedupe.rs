@@ -71,6 +71,16 @@ impl Deduper {
             .unwrap_or(Verdict::New))
     }
 
+    /// Candidate `id` left the batch (its result is in the store, or it
+    /// ended without one).
+    pub fn release(&mut self, id: u64, h: &Hashes) {
+        for key in std::iter::once(h.structural).chain(h.functional) {
+            if self.in_batch.get(&key) == Some(&id) {
+                self.in_batch.remove(&key);
+            }
+        }
+    }
+
     /// Candidate `id`, found new, joins the batch.
     pub fn admit(&mut self, id: u64, h: &Hashes) {
         self.in_batch.insert(h.structural, id);

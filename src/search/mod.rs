@@ -14,6 +14,7 @@ mod recorder;
 mod run;
 mod rundir;
 mod settings;
+pub mod shared;
 mod strategy;
 
 pub use confirm::{
@@ -22,7 +23,7 @@ pub use confirm::{
 };
 pub use fidelity::{FidelityPlan, FidelityReport};
 pub use halving::{Brackets, Halving, Rungs};
-pub use run::{run, Ending};
-pub use rundir::RunDir;
+pub use run::{run, run_shared, Ending};
+pub use rundir::{frozen_space, hash_recipes, run_meta, RunDir};
 pub use settings::{score_of, train_config, Confirm, RunControl, RunSettings, SearchError};
 pub use strategy::{Proposal, Strategy, StrategyKind};

@@ -27,6 +27,11 @@ impl<'a> Recorder<'a> {
         Ok(())
     }
 
+    /// Shows an event another process logged (a worker's result).
+    pub fn show(&mut self, e: &Event) {
+        (self.progress)(e);
+    }
+
     /// Logs the results the store kept but a killed process never logged.
     pub fn recover(&mut self, budget: usize) -> Result<(), SearchError> {
         let logged = self.store.events()?;

@@ -13,6 +13,7 @@ use super::propose::{Job, Proposed, Proposer};
 use super::recorder::Recorder;
 use super::rundir::{check_hash_recipes, RunDir};
 use super::settings::{score_of, train_config, RunControl, RunSettings, SearchError};
+use super::shared::Board;
 use super::strategy::Strategy;
 use crate::eval::{evaluate_all, Outcome, TrainConfig};
 use crate::space::Space;
@@ -171,6 +172,7 @@ struct Batch {
 }
 
 /// A run in progress: what stays fixed, the three parts, and its position.
+/// With a board, workers elsewhere train its candidates.
 struct Loop<'a> {
     store: &'a dyn Store,
     space: &'a Space,
@@ -184,6 +186,12 @@ struct Loop<'a> {
     pos: Progress,
     /// Proposals in a row that gave nothing to train.
     dry: usize,
+    dedupe: Deduper,
+    board: Option<&'a mut Board>,
+    /// Candidates on the board waiting for their results, and duplicates
+    /// of them found meanwhile (recorded once their originals are).
+    in_flight: Vec<Job>,
+    later: Vec<(CandidateRecord, u64, Stage)>,
 }
 
 /// Runs (or continues) the search in `dir` until its budget, `time`, or
@@ -198,6 +206,44 @@ pub fn run(
     progress: &mut dyn FnMut(&Event),
 ) -> Result<Ending, SearchError> {
     check_hash_recipes(store, &dir.store_path())?;
+    search(store, space, settings, time, ctl, progress, None)
+}
+
+/// Runs (or continues) the search of a run in a database as its
+/// coordinator, as [`run`] does, except that workers (anywhere) train the
+/// candidates it puts on `board`. A coordinator that stops leaves what is
+/// on the board for the next one (`resume`) to wait for.
+pub fn run_shared(
+    board: &mut Board,
+    store: &dyn Store,
+    space: &Space,
+    settings: &RunSettings,
+    time: Option<Duration>,
+    ctl: &RunControl,
+    progress: &mut dyn FnMut(&Event),
+) -> Result<Ending, SearchError> {
+    if settings.halving.is_some() {
+        return Err(SearchError::bad(
+            "successive halving does not run on a database yet: use --strategy random, evolution or model",
+        ));
+    }
+    check_hash_recipes(store, std::path::Path::new(&board.run().name))?;
+    search(store, space, settings, time, ctl, progress, Some(board))
+}
+
+fn search<'a>(
+    store: &'a dyn Store,
+    space: &'a Space,
+    settings: &'a RunSettings,
+    time: Option<Duration>,
+    ctl: &RunControl,
+    progress: &'a mut dyn FnMut(&Event),
+    mut board: Option<&'a mut Board>,
+) -> Result<Ending, SearchError> {
+    let in_flight = match board.as_deref_mut() {
+        Some(b) => b.waiting()?,
+        None => Vec::new(),
+    };
     let mut rec = Recorder::open(store, progress);
     let baselines: Vec<String> = space.file.baselines.keys().cloned().collect();
     let mut strategy = Strategy::new(
@@ -233,9 +279,16 @@ pub fn run(
         rec,
         pos,
         dry: 0,
+        dedupe: Deduper::default(),
+        board,
+        in_flight: Vec::new(),
+        later: Vec::new(),
     };
+    for record in in_flight {
+        run.resume_job(record)?;
+    }
     let ending = loop {
-        if run.pos.evaluations >= settings.budget {
+        if run.pos.evaluations >= settings.budget && run.in_flight.is_empty() {
             break Ending::BudgetSpent;
         }
         if ctl.stop.load(Ordering::SeqCst) {
@@ -244,14 +297,22 @@ pub fn run(
         if time.is_some_and(|t| started.elapsed() >= t) {
             break Ending::TimeUp;
         }
-        if run.dry > DRY_LIMIT {
+        if run.dry > DRY_LIMIT && run.in_flight.is_empty() {
             break Ending::SpaceExhausted;
         }
         if ctl.pause.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(50));
             continue;
         }
-        let batch = run.gather()?;
+        if run.board.is_some() {
+            run.shared_round()?;
+            continue;
+        }
+        let want = settings
+            .workers
+            .max(1)
+            .min(settings.budget - run.pos.evaluations);
+        let batch = run.gather(want)?;
         if !batch.jobs.is_empty() || !batch.deferred.is_empty() {
             run.train(batch)?;
         }
@@ -280,14 +341,15 @@ fn started_event(space: &Space, settings: &RunSettings, pos: &Progress) -> Event
 }
 
 impl Loop<'_> {
-    /// Up to `workers` new candidates (never more than the budget left).
-    /// Duplicates of stored candidates are recorded as they are found and
-    /// cost no budget.
-    fn gather(&mut self) -> Result<Batch, SearchError> {
-        let s = self.settings;
-        let want = s.workers.max(1).min(s.budget - self.pos.evaluations);
+    /// Up to `want` new candidates, each put on the board if there is
+    /// one. Duplicates of stored candidates are recorded as they are found
+    /// and cost no budget; those of candidates in flight (this batch's, or
+    /// the board's) wait for their originals.
+    fn gather(&mut self, want: usize) -> Result<Batch, SearchError> {
+        if self.board.is_none() {
+            self.dedupe = Deduper::default();
+        }
         let mut batch = Batch::default();
-        let mut dedupe = Deduper::default();
         while batch.jobs.len() < want && self.dry <= DRY_LIMIT {
             let id = self.pos.next_id;
             let (net, record) = match self.proposer.next(self.store, id)? {
@@ -298,6 +360,7 @@ impl Loop<'_> {
                 Proposed::Promotion(job) => {
                     self.pos.next_id += 1;
                     self.rec.sampled(&job.record)?;
+                    self.put_on_board(&job)?;
                     batch.jobs.push(job);
                     continue;
                 }
@@ -305,7 +368,7 @@ impl Loop<'_> {
             };
             self.pos.next_id += 1;
             self.rec.sampled(&record)?;
-            match dedupe.check(self.store, &record.hashes)? {
+            match self.dedupe.check(self.store, &record.hashes)? {
                 Verdict::Stored { of, stage } => {
                     self.rec.duplicate(record, of, stage)?;
                     self.proposer.strategy.tell_duplicate();
@@ -317,16 +380,44 @@ impl Loop<'_> {
                 }
                 Verdict::New => {
                     self.dry = 0;
-                    dedupe.admit(id, &record.hashes);
-                    batch.jobs.push(self.proposer.place(net, record));
+                    self.dedupe.admit(id, &record.hashes);
+                    let job = self.proposer.place(net, record);
+                    self.put_on_board(&job)?;
+                    batch.jobs.push(job);
                 }
             }
         }
         Ok(batch)
     }
 
-    /// Trains the batch, records each result, re-evaluates the scores that
-    /// would lead, tells the strategy, then records the batch's duplicates.
+    fn put_on_board(&mut self, job: &Job) -> Result<(), SearchError> {
+        match self.board.as_deref_mut() {
+            Some(b) => b.submit(&job.record),
+            None => Ok(()),
+        }
+    }
+
+    /// A candidate a coordinator before this one put on the board, in
+    /// flight again.
+    fn resume_job(&mut self, record: CandidateRecord) -> Result<(), SearchError> {
+        let net = self.space.network(record.derivation.clone()).map_err(|e| {
+            SearchError::failed(
+                format!("candidate {} no longer lowers", record.id),
+                Some(e.into()),
+            )
+        })?;
+        self.dedupe.admit(record.id, &record.hashes);
+        self.in_flight.push(Job {
+            net,
+            root: record.id,
+            record,
+            bracket: 0,
+            rung: 0,
+        });
+        Ok(())
+    }
+
+    /// Trains the batch here, records each result, then learns from them.
     fn train(&mut self, batch: Batch) -> Result<(), SearchError> {
         let s = self.settings;
         let work: Vec<(&crate::arch::Arch, TrainConfig)> = batch
@@ -345,21 +436,87 @@ impl Loop<'_> {
             .pool
             .install(|| evaluate_all(&work, self.task, s.workers > 1));
         drop(work);
-        let mut told: Vec<(u64, f64, bool, Option<Vec<f64>>)> = Vec::new();
+        let mut done = Vec::new();
         for (job, outcome) in batch.jobs.into_iter().zip(outcomes) {
             self.pos.evaluations += 1;
             let score =
                 self.rec
                     .evaluated(&job.record, &outcome, self.pos.evaluations, s.budget)?;
+            done.push((job, score, outcome.is_ok()));
+        }
+        self.learn(done, batch.deferred)
+    }
+
+    /// One round of a run whose workers train elsewhere: tops the board
+    /// up, then learns the results recorded since, or waits a moment for
+    /// one.
+    fn shared_round(&mut self) -> Result<(), SearchError> {
+        let s = self.settings;
+        let Some(board) = self.board.as_deref_mut() else {
+            return Ok(());
+        };
+        let room = board.room()?;
+        let want = room.min(s.budget - self.pos.evaluations - self.in_flight.len());
+        if want > 0 {
+            let batch = self.gather(want)?;
+            self.in_flight.extend(batch.jobs);
+            self.later.extend(batch.deferred);
+        }
+        let Some(board) = self.board.as_deref_mut() else {
+            return Ok(());
+        };
+        let ids: Vec<u64> = self.in_flight.iter().map(|j| j.record.id).collect();
+        let settled = board.settled(&ids)?;
+        for e in board.news()? {
+            self.rec.show(&e);
+        }
+        if settled.is_empty() {
+            if want == 0 || self.dry > DRY_LIMIT {
+                board.wait()?;
+            }
+            return Ok(());
+        }
+        let mut done = Vec::new();
+        for (id, outcome) in &settled {
+            let Some(i) = self.in_flight.iter().position(|j| j.record.id == *id) else {
+                continue;
+            };
+            let job = self.in_flight.remove(i);
+            self.dedupe.release(job.record.id, &job.record.hashes);
+            self.pos.evaluations += 1;
+            // A candidate that ran out of attempts has no outcome: it
+            // scores as a failed one does.
+            let ok = outcome.as_ref().is_some_and(|o| o["status"] == "ok");
+            let score = outcome.as_ref().map_or(0.0, score_of);
+            done.push((job, score, ok));
+        }
+        let (ready, later) = std::mem::take(&mut self.later)
+            .into_iter()
+            .partition(|d| settled.iter().any(|(id, _)| *id == d.1));
+        self.later = later;
+        self.learn(done, ready)
+    }
+
+    /// Learns from trained candidates (each with its score, and whether it
+    /// trained without failing): the new best, the seed re-evaluation of
+    /// scores that would lead, the strategy and the surrogate told, then
+    /// the duplicates of them recorded.
+    fn learn(
+        &mut self,
+        done: Vec<(Job, f64, bool)>,
+        deferred: Vec<(CandidateRecord, u64, Stage)>,
+    ) -> Result<(), SearchError> {
+        let s = self.settings;
+        let mut told: Vec<(u64, f64, bool, Option<Vec<f64>>)> = Vec::new();
+        for (job, score, ok) in done {
             // Against the population as this batch found it, so the choice
             // does not depend on the order results come back in.
-            let reeval = outcome.is_ok()
-                && s.halving.is_none()
-                && self.proposer.strategy.enters_top(score, s.reeval);
+            let reeval =
+                ok && s.halving.is_none() && self.proposer.strategy.enters_top(score, s.reeval);
             let features = self.proposer.features(&job.net);
             told.push((job.record.id, score, reeval, features));
             self.proposer.record(&job, score);
-            if outcome.is_ok() && self.pos.best.is_none_or(|b| score > b.1) {
+            if ok && self.pos.best.is_none_or(|b| score > b.1) {
                 self.pos.best = Some((job.record.id, score));
                 self.rec.emit(Event::new(EventKind::NewBest(NewBest {
                     arch: job.record.text.clone(),
@@ -380,7 +537,7 @@ impl Loop<'_> {
             self.rec
                 .emit(Event::new(EventKind::Surrogate(Surrogate { tau, trained })))?;
         }
-        for (record, of, stage) in batch.deferred {
+        for (record, of, stage) in deferred {
             self.rec.duplicate(record, of, stage)?;
             self.proposer.strategy.tell_duplicate();
         }

@@ -77,24 +77,7 @@ impl RunDir {
         let dir = RunDir { path };
         // Copy the space so the run can be resumed and read later even if
         // the original files change.
-        let grammar_src = space
-            .path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .join(&space.file.grammar);
-        let grammar_text = std::fs::read_to_string(&grammar_src)
-            .map_err(|e| SearchError::io(format!("cannot read {}", grammar_src.display()), e))?;
-        let mut file: SpaceFile = space.file.clone();
-        file.grammar = PathBuf::from("grammar.ron");
-        file.start = Some(space.grammar.start.clone());
-        if let Some(f) = &file.task.file {
-            let abs = space.path.parent().unwrap_or(Path::new(".")).join(f);
-            file.task.file = Some(std::fs::canonicalize(&abs).unwrap_or(abs));
-        }
-        let text =
-            ron::ser::to_string_pretty(&file, ron::ser::PrettyConfig::default()).map_err(|e| {
-                SearchError::failed("cannot write the run's space file", Some(e.into()))
-            })?;
+        let (text, grammar_text) = frozen_space(space)?;
         let write = |p: PathBuf, t: &str| {
             std::fs::write(&p, t)
                 .map_err(|e| SearchError::io(format!("cannot write {}", p.display()), e))
@@ -102,13 +85,7 @@ impl RunDir {
         write(dir.path.join("grammar.ron"), &grammar_text)?;
         write(dir.space_path(), &text)?;
         let store = dir.location().open()?;
-        store.put_meta(&serde_json::json!({
-            "settings": settings,
-            "space": space.name(),
-            "source": space.path.display().to_string(),
-            "archgram_version": env!("CARGO_PKG_VERSION"),
-            "hash_recipes": hash_recipes(),
-        }))?;
+        store.put_meta(&run_meta(space, settings))?;
         Ok((dir, store))
     }
 
@@ -150,9 +127,43 @@ impl RunDir {
     }
 }
 
+/// A run's own copy of its space: the space file's text, naming its
+/// grammar `grammar.ron` beside it, with its start symbol and task data
+/// file made explicit, and the grammar's text. A run folder keeps them as
+/// files, a database run as text, so the run reads the same space later
+/// whatever happens to the originals.
+pub fn frozen_space(space: &Space) -> Result<(String, String), SearchError> {
+    let dir = space.path.parent().unwrap_or(Path::new("."));
+    let grammar_src = dir.join(&space.file.grammar);
+    let grammar_text = std::fs::read_to_string(&grammar_src)
+        .map_err(|e| SearchError::io(format!("cannot read {}", grammar_src.display()), e))?;
+    let mut file: SpaceFile = space.file.clone();
+    file.grammar = PathBuf::from("grammar.ron");
+    file.start = Some(space.grammar.start.clone());
+    if let Some(f) = &file.task.file {
+        let abs = dir.join(f);
+        file.task.file = Some(std::fs::canonicalize(&abs).unwrap_or(abs));
+    }
+    let text = ron::ser::to_string_pretty(&file, ron::ser::PrettyConfig::default())
+        .map_err(|e| SearchError::failed("cannot write the run's space file", Some(e.into())))?;
+    Ok((text, grammar_text))
+}
+
+/// What a run's store records about it when it starts (its settings, where
+/// its space came from, the versions it was made with).
+pub fn run_meta(space: &Space, settings: &RunSettings) -> serde_json::Value {
+    serde_json::json!({
+        "settings": settings,
+        "space": space.name(),
+        "source": space.path.display().to_string(),
+        "archgram_version": env!("CARGO_PKG_VERSION"),
+        "hash_recipes": hash_recipes(),
+    })
+}
+
 /// The hash recipes this build hashes candidates with, as a run's
 /// metadata records them.
-fn hash_recipes() -> serde_json::Value {
+pub fn hash_recipes() -> serde_json::Value {
     serde_json::json!({
         "structural": crate::hash::HASH_RECIPE_VERSION,
         "functional": crate::hash::FUNCTIONAL_RECIPE_VERSION,

@@ -24,10 +24,12 @@ pub use connect::Target;
 pub use events::{append_event, events_after, listen, wait_for_event, EventFeed, EVENTS_CHANNEL};
 pub use lock::CoordinatorLock;
 pub use queue::{
-    claim, complete, counts, enqueue, fail, heartbeat, Claimed, Completion, Failure, QueueCounts,
-    MAX_ATTEMPTS,
+    claim, complete, counts, enqueue, fail, heartbeat, settled, waiting, Claimed, Completion,
+    Failure, QueueCounts, MAX_ATTEMPTS,
 };
-pub use run::{counters, create_run, open_run, open_run_for_worker, NewRun, Run};
+pub use run::{
+    counters, create_run, ended, newest_run, open_run, open_run_for_worker, NewRun, Run,
+};
 pub use schema::{migrate, migrate_with, SCHEMA_VERSION};
 pub use store::PgStore;
 

@@ -234,7 +234,7 @@ pub fn complete(
     finished: &Finished,
 ) -> Result<Completion, PgError> {
     let mut tx = client.transaction()?;
-    let done = record_result(&mut tx, run, worker, finished)?;
+    let done = record_result(&mut tx, run, worker, finished, true)?;
     if done == Completion::Recorded {
         tx.commit()?;
     }
@@ -243,12 +243,15 @@ pub fn complete(
 
 /// Writes a result inside `tx`, as [`complete`] describes, for the
 /// candidate row that `finished.record`'s id names (its hashes and steps
-/// are the row's). The caller commits when it says `Recorded`.
+/// are the row's). With `number`, its event is numbered as the run's
+/// counters count it (see [`numbered`]). The caller commits when it says
+/// `Recorded`.
 pub(super) fn record_result(
     tx: &mut Transaction,
     run: &Run,
     worker: &str,
     finished: &Finished,
+    number: bool,
 ) -> Result<Completion, PgError> {
     let id = finished.record.id;
     let key = to_i64(id, &run.name, "candidate id")?;
@@ -321,8 +324,35 @@ pub(super) fn record_result(
         &finished.event.kind,
         was_failed.then_some(&failure),
     )?;
-    append_event(tx, run, finished.event)?;
+    if number {
+        let event = numbered(tx, run, finished.event)?;
+        append_event(tx, run, &event)?;
+    } else {
+        append_event(tx, run, finished.event)?;
+    }
     Ok(Completion::Recorded)
+}
+
+/// A worker's `evaluated` or `failed` event numbered as the run's how
+/// manyth training it is, of the run's budget: a worker cannot know, the
+/// counters just updated in this transaction can (their row stays locked
+/// until it commits, so two results never get one number).
+fn numbered<C: GenericClient>(client: &mut C, run: &Run, event: &Event) -> Result<Event, PgError> {
+    let n: i64 = client
+        .query_one(
+            "SELECT evaluated + failed FROM archgram.counters WHERE run = $1",
+            &[&run.id],
+        )?
+        .get(0);
+    let n = to_u64(n, &run.name, "counter")? as usize;
+    let budget = run.settings["budget"].as_u64().unwrap_or(0) as usize;
+    let mut e = event.clone();
+    match &mut e.kind {
+        EventKind::Evaluated(v) => (v.evaluations, v.budget) = (n, budget),
+        EventKind::Failed(f) => (f.evaluations, f.budget) = (n, budget),
+        _ => {}
+    }
+    Ok(e)
 }
 
 /// Takes a candidate out of the queue: its result is in.
@@ -389,6 +419,7 @@ fn ended_failed(tx: &mut Transaction, run: &Run, id: u64, reason: String) -> Res
         ..Failed::default()
     }));
     count(tx, run, &event.kind, None)?;
+    let event = numbered(tx, run, &event)?;
     append_event(tx, run, &event)?;
     Ok(())
 }
@@ -416,4 +447,46 @@ pub fn counts(client: &mut Client, run: &Run) -> Result<QueueCounts, PgError> {
         }
     }
     Ok(out)
+}
+
+/// Of the candidates `ids`, those whose work is over, by id: done with
+/// their outcome, or ended failed (no outcome: `None`).
+pub fn settled(
+    client: &mut Client,
+    run: &Run,
+    ids: &[u64],
+) -> Result<Vec<(u64, Option<serde_json::Value>)>, PgError> {
+    let keys = ids
+        .iter()
+        .map(|&id| to_i64(id, &run.name, "candidate id"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let rows = client.query(
+        "SELECT c.id, o.outcome FROM archgram.candidates c
+         LEFT JOIN archgram.outcomes o ON o.run = c.run AND o.candidate = c.id
+         WHERE c.run = $1 AND c.id = ANY($2) AND c.status IN ('done', 'failed')
+         ORDER BY c.id",
+        &[&run.id, &keys],
+    )?;
+    rows.iter()
+        .map(|r| Ok((to_u64(r.get(0), &run.name, "candidate id")?, r.get(1))))
+        .collect()
+}
+
+/// The candidates still waiting for a result (pending or claimed), by id:
+/// the work a coordinator that takes over a run finds in flight.
+pub fn waiting(client: &mut Client, run: &Run) -> Result<Vec<CandidateRecord>, PgError> {
+    let rows = client.query(
+        "SELECT id, record FROM archgram.candidates
+         WHERE run = $1 AND status IN ('pending', 'claimed') ORDER BY id",
+        &[&run.id],
+    )?;
+    rows.iter()
+        .map(|r| {
+            let id: i64 = r.get(0);
+            serde_json::from_value(r.get(1)).map_err(|e| PgError::Corrupt {
+                run: run.name.clone(),
+                what: format!("candidate {id}'s record: {e}"),
+            })
+        })
+        .collect()
 }

@@ -182,3 +182,35 @@ pub(super) fn count<C: GenericClient>(
     )?;
     Ok(())
 }
+
+/// Whether the run's coordinator has ended it: its last `run_started` was
+/// followed by a `run_finished` (the budget spent, the time up, or a stop;
+/// a `resume` starts it again). A coordinator that was killed ended
+/// nothing, so its workers go on with the queue.
+pub fn ended(client: &mut Client, run: &Run) -> Result<bool, PgError> {
+    let last: Option<String> = client
+        .query_opt(
+            "SELECT body->>'event' FROM archgram.events
+             WHERE run = $1 AND body->>'event' IN ('run_started', 'run_finished')
+             ORDER BY seq DESC LIMIT 1",
+            &[&run.id],
+        )?
+        .map(|r| r.get(0));
+    Ok(last.as_deref() == Some("run_finished"))
+}
+
+/// The newest run in the database (for a worker not told which).
+pub fn newest_run(client: &mut Client) -> Result<Run, PgError> {
+    let row = client.query_opt(
+        &format!("SELECT {COLUMNS} FROM archgram.runs ORDER BY created DESC, id DESC LIMIT 1"),
+        &[],
+    );
+    let none = || PgError::NoRun {
+        name: "(any)".to_string(),
+    };
+    match row {
+        Ok(row) => row.map(|r| from_row(&r)).ok_or_else(none),
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => Err(none()),
+        Err(e) => Err(e.into()),
+    }
+}

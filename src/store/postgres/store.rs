@@ -146,7 +146,7 @@ impl Store for PgStore {
         let mut client = self.client();
         let mut tx = client.transaction()?;
         write_candidate(&mut tx, &self.run, f.record, true)?;
-        match record_result(&mut tx, &self.run, &self.worker, f)? {
+        match record_result(&mut tx, &self.run, &self.worker, f, false)? {
             Completion::Recorded => Ok(tx.commit()?),
             Completion::Duplicate => Err(self.recorded(f.record.id)),
         }
