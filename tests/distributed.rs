@@ -243,6 +243,44 @@ fn a_coordinator_and_two_workers_train_each_candidate_once() {
     let trained: usize = workers.map(|w| recorded(&finished(w))).iter().sum();
     assert_eq!(trained, 8, "the workers trained the budget between them");
     check_finished_run(&db, "three", 8);
+    // A worker of another archgram version trains nothing.
+    c.execute(
+        "UPDATE archgram.runs SET archgram_version = '0.0.0-other'",
+        &[],
+    )
+    .unwrap();
+    let other = archgram(&["worker", "--db", &db.url, "--run", "three"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&other.stderr);
+    assert_eq!(other.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("started by archgram 0.0.0-other") && err.contains("trains nothing"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_shared_run_refuses_halving_before_it_creates_anything() {
+    let Some(db) = Db::new("search --db refusing successive halving") else {
+        return;
+    };
+    let out = archgram(&[
+        "search",
+        "--space",
+        "spaces/quickstart.ron",
+        "--db",
+        &db.url,
+        "--strategy",
+        "halving",
+    ])
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("successive halving"), "{err}");
+    let mut c = db.client();
+    assert_eq!(db.count(&mut c, "SELECT count(*) FROM archgram.runs"), 0);
 }
 
 #[test]

@@ -4,7 +4,9 @@
 use super::search::{plan, printer, stop_flag};
 use super::CliError;
 use crate::eval::DeviceKind;
-use crate::search::shared::{run_settings, run_space, work, Board, WorkerSettings};
+use crate::search::shared::{
+    check_shareable, run_settings, run_space, work, Board, WorkerSettings,
+};
 use crate::search::{frozen_space, hash_recipes, run_meta, run_shared, Ending, RunSettings};
 use crate::space::Space;
 use crate::store::postgres::{self as pg, CoordinatorLock, PgError, PgStore, Run, Target};
@@ -63,6 +65,7 @@ pub fn search(
     let lease = lease_of(lease)?;
     let (space, mut settings) = plan(space_path, args)?;
     settings.workers = here.max(1);
+    check_shareable(&settings)?;
     let target = Target::parse(db).map_err(db_error)?;
     let mut client = target.connect().map_err(db_error)?;
     pg::migrate(&mut client).map_err(db_error)?;

@@ -222,11 +222,7 @@ pub fn run_shared(
     ctl: &RunControl,
     progress: &mut dyn FnMut(&Event),
 ) -> Result<Ending, SearchError> {
-    if settings.halving.is_some() {
-        return Err(SearchError::bad(
-            "successive halving does not run on a database yet: use --strategy random, evolution or model",
-        ));
-    }
+    super::shared::check_shareable(settings)?;
     check_hash_recipes(store, std::path::Path::new(&board.run().name))?;
     search(store, space, settings, time, ctl, progress, Some(board))
 }

@@ -103,6 +103,18 @@ impl Board {
     }
 }
 
+/// Refuses settings a shared run cannot follow yet: successive halving
+/// (its brackets are not rebuilt for candidates still on the board when a
+/// coordinator takes over).
+pub fn check_shareable(settings: &RunSettings) -> Result<(), SearchError> {
+    if settings.halving.is_some() {
+        return Err(SearchError::bad(
+            "successive halving does not run on a database yet: use --strategy random, evolution or model",
+        ));
+    }
+    Ok(())
+}
+
 fn db(e: PgError) -> SearchError {
     SearchError::Store(e.into())
 }
