@@ -271,6 +271,8 @@ pub enum Command {
         /// of its own.
         #[arg(long, value_parser = at_least_one(), default_value_t = 1)]
         workers: usize,
+        /// Where candidates train (cuda needs a build with `--features
+        /// cuda`).
         #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
         device: DeviceArg,
         /// Seconds a claim lasts without a heartbeat (tests shorten it).

@@ -6,52 +6,28 @@
 
 mod common;
 
-use archgram::store::postgres::{migrate, Target};
+use archgram::store::postgres::Target;
+use common::pg::TestDb;
 use postgres::Client;
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// A database of its own on the test server, dropped afterwards.
+/// A database of its own on the test server, and its address for the
+/// processes (the test server trusts its users: no password is left out).
 struct Db {
-    server: Target,
-    name: String,
+    db: TestDb,
     url: String,
 }
 
 impl Db {
     fn new(check: &str) -> Option<Db> {
-        let Ok(url) = std::env::var("ARCHGRAM_TEST_PG") else {
-            common::skip(
-                check,
-                "ARCHGRAM_TEST_PG names no PostgreSQL server (start one with `scripts/pg-throwaway.sh`)",
-            );
-            return None;
-        };
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let server = Target::parse(&url).unwrap();
-        let name = format!(
-            "archgram_dist_{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut admin = server.connect().unwrap();
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .unwrap();
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap();
-        // The processes' address: the server's, naming this database (the
-        // test server trusts its users, so no password is left out).
-        let url = server.with_dbname(&name).redacted();
-        Some(Db { server, name, url })
+        let db = TestDb::new(check)?;
+        let url = db.target.redacted();
+        Some(Db { db, url })
     }
 
     fn client(&self) -> Client {
-        let mut c = Target::parse(&self.url).unwrap().connect().unwrap();
-        migrate(&mut c).unwrap();
-        c
+        self.db.migrated()
     }
 
     /// One number a query gives (0 while the run does not exist yet).
@@ -60,17 +36,6 @@ impl Db {
             .ok()
             .flatten()
             .map_or(0, |r| r.get::<_, i64>(0))
-    }
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = self.server.connect() {
-            let _ = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
     }
 }
 
@@ -316,7 +281,30 @@ fn a_second_coordinator_is_refused_and_resume_takes_over_a_killed_one() {
         text.contains("done (budget spent): 6 evaluations"),
         "{text}"
     );
-    assert_eq!(recorded(&finished(w)), 6);
+    let wout = finished(w);
+    // On a mismatch, what the database holds says who trained what.
+    let outcomes: Vec<(i64, String)> = c
+        .query(
+            "SELECT candidate, worker FROM archgram.outcomes ORDER BY candidate",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let events: Vec<String> = c
+        .query("SELECT body::text FROM archgram.events ORDER BY seq", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        recorded(&wout),
+        6,
+        "{}\n{outcomes:?}\n{}",
+        String::from_utf8_lossy(&wout.stdout),
+        events.join("\n")
+    );
     check_finished_run(&db, "taken", 6);
 }
 

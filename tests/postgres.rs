@@ -13,13 +13,15 @@
 
 mod common;
 
+use common::pg::TestDb;
+
 use archgram::grammar::Derivation;
 use archgram::hash::Hashes;
 use archgram::store::events::{Duplicate, Evaluated, Failed, NewBest, RunStarted, Sampled};
 use archgram::store::postgres::{
     append_event, claim, complete, counters, counts, create_run, enqueue, events_after, fail,
     heartbeat, listen, migrate, migrate_with, open_run, open_run_for_worker, wait_for_event,
-    Completion, CoordinatorLock, Failure, NewRun, PgError, QueueCounts, Run, Target, MAX_ATTEMPTS,
+    Completion, CoordinatorLock, Failure, NewRun, PgError, QueueCounts, Run, MAX_ATTEMPTS,
     SCHEMA_VERSION, VERSION,
 };
 use archgram::store::{
@@ -29,73 +31,7 @@ use archgram::store::{
 use postgres::Client;
 use serde_json::json;
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-
-/// A database made for one test, dropped when the test ends (passed or
-/// not).
-struct TestDb {
-    server: Target,
-    name: String,
-    target: Target,
-}
-
-impl TestDb {
-    /// A fresh database on the test server, or `None` (reported as
-    /// skipped) when `ARCHGRAM_TEST_PG` is unset.
-    fn new(check: &str) -> Option<TestDb> {
-        let Ok(url) = std::env::var("ARCHGRAM_TEST_PG") else {
-            common::skip(
-                check,
-                "ARCHGRAM_TEST_PG names no PostgreSQL server (start one with `scripts/pg-throwaway.sh`)",
-            );
-            return None;
-        };
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let server = Target::parse(&url).expect("ARCHGRAM_TEST_PG");
-        let name = format!(
-            "archgram_test_{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut admin = server.connect().expect("connect to ARCHGRAM_TEST_PG");
-        // Two statements: neither may run inside a transaction block.
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            format!("CREATE DATABASE {name}"),
-        ] {
-            admin.batch_execute(&sql).unwrap();
-        }
-        let target = server.with_dbname(&name);
-        Some(TestDb {
-            server,
-            name,
-            target,
-        })
-    }
-
-    fn connect(&self) -> Client {
-        self.target.connect().unwrap()
-    }
-
-    /// A connection to the database with archgram's schema in it.
-    fn migrated(&self) -> Client {
-        let mut c = self.connect();
-        migrate(&mut c).unwrap();
-        c
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = self.server.connect() {
-            let _ = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
-    }
-}
 
 /// A fresh database with archgram's schema and a run `r1` holding `n`
 /// pending candidates ([`fill`]); `None` when skipped.

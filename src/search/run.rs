@@ -452,7 +452,10 @@ impl Loop<'_> {
             return Ok(());
         };
         let room = board.room()?;
-        let want = room.min(s.budget - self.pos.evaluations - self.in_flight.len());
+        let left = s
+            .budget
+            .saturating_sub(self.pos.evaluations + self.in_flight.len());
+        let want = room.min(left);
         if want > 0 {
             let batch = self.gather(want)?;
             self.in_flight.extend(batch.jobs);

@@ -1,6 +1,8 @@
 //! Checks that need a tool the machine may lack (python3 with torch, tmux).
 #![allow(dead_code)] // each test crate uses part of it
 
+pub mod pg;
+
 use std::io::Write;
 use std::process::Command;
 
