@@ -69,6 +69,7 @@ fn restore(
     store: &dyn Store,
     strategy: &mut Strategy,
     settings: &RunSettings,
+    in_flight: &[CandidateRecord],
 ) -> Result<Restored, SearchError> {
     let cands = store.candidates()?;
     let reevals = reeval_scores(store)?;
@@ -82,6 +83,11 @@ fn restore(
     for c in &cands {
         if c.origin.starts_with("baseline") {
             baselines += 1;
+        }
+        // A candidate in flight is learned when it settles, even if its
+        // result has come in since the queue was read: counted once.
+        if in_flight.iter().any(|f| f.id == c.id) {
+            continue;
         }
         let source = c.duplicate_of.unwrap_or(c.id);
         let Some(o) = store.outcome(source)? else {
@@ -248,7 +254,7 @@ fn search<'a>(
         settings.tournament,
         baselines,
     );
-    let (pos, rungs, told) = restore(store, &mut strategy, settings)?;
+    let (pos, rungs, told) = restore(store, &mut strategy, settings, &in_flight)?;
     let task = space
         .build_task(space.file.seed)
         .map_err(|e| SearchError::bad_because("the space's task", e))?;
