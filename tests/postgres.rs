@@ -312,7 +312,12 @@ fn candidates_are_enqueued_claimed_oldest_first_and_completed() {
     );
     assert_eq!(stored, outcome(0.5));
     let events = events_after(&mut c, &run, 0).unwrap();
-    assert_eq!(events, [(1, evaluated(1, 0.5))]);
+    // A worker's result is numbered by the run's counters, of its budget.
+    let mut numbered = evaluated(1, 0.5);
+    if let EventKind::Evaluated(v) = &mut numbered.kind {
+        (v.evaluations, v.budget) = (1, 10);
+    }
+    assert_eq!(events, [(1, numbered)]);
     let k = counters(&mut c, &run).unwrap();
     assert_eq!((k.misses, k.evaluated, k.failed), (1, 1, 0));
     // A training that failed (diverged) is a result too, counted failed.
