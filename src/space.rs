@@ -241,7 +241,18 @@ impl Space {
     /// Reads a space file and everything it names; every problem is a
     /// `SourceError` pointing into the file at fault.
     pub fn load(path: &Path) -> Result<Space, SourceError> {
-        let src = Source::read(path)?;
+        Space::from_source(Source::read(path)?, Source::read)
+    }
+
+    /// A space from its file's text (`src.path` places it: the grammar and
+    /// a task's file are named relative to its folder) and its grammar's,
+    /// which `grammar` reads given the grammar's path: how a run kept in a
+    /// database, which holds both texts, is read without files.
+    pub fn from_source(
+        src: Source,
+        grammar: impl FnOnce(&Path) -> Result<Source, SourceError>,
+    ) -> Result<Space, SourceError> {
+        let path = src.path.as_path();
         let file: SpaceFile = ron::Options::default()
             .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
             .from_str(&src.text)
@@ -300,7 +311,9 @@ impl Space {
             floor.flops,
             limits.max_flops,
         )?;
-        let (mut grammar, grammar_warnings) = Grammar::load(&grammar_path, &sem).map_err(|e| {
+        let grammar_src = grammar(&grammar_path);
+        let loaded = grammar_src.and_then(|g| Grammar::from_source(&g, &sem));
+        let (mut grammar, grammar_warnings) = loaded.map_err(|e| {
             if e.file.is_none() || e.message.starts_with("cannot read file") {
                 at(
                     "grammar",

@@ -1284,3 +1284,246 @@ fn a_location_names_a_run_in_a_database_and_opens_only_an_existing_one() {
     let version: i32 = scalar(&mut c, "SELECT version FROM archgram.schema_version");
     assert_eq!(version, SCHEMA_VERSION);
 }
+
+/// `status`, `export` and `watch`'s event source on a run in the database,
+/// through the CLI's `--db`: read as they read the same run in a folder.
+mod read_commands {
+    use super::*;
+    use archgram::cli::DbFlag;
+    use archgram::commands::locate::{locate, DB_ENV};
+    use std::path::Path;
+    use std::process::{Command, Output};
+
+    fn archgram(args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_archgram"));
+        c.args(args).env_remove(DB_ENV);
+        c
+    }
+
+    fn run(c: &mut Command) -> Output {
+        c.output().expect("run archgram")
+    }
+
+    fn ok(o: &Output) -> String {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout.clone()).unwrap()
+    }
+
+    /// Exit 2 with `fragment` in the message, and no password in it.
+    fn bad(o: &Output, fragment: &str) -> String {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(fragment), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    }
+
+    /// The address of `db` for the command line: the test server's, with
+    /// the test's database (a URL's path replaced; a later libpq `dbname`
+    /// overrides an earlier one).
+    fn url(db: &TestDb) -> String {
+        let server = std::env::var("ARCHGRAM_TEST_PG").unwrap();
+        let Some(scheme) = server.find("://") else {
+            return format!("{server} dbname={}", db.name);
+        };
+        let (base, query) = server.split_once('?').unwrap_or((&server, ""));
+        let authority_end = base[scheme + 3..]
+            .find('/')
+            .map_or(base.len(), |i| scheme + 3 + i);
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        format!("{}/{}{query}", &base[..authority_end], db.name)
+    }
+
+    /// Copies a run folder's store into the database run `name` through
+    /// the `Store` calls a search makes: each result with its event, in
+    /// the order the events were logged, then the trials.
+    fn copy_run(folder: &Path, db: &TestDb, name: &str) {
+        let at = Location::Sled {
+            store: folder.join("store"),
+            events: folder.join("events.jsonl"),
+        };
+        let sled = at.open().unwrap();
+        let meta = sled.meta().unwrap().unwrap();
+        let text = |f: &str| std::fs::read_to_string(folder.join(f)).unwrap();
+        create_run(
+            &mut db.migrated(),
+            &NewRun {
+                name,
+                space_path: "space.ron",
+                space_text: &text("space.ron"),
+                grammar_path: "grammar.ron",
+                grammar_text: &text("grammar.ron"),
+                settings: &meta["settings"],
+                hash_recipes: &meta["hash_recipes"],
+            },
+        )
+        .unwrap();
+        let pg = location(db, name).open().unwrap();
+        pg.put_meta(&meta).unwrap();
+        for e in sled.events().unwrap() {
+            let id = e.id().unwrap_or(u64::MAX);
+            match &e.kind {
+                EventKind::Evaluated(_) | EventKind::Failed(_) => {
+                    let record = sled.candidate(id).unwrap().unwrap();
+                    let outcome = sled.outcome(id).unwrap().unwrap();
+                    pg.record_evaluation(&Finished {
+                        record: &record,
+                        outcome: &outcome,
+                        event: &e,
+                    })
+                    .unwrap();
+                }
+                EventKind::Duplicate(_) => {
+                    let record = sled.candidate(id).unwrap().unwrap();
+                    pg.record_duplicate(&record, &e).unwrap();
+                }
+                _ => pg.append_event(&e).unwrap(),
+            }
+        }
+        for t in sled.trials().unwrap() {
+            pg.put_trial(&t).unwrap();
+        }
+    }
+
+    /// The files `export` wrote into `dir`, by name, and their text.
+    fn files(dir: &Path) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(&p).unwrap())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn status_and_export_read_a_database_run_as_they_read_its_folder() {
+        let Some(db) = TestDb::new("status and export --db") else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().to_str().unwrap();
+        // A short search with its confirm stage, so the run has trials.
+        ok(&run(&mut archgram(&[
+            "search",
+            "--space",
+            "spaces/quickstart.ron",
+            "--budget",
+            "5",
+            "--seed",
+            "3",
+            "--workers",
+            "1",
+            "--steps",
+            "10",
+            "--no-tui",
+            "--runs",
+            runs,
+            "--name",
+            "q",
+        ])));
+        let folder = dir.path().join("q");
+        let f = folder.to_str().unwrap();
+        let sled_json = ok(&run(&mut archgram(&["status", f, "--json"])));
+        let sled_text = ok(&run(&mut archgram(&["status", f])));
+        let sled_out = dir.path().join("sled-export");
+        let o = sled_out.to_str().unwrap();
+        ok(&run(&mut archgram(&[
+            "export", f, "--top", "3", "--format", "json", "--out", o,
+        ])));
+        copy_run(&folder, &db, "q1");
+
+        let url = url(&db);
+        let pg_json = ok(&run(&mut archgram(&[
+            "status", "q1", "--db", &url, "--json",
+        ])));
+        let (want, got): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_str(&sled_json).unwrap(),
+            serde_json::from_str(&pg_json).unwrap(),
+        );
+        assert_eq!(got, want);
+        assert_eq!(got["evaluations"], 5, "{got}");
+        assert!(got["best"]["arch"].is_string(), "{got}");
+        assert!(!got["confirmed"].as_array().unwrap().is_empty(), "{got}");
+        // ARCHGRAM_DB stands in for --db.
+        let text = ok(&run(archgram(&["status", "q1"]).env(DB_ENV, &url)));
+        assert_eq!(text, sled_text);
+        assert!(text.contains("winner #"), "{text}");
+
+        // export: the same files, and by default under export/RUN in the
+        // current folder (a database run has no folder).
+        let cwd = tempfile::tempdir().unwrap();
+        let printed = ok(&run(archgram(&[
+            "export", "q1", "--db", &url, "--top", "3", "--format", "json",
+        ])
+        .current_dir(cwd.path())));
+        assert!(printed.lines().count() == 3, "{printed}");
+        assert!(
+            printed.lines().all(|l| l.starts_with("export/q1/")),
+            "{printed}"
+        );
+        let (want, got) = (files(&sled_out), files(&cwd.path().join("export/q1")));
+        assert_eq!(got.len(), 3);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_missing_run_or_a_newer_schema_exits_2_and_changes_nothing() {
+        let Some(db) = TestDb::new("--db errors") else {
+            return;
+        };
+        let url = url(&db);
+        // No schema at all: no runs; reading it creates nothing.
+        for cmd in ["status", "export", "watch", "fidelity"] {
+            let o = run(&mut archgram(&[cmd, "nope", "--db", &url]));
+            bad(&o, "no run named `nope` in the database");
+        }
+        let absent: bool = scalar(
+            &mut db.connect(),
+            "SELECT to_regclass('archgram.schema_version') IS NULL",
+        );
+        assert!(absent, "a read created the schema");
+        let mut c = db.migrated();
+        new_run(&mut c, "r1");
+        bad(
+            &run(&mut archgram(&["status", "r2", "--db", &url])),
+            "no run named `r2`",
+        );
+        c.execute(
+            "UPDATE archgram.schema_version SET version = version + 1",
+            &[],
+        )
+        .unwrap();
+        let o = run(&mut archgram(&["status", "r1", "--db", &url]));
+        bad(&o, "newer than this archgram knows");
+    }
+
+    /// `watch`'s source on a database run returns an event once it is
+    /// committed (the dashboard draws what each call returns).
+    #[test]
+    fn watch_follows_a_database_run_as_events_commit() {
+        let Some(db) = TestDb::new("watch --db") else {
+            return;
+        };
+        new_run(&mut db.migrated(), "r1");
+        let flag = DbFlag { db: Some(url(&db)) };
+        let at = locate(Path::new("r1"), &flag).unwrap();
+        let mut feed = at.follow().unwrap();
+        assert_eq!(feed.next_batch().unwrap(), []);
+        let store = location(&db, "r1").open().unwrap();
+        store.append_event(&sampled(1)).unwrap();
+        let (got, errors) = follow(feed.as_mut(), 1);
+        assert_eq!((got, errors), (vec![sampled(1)], 0));
+        let missing = locate(Path::new("r2"), &flag).unwrap();
+        let e = missing.follow().err().expect("no run r2");
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.report().contains("no run named `r2`"), "{}", e.report());
+    }
+}

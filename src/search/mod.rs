@@ -23,6 +23,6 @@ pub use confirm::{
 pub use fidelity::{FidelityPlan, FidelityReport};
 pub use halving::{Brackets, Halving, Rungs};
 pub use run::{run, Ending};
-pub use rundir::RunDir;
+pub use rundir::{check_run_name, RunDir};
 pub use settings::{score_of, train_config, Confirm, RunControl, RunSettings, SearchError};
 pub use strategy::{Proposal, Strategy, StrategyKind};
