@@ -267,7 +267,9 @@ pub enum Command {
     },
     /// The live dashboard on a run's event log (another process's search,
     /// or a finished run).
-    #[command(after_help = "Example:\n  archgram watch runs/quickstart-1")]
+    #[command(
+        after_help = "Examples:\n  archgram watch runs/quickstart-1\n  archgram watch quickstart-1 --db postgres://archgram@db1/archgram"
+    )]
     Watch {
         /// The run's folder, e.g. runs/quickstart-1 (with --db, the run's
         /// name in the database).
@@ -277,7 +279,9 @@ pub enum Command {
     },
     /// Progress, best so far, Pareto front and cache statistics of a run
     /// (works while it runs: reads the event log).
-    #[command(after_help = "Example:\n  archgram status runs/quickstart-1 --json")]
+    #[command(
+        after_help = "Examples:\n  archgram status runs/quickstart-1 --json\n  archgram status quickstart-1 --db postgres://archgram@db1/archgram"
+    )]
     Status {
         /// The run's folder, e.g. runs/quickstart-1 (with --db, the run's
         /// name in the database).
@@ -296,7 +300,8 @@ pub enum Command {
     /// Ctrl-C costs only what is missing.
     #[command(after_help = "Examples:
   archgram fidelity runs/quickstart-1
-  archgram fidelity runs/quickstart-1 --top 8 --long-steps 1000 --seeds 2 --ladder 25,80 --json")]
+  archgram fidelity runs/quickstart-1 --top 8 --long-steps 1000 --seeds 2 --ladder 25,80 --json
+  archgram fidelity quickstart-1 --db postgres://archgram@db1/archgram")]
     Fidelity {
         /// The run's folder, e.g. runs/quickstart-1, its search ended (with
         /// --db, the run's name in the database, its coordinator stopped).
@@ -308,7 +313,7 @@ pub enum Command {
     },
     /// Write a run's best architectures as files other tools read.
     #[command(
-        after_help = "Examples:\n  archgram export runs/quickstart-1 --top 3 --format json\n  archgram export runs/quickstart-1 --pareto --format dot --out front/\n  archgram export runs/quickstart-1 --top 3 --format pytorch --weights\n  python3 runs/quickstart-1/export/01-id51.py --check"
+        after_help = "Examples:\n  archgram export runs/quickstart-1 --top 3 --format json\n  archgram export runs/quickstart-1 --pareto --format dot --out front/\n  archgram export runs/quickstart-1 --top 3 --format pytorch --weights\n  python3 runs/quickstart-1/export/01-id51.py --check\n  archgram export quickstart-1 --db postgres://archgram@db1/archgram --top 3 --out best/"
     )]
     Export {
         /// The run's folder, e.g. runs/quickstart-1 (a run whose search is

@@ -1472,6 +1472,50 @@ mod read_commands {
         let (want, got) = (files(&sled_out), files(&cwd.path().join("export/q1")));
         assert_eq!(got.len(), 3);
         assert_eq!(got, want);
+
+        // fidelity: refused while a coordinator holds the run, as a run
+        // folder's store is while its search holds it; then it writes its
+        // trials and event into the database run.
+        let fidelity = [
+            "fidelity",
+            "q1",
+            "--db",
+            &url,
+            "--top",
+            "2",
+            "--spread",
+            "0",
+            "--seeds",
+            "1",
+            "--long-steps",
+            "12",
+            "--workers",
+            "1",
+        ];
+        let lock = CoordinatorLock::acquire(db.connect(), "q1").unwrap();
+        let o = run(&mut archgram(&fidelity));
+        assert_eq!(o.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("already has a coordinator"), "{err}");
+        drop(lock);
+        ok(&run(&mut archgram(&fidelity)));
+        let mut c = db.connect();
+        let stored: i64 = scalar(
+            &mut c,
+            "SELECT count(*) FROM archgram.trials WHERE purpose = 'fidelity'",
+        );
+        let logged: i64 = scalar(
+            &mut c,
+            "SELECT count(*) FROM archgram.events
+             WHERE body->>'event' = 'trial' AND body->>'purpose' = 'fidelity'",
+        );
+        assert!(stored >= 4, "2 candidates at 2 budgets at least: {stored}");
+        assert_eq!(logged, stored);
+        let pg_json = ok(&run(&mut archgram(&[
+            "status", "q1", "--db", &url, "--json",
+        ])));
+        let got: serde_json::Value = serde_json::from_str(&pg_json).unwrap();
+        assert_eq!(got["fidelity"]["long_steps"], 12, "{got}");
     }
 
     #[test]
