@@ -1570,4 +1570,100 @@ mod read_commands {
         assert_eq!(e.exit_code(), 2);
         assert!(e.report().contains("no run named `r2`"), "{}", e.report());
     }
+
+    /// How a reader of a database run's events learns of one: the time
+    /// from the writer's `append_event` call to the reader's getting the
+    /// event, and the queries the reader made, for `watch`'s source
+    /// (LISTEN/NOTIFY) and for polling the events table, each read
+    /// back-to-back and at the dashboard's frame (100 ms). Prints the
+    /// numbers; run with `scripts/pg-throwaway.sh run cargo test --release
+    /// --test postgres -- --ignored --nocapture event_delivery`.
+    #[test]
+    #[ignore]
+    fn event_delivery_latency() {
+        let Some(db) = TestDb::new("event delivery timing") else {
+            return;
+        };
+        let run = new_run(&mut db.migrated(), "r1");
+        let n = 100u64;
+        let gap = Duration::from_millis(23);
+        let modes = [
+            (
+                "LISTEN/NOTIFY (EventFeed), back-to-back",
+                true,
+                Duration::ZERO,
+            ),
+            (
+                "LISTEN/NOTIFY (EventFeed), every 100 ms",
+                true,
+                Duration::from_millis(100),
+            ),
+            ("polling SELECT, back-to-back", false, Duration::ZERO),
+            (
+                "polling SELECT, every 100 ms",
+                false,
+                Duration::from_millis(100),
+            ),
+        ];
+        for (round, (what, listen, every)) in modes.into_iter().enumerate() {
+            let base = round as u64 * n;
+            let mut feed = location(&db, "r1").events();
+            feed.next_batch().unwrap();
+            let mut poller = db.connect();
+            let mut last = events_after(&mut poller, &run, 0)
+                .unwrap()
+                .last()
+                .map_or(0, |e| e.0);
+            let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let writer = {
+                let (store, sent) = (location(&db, "r1").open().unwrap(), sent.clone());
+                std::thread::spawn(move || {
+                    let mut commit = Vec::new();
+                    for id in base..base + n {
+                        std::thread::sleep(gap);
+                        let at = std::time::Instant::now();
+                        sent.lock().unwrap().push(at);
+                        store.append_event(&sampled(id)).unwrap();
+                        commit.push(at.elapsed().as_secs_f64() * 1e3);
+                    }
+                    commit
+                })
+            };
+            let (mut latency, mut queries, start) = (Vec::new(), 0u64, std::time::Instant::now());
+            while (latency.len() as u64) < n {
+                let got: Vec<Event> = if listen {
+                    let batch = feed.next_batch().unwrap();
+                    // A batch read after an announcement is one query.
+                    queries += u64::from(!batch.is_empty());
+                    batch
+                } else {
+                    queries += 1;
+                    let batch = events_after(&mut poller, &run, last).unwrap();
+                    last = batch.last().map_or(last, |e| e.0);
+                    batch.into_iter().map(|e| e.1).collect()
+                };
+                let now = std::time::Instant::now();
+                for e in got {
+                    let at = sent.lock().unwrap()[(e.id().unwrap() - base) as usize];
+                    latency.push((now - at).as_secs_f64() * 1e3);
+                }
+                std::thread::sleep(every);
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let mut commit = writer.join().unwrap();
+            let q = |v: &mut Vec<f64>, p: f64| {
+                v.sort_by(f64::total_cmp);
+                v[((v.len() - 1) as f64 * p) as usize]
+            };
+            println!(
+                "{what}: append->delivery median {:.2} ms, p90 {:.2} ms, max {:.2} ms; \
+                 {:.1} queries/s; the append itself median {:.2} ms",
+                q(&mut latency, 0.5),
+                q(&mut latency, 0.9),
+                q(&mut latency, 1.0),
+                queries as f64 / secs,
+                q(&mut commit, 0.5),
+            );
+        }
+    }
 }
