@@ -45,14 +45,9 @@ pub struct OpenRun {
 /// first) a run's name in that database. A database address that cannot
 /// be read is bad input (exit 2); nothing is connected to yet.
 pub fn locate(run: &Path, db: &DbFlag) -> Result<RunRef, CliError> {
-    let (url, from) = match &db.db {
-        Some(url) => (url.clone(), "--db"),
-        None => match std::env::var(DB_ENV) {
-            Ok(url) if !url.trim().is_empty() => (url, DB_ENV),
-            _ => return Ok(RunRef::Folder(RunDir::open(run)?)),
-        },
+    let Some((target, from)) = database(db)? else {
+        return Ok(RunRef::Folder(RunDir::open(run)?));
     };
-    let target = Box::new(Target::parse(&url).map_err(|e| CliError::bad_because(from, e))?);
     let name = run
         .to_str()
         .filter(|n| !n.is_empty())
@@ -64,6 +59,22 @@ pub fn locate(run: &Path, db: &DbFlag) -> Result<RunRef, CliError> {
         })?
         .to_string();
     Ok(RunRef::Db { target, name, from })
+}
+
+/// The database `--db` names, else `ARCHGRAM_DB` when set, with where
+/// the address came from (`--db` or `ARCHGRAM_DB`, for messages); `None`
+/// when neither is given. An address that cannot be read is bad input
+/// (exit 2); nothing is connected to.
+pub fn database(db: &DbFlag) -> Result<Option<(Box<Target>, &'static str)>, CliError> {
+    let (url, from) = match &db.db {
+        Some(url) => (url.clone(), "--db"),
+        None => match std::env::var(DB_ENV) {
+            Ok(url) if !url.trim().is_empty() => (url, DB_ENV),
+            _ => return Ok(None),
+        },
+    };
+    let target = Target::parse(&url).map_err(|e| CliError::bad_because(from, e))?;
+    Ok(Some((Box::new(target), from)))
 }
 
 impl RunRef {
