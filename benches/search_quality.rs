@@ -159,16 +159,15 @@ fn main() {
             c.seeds,
             space.metric
         );
-        let mut per: Vec<Vec<RunResult>> = Vec::new();
-        // The judged (last) strategy first: the others match its compute.
-        for (si, &strategy) in strategies.iter().enumerate().rev() {
-            let mut runs = Vec::new();
-            for seed in 1..=seeds {
+        let mut per: Vec<Vec<RunResult>> = strategies.iter().map(|_| Vec::new()).collect();
+        // Seed by seed, so that a study cut short still pairs its strategies;
+        // within a seed the judged (last) strategy runs first and the others
+        // match its compute.
+        for seed in 1..=seeds {
+            let mut judged_trainings = None;
+            for (si, &strategy) in strategies.iter().enumerate().rev() {
                 let last = si + 1 == strategies.len();
-                let budget = match per.first() {
-                    Some(judged) if !last => judged[seed as usize - 1].trainings,
-                    _ => budget,
-                };
+                let budget = judged_trainings.unwrap_or(budget);
                 let r = one(
                     &space,
                     strategy,
@@ -201,11 +200,12 @@ fn main() {
                         f.winner.as_ref().map_or("n/a".into(), |w| w.within_one_sd.to_string())
                     );
                 }
-                runs.push(r);
+                if last {
+                    judged_trainings = Some(r.trainings);
+                }
+                per[si].push(r);
             }
-            per.push(runs);
         }
-        per.reverse();
         println!("\n  confirmed winner, mean ± sd over seeds:");
         for (strategy, runs) in strategies.iter().zip(&per) {
             let v: Vec<f64> = runs.iter().map(|r| r.confirmed).collect();

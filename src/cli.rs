@@ -304,17 +304,27 @@ pub enum Command {
     },
     /// The live dashboard on a run's event log (another process's search,
     /// or a finished run).
-    #[command(after_help = "Example:\n  archgram watch runs/quickstart-1")]
+    #[command(
+        after_help = "Examples:\n  archgram watch runs/quickstart-1\n  archgram watch quickstart-1 --db postgres://archgram@db1/archgram"
+    )]
     Watch {
-        /// The run's folder, e.g. runs/quickstart-1.
+        /// The run's folder, e.g. runs/quickstart-1 (with --db, the run's
+        /// name in the database).
         run: PathBuf,
+        #[command(flatten)]
+        db: DbFlag,
     },
     /// Progress, best so far, Pareto front and cache statistics of a run
     /// (works while it runs: reads the event log).
-    #[command(after_help = "Example:\n  archgram status runs/quickstart-1 --json")]
+    #[command(
+        after_help = "Examples:\n  archgram status runs/quickstart-1 --json\n  archgram status quickstart-1 --db postgres://archgram@db1/archgram"
+    )]
     Status {
-        /// The run's folder, e.g. runs/quickstart-1.
+        /// The run's folder, e.g. runs/quickstart-1 (with --db, the run's
+        /// name in the database).
         run: PathBuf,
+        #[command(flatten)]
+        db: DbFlag,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -327,21 +337,29 @@ pub enum Command {
     /// Ctrl-C costs only what is missing.
     #[command(after_help = "Examples:
   archgram fidelity runs/quickstart-1
-  archgram fidelity runs/quickstart-1 --top 8 --long-steps 1000 --seeds 2 --ladder 25,80 --json")]
+  archgram fidelity runs/quickstart-1 --top 8 --long-steps 1000 --seeds 2 --ladder 25,80 --json
+  archgram fidelity quickstart-1 --db postgres://archgram@db1/archgram")]
     Fidelity {
-        /// The run's folder, e.g. runs/quickstart-1 (its search must have ended).
+        /// The run's folder, e.g. runs/quickstart-1, its search ended (with
+        /// --db, the run's name in the database, its coordinator stopped).
         run: PathBuf,
+        #[command(flatten)]
+        db: DbFlag,
         #[command(flatten)]
         flags: FidelityFlags,
     },
     /// Write a run's best architectures as files other tools read.
     #[command(
-        after_help = "Examples:\n  archgram export runs/quickstart-1 --top 3 --format json\n  archgram export runs/quickstart-1 --pareto --format dot --out front/\n  archgram export runs/quickstart-1 --top 3 --format pytorch --weights\n  python3 runs/quickstart-1/export/01-id51.py --check"
+        after_help = "Examples:\n  archgram export runs/quickstart-1 --top 3 --format json\n  archgram export runs/quickstart-1 --pareto --format dot --out front/\n  archgram export runs/quickstart-1 --top 3 --format pytorch --weights\n  python3 runs/quickstart-1/export/01-id51.py --check\n  archgram export quickstart-1 --db postgres://archgram@db1/archgram --top 3 --out best/"
     )]
     Export {
         /// The run's folder, e.g. runs/quickstart-1 (a run whose search is
-        /// still going is refused: export reads the store the search holds).
+        /// still going is refused: export reads the store the search
+        /// holds); with --db, the run's name in the database (read while
+        /// it runs too).
         run: PathBuf,
+        #[command(flatten)]
+        db: DbFlag,
         /// The best K by score, 1 or more [default: 1].
         #[arg(long, conflicts_with = "pareto", value_parser = at_least_one())]
         top: Option<usize>,
@@ -356,7 +374,8 @@ pub enum Command {
         /// `trained` (the default) retrains the candidate from the run's seed.
         #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "trained")]
         weights: Option<WeightsArg>,
-        /// Output folder (default: RUN/export).
+        /// Output folder (default: RUN/export; for a run in a database,
+        /// export/RUN in the current folder).
         #[arg(long)]
         out: Option<PathBuf>,
     },
@@ -373,6 +392,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// `--db`: the run is in a PostgreSQL database, not in a run folder.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DbFlag {
+    /// The PostgreSQL database that holds the run, as a
+    /// `postgres://user:password@host/dbname` URL or libpq `key=value`
+    /// pairs; RUN is then the run's name there. Without --db, the
+    /// ARCHGRAM_DB environment variable when set (keeps a password off the
+    /// command line).
+    #[arg(long, value_name = "URL")]
+    pub db: Option<String>,
 }
 
 /// `search`'s settings that override the space's defaults.

@@ -241,24 +241,17 @@ impl Space {
     /// Reads a space file and everything it names; every problem is a
     /// `SourceError` pointing into the file at fault.
     pub fn load(path: &Path) -> Result<Space, SourceError> {
-        Space::build(Source::read(path)?, None)
+        Space::from_source(Source::read(path)?, Source::read)
     }
 
-    /// A space from its file's text and its grammar's, as a run in a
-    /// database keeps them (a worker reads no files). `path` names the
-    /// file in errors and locates the grammar's path, which the grammar
-    /// text stands in for; the checks are `load`'s.
-    pub fn from_text(path: &Path, text: &str, grammar_text: &str) -> Result<Space, SourceError> {
-        let src = Source {
-            path: path.to_path_buf(),
-            text: text.to_string(),
-        };
-        Space::build(src, Some(grammar_text))
-    }
-
-    /// The checks and setup `load` and `from_text` share; the grammar is
-    /// read from its file unless its text is given.
-    fn build(src: Source, grammar_text: Option<&str>) -> Result<Space, SourceError> {
+    /// A space from its file's text (`src.path` places it: the grammar and
+    /// a task's file are named relative to its folder) and its grammar's,
+    /// which `grammar` reads given the grammar's path: how a run kept in a
+    /// database, which holds both texts, is read without files.
+    pub fn from_source(
+        src: Source,
+        grammar: impl FnOnce(&Path) -> Result<Source, SourceError>,
+    ) -> Result<Space, SourceError> {
         let path = src.path.as_path();
         let file: SpaceFile = ron::Options::default()
             .with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
@@ -318,16 +311,8 @@ impl Space {
             floor.flops,
             limits.max_flops,
         )?;
-        let loaded = match grammar_text {
-            Some(text) => Grammar::from_source(
-                &Source {
-                    path: grammar_path.clone(),
-                    text: text.to_string(),
-                },
-                &sem,
-            ),
-            None => Grammar::load(&grammar_path, &sem),
-        };
+        let grammar_src = grammar(&grammar_path);
+        let loaded = grammar_src.and_then(|g| Grammar::from_source(&g, &sem));
         let (mut grammar, grammar_warnings) = loaded.map_err(|e| {
             if e.file.is_none() || e.message.starts_with("cannot read file") {
                 at(

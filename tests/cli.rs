@@ -818,3 +818,39 @@ fn a_missing_architecture_file_exits_2_with_its_path_and_cause() {
     );
     assert!(stderr(&o).contains("No such file"), "{}", stderr(&o));
 }
+
+/// `--db` (and `ARCHGRAM_DB`) on the commands that read a run: an address
+/// that cannot be read, or a server that cannot be reached, exits 2 with
+/// what was wrong, never showing the password, and without a wait.
+#[test]
+fn a_bad_or_unreachable_database_exits_2_without_the_password() {
+    let run = |args: &[&str], env: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_archgram"));
+        c.args(args).env_remove("ARCHGRAM_DB");
+        if let Some(url) = env {
+            c.env("ARCHGRAM_DB", url);
+        }
+        c.output().expect("run archgram")
+    };
+    let unreadable = "host=db1 password=s3cret-pw port=notaport";
+    // Port 1 on the loopback: nothing listens, so the refusal is at once.
+    let unreachable = "postgres://ann:s3cret-pw@127.0.0.1:1/runs";
+    for cmd in ["status", "watch", "export", "fidelity"] {
+        let o = run(&[cmd, "r1", "--db", unreadable], None);
+        assert_fails(&o, 2, cmd, "--db: cannot read the database address");
+        let o = run(&[cmd, "r1", "--db", unreachable], None);
+        assert_fails(
+            &o,
+            2,
+            cmd,
+            "--db: cannot connect to PostgreSQL at postgres://ann@127.0.0.1:1/runs",
+        );
+        assert!(!stderr(&o).contains("s3cret"), "{}", stderr(&o));
+    }
+    let o = run(&["status", "r1"], Some(unreachable));
+    assert_fails(&o, 2, "status", "ARCHGRAM_DB: cannot connect to PostgreSQL");
+    assert!(!stderr(&o).contains("s3cret"), "{}", stderr(&o));
+    // Without either, RUN is a folder as before.
+    let o = run(&["status", "no-such-run"], None);
+    assert_fails(&o, 2, "status", "is not a run folder");
+}

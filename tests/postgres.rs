@@ -1225,3 +1225,386 @@ fn a_location_names_a_run_in_a_database_and_opens_only_an_existing_one() {
     let version: i32 = scalar(&mut c, "SELECT version FROM archgram.schema_version");
     assert_eq!(version, SCHEMA_VERSION);
 }
+
+/// `status`, `export` and `watch`'s event source on a run in the database,
+/// through the CLI's `--db`: read as they read the same run in a folder.
+mod read_commands {
+    use super::*;
+    use archgram::cli::DbFlag;
+    use archgram::commands::locate::{locate, DB_ENV};
+    use std::path::Path;
+    use std::process::{Command, Output};
+
+    fn archgram(args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_archgram"));
+        c.args(args).env_remove(DB_ENV);
+        c
+    }
+
+    fn run(c: &mut Command) -> Output {
+        c.output().expect("run archgram")
+    }
+
+    fn ok(o: &Output) -> String {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout.clone()).unwrap()
+    }
+
+    /// Exit 2 with `fragment` in the message, and no password in it.
+    fn bad(o: &Output, fragment: &str) -> String {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(err.contains(fragment), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    }
+
+    /// The address of `db` for the command line: the test server's, with
+    /// the test's database (a URL's path replaced; a later libpq `dbname`
+    /// overrides an earlier one).
+    fn url(db: &TestDb) -> String {
+        let server = std::env::var("ARCHGRAM_TEST_PG").unwrap();
+        let Some(scheme) = server.find("://") else {
+            return format!("{server} dbname={}", db.name);
+        };
+        let (base, query) = server.split_once('?').unwrap_or((&server, ""));
+        let authority_end = base[scheme + 3..]
+            .find('/')
+            .map_or(base.len(), |i| scheme + 3 + i);
+        let query = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{query}")
+        };
+        format!("{}/{}{query}", &base[..authority_end], db.name)
+    }
+
+    /// Copies a run folder's store into the database run `name` through
+    /// the `Store` calls a search makes: each result with its event, in
+    /// the order the events were logged, then the trials.
+    fn copy_run(folder: &Path, db: &TestDb, name: &str) {
+        let at = Location::Sled {
+            store: folder.join("store"),
+            events: folder.join("events.jsonl"),
+        };
+        let sled = at.open().unwrap();
+        let meta = sled.meta().unwrap().unwrap();
+        let text = |f: &str| std::fs::read_to_string(folder.join(f)).unwrap();
+        create_run(
+            &mut db.migrated(),
+            &NewRun {
+                name,
+                space_path: "space.ron",
+                space_text: &text("space.ron"),
+                grammar_path: "grammar.ron",
+                grammar_text: &text("grammar.ron"),
+                settings: &meta["settings"],
+                hash_recipes: &meta["hash_recipes"],
+            },
+        )
+        .unwrap();
+        let pg = location(db, name).open().unwrap();
+        pg.put_meta(&meta).unwrap();
+        for e in sled.events().unwrap() {
+            let id = e.id().unwrap_or(u64::MAX);
+            match &e.kind {
+                EventKind::Evaluated(_) | EventKind::Failed(_) => {
+                    let record = sled.candidate(id).unwrap().unwrap();
+                    let outcome = sled.outcome(id).unwrap().unwrap();
+                    pg.record_evaluation(&Finished {
+                        record: &record,
+                        outcome: &outcome,
+                        event: &e,
+                    })
+                    .unwrap();
+                }
+                EventKind::Duplicate(_) => {
+                    let record = sled.candidate(id).unwrap().unwrap();
+                    pg.record_duplicate(&record, &e).unwrap();
+                }
+                _ => pg.append_event(&e).unwrap(),
+            }
+        }
+        for t in sled.trials().unwrap() {
+            pg.put_trial(&t).unwrap();
+        }
+    }
+
+    /// The files `export` wrote into `dir`, by name, and their text.
+    fn files(dir: &Path) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let p = e.unwrap().path();
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read_to_string(&p).unwrap())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn status_and_export_read_a_database_run_as_they_read_its_folder() {
+        let Some(db) = TestDb::new("status and export --db") else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let runs = dir.path().to_str().unwrap();
+        // A short search with its confirm stage, so the run has trials.
+        ok(&run(&mut archgram(&[
+            "search",
+            "--space",
+            "spaces/quickstart.ron",
+            "--budget",
+            "5",
+            "--seed",
+            "3",
+            "--workers",
+            "1",
+            "--steps",
+            "10",
+            "--no-tui",
+            "--runs",
+            runs,
+            "--name",
+            "q",
+        ])));
+        let folder = dir.path().join("q");
+        let f = folder.to_str().unwrap();
+        let sled_json = ok(&run(&mut archgram(&["status", f, "--json"])));
+        let sled_text = ok(&run(&mut archgram(&["status", f])));
+        let sled_out = dir.path().join("sled-export");
+        let o = sled_out.to_str().unwrap();
+        ok(&run(&mut archgram(&[
+            "export", f, "--top", "3", "--format", "json", "--out", o,
+        ])));
+        copy_run(&folder, &db, "q1");
+
+        let url = url(&db);
+        let pg_json = ok(&run(&mut archgram(&[
+            "status", "q1", "--db", &url, "--json",
+        ])));
+        let (want, got): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_str(&sled_json).unwrap(),
+            serde_json::from_str(&pg_json).unwrap(),
+        );
+        assert_eq!(got, want);
+        assert_eq!(got["evaluations"], 5, "{got}");
+        assert!(got["best"]["arch"].is_string(), "{got}");
+        assert!(!got["confirmed"].as_array().unwrap().is_empty(), "{got}");
+        // ARCHGRAM_DB stands in for --db.
+        let text = ok(&run(archgram(&["status", "q1"]).env(DB_ENV, &url)));
+        assert_eq!(text, sled_text);
+        assert!(text.contains("winner #"), "{text}");
+
+        // export: the same files, and by default under export/RUN in the
+        // current folder (a database run has no folder).
+        let cwd = tempfile::tempdir().unwrap();
+        let printed = ok(&run(archgram(&[
+            "export", "q1", "--db", &url, "--top", "3", "--format", "json",
+        ])
+        .current_dir(cwd.path())));
+        assert!(printed.lines().count() == 3, "{printed}");
+        assert!(
+            printed.lines().all(|l| l.starts_with("export/q1/")),
+            "{printed}"
+        );
+        let (want, got) = (files(&sled_out), files(&cwd.path().join("export/q1")));
+        assert_eq!(got.len(), 3);
+        assert_eq!(got, want);
+
+        // fidelity: refused while a coordinator holds the run, as a run
+        // folder's store is while its search holds it; then it writes its
+        // trials and event into the database run.
+        let fidelity = [
+            "fidelity",
+            "q1",
+            "--db",
+            &url,
+            "--top",
+            "2",
+            "--spread",
+            "0",
+            "--seeds",
+            "1",
+            "--long-steps",
+            "12",
+            "--workers",
+            "1",
+        ];
+        let lock = CoordinatorLock::acquire(db.connect(), "q1").unwrap();
+        let o = run(&mut archgram(&fidelity));
+        assert_eq!(o.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("already has a coordinator"), "{err}");
+        drop(lock);
+        ok(&run(&mut archgram(&fidelity)));
+        let mut c = db.connect();
+        let stored: i64 = scalar(
+            &mut c,
+            "SELECT count(*) FROM archgram.trials WHERE purpose = 'fidelity'",
+        );
+        let logged: i64 = scalar(
+            &mut c,
+            "SELECT count(*) FROM archgram.events
+             WHERE body->>'event' = 'trial' AND body->>'purpose' = 'fidelity'",
+        );
+        assert!(stored >= 4, "2 candidates at 2 budgets at least: {stored}");
+        assert_eq!(logged, stored);
+        let pg_json = ok(&run(&mut archgram(&[
+            "status", "q1", "--db", &url, "--json",
+        ])));
+        let got: serde_json::Value = serde_json::from_str(&pg_json).unwrap();
+        assert_eq!(got["fidelity"]["long_steps"], 12, "{got}");
+    }
+
+    #[test]
+    fn a_missing_run_or_a_newer_schema_exits_2_and_changes_nothing() {
+        let Some(db) = TestDb::new("--db errors") else {
+            return;
+        };
+        let url = url(&db);
+        // No schema at all: no runs; reading it creates nothing.
+        for cmd in ["status", "export", "watch", "fidelity"] {
+            let o = run(&mut archgram(&[cmd, "nope", "--db", &url]));
+            bad(&o, "no run named `nope` in the database");
+        }
+        let absent: bool = scalar(
+            &mut db.connect(),
+            "SELECT to_regclass('archgram.schema_version') IS NULL",
+        );
+        assert!(absent, "a read created the schema");
+        let mut c = db.migrated();
+        new_run(&mut c, "r1");
+        bad(
+            &run(&mut archgram(&["status", "r2", "--db", &url])),
+            "no run named `r2`",
+        );
+        c.execute(
+            "UPDATE archgram.schema_version SET version = version + 1",
+            &[],
+        )
+        .unwrap();
+        let o = run(&mut archgram(&["status", "r1", "--db", &url]));
+        bad(&o, "newer than this archgram knows");
+    }
+
+    /// `watch`'s source on a database run returns an event once it is
+    /// committed (the dashboard draws what each call returns).
+    #[test]
+    fn watch_follows_a_database_run_as_events_commit() {
+        let Some(db) = TestDb::new("watch --db") else {
+            return;
+        };
+        new_run(&mut db.migrated(), "r1");
+        let flag = DbFlag { db: Some(url(&db)) };
+        let at = locate(Path::new("r1"), &flag).unwrap();
+        let mut feed = at.follow().unwrap();
+        assert_eq!(feed.next_batch().unwrap(), []);
+        let store = location(&db, "r1").open().unwrap();
+        store.append_event(&sampled(1)).unwrap();
+        let (got, errors) = follow(feed.as_mut(), 1);
+        assert_eq!((got, errors), (vec![sampled(1)], 0));
+        let missing = locate(Path::new("r2"), &flag).unwrap();
+        let e = missing.follow().err().expect("no run r2");
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.report().contains("no run named `r2`"), "{}", e.report());
+    }
+
+    /// How a reader of a database run's events learns of one: the time
+    /// from the writer's `append_event` call to the reader's getting the
+    /// event, and the queries the reader made, for `watch`'s source
+    /// (LISTEN/NOTIFY) and for polling the events table, each read
+    /// back-to-back and at the dashboard's frame (100 ms). Prints the
+    /// numbers; run with `scripts/pg-throwaway.sh run cargo test --release
+    /// --test postgres -- --ignored --nocapture event_delivery`.
+    #[test]
+    #[ignore]
+    fn event_delivery_latency() {
+        let Some(db) = TestDb::new("event delivery timing") else {
+            return;
+        };
+        let run = new_run(&mut db.migrated(), "r1");
+        let n = 100u64;
+        let gap = Duration::from_millis(23);
+        let modes = [
+            (
+                "LISTEN/NOTIFY (EventFeed), back-to-back",
+                true,
+                Duration::ZERO,
+            ),
+            (
+                "LISTEN/NOTIFY (EventFeed), every 100 ms",
+                true,
+                Duration::from_millis(100),
+            ),
+            ("polling SELECT, back-to-back", false, Duration::ZERO),
+            (
+                "polling SELECT, every 100 ms",
+                false,
+                Duration::from_millis(100),
+            ),
+        ];
+        for (round, (what, listen, every)) in modes.into_iter().enumerate() {
+            let base = round as u64 * n;
+            let mut feed = location(&db, "r1").events();
+            feed.next_batch().unwrap();
+            let mut poller = db.connect();
+            let mut last = events_after(&mut poller, &run, 0)
+                .unwrap()
+                .last()
+                .map_or(0, |e| e.0);
+            let sent = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let writer = {
+                let (store, sent) = (location(&db, "r1").open().unwrap(), sent.clone());
+                std::thread::spawn(move || {
+                    let mut commit = Vec::new();
+                    for id in base..base + n {
+                        std::thread::sleep(gap);
+                        let at = std::time::Instant::now();
+                        sent.lock().unwrap().push(at);
+                        store.append_event(&sampled(id)).unwrap();
+                        commit.push(at.elapsed().as_secs_f64() * 1e3);
+                    }
+                    commit
+                })
+            };
+            let (mut latency, mut queries, start) = (Vec::new(), 0u64, std::time::Instant::now());
+            while (latency.len() as u64) < n {
+                let got: Vec<Event> = if listen {
+                    let batch = feed.next_batch().unwrap();
+                    // A batch read after an announcement is one query.
+                    queries += u64::from(!batch.is_empty());
+                    batch
+                } else {
+                    queries += 1;
+                    let batch = events_after(&mut poller, &run, last).unwrap();
+                    last = batch.last().map_or(last, |e| e.0);
+                    batch.into_iter().map(|e| e.1).collect()
+                };
+                let now = std::time::Instant::now();
+                for e in got {
+                    let at = sent.lock().unwrap()[(e.id().unwrap() - base) as usize];
+                    latency.push((now - at).as_secs_f64() * 1e3);
+                }
+                std::thread::sleep(every);
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let mut commit = writer.join().unwrap();
+            let q = |v: &mut Vec<f64>, p: f64| {
+                v.sort_by(f64::total_cmp);
+                v[((v.len() - 1) as f64 * p) as usize]
+            };
+            println!(
+                "{what}: append->delivery median {:.2} ms, p90 {:.2} ms, max {:.2} ms; \
+                 {:.1} queries/s; the append itself median {:.2} ms",
+                q(&mut latency, 0.5),
+                q(&mut latency, 0.9),
+                q(&mut latency, 1.0),
+                queries as f64 / secs,
+                q(&mut commit, 0.5),
+            );
+        }
+    }
+}

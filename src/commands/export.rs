@@ -1,5 +1,6 @@
 //! `export`: a run's best architectures as files other tools read.
 
+use super::locate::{OpenRun, RunRef};
 use super::report::{self, Chosen};
 use super::CliError;
 use crate::cli::{ExportFormat, WeightsArg};
@@ -7,19 +8,18 @@ use crate::eval::program::Program;
 use crate::eval::{train, Weights};
 use crate::export::pytorch::{self, Provenance};
 use crate::search::pareto::{front, Point};
-use crate::search::{score_of, standings, train_config, RunDir, RunSettings};
-use crate::space::Space;
+use crate::search::{score_of, standings, train_config, RunSettings};
 use crate::store::Store;
 use crate::tasks::Task;
 use serde_json::json;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Sequences of held-out data in a probe file.
 const PROBE_SEQUENCES: usize = 4;
 
 pub fn export(
-    path: &Path,
+    run: &RunRef,
     top: Option<usize>,
     pareto: bool,
     format: ExportFormat,
@@ -30,18 +30,22 @@ pub fn export(
     if weights.is_some() && format != ExportFormat::Pytorch {
         return Err(CliError::bad("--weights goes with --format pytorch"));
     }
-    let dir = RunDir::open(path)?;
-    let space = Space::load(&dir.space_path())?;
-    let store = dir.store()?;
-    let settings = dir.settings(store.as_ref())?;
+    let OpenRun {
+        store,
+        settings,
+        space,
+    } = run.open()?;
     let chosen = choose(store.as_ref(), &settings, top, pareto)?;
     if chosen.is_empty() {
         return Err(CliError::bad(format!(
             "{}: no evaluated candidates to export yet",
-            dir.path.display()
+            run.label()
         )));
     }
-    let out_dir = out_dir.unwrap_or_else(|| dir.path.join("export"));
+    let out_dir = match out_dir {
+        Some(d) => d,
+        None => run.export_dir()?,
+    };
     std::fs::create_dir_all(&out_dir).map_err(|e| {
         CliError::runtime_because(format!("cannot create {}", out_dir.display()), e)
     })?;
@@ -59,11 +63,7 @@ pub fn export(
         writeln!(out, "{}", p.display())?;
         return Ok(());
     }
-    let run_name = dir
-        .path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let run_name = run.name();
     for (rank, Chosen { c, o, standing }) in chosen.iter().enumerate() {
         let net = space.network(c.derivation.clone()).map_err(|e| {
             CliError::runtime_because(format!("candidate #{} no longer lowers", c.id), e)

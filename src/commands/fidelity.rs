@@ -1,21 +1,23 @@
 //! `archgram fidelity RUN`: how well a run's proxy ranks its candidates,
 //! measured by retraining them (see `search::fidelity`).
 
+use super::locate::{OpenRun, RunRef};
 use super::search::{printer, stop_flag};
 use super::CliError;
 use crate::cli::FidelityFlags;
 use crate::search::fidelity::{self, Agreement, FidelityPlan, FidelityReport};
-use crate::search::RunDir;
-use crate::space::Space;
 use crate::store::EventKind;
 use std::io::Write;
-use std::path::Path;
 
-pub fn fidelity(path: &Path, args: FidelityFlags, out: &mut dyn Write) -> Result<(), CliError> {
-    let dir = RunDir::open(path)?;
-    let store = dir.store()?;
-    let mut settings = dir.settings(store.as_ref())?;
-    let space = Space::load(&dir.space_path())?;
+pub fn fidelity(run: &RunRef, args: FidelityFlags, out: &mut dyn Write) -> Result<(), CliError> {
+    // Held to the end: no coordinator may start in a database run while
+    // its trials are written.
+    let _lock = run.exclusive()?;
+    let OpenRun {
+        store,
+        mut settings,
+        space,
+    } = run.open()?;
     let mut plan = FidelityPlan::for_run(&settings);
     plan.top = args.top.unwrap_or(plan.top);
     plan.spread = args.spread.unwrap_or(plan.spread);
@@ -37,7 +39,7 @@ pub fn fidelity(path: &Path, args: FidelityFlags, out: &mut dyn Write) -> Result
         writeln!(
             out,
             "fidelity of {}: {} trainings to run ({} steps in all, {:.1}× the run's {}-step training each), {} worker(s)",
-            dir.path.display(),
+            run.label(),
             todo.len(),
             steps,
             steps as f64 / settings.steps.max(1) as f64,

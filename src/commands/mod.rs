@@ -3,6 +3,7 @@
 
 mod export;
 mod fidelity;
+pub mod locate;
 mod report;
 mod search;
 mod shared;
@@ -193,17 +194,28 @@ pub fn run(cmd: Command, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Resume {
             run, time, no_tui, ..
         } => search::resume(&run, time, no_tui, out),
-        Command::Watch { run } => search::watch(&run),
-        Command::Fidelity { run, flags } => fidelity::fidelity(&run, flags, out),
-        Command::Status { run, json } => search::status(&run, json, out),
+        Command::Watch { run, db } => search::watch(&locate::locate(&run, &db)?),
+        Command::Fidelity { run, db, flags } => {
+            fidelity::fidelity(&locate::locate(&run, &db)?, flags, out)
+        }
+        Command::Status { run, db, json } => search::status(&locate::locate(&run, &db)?, json, out),
         Command::Export {
             run,
+            db,
             top,
             pareto,
             format,
             weights,
             out: dir,
-        } => export::export(&run, top, pareto, format, weights, dir, out),
+        } => export::export(
+            &locate::locate(&run, &db)?,
+            top,
+            pareto,
+            format,
+            weights,
+            dir,
+            out,
+        ),
         Command::Simulate(args) => simulate::simulate(&args, out),
         Command::Eval {
             space,

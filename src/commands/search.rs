@@ -1,5 +1,6 @@
 //! `search`, `resume`, `status`.
 
+use super::locate::RunRef;
 use super::CliError;
 use crate::eval::DeviceKind;
 use crate::search::pareto::{front, Point};
@@ -9,7 +10,7 @@ use crate::space::Space;
 use crate::store::{Counters, Event, EventKind, Store};
 use serde_json::json;
 use std::io::{IsTerminal, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -268,7 +269,7 @@ fn drive(
     let ctl = stop_flag();
     let ending = if !no_tui && std::io::stdout().is_terminal() {
         let (tx, rx) = std::sync::mpsc::channel::<Event>();
-        let export = export_hook(dir, space);
+        let export = export_hook(dir.path.join("export"), space);
         std::thread::scope(|sc| {
             let worker = sc.spawn(|| {
                 let tx = tx;
@@ -319,13 +320,12 @@ fn resumable(e: CliError, dir: &RunDir) -> CliError {
 /// `e` in the dashboard: the selected candidate's text form, Graphviz graph
 /// and summary into RUN/export/ (from events, so it works while the search
 /// holds the store).
-fn export_hook<'a>(
-    dir: &'a RunDir,
-    space: &'a Space,
-) -> impl Fn(&crate::tui::Dashboard, u64) -> Result<String, Box<dyn std::error::Error>> + 'a {
+fn export_hook(
+    out: PathBuf,
+    space: &Space,
+) -> impl Fn(&crate::tui::Dashboard, u64) -> Result<String, Box<dyn std::error::Error>> + '_ {
     move |d, id| {
         let c = d.cands.get(&id).ok_or("unknown candidate")?;
-        let out = dir.path.join("export");
         std::fs::create_dir_all(&out)?;
         let stem = out.join(format!("id{id}"));
         let net = space.parse_arch(&c.arch)?;
@@ -349,18 +349,20 @@ fn export_hook<'a>(
     }
 }
 
-/// `archgram watch RUN`: the dashboard on a run's event log.
-pub fn watch(path: &Path) -> Result<(), CliError> {
-    let dir = RunDir::open(path)?;
-    let space = Space::load(&dir.space_path())?;
+/// `archgram watch RUN`: the dashboard on a run's events, followed as
+/// they are written (a database run's as they commit, announced by
+/// LISTEN/NOTIFY).
+pub fn watch(run: &RunRef) -> Result<(), CliError> {
+    let space = run.space()?;
+    let feed = run.follow()?;
     if !std::io::stdout().is_terminal() {
         return Err(CliError::bad(
             "watch needs a terminal; use `archgram status` for plain text",
         ));
     }
-    let export = export_hook(&dir, &space);
+    let export = export_hook(run.export_dir()?, &space);
     crate::tui::run_dashboard(
-        crate::tui::Feed::Log(dir.location().events()),
+        crate::tui::Feed::Log(feed),
         crate::tui::Hooks {
             pause: None,
             stop: None,
@@ -488,15 +490,8 @@ pub fn status_of(events: &[Event]) -> Status {
     s
 }
 
-pub fn status(path: &Path, as_json: bool, out: &mut dyn Write) -> Result<(), CliError> {
-    let dir = RunDir::open(path)?;
-    let events = dir.location().events().rest().map_err(|e| {
-        CliError::bad_because(
-            format!("{}: cannot read events", dir.events_path().display()),
-            e,
-        )
-    })?;
-    let s = status_of(&events);
+pub fn status(run: &RunRef, as_json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let s = status_of(&run.events()?);
     if as_json {
         writeln!(
             out,

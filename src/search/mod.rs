@@ -24,6 +24,6 @@ pub use confirm::{
 pub use fidelity::{FidelityPlan, FidelityReport};
 pub use halving::{Brackets, Halving, Rungs};
 pub use run::{run, run_shared, Ending};
-pub use rundir::{frozen_space, hash_recipes, run_meta, RunDir};
+pub use rundir::{check_run_name, frozen_space, hash_recipes, run_meta, RunDir};
 pub use settings::{score_of, train_config, Confirm, RunControl, RunSettings, SearchError};
 pub use strategy::{Proposal, Strategy, StrategyKind};

@@ -30,7 +30,7 @@ pub use queue::{
 pub use run::{
     counters, create_run, ended, newest_run, open_run, open_run_for_worker, NewRun, Run,
 };
-pub use schema::{migrate, migrate_with, SCHEMA_VERSION};
+pub use schema::{check_schema, migrate, migrate_with, SCHEMA_VERSION};
 pub use store::PgStore;
 
 /// This build's version, recorded with each run: a worker of another

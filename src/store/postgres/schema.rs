@@ -25,6 +25,26 @@ pub fn migrate(client: &mut Client) -> Result<(), PgError> {
     migrate_with(client, MIGRATIONS)
 }
 
+/// Refuses a schema newer than this build knows, changing nothing: for a
+/// process that only reads runs (`status`, `watch`, `export`), which may
+/// connect as a user that cannot create tables. A database without the
+/// schema passes (it holds no runs).
+pub fn check_schema(client: &mut Client) -> Result<(), PgError> {
+    let found = client.query_opt("SELECT version FROM archgram.schema_version", &[]);
+    let found: i32 = match found {
+        Ok(row) => row.map_or(0, |r| r.get(0)),
+        Err(e) if e.code() == Some(&::postgres::error::SqlState::UNDEFINED_TABLE) => 0,
+        Err(e) => return Err(e.into()),
+    };
+    if found > SCHEMA_VERSION {
+        return Err(PgError::SchemaTooNew {
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
 /// [`migrate`] with another list of migrations (the SQL from version `i`
 /// to `i + 1` at index `i`): how tests take a database through an upgrade
 /// that this build's single version cannot show.
