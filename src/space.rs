@@ -244,6 +244,22 @@ impl Space {
         Space::from_source(Source::read(path)?, Source::read)
     }
 
+    /// A space from the texts a database run keeps: its file's, named
+    /// `path` in errors and placing what it names, and its grammar's,
+    /// which stands in for the grammar file.
+    pub fn from_texts(path: &Path, text: &str, grammar_text: &str) -> Result<Space, SourceError> {
+        let src = Source {
+            path: path.to_path_buf(),
+            text: text.to_string(),
+        };
+        Space::from_source(src, |grammar_path| {
+            Ok(Source {
+                path: grammar_path.to_path_buf(),
+                text: grammar_text.to_string(),
+            })
+        })
+    }
+
     /// A space from its file's text (`src.path` places it: the grammar and
     /// a task's file are named relative to its folder) and its grammar's,
     /// which `grammar` reads given the grammar's path: how a run kept in a

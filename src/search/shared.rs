@@ -6,7 +6,6 @@
 
 use super::settings::{score_of, train_config, RunSettings, SearchError};
 use crate::eval::{evaluate, DeviceKind, Outcome, Status};
-use crate::grammar::Source;
 use crate::space::Space;
 use crate::store::postgres::{self as pg, Claimed, CoordinatorLock, Failure, PgError, Run};
 use crate::store::{CandidateRecord, Event, EventKind, Finished};
@@ -145,19 +144,12 @@ pub struct WorkerReport {
 
 /// A run's space as the database keeps it (no file is read).
 pub fn run_space(run: &Run) -> Result<Space, SearchError> {
-    let src = Source {
-        path: std::path::PathBuf::from(&run.space_path),
-        text: run.space_text.clone(),
-    };
-    // The grammar's text stands in for the file the space names.
-    let grammar = |path: &std::path::Path| {
-        Ok(Source {
-            path: path.to_path_buf(),
-            text: run.grammar_text.clone(),
-        })
-    };
-    Space::from_source(src, grammar)
-        .map_err(|e| SearchError::bad_because(format!("run `{}`'s space", run.name), e))
+    Space::from_texts(
+        std::path::Path::new(&run.space_path),
+        &run.space_text,
+        &run.grammar_text,
+    )
+    .map_err(|e| SearchError::bad_because(format!("run `{}`'s space", run.name), e))
 }
 
 /// The run's settings as its coordinator recorded them.
