@@ -847,6 +847,27 @@ fn a_bad_or_unreachable_database_exits_2_without_the_password() {
         );
         assert!(!stderr(&o).contains("s3cret"), "{}", stderr(&o));
     }
+    // The commands that write a database run report the same exit code.
+    for args in [
+        &["worker", "--db", unreachable][..],
+        &["resume", "r1", "--db", unreachable],
+        &[
+            "search",
+            "--space",
+            "spaces/quickstart.ron",
+            "--db",
+            unreachable,
+        ],
+    ] {
+        let o = run(args, None);
+        assert_fails(
+            &o,
+            2,
+            args[0],
+            "cannot connect to PostgreSQL at postgres://ann@127.0.0.1:1/runs",
+        );
+        assert!(!stderr(&o).contains("s3cret"), "{}", stderr(&o));
+    }
     let o = run(&["status", "r1"], Some(unreachable));
     assert_fails(&o, 2, "status", "ARCHGRAM_DB: cannot connect to PostgreSQL");
     assert!(!stderr(&o).contains("s3cret"), "{}", stderr(&o));

@@ -221,9 +221,8 @@ impl RunRef {
         Ok((client, run))
     }
 
-    /// A database error as a command's: an address that cannot be read or
-    /// reached, a run that is not there and a schema from a newer archgram
-    /// are the user's to fix (exit 2); the rest are failures (exit 1).
+    /// A database error as a command's: what the user can fix
+    /// ([`PgError::is_users_to_fix`]) exits 2, the rest are failures (exit 1).
     fn db_error(&self, what: &str, e: PgError) -> CliError {
         let (from, shown) = match self {
             RunRef::Db { from, target, .. } => (*from, target.redacted()),
@@ -232,7 +231,7 @@ impl RunRef {
         match e {
             // The message names the address already.
             PgError::BadTarget(_) | PgError::Connect { .. } => CliError::bad_because(from, e),
-            PgError::NoRun { .. } | PgError::SchemaTooNew { .. } => CliError::bad_because(shown, e),
+            e if e.is_users_to_fix() => CliError::bad_because(shown, e),
             _ => CliError::runtime_because(format!("{}: {what}", self.label()), e),
         }
     }

@@ -16,18 +16,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// A database error as the CLI reports it: what the user can fix (the
-/// address, the run's name, a second coordinator, another version) exits
-/// with 2.
+/// A database error as the CLI reports it: what the user can fix exits
+/// with 2 ([`PgError::is_users_to_fix`]).
 fn db_error(e: PgError) -> CliError {
-    match e {
-        PgError::BadTarget(_)
-        | PgError::SchemaTooNew { .. }
-        | PgError::NoRun { .. }
-        | PgError::RunExists { .. }
-        | PgError::OtherVersion { .. }
-        | PgError::CoordinatorHeld { .. } => CliError::bad_because("database", e),
-        e => CliError::runtime_because("database", e),
+    if e.is_users_to_fix() {
+        CliError::bad_because("database", e)
+    } else {
+        CliError::runtime_because("database", e)
     }
 }
 

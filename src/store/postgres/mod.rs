@@ -93,6 +93,25 @@ pub enum PgError {
     Corrupt { run: String, what: String },
 }
 
+impl PgError {
+    /// Whether the user can fix it by what they typed or chose (the
+    /// address, a server that does not answer there, the run's name, the
+    /// archgram version): the CLI's bad input, exit 2. Everything else is
+    /// a failure (exit 1), a run another coordinator holds included, as a
+    /// run folder another process holds is.
+    pub fn is_users_to_fix(&self) -> bool {
+        matches!(
+            self,
+            PgError::BadTarget(_)
+                | PgError::Connect { .. }
+                | PgError::SchemaTooNew { .. }
+                | PgError::NoRun { .. }
+                | PgError::RunExists { .. }
+                | PgError::OtherVersion { .. }
+        )
+    }
+}
+
 impl From<::postgres::Error> for PgError {
     fn from(e: ::postgres::Error) -> PgError {
         PgError::Db(e)
