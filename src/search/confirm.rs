@@ -7,7 +7,9 @@
 //! mean ± sd, and the search's own scores are only ever shown as
 //! single-seed proxies beside it.
 
-use super::settings::{score_of, train_config, Confirm, RunControl, RunSettings, SearchError};
+use super::settings::{
+    score_of, train_config, trained_ok, Confirm, RunControl, RunSettings, SearchError,
+};
 use crate::eval::{evaluate_all, Outcome, Status};
 use crate::space::Space;
 use crate::stats::{mean, sd};
@@ -72,7 +74,7 @@ pub fn ranked(store: &dyn Store) -> Result<Vec<Ranked>, StoreError> {
             steps: c.steps,
             score: mean(&scores),
             runs: scores.len(),
-            ok: o["status"] == "ok",
+            ok: trained_ok(&o),
         };
         let keep = by_arch
             .get(&c.hashes.structural)

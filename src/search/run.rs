@@ -12,7 +12,7 @@ use super::halving::{Brackets, Halving};
 use super::propose::{Job, Proposed, Proposer};
 use super::recorder::Recorder;
 use super::rundir::{check_hash_recipes, RunDir};
-use super::settings::{score_of, train_config, RunControl, RunSettings, SearchError};
+use super::settings::{score_of, train_config, trained_ok, RunControl, RunSettings, SearchError};
 use super::shared::Board;
 use super::strategy::Strategy;
 use crate::eval::{evaluate_all, Outcome, TrainConfig};
@@ -491,7 +491,7 @@ impl Loop<'_> {
             self.pos.evaluations += 1;
             // A candidate that ran out of attempts has no outcome: it
             // scores as a failed one does.
-            let ok = outcome.as_ref().is_some_and(|o| o["status"] == "ok");
+            let ok = outcome.as_ref().is_some_and(trained_ok);
             let score = outcome.as_ref().map_or(0.0, score_of);
             done.push((job, score, ok));
         }

@@ -129,9 +129,14 @@ pub fn train_config(space: &Space, seed: u64, steps: usize, device: DeviceKind) 
     }
 }
 
+/// Whether a stored outcome trained without failing.
+pub fn trained_ok(outcome: &serde_json::Value) -> bool {
+    outcome["status"] == "ok"
+}
+
 /// Score of a stored outcome (0 for a failed one).
 pub fn score_of(outcome: &serde_json::Value) -> f64 {
-    if outcome["status"] == "ok" {
+    if trained_ok(outcome) {
         outcome["score"].as_f64().unwrap_or(0.0)
     } else {
         0.0
