@@ -10,8 +10,9 @@
 //! - `SQ_SPACES`: comma-separated space files (default
 //!   `spaces/quickstart.ron`);
 //! - `SQ_SEEDS` (8), `SQ_BUDGET` (each space's budget), `SQ_STEPS` (each
-//!   space's steps), `SQ_STRATEGIES` (`random,evolution`; the last is the
-//!   one judged against the first);
+//!   space's steps), `SQ_STRATEGIES` (`random,evolution`; each is compared
+//!   with every earlier one, and the summary's top-level figures are the
+//!   last against the first);
 //! - `SQ_FIDELITY`: on how many of the last strategy's runs per space to
 //!   run `fidelity` (top 8, a spread of 4, 4× the steps, 2 seeds; default
 //!   0: it costs about three searches each);
@@ -134,6 +135,24 @@ fn fmt_opt(v: Option<f64>) -> String {
     v.map_or("n/a".into(), |v| format!("{v:+.2}"))
 }
 
+/// How `judged`'s confirmed winners compare with `base`'s, seed by seed.
+fn compare(base: &[RunResult], judged: &[RunResult]) -> serde_json::Value {
+    let diffs: Vec<f64> = base
+        .iter()
+        .zip(judged)
+        .map(|(a, b)| b.confirmed - a.confirmed)
+        .collect();
+    let pooled: Vec<f64> = base.iter().chain(judged).map(|r| r.confirmed).collect();
+    json!({
+        "seeds": diffs.len(),
+        "wins": diffs.iter().filter(|&&d| d > 0.0).count(),
+        "margin": mean(&diffs),
+        "margin_sd": sd(&diffs),
+        "winner_sd_across_seeds": sd(&pooled),
+        "confirm_seed_sd": mean(&judged.iter().map(|r| r.confirmed_sd).collect::<Vec<_>>()),
+    })
+}
+
 fn main() {
     let started = Instant::now();
     let spaces = std::env::var("SQ_SPACES").unwrap_or_else(|_| "spaces/quickstart.ron".into());
@@ -143,7 +162,7 @@ fn main() {
     let strategies: Vec<StrategyKind> = std::env::var("SQ_STRATEGIES")
         .unwrap_or_else(|_| "random,evolution".into())
         .split(',')
-        .map(|s| StrategyKind::parse(s.trim()).expect("SQ_STRATEGIES: random or evolution"))
+        .map(|s| StrategyKind::parse(s.trim()).expect("SQ_STRATEGIES: random, evolution or model"))
         .collect();
     let mut all = Vec::new();
     for path in spaces.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -220,35 +239,39 @@ fn main() {
             );
         }
         let mut summary = json!({"space": path, "seeds": seeds, "budget": budget, "steps": steps});
+        // Every strategy against every earlier one (the first is the
+        // baseline); the summary's top-level figures are the last against
+        // the first.
+        let mut pairs = Vec::new();
+        for j in 1..per.len() {
+            for i in 0..j {
+                let p = compare(&per[i], &per[j]);
+                println!(
+                    "  {} beats {} in {} of {} seeds; mean margin {:+.4} (sd of the margins {:.4}); sd of confirmed winners across seeds and both {:.4}; mean confirm seed sd {:.4}",
+                    strategies[j].name(),
+                    strategies[i].name(),
+                    p["wins"],
+                    p["seeds"],
+                    p["margin"].as_f64().unwrap_or(f64::NAN),
+                    p["margin_sd"].as_f64().unwrap_or(f64::NAN),
+                    p["winner_sd_across_seeds"].as_f64().unwrap_or(f64::NAN),
+                    p["confirm_seed_sd"].as_f64().unwrap_or(f64::NAN),
+                );
+                pairs.push(json!({"judged": strategies[j].name(), "against": strategies[i].name(), "result": p}));
+            }
+        }
         if per.len() >= 2 {
-            let (base, judged) = (&per[0], &per[per.len() - 1]);
-            let diffs: Vec<f64> = base
-                .iter()
-                .zip(judged)
-                .map(|(a, b)| b.confirmed - a.confirmed)
-                .collect();
-            let wins = diffs.iter().filter(|&&d| d > 0.0).count();
-            let pooled_sd = sd(&base
-                .iter()
-                .chain(judged)
-                .map(|r| r.confirmed)
-                .collect::<Vec<_>>());
-            let seed_sd = mean(&judged.iter().map(|r| r.confirmed_sd).collect::<Vec<_>>());
-            println!(
-                "  {} beats {} in {wins} of {} seeds; mean margin {:+.4} (sd of the margins {:.4}); sd of confirmed winners across seeds and strategies {:.4}; mean confirm seed sd {:.4}",
-                strategies[strategies.len() - 1].name(),
-                strategies[0].name(),
-                diffs.len(),
-                mean(&diffs),
-                sd(&diffs),
-                pooled_sd,
-                seed_sd
-            );
-            summary["wins"] = json!(wins);
-            summary["margin"] = json!(mean(&diffs));
-            summary["margin_sd"] = json!(sd(&diffs));
-            summary["winner_sd_across_seeds"] = json!(pooled_sd);
-            summary["confirm_seed_sd"] = json!(seed_sd);
+            let p = compare(&per[0], &per[per.len() - 1]);
+            for key in [
+                "wins",
+                "margin",
+                "margin_sd",
+                "winner_sd_across_seeds",
+                "confirm_seed_sd",
+            ] {
+                summary[key] = p[key].clone();
+            }
+            summary["pairs"] = json!(pairs);
         }
         let fids: Vec<&FidelityReport> = per
             .last()
