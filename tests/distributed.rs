@@ -354,3 +354,50 @@ fn a_killed_workers_candidate_is_trained_by_another_once_its_lease_expires() {
     );
     check_finished_run(&db, "lease", 2);
 }
+
+#[test]
+fn a_candidate_whose_leases_all_ran_out_counts_against_the_budget_of_a_resumed_run() {
+    let Some(db) = Db::new("a resumed run with a candidate that ran out of attempts") else {
+        return;
+    };
+    let mut first = coordinator(&db, "lapsed", "3", "20");
+    let mut c = db.client();
+    wait_until("two candidates on the queue", || {
+        db.count(&mut c, "SELECT count(*) FROM archgram.candidates") >= 2
+    });
+    first.kill().unwrap();
+    first.wait().unwrap();
+    // As if workers had died holding the oldest candidate on each of its
+    // attempts: the next claim ends it failed, with no outcome.
+    c.execute(
+        "UPDATE archgram.candidates
+         SET status = 'claimed', attempts = 3, lease_owner = 'gone',
+             lease_expires = now() - interval '1 second'
+         WHERE id = (SELECT min(id) FROM archgram.candidates)",
+        &[],
+    )
+    .unwrap();
+    let w = worker(&db, "lapsed", "60");
+    wait_until("the lapsed candidate ended failed", || {
+        db.count(
+            &mut c,
+            "SELECT count(*) FROM archgram.candidates WHERE status = 'failed'",
+        ) == 1
+    });
+    let resumed = finished(
+        archgram(&["resume", "lapsed", "--db", &db.url])
+            .spawn()
+            .unwrap(),
+    );
+    let text = String::from_utf8_lossy(&resumed.stdout);
+    assert!(
+        text.contains("done (budget spent): 3 evaluations"),
+        "{text}"
+    );
+    assert_eq!(recorded(&finished(w)), 2, "two trained, one failed: 3");
+    assert_eq!(
+        db.count(&mut c, "SELECT evaluated + failed FROM archgram.counters"),
+        3,
+        "no training beyond the budget"
+    );
+}

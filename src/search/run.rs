@@ -59,17 +59,19 @@ fn rung_of(h: &Halving, steps: usize, full: usize) -> usize {
         .unwrap_or(0)
 }
 
-/// Rebuilds the strategy, the halving brackets and the run's position
-/// from the store.
 /// Where a resumed run stands, its halving brackets, and the (id, score)
 /// of every trained candidate in id order.
 type Restored = (Progress, Option<Brackets>, Vec<(u64, f64)>);
 
+/// Rebuilds the strategy, the halving brackets and the run's position
+/// from the store (and, for a shared run, the candidates `in_flight` on
+/// its board and those `lapsed` there without an outcome).
 fn restore(
     store: &dyn Store,
     strategy: &mut Strategy,
     settings: &RunSettings,
     in_flight: &[CandidateRecord],
+    lapsed: &[u64],
 ) -> Result<Restored, SearchError> {
     let cands = store.candidates()?;
     let reevals = reeval_scores(store)?;
@@ -91,6 +93,12 @@ fn restore(
         }
         let source = c.duplicate_of.unwrap_or(c.id);
         let Some(o) = store.outcome(source)? else {
+            // Ended failed without an outcome: a failed training, as the
+            // round that saw it end counted it.
+            if lapsed.contains(&c.id) {
+                told.push((c.id, 0.0));
+                evaluations += 1;
+            }
             continue;
         };
         let s = score_of(&o);
@@ -242,9 +250,9 @@ fn search<'a>(
     progress: &'a mut dyn FnMut(&Event),
     mut board: Option<&'a mut Board>,
 ) -> Result<Ending, SearchError> {
-    let in_flight = match board.as_deref_mut() {
-        Some(b) => b.waiting()?,
-        None => Vec::new(),
+    let (in_flight, lapsed) = match board.as_deref_mut() {
+        Some(b) => (b.waiting()?, b.lapsed()?),
+        None => (Vec::new(), Vec::new()),
     };
     let mut rec = Recorder::open(store, progress);
     let baselines: Vec<String> = space.file.baselines.keys().cloned().collect();
@@ -254,7 +262,7 @@ fn search<'a>(
         settings.tournament,
         baselines,
     );
-    let (pos, rungs, told) = restore(store, &mut strategy, settings, &in_flight)?;
+    let (pos, rungs, told) = restore(store, &mut strategy, settings, &in_flight, &lapsed)?;
     let task = space
         .build_task(space.file.seed)
         .map_err(|e| SearchError::bad_because("the space's task", e))?;

@@ -82,6 +82,12 @@ impl Board {
         pg::waiting(&mut self.client, &self.run).map_err(db)
     }
 
+    /// The candidates that ended failed without an outcome (every lease
+    /// on them ran out): failed trainings of the budget.
+    pub(super) fn lapsed(&mut self) -> Result<Vec<u64>, SearchError> {
+        pg::lapsed(&mut self.client, &self.run).map_err(db)
+    }
+
     /// The results workers recorded since the last call (their `evaluated`
     /// and `failed` events), to show as the coordinator's own are shown.
     pub(super) fn news(&mut self) -> Result<Vec<Event>, SearchError> {

@@ -24,8 +24,8 @@ pub use connect::Target;
 pub use events::{append_event, events_after, listen, wait_for_event, EventFeed, EVENTS_CHANNEL};
 pub use lock::CoordinatorLock;
 pub use queue::{
-    claim, complete, counts, enqueue, fail, heartbeat, settled, waiting, Claimed, Completion,
-    Failure, QueueCounts, MAX_ATTEMPTS,
+    claim, complete, counts, enqueue, fail, heartbeat, lapsed, settled, waiting, Claimed,
+    Completion, Failure, QueueCounts, MAX_ATTEMPTS,
 };
 pub use run::{
     counters, create_run, ended, newest_run, open_run, open_run_for_worker, NewRun, Run,

@@ -472,6 +472,23 @@ pub fn settled(
         .collect()
 }
 
+/// The candidates that ended failed without an outcome (their leases ran
+/// out on every attempt), by id: results a coordinator that takes over a
+/// run counts as failed trainings, as the one that saw them end did.
+pub fn lapsed(client: &mut Client, run: &Run) -> Result<Vec<u64>, PgError> {
+    let rows = client.query(
+        "SELECT c.id FROM archgram.candidates c
+         WHERE c.run = $1 AND c.status = 'failed'
+           AND NOT EXISTS (SELECT 1 FROM archgram.outcomes o
+                           WHERE o.run = c.run AND o.candidate = c.id)
+         ORDER BY c.id",
+        &[&run.id],
+    )?;
+    rows.iter()
+        .map(|r| to_u64(r.get(0), &run.name, "candidate id"))
+        .collect()
+}
+
 /// The candidates still waiting for a result (pending or claimed), by id:
 /// the work a coordinator that takes over a run finds in flight.
 pub fn waiting(client: &mut Client, run: &Run) -> Result<Vec<CandidateRecord>, PgError> {
