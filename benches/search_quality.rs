@@ -9,7 +9,9 @@
 //!
 //! - `SQ_SPACES`: comma-separated space files (default
 //!   `spaces/quickstart.ron`);
-//! - `SQ_SEEDS` (8), `SQ_BUDGET` (each space's budget), `SQ_STEPS` (each
+//! - `SQ_SEEDS` (8), `SQ_SEED_FROM` (1: the first seed, to continue a
+//!   study that was cut short: a run's result depends only on its seed,
+//!   strategy and budget), `SQ_BUDGET` (each space's budget), `SQ_STEPS` (each
 //!   space's steps), `SQ_STRATEGIES` (`random,evolution`; each is compared
 //!   with every earlier one, and the summary's top-level figures are the
 //!   last against the first);
@@ -157,6 +159,7 @@ fn main() {
     let started = Instant::now();
     let spaces = std::env::var("SQ_SPACES").unwrap_or_else(|_| "spaces/quickstart.ron".into());
     let seeds = env("SQ_SEEDS").unwrap_or(8) as u64;
+    let first_seed = env("SQ_SEED_FROM").unwrap_or(1).max(1) as u64;
     let workers = env("SQ_WORKERS").unwrap_or(2);
     let fidelity_runs = env("SQ_FIDELITY").unwrap_or(0) as u64;
     let strategies: Vec<StrategyKind> = std::env::var("SQ_STRATEGIES")
@@ -171,7 +174,7 @@ fn main() {
         let steps = env("SQ_STEPS").unwrap_or(space.file.train.steps);
         let c = space.file.search.confirm;
         println!(
-            "\n== {} ({}): {seeds} seeds × {budget} evaluations × {steps} steps, confirm top {} × {} seeds, {workers} workers, score {}",
+            "\n== {} ({}): seeds {first_seed}–{seeds} × {budget} evaluations × {steps} steps, confirm top {} × {} seeds, {workers} workers, score {}",
             space.name(),
             path,
             c.top,
@@ -182,7 +185,7 @@ fn main() {
         // Seed by seed, so that a study cut short still pairs its strategies;
         // within a seed the judged (last) strategy runs first and the others
         // match its compute.
-        for seed in 1..=seeds {
+        for seed in first_seed..=seeds {
             let mut judged_trainings = None;
             for (si, &strategy) in strategies.iter().enumerate().rev() {
                 let last = si + 1 == strategies.len();
@@ -194,7 +197,7 @@ fn main() {
                     budget,
                     steps,
                     workers,
-                    last && seed <= fidelity_runs,
+                    last && seed < first_seed + fidelity_runs,
                 );
                 println!(
                     "  {:<9} seed {seed}: confirmed {:.4} ± {:.4}, best proxy {:.4}, {} trainings, {} duplicates of {} proposed  [{:.0} s]",

@@ -261,9 +261,11 @@ pub enum Command {
     )]
     Worker {
         /// The database: a `postgres://user@host/dbname` URL or libpq
-        /// `key=value` pairs (a password is never printed).
-        #[arg(long)]
-        db: String,
+        /// `key=value` pairs (a password is never printed). Without
+        /// --db, the ARCHGRAM_DB environment variable (keeps a password
+        /// off the command line).
+        #[arg(long, value_name = "URL")]
+        db: Option<String>,
         /// The run to work on (default: the newest in the database).
         #[arg(long)]
         run: Option<String>,
@@ -291,7 +293,9 @@ pub enum Command {
         run: PathBuf,
         /// Take over a run in this PostgreSQL database as its coordinator
         /// (one whose coordinator stopped or died; workers keep going).
-        #[arg(long)]
+        /// Without --db, the ARCHGRAM_DB environment variable when set:
+        /// RUN is then a run's name there.
+        #[arg(long, value_name = "URL")]
         db: Option<String>,
         /// Stop after this long (counted from now), e.g. 90s, 10m, 1h30m;
         /// without it, the run goes on until its budget is spent.
@@ -450,8 +454,10 @@ pub struct SharedFlags {
     /// Keep the run in this PostgreSQL database (a `postgres://user@host/
     /// dbname` URL or libpq `key=value` pairs) and coordinate it: workers
     /// on any machine (`archgram worker`) train its candidates. Without
-    /// --workers, this process trains none itself.
-    #[arg(long)]
+    /// --workers, this process trains none itself. `--db` without a URL
+    /// reads it from the ARCHGRAM_DB environment variable (keeps a
+    /// password off the command line).
+    #[arg(long, value_name = "URL", num_args = 0..=1, default_missing_value = "")]
     pub db: Option<String>,
     /// Seconds a claim of this process's own workers lasts without a
     /// heartbeat (tests shorten it).

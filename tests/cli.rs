@@ -871,6 +871,29 @@ fn a_bad_or_unreachable_database_exits_2_without_the_password() {
     let o = run(&["status", "r1"], Some(unreachable));
     assert_fails(&o, 2, "status", "ARCHGRAM_DB: cannot connect to PostgreSQL");
     assert!(!stderr(&o).contains("s3cret"), "{}", stderr(&o));
+    // The commands that write a database run read ARCHGRAM_DB too
+    // (`search` only when told `--db` without a URL).
+    for args in [
+        &["worker"][..],
+        &["resume", "r1"],
+        &["search", "--space", "spaces/quickstart.ron", "--db"],
+    ] {
+        let o = run(args, Some(unreachable));
+        assert_fails(
+            &o,
+            2,
+            args[0],
+            "cannot connect to PostgreSQL at postgres://ann@127.0.0.1:1/runs",
+        );
+        assert!(!stderr(&o).contains("s3cret"), "{}", stderr(&o));
+    }
+    let o = run(&["worker"], None);
+    assert_fails(&o, 2, "worker", "worker needs a database");
+    let o = run(
+        &["search", "--space", "spaces/quickstart.ron", "--db"],
+        None,
+    );
+    assert_fails(&o, 2, "search", "search --db needs a database");
     // Without either, RUN is a folder as before.
     let o = run(&["status", "no-such-run"], None);
     assert_fails(&o, 2, "status", "is not a run folder");

@@ -76,6 +76,20 @@ pub fn database(db: &DbFlag) -> Result<Option<(Box<Target>, &'static str)>, CliE
     Ok(Some((Box::new(target), from)))
 }
 
+/// The database of a command that works only on one (`worker`, and
+/// `search --db` without a URL): `db` when given, else `ARCHGRAM_DB`;
+/// neither is bad input.
+pub fn required_database(
+    db: Option<String>,
+    what: &str,
+) -> Result<(Box<Target>, &'static str), CliError> {
+    database(&DbFlag { db })?.ok_or_else(|| {
+        CliError::bad(format!(
+            "{what} needs a database: give its URL with --db or in {DB_ENV}"
+        ))
+    })
+}
+
 impl RunRef {
     /// The run for messages: its folder, or its name and database (without
     /// the password).

@@ -157,43 +157,44 @@ pub fn run(cmd: Command, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Search {
             space,
             flags,
-            shared:
-                crate::cli::SharedFlags {
-                    db: Some(db),
-                    lease,
-                },
-            ..
-        } => shared::search(&space, flags, &db, lease, out),
-        Command::Search {
-            space,
-            flags,
             no_tui,
             runs,
-            ..
-        } => search::search(&space, flags, no_tui, &runs, out),
+            shared: crate::cli::SharedFlags { db, lease },
+        } => match db {
+            // `--db` without a URL: the address is in ARCHGRAM_DB.
+            Some(url) => {
+                let url = Some(url).filter(|u| !u.is_empty());
+                let (target, _) = locate::required_database(url, "search --db")?;
+                shared::search(&space, flags, &target, lease, out)
+            }
+            None => search::search(&space, flags, no_tui, &runs, out),
+        },
         Command::Worker {
             db,
             run,
             workers,
             device,
             lease,
-        } => shared::worker(
-            &db,
-            run.as_deref(),
-            workers,
-            device_kind(device),
-            lease,
-            out,
-        ),
+        } => {
+            let (target, _) = locate::required_database(db, "worker")?;
+            shared::worker(
+                &target,
+                run.as_deref(),
+                workers,
+                device_kind(device),
+                lease,
+                out,
+            )
+        }
         Command::Resume {
             run,
-            db: Some(db),
+            db,
             time,
-            ..
-        } => shared::resume(&run.to_string_lossy(), &db, time, out),
-        Command::Resume {
-            run, time, no_tui, ..
-        } => search::resume(&run, time, no_tui, out),
+            no_tui,
+        } => match locate::database(&crate::cli::DbFlag { db })? {
+            Some((target, _)) => shared::resume(&run.to_string_lossy(), &target, time, out),
+            None => search::resume(&run, time, no_tui, out),
+        },
         Command::Watch { run, db } => search::watch(&locate::locate(&run, &db)?),
         Command::Fidelity { run, db, flags } => {
             fidelity::fidelity(&locate::locate(&run, &db)?, flags, out)

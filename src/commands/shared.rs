@@ -52,7 +52,7 @@ fn worker_name(thread: usize) -> String {
 pub fn search(
     space_path: &Path,
     args: crate::cli::SearchFlags,
-    db: &str,
+    target: &Target,
     lease: f64,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
@@ -61,7 +61,6 @@ pub fn search(
     let (space, mut settings) = plan(space_path, args)?;
     settings.workers = here.max(1);
     check_shareable(&settings)?;
-    let target = Target::parse(db).map_err(db_error)?;
     let mut client = target.connect().map_err(db_error)?;
     pg::migrate(&mut client).map_err(db_error)?;
     let (space_text, grammar_text) = frozen_space(&space)?;
@@ -85,25 +84,24 @@ pub fn search(
     let space = run_space(&run)?;
     let store = PgStore::new(client, run.clone(), &worker_name(0));
     store.put_meta(&run_meta(&space, &settings))?;
-    coordinate(&target, store, &space, &settings, time, here, lease, out)
+    coordinate(target, store, &space, &settings, time, here, lease, out)
 }
 
 /// `archgram resume NAME --db URL`: takes over a run whose coordinator
 /// stopped or died.
 pub fn resume(
     name: &str,
-    db: &str,
+    target: &Target,
     time: Option<Duration>,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let target = Target::parse(db).map_err(db_error)?;
-    let store = PgStore::open(&target, name).map_err(db_error)?;
+    let store = PgStore::open(target, name).map_err(db_error)?;
     // Another version's training would not be comparable with the run's.
     pg::open_run_for_worker(&mut target.connect().map_err(db_error)?, name).map_err(db_error)?;
     let space = run_space(store.run())?;
     let settings = run_settings(store.run())?;
     let lease = Duration::from_secs(60);
-    coordinate(&target, store, &space, &settings, time, 0, lease, out)
+    coordinate(target, store, &space, &settings, time, 0, lease, out)
 }
 
 /// Takes the run's coordinator lock, starts `here` workers in this
@@ -169,7 +167,7 @@ fn coordinate(
 /// `archgram worker --db URL`: trains the run's candidates until its
 /// coordinator has finished it.
 pub fn worker(
-    db: &str,
+    target: &Target,
     name: Option<&str>,
     workers: usize,
     device: DeviceKind,
@@ -180,7 +178,6 @@ pub fn worker(
     device
         .check()
         .map_err(|e| CliError::bad_because("--device", e))?;
-    let target = Target::parse(db).map_err(db_error)?;
     let mut client = target.connect().map_err(db_error)?;
     let name = match name {
         Some(n) => n.to_string(),
