@@ -27,7 +27,9 @@
 
 use archgram::eval::DeviceKind;
 use archgram::search::fidelity::{measure, FidelityPlan, FidelityReport};
-use archgram::search::{confirm_table, ranked, run, RunControl, RunDir, RunSettings, StrategyKind};
+use archgram::search::{
+    confirm_table, ranked, run, score_of, RunControl, RunDir, RunSettings, StrategyKind,
+};
 use archgram::space::Space;
 use archgram::stats::{mean, sd};
 use serde_json::json;
@@ -47,6 +49,9 @@ struct RunResult {
     trainings: usize,
     /// The best single-seed search score.
     proxy_best: f64,
+    /// The best single-seed search score after each training of a
+    /// candidate, in the order they were proposed.
+    best_so_far: Vec<f64>,
     /// (duplicates, candidates proposed).
     duplicates: usize,
     proposed: usize,
@@ -122,7 +127,17 @@ fn one(
         .iter()
         .filter(|t| t.purpose == archgram::search::REEVAL)
         .count();
+    let mut best_so_far: Vec<f64> = Vec::new();
+    for c in cands.iter().filter(|c| c.duplicate_of.is_none()) {
+        let s = store
+            .outcome(c.id)
+            .expect("store")
+            .as_ref()
+            .map_or(0.0, score_of);
+        best_so_far.push(best_so_far.last().map_or(s, |b: &f64| b.max(s)));
+    }
     RunResult {
+        best_so_far,
         trainings: cands.iter().filter(|c| c.duplicate_of.is_none()).count() + reevals,
         confirmed: w.mean,
         confirmed_sd: w.sd,
@@ -145,6 +160,19 @@ fn compare(base: &[RunResult], judged: &[RunResult]) -> serde_json::Value {
         .map(|(a, b)| b.confirmed - a.confirmed)
         .collect();
     let pooled: Vec<f64> = base.iter().chain(judged).map(|r| r.confirmed).collect();
+    // How soon `judged`'s best proxy reached `base`'s final one, as a share
+    // of its trainings (1 when it never did: an upper bound on the share).
+    let reach: Vec<f64> = base
+        .iter()
+        .zip(judged)
+        .map(|(a, b)| {
+            let n = b.best_so_far.len().max(1);
+            b.best_so_far
+                .iter()
+                .position(|&s| s >= a.proxy_best)
+                .map_or(1.0, |i| (i + 1) as f64 / n as f64)
+        })
+        .collect();
     json!({
         "seeds": diffs.len(),
         "wins": diffs.iter().filter(|&&d| d > 0.0).count(),
@@ -152,6 +180,8 @@ fn compare(base: &[RunResult], judged: &[RunResult]) -> serde_json::Value {
         "margin_sd": sd(&diffs),
         "winner_sd_across_seeds": sd(&pooled),
         "confirm_seed_sd": mean(&judged.iter().map(|r| r.confirmed_sd).collect::<Vec<_>>()),
+        "reach_share": reach,
+        "reached": reach.iter().filter(|&&r| r < 1.0).count(),
     })
 }
 
@@ -249,16 +279,30 @@ fn main() {
         for j in 1..per.len() {
             for i in 0..j {
                 let p = compare(&per[i], &per[j]);
+                let f = |k: &str| p[k].as_f64().unwrap_or(f64::NAN);
+                let shares: Vec<f64> = p["reach_share"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_f64())
+                    .collect();
                 println!(
                     "  {} beats {} in {} of {} seeds; mean margin {:+.4} (sd of the margins {:.4}); sd of confirmed winners across seeds and both {:.4}; mean confirm seed sd {:.4}",
                     strategies[j].name(),
                     strategies[i].name(),
                     p["wins"],
                     p["seeds"],
-                    p["margin"].as_f64().unwrap_or(f64::NAN),
-                    p["margin_sd"].as_f64().unwrap_or(f64::NAN),
-                    p["winner_sd_across_seeds"].as_f64().unwrap_or(f64::NAN),
-                    p["confirm_seed_sd"].as_f64().unwrap_or(f64::NAN),
+                    f("margin"),
+                    f("margin_sd"),
+                    f("winner_sd_across_seeds"),
+                    f("confirm_seed_sd"),
+                );
+                println!(
+                    "    its best proxy reached {}'s final best proxy in {} of {} seeds, after {:.0}% of its trainings on average (100% counted where it never did)",
+                    strategies[i].name(),
+                    p["reached"],
+                    p["seeds"],
+                    100.0 * mean(&shares),
                 );
                 pairs.push(json!({"judged": strategies[j].name(), "against": strategies[i].name(), "result": p}));
             }
