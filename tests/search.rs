@@ -822,6 +822,33 @@ fn fidelity_reports_rank_agreement_and_a_repeat_costs_no_training() {
     let st = status_json(&run);
     assert_eq!(st["fidelity"]["candidates"], rows, "{st:#}");
     assert_eq!(st["fidelity"]["long_steps"], 10);
+    // The same trainings under likelihood, worked out here from the stored
+    // held-out losses: exp(−loss) of each row's search outcome against the
+    // mean over its long trainings.
+    let other = &first["other"];
+    assert_eq!(other["metric"], "likelihood", "{first:#}");
+    let s = SledStore::open(&run.join("store")).unwrap();
+    let lik = |o: &serde_json::Value| (-o["test_loss"].as_f64().unwrap()).exp();
+    let all = s.trials().unwrap();
+    let (mut proxy, mut long) = (Vec::new(), Vec::new());
+    for row in first["rows"].as_array().unwrap() {
+        let id = row["id"].as_u64().unwrap();
+        proxy.push(lik(&s.outcome(id).unwrap().unwrap()));
+        let l: Vec<f64> = all
+            .iter()
+            .filter(|t| t.candidate == id && t.purpose == "fidelity" && t.steps == 10)
+            .map(|t| lik(&t.outcome))
+            .collect();
+        assert_eq!(l.len(), 2);
+        long.push(archgram::stats::mean(&l));
+    }
+    let tau = archgram::stats::kendall_tau(&proxy, &long);
+    assert_eq!(other["proxy_vs_long"]["n"], rows, "{first:#}");
+    assert_eq!(
+        other["proxy_vs_long"]["kendall_tau"].as_f64(),
+        tau,
+        "{first:#}"
+    );
 }
 
 /// The quickstart space with `edit` applied, written where a test can use

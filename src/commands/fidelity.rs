@@ -210,6 +210,25 @@ pub fn render(r: &FidelityReport) -> String {
             }
         );
     }
+    if let Some(o) = &r.other {
+        let _ = writeln!(
+            s,
+            "the same trainings scored by {}, ranked against its long mean:\n  run's score (one seed)    all: {}   top {}: {}\n  fresh mean ({} seed(s))    top {}: {}; seed sd at {} steps {:.4}{}",
+            o.metric,
+            fmt_agreement(&o.proxy_vs_long),
+            p.top,
+            fmt_agreement(&o.proxy_vs_long_top),
+            p.seeds,
+            p.top,
+            fmt_agreement(&o.short_vs_long_top),
+            p.long_steps,
+            o.seed_sd_long,
+            o.top_long_separation.as_ref().map_or(String::new(), |t| format!(
+                "; top {}: F {:.2}, tau ceiling {:.2}",
+                t.candidates, t.f, t.tau_ceiling
+            ))
+        );
+    }
     let _ = writeln!(
         s,
         "pick #{}; best at {} steps #{}: regret {:.4}",

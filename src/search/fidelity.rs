@@ -7,7 +7,7 @@
 //! measurement continues where it stopped and a repeated one costs nothing.
 
 use super::confirm::{ranked, table, train_trials, trial_seed, Ranked, TrialJob};
-use super::settings::{score_of, RunControl, RunSettings, SearchError};
+use super::settings::{score_of, score_under, RunControl, RunSettings, SearchError};
 use crate::space::Space;
 use crate::stats::{kendall_tau, mean, sd, spearman_rho};
 use crate::store::events::FidelityStarted;
@@ -218,6 +218,99 @@ pub struct FidelityReport {
     pub regret: f64,
     pub ladder: Vec<LadderFidelity>,
     pub winner: Option<WinnerCheck>,
+    /// The same trainings judged by the score the run did not rank by;
+    /// absent where the outcomes cannot give it (and in reports stored
+    /// before it existed).
+    #[serde(default)]
+    pub other: Option<OtherScore>,
+}
+
+/// Fidelity under the other score (likelihood for a run ranked by
+/// accuracy, and the reverse), from the same trainings: every outcome
+/// records both, so which score ranks the top better is seen without
+/// training anything again. Only rows scored at the run's steps count.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OtherScore {
+    pub metric: String,
+    /// The run's trainings (one seed; a re-evaluated candidate's first)
+    /// under this score against the long budget's mean under it: every
+    /// row, and the best `top` rows by this score. Those are taken among
+    /// the retrained rows, which the run's own score chose, so where the
+    /// two scores disagree about who is in the top they are an estimate.
+    pub proxy_vs_long: Agreement,
+    pub proxy_vs_long_top: Agreement,
+    /// The fresh seeds' mean at the run's steps against the long mean,
+    /// among the same top rows.
+    pub short_vs_long_top: Agreement,
+    #[serde(deserialize_with = "crate::store::events::float")]
+    pub seed_sd_long: f64,
+    /// How far apart those top rows are at the long budget.
+    pub top_long_separation: Option<Separation>,
+}
+
+/// Per row: this score's proxy, fresh seeds at the run's steps, and at
+/// the long budget.
+type Scored3 = (f64, Vec<f64>, Vec<f64>);
+
+/// The report's measures under the score `metric` the run did not rank
+/// by; None when an outcome cannot give it.
+fn other_score(
+    store: &dyn Store,
+    metric: &str,
+    settings: &RunSettings,
+    plan: &FidelityPlan,
+    rows: &[FidelityRow],
+    trials: &HashMap<(u64, usize, u64), serde_json::Value>,
+) -> Result<Option<OtherScore>, SearchError> {
+    let other = match metric {
+        "accuracy" => "likelihood",
+        "likelihood" => "accuracy",
+        _ => return Ok(None),
+    };
+    let seed = |i| trial_seed(settings.seed, FIDELITY, i);
+    let under = |id: u64, steps: usize| -> Option<Vec<f64>> {
+        (0..plan.seeds)
+            .filter_map(|i| trials.get(&(id, steps, seed(i))))
+            .map(|o| score_under(o, other))
+            .collect()
+    };
+    let mut scored: Vec<Scored3> = Vec::new();
+    for r in rows.iter().filter(|r| r.proxy_steps == settings.steps) {
+        let Some(outcome) = store.outcome(r.id)? else {
+            return Ok(None);
+        };
+        let got = score_under(&outcome, other).and_then(|p| {
+            Some((
+                p,
+                under(r.id, settings.steps)?,
+                under(r.id, plan.long_steps)?,
+            ))
+        });
+        let Some(row) = got else {
+            return Ok(None);
+        };
+        scored.push(row);
+    }
+    let proxy = |v: &[&Scored3]| v.iter().map(|r| r.0).collect::<Vec<_>>();
+    let short = |v: &[&Scored3]| v.iter().map(|r| mean(&r.1)).collect::<Vec<_>>();
+    let long = |v: &[&Scored3]| v.iter().map(|r| mean(&r.2)).collect::<Vec<_>>();
+    let all: Vec<&Scored3> = scored.iter().collect();
+    let mut top = all.clone();
+    top.sort_by(|a, b| b.0.total_cmp(&a.0));
+    top.truncate(plan.top);
+    Ok(Some(OtherScore {
+        metric: other.to_string(),
+        proxy_vs_long: agreement(&proxy(&all), &long(&all)),
+        proxy_vs_long_top: agreement(&proxy(&top), &long(&top)),
+        short_vs_long_top: agreement(&short(&top), &long(&top)),
+        seed_sd_long: mean(
+            &all.iter()
+                .filter(|r| r.2.len() > 1)
+                .map(|r| sd(&r.2))
+                .collect::<Vec<_>>(),
+        ),
+        top_long_separation: separation(&top.iter().map(|r| r.2.as_slice()).collect::<Vec<_>>()),
+    }))
 }
 
 impl FidelityReport {
@@ -378,12 +471,14 @@ fn report(
     chosen: &[(usize, Ranked)],
     pick: u64,
 ) -> Result<FidelityReport, SearchError> {
-    let mut got: HashMap<(u64, usize, u64), f64> = HashMap::new();
+    let mut trials: HashMap<(u64, usize, u64), serde_json::Value> = HashMap::new();
     for t in store.trials()? {
         if t.purpose == FIDELITY {
-            got.insert((t.candidate, t.steps, t.seed), score_of(&t.outcome));
+            trials.insert((t.candidate, t.steps, t.seed), t.outcome);
         }
     }
+    let got: HashMap<(u64, usize, u64), f64> =
+        trials.iter().map(|(k, o)| (*k, score_of(o))).collect();
     let seed = |i| trial_seed(settings.seed, FIDELITY, i);
     let scores = |id, steps| -> Vec<f64> {
         (0..plan.seeds)
@@ -475,6 +570,7 @@ fn report(
             }),
         None => None,
     };
+    let other = other_score(store, metric, settings, plan, &rows, &trials)?;
     Ok(FidelityReport {
         metric: metric.to_string(),
         steps: settings.steps,
@@ -500,6 +596,7 @@ fn report(
         regret: long_of(best_long) - long_of(pick),
         ladder,
         winner,
+        other,
         rows,
     })
 }

@@ -142,3 +142,49 @@ pub fn score_of(outcome: &serde_json::Value) -> f64 {
         0.0
     }
 }
+
+/// A stored outcome's score under `metric` (`accuracy` or `likelihood`),
+/// whichever the run ranked by: every outcome records the accuracy and the
+/// held-out loss. 0 for a failed one; None for a metric it cannot give
+/// (an outcome stored before both were recorded, or an unknown metric).
+pub fn score_under(outcome: &serde_json::Value, metric: &str) -> Option<f64> {
+    if !trained_ok(outcome) {
+        return Some(0.0);
+    }
+    if outcome["metric"] == metric {
+        return outcome["score"].as_f64();
+    }
+    match metric {
+        "accuracy" => outcome["accuracy"].as_f64(),
+        // ScoreRule::Likelihood: exp(−mean held-out cross-entropy).
+        "likelihood" => outcome["test_loss"].as_f64().map(|l| (-l).exp()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_outcome_gives_its_score_under_either_metric() {
+        let by_accuracy = json!({"status": "ok", "metric": "accuracy", "score": 0.5,
+                                 "accuracy": 0.5, "test_loss": 2.0});
+        assert_eq!(score_under(&by_accuracy, "accuracy"), Some(0.5));
+        assert_eq!(
+            score_under(&by_accuracy, "likelihood"),
+            Some((-2.0f64).exp())
+        );
+        let by_likelihood = json!({"status": "ok", "metric": "likelihood", "score": 0.3,
+                                   "accuracy": 0.7, "test_loss": 1.2});
+        assert_eq!(score_under(&by_likelihood, "likelihood"), Some(0.3));
+        assert_eq!(score_under(&by_likelihood, "accuracy"), Some(0.7));
+        // Stored before the held-out loss was recorded.
+        let old = json!({"status": "ok", "metric": "accuracy", "score": 0.5});
+        assert_eq!(score_under(&old, "likelihood"), None);
+        assert_eq!(score_under(&old, "perplexity"), None);
+        let failed = json!({"status": "failed", "reason": "x", "metric": "accuracy", "score": 0.0});
+        assert_eq!(score_under(&failed, "likelihood"), Some(0.0));
+    }
+}
