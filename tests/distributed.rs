@@ -401,3 +401,73 @@ fn a_candidate_whose_leases_all_ran_out_counts_against_the_budget_of_a_resumed_r
         "no training beyond the budget"
     );
 }
+
+fn tmux(args: &[&str]) -> bool {
+    Command::new("tmux")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn screen(session: &str) -> String {
+    Command::new("tmux")
+        .args(["capture-pane", "-p", "-t", session])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// A coordinator in a terminal shows the dashboard a search on one machine
+/// shows, fed by its workers' results.
+#[test]
+fn a_coordinator_in_a_terminal_shows_the_dashboard() {
+    if !common::tmux_available() {
+        common::skip(
+            "a_coordinator_in_a_terminal_shows_the_dashboard",
+            "tmux is not installed",
+        );
+        return;
+    }
+    let Some(db) = Db::new("a coordinator's dashboard") else {
+        return;
+    };
+    let session = format!("archgram-dist-{}", std::process::id());
+    let cmd = format!(
+        "{} search --space spaces/quickstart.ron --db '{}' --name shown --budget 3 --steps 20 --strategy random --no-confirm",
+        env!("CARGO_BIN_EXE_archgram"),
+        db.url
+    );
+    assert!(tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "100",
+        "-y",
+        "30",
+        "-c",
+        env!("CARGO_MANIFEST_DIR"),
+        &cmd,
+    ]));
+    let mut c = db.client();
+    wait_until("the run", || {
+        db.count(&mut c, "SELECT count(*) FROM archgram.runs") == 1
+    });
+    let w = worker(&db, "shown", "60");
+    let mut last = String::new();
+    wait_until("the dashboard to show the finished search", || {
+        last = screen(&session);
+        last.contains("search ended")
+    });
+    assert!(last.contains("top candidates"), "{last}");
+    assert!(last.contains("3/3"), "{last}");
+    assert!(tmux(&["send-keys", "-t", &session, "q"]));
+    wait_until("the coordinator to quit", || {
+        !tmux(&["has-session", "-t", &session])
+    });
+    assert_eq!(recorded(&finished(w)), 3);
+    check_finished_run(&db, "shown", 3);
+}

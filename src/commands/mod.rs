@@ -165,7 +165,7 @@ pub fn run(cmd: Command, out: &mut dyn Write) -> Result<(), CliError> {
             Some(url) => {
                 let url = Some(url).filter(|u| !u.is_empty());
                 let (target, _) = locate::required_database(url, "search --db")?;
-                shared::search(&space, flags, &target, lease, out)
+                shared::search(&space, flags, &target, lease, no_tui, out)
             }
             None => search::search(&space, flags, no_tui, &runs, out),
         },
@@ -192,7 +192,7 @@ pub fn run(cmd: Command, out: &mut dyn Write) -> Result<(), CliError> {
             time,
             no_tui,
         } => match locate::database(&crate::cli::DbFlag { db })? {
-            Some((target, _)) => shared::resume(&run.to_string_lossy(), &target, time, out),
+            Some((target, _)) => shared::resume(&run.to_string_lossy(), &target, time, no_tui, out),
             None => search::resume(&run, time, no_tui, out),
         },
         Command::Watch { run, db } => search::watch(&locate::locate(&run, &db)?),

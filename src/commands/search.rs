@@ -267,42 +267,63 @@ fn drive(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let ctl = stop_flag();
-    let ending = if !no_tui && std::io::stdout().is_terminal() {
-        let (tx, rx) = std::sync::mpsc::channel::<Event>();
-        let export = export_hook(dir.path.join("export"), space);
-        std::thread::scope(|sc| {
-            let worker = sc.spawn(|| {
-                let tx = tx;
-                run(dir, store, space, settings, time, &ctl, &mut |e| {
-                    let _ = tx.send(e.clone());
-                })
-            });
-            let shown = crate::tui::run_dashboard(
-                crate::tui::Feed::Channel(rx),
-                crate::tui::Hooks {
-                    pause: Some(&ctl.pause),
-                    stop: Some(&ctl.stop),
-                    export: &export,
-                },
-                true,
-            );
-            if shown.is_err() {
-                // The terminal failed under us: stop the search cleanly.
-                ctl.stop.store(true, Ordering::SeqCst);
-            }
-            let ending = worker
-                .join()
-                .map_err(|_| CliError::runtime("the search thread panicked"))?;
-            shown.map_err(|e| CliError::runtime_because("dashboard", e))?;
-            ending.map_err(|e| resumable(e.into(), dir))
-        })?
-    } else {
-        let mut print = printer(out);
-        let ending = run(dir, store, space, settings, time, &ctl, &mut print);
-        drop(print);
-        ending.map_err(|e| resumable(e.into(), dir))?
-    };
+    let ending = shown(
+        no_tui,
+        &ctl,
+        dir.path.join("export"),
+        space,
+        out,
+        |progress| run(dir, store, space, settings, time, &ctl, progress),
+    )?;
+    let ending = ending.map_err(|e| resumable(e.into(), dir))?;
     finish(ending, dir, out)
+}
+
+/// Runs a search `job`, shown as it goes: on the live dashboard, fed with
+/// its events, when stdout is a terminal and not `no_tui` (the dashboard's
+/// keys pause and stop it through `ctl`, and `e` exports a candidate into
+/// `export`), else as lines on `out`. The outer error is the dashboard's
+/// or the thread's; the inner one is the search's.
+pub(super) fn shown<T: Send>(
+    no_tui: bool,
+    ctl: &RunControl,
+    export: PathBuf,
+    space: &Space,
+    out: &mut dyn Write,
+    job: impl FnOnce(&mut dyn FnMut(&Event)) -> Result<T, crate::search::SearchError> + Send,
+) -> Result<Result<T, crate::search::SearchError>, CliError> {
+    if no_tui || !std::io::stdout().is_terminal() {
+        let mut print = printer(out);
+        return Ok(job(&mut print));
+    }
+    let (tx, rx) = std::sync::mpsc::channel::<Event>();
+    let export = export_hook(export, space);
+    std::thread::scope(|sc| {
+        let worker = sc.spawn(move || {
+            let tx = tx;
+            job(&mut |e| {
+                let _ = tx.send(e.clone());
+            })
+        });
+        let drawn = crate::tui::run_dashboard(
+            crate::tui::Feed::Channel(rx),
+            crate::tui::Hooks {
+                pause: Some(&ctl.pause),
+                stop: Some(&ctl.stop),
+                export: &export,
+            },
+            true,
+        );
+        if drawn.is_err() {
+            // The terminal failed under us: stop the search cleanly.
+            ctl.stop.store(true, Ordering::SeqCst);
+        }
+        let ending = worker
+            .join()
+            .map_err(|_| CliError::runtime("the search thread panicked"))?;
+        drawn.map_err(|e| CliError::runtime_because("dashboard", e))?;
+        Ok(ending)
+    })
 }
 
 /// A run that failed (a full disk, say) keeps every finished evaluation:

@@ -1,7 +1,7 @@
 //! `search --db`, `resume --db` and `worker`: a run in a PostgreSQL
 //! database, coordinated by one process and trained by workers anywhere.
 
-use super::search::{plan, printer, stop_flag};
+use super::search::{plan, shown, stop_flag};
 use super::CliError;
 use crate::eval::DeviceKind;
 use crate::search::shared::{
@@ -54,6 +54,7 @@ pub fn search(
     args: crate::cli::SearchFlags,
     target: &Target,
     lease: f64,
+    no_tui: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let (time, here) = (args.time, args.workers.unwrap_or(0));
@@ -84,7 +85,9 @@ pub fn search(
     let space = run_space(&run)?;
     let store = PgStore::new(client, run.clone(), &worker_name(0));
     store.put_meta(&run_meta(&space, &settings))?;
-    coordinate(target, store, &space, &settings, time, here, lease, out)
+    coordinate(
+        target, store, &space, &settings, time, here, lease, no_tui, out,
+    )
 }
 
 /// `archgram resume NAME --db URL`: takes over a run whose coordinator
@@ -93,6 +96,7 @@ pub fn resume(
     name: &str,
     target: &Target,
     time: Option<Duration>,
+    no_tui: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let store = PgStore::open(target, name).map_err(db_error)?;
@@ -101,7 +105,9 @@ pub fn resume(
     let space = run_space(store.run())?;
     let settings = run_settings(store.run())?;
     let lease = Duration::from_secs(60);
-    coordinate(target, store, &space, &settings, time, 0, lease, out)
+    coordinate(
+        target, store, &space, &settings, time, 0, lease, no_tui, out,
+    )
 }
 
 /// Takes the run's coordinator lock, starts `here` workers in this
@@ -115,6 +121,7 @@ fn coordinate(
     time: Option<Duration>,
     here: usize,
     lease: Duration,
+    no_tui: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let run = store.run().clone();
@@ -139,8 +146,12 @@ fn coordinate(
                 })
             })
             .collect();
-        let mut print = printer(out);
-        let ending = run_shared(&mut board, &store, space, settings, time, &ctl, &mut print);
+        // A database run has no folder: the dashboard's exports go where
+        // `export` puts them by default.
+        let export = Path::new("export").join(&run.name);
+        let ending = shown(no_tui, &ctl, export, space, out, |progress| {
+            run_shared(&mut board, &store, space, settings, time, &ctl, progress)
+        });
         quit.store(true, Ordering::SeqCst);
         for w in workers {
             match w.join() {
@@ -149,7 +160,7 @@ fn coordinate(
                 Err(_) => return Err(CliError::runtime("a worker thread panicked")),
             }
         }
-        Ok(ending?)
+        Ok(ending??)
     })?;
     let resume = format!("archgram resume {} --db '{}'", run.name, target.redacted());
     match ending {
