@@ -439,19 +439,7 @@ fn a_coordinator_in_a_terminal_shows_the_dashboard() {
         env!("CARGO_BIN_EXE_archgram"),
         db.url
     );
-    assert!(tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "100",
-        "-y",
-        "30",
-        "-c",
-        env!("CARGO_MANIFEST_DIR"),
-        &cmd,
-    ]));
+    assert!(common::tmux_session(&session, &cmd));
     let mut c = db.client();
     wait_until("the run", || {
         db.count(&mut c, "SELECT count(*) FROM archgram.runs") == 1

@@ -158,18 +158,7 @@ fn watch_in_a_real_terminal() {
     std::fs::copy("grammars/blocks.ron", run.join("grammar.ron")).unwrap();
     let session = format!("archgram-test-{}", std::process::id());
     let cmd = format!("{} watch {}", env!("CARGO_BIN_EXE_archgram"), run.display());
-    tmux(&[
-        "new-session",
-        "-d",
-        "-s",
-        &session,
-        "-x",
-        "100",
-        "-y",
-        "30",
-        &cmd,
-    ])
-    .unwrap();
+    assert!(common::tmux_session(&session, &cmd));
     let screen = wait_for(&session, "top candidates");
     assert!(screen.contains("top candidates"), "{screen}");
     assert!(screen.contains("finished: budget spent"), "{screen}");

@@ -19,6 +19,27 @@ pub fn tmux_available() -> bool {
     Command::new("tmux").arg("-V").output().is_ok()
 }
 
+/// Starts `cmd` in a detached tmux session `session`, 100 × 30, in the
+/// crate's folder: a real terminal for a dashboard. Whether it started.
+pub fn tmux_session(session: &str, cmd: &str) -> bool {
+    Command::new("tmux")
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "-c",
+        ])
+        .arg(env!("CARGO_MANIFEST_DIR"))
+        .arg(cmd)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Reports a check that cannot run here. The line goes straight to the
 /// stderr handle, which the test harness does not capture (it captures
 /// `eprintln!` only), so it shows in a plain `cargo test` beside the
