@@ -451,8 +451,9 @@ pub struct SearchFlags {
 /// `search --db`: a run many machines share.
 #[derive(Args, Debug, Clone, Default)]
 pub struct SharedFlags {
-    /// Keep the run in this PostgreSQL database (a `postgres://user@host/
-    /// dbname` URL or libpq `key=value` pairs) and coordinate it: workers
+    /// Keep the run in this PostgreSQL database (a
+    /// `postgres://user@host/dbname` URL or libpq `key=value` pairs) and
+    /// coordinate it: workers
     /// on any machine (`archgram worker`) train its candidates. Without
     /// --workers, this process trains none itself. `--db` without a URL
     /// reads it from the ARCHGRAM_DB environment variable (keeps a
