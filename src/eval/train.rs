@@ -85,8 +85,13 @@ impl ScoreRule {
     pub fn of(self, t: &Trained) -> f64 {
         match self {
             ScoreRule::Accuracy => t.score,
-            ScoreRule::Likelihood => (-t.test_loss).exp(),
+            ScoreRule::Likelihood => ScoreRule::likelihood(t.test_loss),
         }
+    }
+
+    /// The likelihood score of a mean held-out cross-entropy (nats).
+    pub fn likelihood(test_loss: f64) -> f64 {
+        (-test_loss).exp()
     }
 
     pub fn name(self) -> &'static str {

@@ -262,10 +262,13 @@ fn other_score(
     rows: &[FidelityRow],
     trials: &HashMap<(u64, usize, u64), serde_json::Value>,
 ) -> Result<Option<OtherScore>, SearchError> {
-    let other = match metric {
-        "accuracy" => "likelihood",
-        "likelihood" => "accuracy",
-        _ => return Ok(None),
+    use crate::eval::ScoreRule::{Accuracy, Likelihood};
+    let other = if metric == Accuracy.name() {
+        Likelihood.name()
+    } else if metric == Likelihood.name() {
+        Accuracy.name()
+    } else {
+        return Ok(None);
     };
     let seed = |i| trial_seed(settings.seed, FIDELITY, i);
     let under = |id: u64, steps: usize| -> Option<Vec<f64>> {

@@ -154,11 +154,13 @@ pub fn score_under(outcome: &serde_json::Value, metric: &str) -> Option<f64> {
     if outcome["metric"] == metric {
         return outcome["score"].as_f64();
     }
-    match metric {
-        "accuracy" => outcome["accuracy"].as_f64(),
-        // ScoreRule::Likelihood: exp(−mean held-out cross-entropy).
-        "likelihood" => outcome["test_loss"].as_f64().map(|l| (-l).exp()),
-        _ => None,
+    use crate::eval::ScoreRule;
+    if metric == ScoreRule::Accuracy.name() {
+        outcome["accuracy"].as_f64()
+    } else if metric == ScoreRule::Likelihood.name() {
+        outcome["test_loss"].as_f64().map(ScoreRule::likelihood)
+    } else {
+        None
     }
 }
 
