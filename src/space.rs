@@ -111,6 +111,11 @@ pub struct ModelSettings {
     /// Weight of the ensemble's spread in the upper confidence bound
     /// mean + κ·sd (0: pure exploitation).
     pub kappa: f64,
+    /// Share of the picks after the warm-up that are plain samples the
+    /// surrogate does not choose: SMAC interleaves random configurations
+    /// with the model's (Hutter et al. 2011) so that a surrogate that is
+    /// wrong about a region still gets points from it.
+    pub random_share: f64,
 }
 
 impl Default for ModelSettings {
@@ -119,6 +124,7 @@ impl Default for ModelSettings {
             pool: 200,
             parents: 4,
             kappa: 1.0,
+            random_share: 0.25,
         }
     }
 }
@@ -599,5 +605,6 @@ fn check_settings(file: &SpaceFile, src: &Source) -> Result<(), SourceError> {
     count("pool", s.model.pool, 1, 100_000)?;
     count("parents", s.model.parents, 1, usize::MAX)?;
     real("kappa", s.model.kappa, true, 100.0)?;
+    real("random_share", s.model.random_share, true, 1.0)?;
     Ok(())
 }

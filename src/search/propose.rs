@@ -13,6 +13,7 @@ use crate::seed;
 use crate::space::Space;
 use crate::store::{CandidateRecord, Store};
 use crate::surrogate::features::features;
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashSet;
 
@@ -108,6 +109,13 @@ impl<'a> Proposer<'a> {
         let Some(guide) = self.guide.as_mut() else {
             return Ok(space.sample(rng).map(|n| (n, "sample".into(), None)).ok());
         };
+        let share = guide.settings.random_share;
+        // No draw at share 0, so such a run's stream is what it was before
+        // the setting existed.
+        if share > 0.0 && rng.gen::<f64>() < share {
+            let n = space.sample(rng).ok();
+            return Ok(n.map(|n| (n, "model: random pick".into(), None)));
+        }
         let mut parents = Vec::new();
         for id in guide.parents() {
             if let Some(c) = store.candidate(id)? {
@@ -303,6 +311,7 @@ mod tests {
             let mut s = settings(None);
             s.strategy = StrategyKind::Model;
             s.model.pool = pool;
+            s.model.random_share = 0.0;
             let strategy = Strategy::new(StrategyKind::Model, 4, 2, Vec::new());
             let mut p = Proposer::new(&space, &s, strategy, None);
             // Enough trained points for the surrogate to fit.
@@ -329,6 +338,39 @@ mod tests {
             space.sample(&mut after_one).unwrap().text(),
             space.sample(&mut after_many).unwrap().text()
         );
+    }
+
+    /// `search.model.random_share` of the picks are plain samples: at 1
+    /// every pick is the stream's next sample after the share's draw,
+    /// whatever the surrogate would choose; at 0 none is.
+    #[test]
+    fn a_share_of_model_picks_are_random_samples() {
+        let space = space();
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let pick = |share: f64, stream: u64| {
+            let mut s = settings(None);
+            s.strategy = StrategyKind::Model;
+            s.model.random_share = share;
+            let strategy = Strategy::new(StrategyKind::Model, 4, 2, Vec::new());
+            let mut p = Proposer::new(&space, &s, strategy, None);
+            let mut rng = seed::rng(9, "trained", 0);
+            for id in 0..6 {
+                let net = space.sample(&mut rng).unwrap();
+                let f = p.features(&net);
+                p.observe(100 + id, f, net.cost.params.ln());
+            }
+            let mut rng = seed::rng(9, "pick", stream);
+            let (net, origin, _) = p.guided(&store, &mut rng).unwrap().unwrap();
+            (net.text(), origin)
+        };
+        for stream in 0..4 {
+            let mut rng = seed::rng(9, "pick", stream);
+            let _share_draw: f64 = rng.gen();
+            let sample = space.sample(&mut rng).unwrap().text();
+            assert_eq!(pick(1.0, stream), (sample, "model: random pick".into()));
+            assert_ne!(pick(0.0, stream).1, "model: random pick");
+        }
     }
 
     #[test]
