@@ -142,7 +142,14 @@ fn a_diverging_candidate_fails_with_a_reason() {
         },
     );
     match &o.status {
-        Status::Failed { reason } => assert!(reason.contains("step"), "{reason}"),
+        // The candidate's own failure: a retry elsewhere would repeat it.
+        Status::Failed {
+            reason,
+            retry_may_help,
+        } => {
+            assert!(reason.contains("step"), "{reason}");
+            assert!(!retry_may_help, "{reason}");
+        }
         Status::Ok => panic!("lr 1e9 should diverge, got loss {}", o.final_loss),
     }
     // The process goes on: the next candidate trains normally.
@@ -162,10 +169,33 @@ fn over_the_memory_limit_fails_before_training() {
             ..cfg(5)
         },
     );
+    // The limit is the machine's: a worker with more memory may train it.
     assert!(
-        matches!(o.status, Status::Failed { ref reason } if reason.contains("MiB")),
+        matches!(o.status, Status::Failed { ref reason, retry_may_help: true } if reason.contains("MiB")),
         "{:?}",
         o.status
     );
     assert_eq!(o.steps, 0);
+}
+
+/// A device this build lacks fails the candidate as the machine's fault:
+/// a worker built with CUDA may train it.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn a_device_this_build_lacks_is_the_machines_failure() {
+    let task = build(&TaskSpec::new("in_context_recall").with("seq_len", 16.0), 1).unwrap();
+    let n = net("block(mlp(ratio=4))", task.as_ref(), 16);
+    let o = evaluate(
+        &n.arch,
+        task.as_ref(),
+        &TrainConfig {
+            device: archgram::eval::DeviceKind::Cuda,
+            ..cfg(5)
+        },
+    );
+    assert!(
+        matches!(o.status, Status::Failed { ref reason, retry_may_help: true } if reason.contains("without CUDA")),
+        "{:?}",
+        o.status
+    );
 }

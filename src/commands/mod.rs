@@ -644,7 +644,7 @@ fn eval(
     }
     match &outcome.status {
         eval::Status::Ok => Ok(()),
-        eval::Status::Failed { reason } => Err(CliError::runtime(format!(
+        eval::Status::Failed { reason, .. } => Err(CliError::runtime(format!(
             "the candidate did not train: {reason}"
         ))),
     }

@@ -28,7 +28,8 @@ pub fn evaluate(arch: &Arch, task: &dyn Task, cfg: &TrainConfig) -> Outcome {
     };
     let need = memory_estimate(&prog, arch, cfg.train.batch_size.max(cfg.eval_batch_size));
     if need > cfg.max_memory_bytes {
-        return out.failed(format!(
+        // The limit is the machine's setting: one with more may train it.
+        return out.failed_here(format!(
             "needs about {} MiB to train, over the limit of {} MiB",
             need >> 20,
             cfg.max_memory_bytes >> 20
@@ -39,14 +40,18 @@ pub fn evaluate(arch: &Arch, task: &dyn Task, cfg: &TrainConfig) -> Outcome {
     out.wall_secs = started.elapsed().as_secs_f64();
     match result {
         Ok(Ok(t)) => out.finish(t, task.seq_len(), cfg.train.batch_size, cfg.train.score),
-        Ok(Err(reason)) => out.failed(reason),
+        Ok(Err(e)) if e.may_pass_on_retry() => out.failed_here(e.to_string()),
+        Ok(Err(e)) => out.failed(e.to_string()),
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<String>()
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            out.failed(format!("internal error while training: {msg}"))
+            // A panic is a defect of ours or of a device library (a CUDA
+            // kernel that cannot compile there), not a fact about the
+            // candidate.
+            out.failed_here(format!("internal error while training: {msg}"))
         }
     }
 }

@@ -10,7 +10,19 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Status {
     Ok,
-    Failed { reason: String },
+    Failed {
+        reason: String,
+        /// Whether the failure came from the machine (the device, a memory
+        /// limit, a panic) rather than the candidate, so that training it
+        /// again elsewhere may succeed. Absent (false) in outcomes stored
+        /// before it was recorded.
+        #[serde(default, skip_serializing_if = "is_false")]
+        retry_may_help: bool,
+    },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,8 +93,22 @@ impl Outcome {
         }
     }
 
-    pub fn failed(mut self, reason: String) -> Outcome {
-        self.status = Status::Failed { reason };
+    /// Failed for a reason of the candidate's own: any machine would fail
+    /// it alike.
+    pub fn failed(self, reason: String) -> Outcome {
+        self.failed_with(reason, false)
+    }
+
+    /// Failed for a reason of this machine's (see `Status::Failed`).
+    pub fn failed_here(self, reason: String) -> Outcome {
+        self.failed_with(reason, true)
+    }
+
+    fn failed_with(mut self, reason: String, retry_may_help: bool) -> Outcome {
+        self.status = Status::Failed {
+            reason,
+            retry_may_help,
+        };
         self.score = 0.0;
         self
     }
@@ -118,7 +144,7 @@ impl Outcome {
                     s.push_str(&format!("  (accuracy {a:.4})"));
                 }
             }
-            Status::Failed { reason } => s.push_str(&format!("FAILED: {reason}")),
+            Status::Failed { reason, .. } => s.push_str(&format!("FAILED: {reason}")),
         }
         s.push_str(&format!(
             "\nfinal loss {:.4}  steps {}  tokens {}\nparams {}  active {}  flops/token {}\nwall {:.2}s  {:.0} tokens/s  {:.3} GFLOP/s on {}",

@@ -66,6 +66,38 @@ pub struct TrainConfig {
     pub curve_points: usize,
 }
 
+/// Why a training ended without a score. Whether another attempt can
+/// help is told by the variant, not by the message: training is
+/// deterministic for a seed, so a candidate that diverged diverges again
+/// on any machine, while a device that refused may not refuse next time.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The candidate's loss or gradient left the finite numbers.
+    #[error("{quantity} became {value} at step {step}")]
+    Diverged {
+        quantity: &'static str,
+        value: f64,
+        step: usize,
+    },
+    /// The device could not be opened or could not give memory.
+    #[error("{what}: {detail}")]
+    Device { what: &'static str, detail: String },
+    /// The device is not in this build.
+    #[error(transparent)]
+    Unavailable(#[from] super::EvalError),
+    /// The task's held-out split scores nothing.
+    #[error("the task's test split has no scored positions")]
+    NothingScored,
+}
+
+impl TrainError {
+    /// Whether training the same candidate again, here or on another
+    /// machine, may end otherwise.
+    pub fn may_pass_on_retry(&self) -> bool {
+        matches!(self, TrainError::Device { .. } | TrainError::Unavailable(_))
+    }
+}
+
 /// What a candidate is scored by on the held-out split.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -257,7 +289,7 @@ impl<'a, D: Backend> Trainer<'a, D> {
     }
 
     /// One optimisation step on `batch`; returns the loss before the update.
-    pub fn step(&mut self, batch: &Batch) -> Result<f64, String> {
+    pub fn step(&mut self, batch: &Batch) -> Result<f64, TrainError> {
         let (dev, prog, cfg, step) = (self.dev, self.prog, self.cfg, self.step);
         let mut run: Run<'_, D, OwnedTape<f32, D>> = Run::new(dev, &self.params, batch.batch);
         run.routing = cfg.train.routing;
@@ -270,15 +302,20 @@ impl<'a, D: Backend> Trainer<'a, D> {
         }
         let value = loss.as_vec()[0] as f64;
         if !value.is_finite() {
-            return Err(format!("loss became {value} at step {step}"));
+            return Err(TrainError::Diverged {
+                quantity: "loss",
+                value,
+                step,
+            });
         }
         let mut grads = loss.backward();
         let mut g_host: Vec<Vec<f32>> = Vec::with_capacity(self.host.len());
         let mut norm2 = 0.0f64;
         for t in &self.params.tensors {
-            grads
-                .try_alloc_for(t)
-                .map_err(|e| format!("gradient allocation: {e:?}"))?;
+            grads.try_alloc_for(t).map_err(|e| TrainError::Device {
+                what: "gradient allocation",
+                detail: format!("{e:?}"),
+            })?;
             let mut g = vec![0.0f32; t.shape().0];
             grads.get(t).copy_into(&mut g);
             norm2 += g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
@@ -286,7 +323,11 @@ impl<'a, D: Backend> Trainer<'a, D> {
         }
         drop(grads);
         if !norm2.is_finite() {
-            return Err(format!("gradient became non-finite at step {step}"));
+            return Err(TrainError::Diverged {
+                quantity: "gradient norm",
+                value: norm2.sqrt(),
+                step,
+            });
         }
         let norm = norm2.sqrt();
         let clip = if cfg.train.clip_norm > 0.0 && norm > cfg.train.clip_norm {
@@ -381,7 +422,7 @@ pub fn train_on<D: Backend>(
     prog: &Program,
     task: &dyn Task,
     cfg: &TrainConfig,
-) -> Result<Trained, String> {
+) -> Result<Trained, TrainError> {
     // Declared before the trainer so it drops after it: every buffer is back
     // in the device's cache by then, and the cache is freed.
     let _cache = FreeCacheOnDrop(dev);
@@ -491,7 +532,7 @@ pub fn score_on<D: Backend>(
     batch_size: usize,
     routing: &RouterSettings,
     bias: &[Vec<f32>],
-) -> Result<Scored, String> {
+) -> Result<Scored, TrainError> {
     let mut credit = 0.0;
     let mut count = 0;
     let (mut nll, mut nll_count) = (0.0f64, 0usize);
@@ -550,7 +591,7 @@ pub fn score_on<D: Backend>(
         }
     }
     if count == 0 {
-        return Err("the task's test split has no scored positions".into());
+        return Err(TrainError::NothingScored);
     }
     Ok(Scored {
         score: credit / count as f64,
@@ -565,7 +606,7 @@ pub fn score_on<D: Backend>(
 /// Trains `prog` on `task` on the device `cfg` names, seeded with
 /// `cfg.seed`: the one place that opens a device. Errors are reasons for a
 /// failed outcome.
-pub fn train(prog: &Program, task: &dyn Task, cfg: &TrainConfig) -> Result<Trained, String> {
+pub fn train(prog: &Program, task: &dyn Task, cfg: &TrainConfig) -> Result<Trained, TrainError> {
     match cfg.device {
         DeviceKind::Cpu => train_on(&Cpu::seed_from_u64(cfg.seed), prog, task, cfg),
         DeviceKind::Cuda => cuda_train(prog, task, cfg),
@@ -573,13 +614,15 @@ pub fn train(prog: &Program, task: &dyn Task, cfg: &TrainConfig) -> Result<Train
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_train(prog: &Program, task: &dyn Task, cfg: &TrainConfig) -> Result<Trained, String> {
-    let dev =
-        Cuda::try_build(0, cfg.seed).map_err(|e| format!("cannot open CUDA device 0: {e:?}"))?;
+fn cuda_train(prog: &Program, task: &dyn Task, cfg: &TrainConfig) -> Result<Trained, TrainError> {
+    let dev = Cuda::try_build(0, cfg.seed).map_err(|e| TrainError::Device {
+        what: "cannot open CUDA device 0",
+        detail: format!("{e:?}"),
+    })?;
     train_on(&dev, prog, task, cfg)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_train(_: &Program, _: &dyn Task, _: &TrainConfig) -> Result<Trained, String> {
-    Err(super::EvalError::CudaNotBuilt.to_string())
+fn cuda_train(_: &Program, _: &dyn Task, _: &TrainConfig) -> Result<Trained, TrainError> {
+    Err(super::EvalError::CudaNotBuilt.into())
 }

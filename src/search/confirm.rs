@@ -247,7 +247,7 @@ pub fn train_trials(
                 purpose: purpose.to_string(),
                 reason: match &o.status {
                     Status::Ok => None,
-                    Status::Failed { reason } => Some(reason.clone()),
+                    Status::Failed { reason, .. } => Some(reason.clone()),
                 },
                 score: score_of(&value),
                 seed,

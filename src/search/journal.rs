@@ -43,7 +43,7 @@ pub fn outcome_event(id: u64, outcome: &Outcome, evaluations: usize, budget: usi
             tokens_per_sec: outcome.tokens_per_sec,
             wall_secs: outcome.wall_secs,
         }),
-        Status::Failed { reason } => EventKind::Failed(Failed {
+        Status::Failed { reason, .. } => EventKind::Failed(Failed {
             budget,
             evaluations,
             id,

@@ -227,11 +227,7 @@ fn claim_and_train(
         beat.hold(Some(record.id));
         let outcome = train_one(space, settings, task, &record, ws.device);
         beat.hold(None);
-        let failure = match &outcome.status {
-            Status::Failed { reason } if attempts < pg::MAX_ATTEMPTS => Some(reason.clone()),
-            _ => None,
-        };
-        if let Some(reason) = failure {
+        if let Some(reason) = given_back(&outcome, attempts) {
             progress(&format!(
                 "#{} failed on attempt {attempts} of {}: {reason}",
                 record.id,
@@ -275,8 +271,23 @@ fn claim_and_train(
     Ok(report)
 }
 
-/// Trains one claimed candidate; a record that no longer lowers is a
-/// failed outcome (so it is given back, and ends failed).
+/// Why a failed attempt is given back for another, or None when the
+/// outcome is the candidate's result: a success, a failure of the
+/// candidate's own (it diverged: a retry anywhere would repeat it), or the
+/// last attempt.
+fn given_back(outcome: &Outcome, attempts: i32) -> Option<String> {
+    match &outcome.status {
+        Status::Failed {
+            reason,
+            retry_may_help: true,
+        } if attempts < pg::MAX_ATTEMPTS => Some(reason.clone()),
+        _ => None,
+    }
+}
+
+/// Trains one claimed candidate; a record that no longer lowers in this
+/// worker's build is a failure of this machine's (another worker's build
+/// may lower it).
 fn train_one(
     space: &Space,
     settings: &RunSettings,
@@ -288,7 +299,7 @@ fn train_one(
     match space.network(record.derivation.clone()) {
         Ok(net) => evaluate(&net.arch, task, &cfg),
         Err(e) => Outcome::new(crate::arch::Cost::default(), &cfg)
-            .failed(format!("the candidate does not lower in this space: {e}")),
+            .failed_here(format!("the candidate does not lower in this space: {e}")),
     }
 }
 
@@ -339,5 +350,28 @@ impl Heartbeat {
     fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.thread.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::TrainConfig;
+
+    /// A diverged candidate diverges again on any worker (training is
+    /// deterministic for its seed): its failure is its result at once. A
+    /// failure of the machine's is tried again, up to the limit.
+    #[test]
+    fn only_a_failure_of_the_machines_is_given_back() {
+        let fresh = || Outcome::new(crate::arch::Cost::default(), &TrainConfig::default());
+        let diverged = fresh().failed("loss became NaN at step 3".into());
+        let device = fresh().failed_here("gradient allocation: out of memory".into());
+        assert_eq!(given_back(&diverged, 1), None);
+        assert_eq!(given_back(&fresh(), 1), None);
+        assert_eq!(
+            given_back(&device, 1).as_deref(),
+            Some("gradient allocation: out of memory")
+        );
+        assert_eq!(given_back(&device, pg::MAX_ATTEMPTS), None);
     }
 }
