@@ -8,49 +8,96 @@ use super::ops::{DotMask, Op};
 use super::shape::{Axis, Shape};
 use petgraph::algo::is_cyclic_directed;
 
-/// What is wrong with a graph, naming the node.
-pub fn check(a: &Arch) -> Result<(), String> {
+/// What is wrong with a graph, naming the node (`%index`, as `show`
+/// prints it).
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum GraphError {
+    #[error("the graph has a cycle")]
+    Cycle,
+    /// The node's op does not accept its inputs, or breaks causality.
+    #[error("node %{node} ({op}): {rule}")]
+    Rule {
+        node: usize,
+        op: String,
+        rule: Broken,
+    },
+    #[error("node %{node} ({op}) says {said} but its inputs give {given}")]
+    Shape {
+        node: usize,
+        op: String,
+        said: Shape,
+        given: Shape,
+    },
+    #[error("node %{node}: routed body changes the shape")]
+    BodyShape { node: usize },
+    /// The path to the node at fault is part of the message, like a
+    /// location, so the inner error is shown in it rather than as a cause.
+    #[error("in the body of node %{node}: {inner}")]
+    Body { node: usize, inner: Box<GraphError> },
+}
+
+/// The rule an op's inputs break.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct Broken(String);
+
+impl From<&str> for Broken {
+    fn from(s: &str) -> Broken {
+        Broken(s.to_string())
+    }
+}
+
+impl From<String> for Broken {
+    fn from(s: String) -> Broken {
+        Broken(s)
+    }
+}
+
+pub fn check(a: &Arch) -> Result<(), GraphError> {
     if is_cyclic_directed(&a.graph) {
-        return Err("the graph has a cycle".into());
+        return Err(GraphError::Cycle);
     }
     for n in a.graph.node_indices() {
         let node = a.node(n);
         let ins: Vec<Shape> = a.inputs(n).iter().map(|&i| a.node(i).shape).collect();
-        let want = infer(&node.op, &ins, a.causal)
-            .map_err(|e| format!("node %{} ({}): {e}", n.index(), node.op))?;
+        let want = infer(&node.op, &ins, a.causal).map_err(|rule| GraphError::Rule {
+            node: n.index(),
+            op: node.op.to_string(),
+            rule,
+        })?;
         if let Some(w) = want {
             if w != node.shape {
-                return Err(format!(
-                    "node %{} ({}) says {} but its inputs give {w}",
-                    n.index(),
-                    node.op,
-                    node.shape
-                ));
+                return Err(GraphError::Shape {
+                    node: n.index(),
+                    op: node.op.to_string(),
+                    said: node.shape,
+                    given: w,
+                });
             }
         }
         if let Some(body) = node.op.body() {
             if body.input_shape() != node.shape || body.output_shape() != node.shape {
-                return Err(format!(
-                    "node %{}: routed body changes the shape",
-                    n.index()
-                ));
+                return Err(GraphError::BodyShape { node: n.index() });
             }
-            check(body).map_err(|e| format!("in the body of node %{}: {e}", n.index()))?;
+            check(body).map_err(|e| GraphError::Body {
+                node: n.index(),
+                inner: Box::new(e),
+            })?;
         }
     }
     Ok(())
 }
 
-fn arity(ins: &[Shape], n: usize) -> Result<(), String> {
+fn arity(ins: &[Shape], n: usize) -> Result<(), Broken> {
     if ins.len() == n {
         Ok(())
     } else {
-        Err(format!("expects {n} input(s), has {}", ins.len()))
+        Err(format!("expects {n} input(s), has {}", ins.len()).into())
     }
 }
 
 /// The output shape of `op` on `ins` (`None` for the input marker).
-fn infer(op: &Op, ins: &[Shape], causal: bool) -> Result<Option<Shape>, String> {
+fn infer(op: &Op, ins: &[Shape], causal: bool) -> Result<Option<Shape>, Broken> {
     let tok_last_of_feat = |s: Shape| s.cols.axis == Axis::Tok && s.rows.axis == Axis::Feat;
     let out = match op {
         Op::Input => {
@@ -109,9 +156,7 @@ fn infer(op: &Op, ins: &[Shape], causal: bool) -> Result<Option<Shape>, String> 
             arity(ins, 1)?;
             let f = ins[0].feat().ok_or("no feature axis to split")?;
             if *parts == 0 || part >= parts || f % parts != 0 {
-                return Err(format!(
-                    "cannot take part {part} of {parts} from {f} features"
-                ));
+                return Err(format!("cannot take part {part} of {parts} from {f} features").into());
             }
             ins[0].with_feat(f / parts)
         }
@@ -136,7 +181,7 @@ fn infer(op: &Op, ins: &[Shape], causal: bool) -> Result<Option<Shape>, String> 
             arity(ins, 2)?;
             let (a, b) = (ins[0], ins[1]);
             if a.cols != b.rows {
-                return Err(format!("cannot multiply {a} by {b}"));
+                return Err(format!("cannot multiply {a} by {b}").into());
             }
             let out = Shape {
                 rows: a.rows,
@@ -156,7 +201,7 @@ fn infer(op: &Op, ins: &[Shape], causal: bool) -> Result<Option<Shape>, String> 
                     DotMask::None
                 };
                 if *mask != need {
-                    return Err(format!("causal mask should be {need:?}, is {mask:?}"));
+                    return Err(format!("causal mask should be {need:?}, is {mask:?}").into());
                 }
             }
             out
@@ -211,7 +256,10 @@ mod tests {
     fn a_norm_over_tokens_is_refused_only_in_a_causal_graph() {
         assert_eq!(check(&norm_over_tokens(false)), Ok(()));
         let e = check(&norm_over_tokens(true)).unwrap_err();
-        assert!(e.contains("normalises over tokens"), "{e}");
+        assert!(
+            matches!(&e, GraphError::Rule { rule, .. } if rule.to_string().contains("normalises over tokens")),
+            "{e}"
+        );
     }
 
     #[test]
@@ -227,7 +275,11 @@ mod tests {
         a.finish(n);
         let e = check(&a).unwrap_err();
         assert!(
-            e.contains(&format!("node %{}", n.index())) && e.contains("says"),
+            matches!(e, GraphError::Shape { node, said, .. } if node == n.index() && said == seq()),
+            "{e}"
+        );
+        assert!(
+            e.to_string().contains(&format!("node %{}", n.index())),
             "{e}"
         );
     }
@@ -242,7 +294,10 @@ mod tests {
         };
         let n = a.add(att, seq(), &[a.input]);
         a.finish(n);
-        assert!(check(&a).unwrap_err().contains("non-causal attention"));
+        assert!(check(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("non-causal attention"));
         // q·kᵀ makes a token×token tensor, which must be masked.
         let mut a = Arch::start(seq(), true);
         let kt = a.add(Op::Transpose, seq().transposed(), &[a.input]);
@@ -257,6 +312,6 @@ mod tests {
         let d = a.add(unmasked, tok_tok, &[a.input, kt]);
         a.finish(d);
         let e = check(&a).unwrap_err();
-        assert!(e.contains("should be Output"), "{e}");
+        assert!(e.to_string().contains("should be Output"), "{e}");
     }
 }

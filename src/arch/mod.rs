@@ -15,7 +15,7 @@ pub mod ops;
 pub mod semantics;
 pub mod shape;
 
-pub use check::check;
+pub use check::{check, Broken, GraphError};
 pub use context::{ArchContext, Limits};
 pub use cost::Cost;
 pub use graph::{Arch, ArchNode};

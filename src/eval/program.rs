@@ -162,7 +162,7 @@ impl Builder {
             .collect()
     }
 
-    fn graph(&mut self, arch: &Arch, prefix: &str) -> Result<Graph, String> {
+    fn graph(&mut self, arch: &Arch, prefix: &str) -> Result<Graph, CompileError> {
         // Only steps that reach the output: a dead branch would take a tape
         // that then never reaches the loss.
         let mut live = vec![false; arch.graph.node_count()];
@@ -211,7 +211,7 @@ impl Builder {
         input: Option<Shape>,
         out: Shape,
         at: &str,
-    ) -> Result<StepOp, String> {
+    ) -> Result<StepOp, CompileError> {
         let ins = input.unwrap_or(out);
         let last = ins.cols.size;
         Ok(match op {
@@ -354,15 +354,26 @@ fn steps_shape(steps: &[Step], i: usize) -> Shape {
     steps[i].shape
 }
 
+/// Why a graph does not compile to a program.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(transparent)]
+    Graph(#[from] crate::arch::GraphError),
+    #[error(
+        "the network must map (tokens × features) to (tokens × features); got {input} → {output}"
+    )]
+    NotTokensToTokens { input: Shape, output: Shape },
+}
+
 impl Program {
     /// Compiles `arch` for a task with `vocab` tokens. Fails (never panics)
     /// on a graph whose shapes do not check.
-    pub fn build(arch: &Arch, vocab: usize) -> Result<Program, String> {
+    pub fn build(arch: &Arch, vocab: usize) -> Result<Program, CompileError> {
         crate::arch::check(arch)?;
         let input = arch.input_shape();
         let output = arch.output_shape();
         if !input.is_seq() || !output.is_seq() || output.rows.size != input.rows.size {
-            return Err(format!("the network must map (tokens × features) to (tokens × features); got {input} → {output}"));
+            return Err(CompileError::NotTokensToTokens { input, output });
         }
         let mut b = Builder {
             params: Vec::new(),
