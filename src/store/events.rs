@@ -443,11 +443,16 @@ impl EventTail {
         f.read_to_end(&mut buf)?;
         self.offset += buf.len() as u64;
         self.partial.extend_from_slice(&buf);
+        // Lines are parsed in place and the consumed bytes dropped once:
+        // draining line by line moved the rest of the buffer every time,
+        // quadratic in the log (8 s for `status` on 10,000 candidates).
         let mut out = Vec::new();
-        while let Some(i) = self.partial.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=i).collect();
-            out.extend(parse_line(&line));
+        let mut start = 0;
+        while let Some(i) = self.partial[start..].iter().position(|&b| b == b'\n') {
+            out.extend(parse_line(&self.partial[start..start + i + 1]));
+            start += i + 1;
         }
+        self.partial.drain(..start);
         Ok(out)
     }
 }
