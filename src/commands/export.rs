@@ -8,10 +8,11 @@ use crate::eval::program::Program;
 use crate::eval::{train, Weights};
 use crate::export::pytorch::{self, Provenance};
 use crate::search::pareto::{front, Point};
-use crate::search::{score_of, standings, train_config, RunSettings};
-use crate::store::Store;
+use crate::search::{score_of, standings, train_config, RunSettings, Standing};
+use crate::store::{CandidateRecord, Store};
 use crate::tasks::Task;
 use serde_json::json;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -196,27 +197,44 @@ fn choose(
     top: Option<usize>,
     pareto: bool,
 ) -> Result<Vec<Chosen>, CliError> {
-    let mut rows = Vec::new();
-    for standing in standings(store, settings)? {
+    let standings = standings(store, settings)?;
+    // Full records and outcomes (a routed candidate's runs to hundreds of
+    // kilobytes) are read for the chosen only.
+    let full = |standing: Standing| -> Result<Option<Chosen>, CliError> {
         let id = standing.ranked.id;
-        let (Some(c), Some(o)) = (store.candidate(id)?, store.outcome(id)?) else {
-            continue;
-        };
-        rows.push(Chosen { c, o, standing });
-    }
-    Ok(if pareto {
-        let pts: Vec<Point> = rows
+        Ok(match (store.candidate(id)?, store.outcome(id)?) {
+            (Some(c), Some(o)) => Some(Chosen { c, o, standing }),
+            _ => None,
+        })
+    };
+    let mut rows = Vec::new();
+    if pareto {
+        let records: HashMap<u64, CandidateRecord> =
+            store.candidates()?.into_iter().map(|c| (c.id, c)).collect();
+        let pts: Vec<Point> = standings
             .iter()
-            .map(|r| Point {
-                id: r.c.id,
-                score: r.standing.score(),
-                active_params: r.c.active_params,
-                flops: r.c.flops,
+            .filter_map(|s| {
+                let c = records.get(&s.ranked.id)?;
+                Some(Point {
+                    id: c.id,
+                    score: s.score(),
+                    active_params: c.active_params,
+                    flops: c.flops,
+                })
             })
             .collect();
-        let ids: Vec<u64> = front(&pts).iter().map(|p| p.id).collect();
-        rows.into_iter().filter(|r| ids.contains(&r.c.id)).collect()
+        let ids: HashSet<u64> = front(&pts).iter().map(|p| p.id).collect();
+        for s in standings.into_iter().filter(|s| ids.contains(&s.ranked.id)) {
+            rows.extend(full(s)?);
+        }
     } else {
-        rows.into_iter().take(top.unwrap_or(1)).collect()
-    })
+        let want = top.unwrap_or(1);
+        for s in standings {
+            if rows.len() == want {
+                break;
+            }
+            rows.extend(full(s)?);
+        }
+    }
+    Ok(rows)
 }

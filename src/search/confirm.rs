@@ -64,7 +64,7 @@ pub fn ranked(store: &dyn Store) -> Result<Vec<Ranked>, StoreError> {
         if c.duplicate_of.is_some() {
             continue;
         }
-        let Some(o) = store.outcome(c.id)? else {
+        let Some(o) = store.outcome_brief(c.id)? else {
             continue;
         };
         let mut scores = vec![score_of(&o)];

@@ -279,7 +279,7 @@ fn other_score(
     };
     let mut scored: Vec<Scored3> = Vec::new();
     for r in rows.iter().filter(|r| r.proxy_steps == settings.steps) {
-        let Some(outcome) = store.outcome(r.id)? else {
+        let Some(outcome) = store.outcome_brief(r.id)? else {
             return Ok(None);
         };
         let got = score_under(&outcome, other).and_then(|p| {

@@ -131,7 +131,7 @@ pub fn missing_events(
         match c.duplicate_of {
             Some(of) if !l.merged.contains(&c.id) => {
                 let saved = store
-                    .outcome(of)?
+                    .outcome_brief(of)?
                     .and_then(|o| o["wall_secs"].as_f64())
                     .unwrap_or(0.0);
                 let stage = if store.by_structural(c.hashes.structural)? == Some(of) {
@@ -143,11 +143,16 @@ pub fn missing_events(
             }
             Some(_) => {}
             None => {
-                let Some(o) = store.outcome(c.id)? else {
+                if !store.has_outcome(c.id)? {
                     continue;
-                };
+                }
                 evaluations += 1;
+                // Read in full only when its event is missing: a logged
+                // one is counted, not read.
                 if !l.finished.contains(&c.id) {
+                    let Some(o) = store.outcome(c.id)? else {
+                        continue;
+                    };
                     let outcome: Outcome = serde_json::from_value(o).map_err(|e| {
                         StoreError::Corrupt(format!("outcome of candidate {}: {e}", c.id).into())
                     })?;
@@ -192,7 +197,7 @@ pub fn check_store(store: &dyn Store, events_path: &Path) -> Result<(), SearchEr
     }
     let mut lost = Vec::new();
     for &id in &l.finished {
-        if store.outcome(id)?.is_none() || store.candidate(id)?.is_none() {
+        if !store.has_outcome(id)? || store.candidate(id)?.is_none() {
             lost.push(id);
         }
     }

@@ -54,7 +54,7 @@ impl<'a> Recorder<'a> {
         of: u64,
         stage: Stage,
     ) -> Result<(), SearchError> {
-        let outcome = self.store.outcome(of)?.unwrap_or_default();
+        let outcome = self.store.outcome_brief(of)?.unwrap_or_default();
         let saved = outcome["wall_secs"].as_f64().unwrap_or(0.0);
         record.duplicate_of = Some(of);
         let e = journal::duplicate_event(record.id, of, stage.name(), saved);

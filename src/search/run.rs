@@ -92,7 +92,7 @@ fn restore(
             continue;
         }
         let source = c.duplicate_of.unwrap_or(c.id);
-        let Some(o) = store.outcome(source)? else {
+        let Some(o) = store.outcome_brief(source)? else {
             // Ended failed without an outcome: a failed training, as the
             // round that saw it end counted it.
             if lapsed.contains(&c.id) {

@@ -150,6 +150,62 @@ pub struct Finished<'a> {
     pub event: &'a Event,
 }
 
+/// The fields of a stored outcome that ranking and accounting read:
+/// whether it trained (`status`, and `reason` when not), its `score` and
+/// the `metric` it is under, the scores under either metric (`accuracy`,
+/// `test_loss`) and its `wall_secs`. Read into this shape, the rest of an
+/// outcome is skipped rather than built.
+#[derive(Debug, Default, Deserialize)]
+pub struct OutcomeBrief {
+    status: Option<serde_json::Value>,
+    reason: Option<serde_json::Value>,
+    metric: Option<serde_json::Value>,
+    score: Option<serde_json::Value>,
+    accuracy: Option<serde_json::Value>,
+    test_loss: Option<serde_json::Value>,
+    wall_secs: Option<serde_json::Value>,
+}
+
+impl OutcomeBrief {
+    /// The brief of a stored outcome's JSON text.
+    pub fn parse(bytes: &[u8]) -> Result<serde_json::Value, serde_json::Error> {
+        Ok(serde_json::from_slice::<OutcomeBrief>(bytes)?.value())
+    }
+
+    /// The brief of an outcome already read.
+    pub fn of(outcome: &serde_json::Value) -> serde_json::Value {
+        let field = |k: &str| outcome.get(k).cloned();
+        OutcomeBrief {
+            status: field("status"),
+            reason: field("reason"),
+            metric: field("metric"),
+            score: field("score"),
+            accuracy: field("accuracy"),
+            test_loss: field("test_loss"),
+            wall_secs: field("wall_secs"),
+        }
+        .value()
+    }
+
+    fn value(self) -> serde_json::Value {
+        let fields = [
+            ("status", self.status),
+            ("reason", self.reason),
+            ("metric", self.metric),
+            ("score", self.score),
+            ("accuracy", self.accuracy),
+            ("test_loss", self.test_loss),
+            ("wall_secs", self.wall_secs),
+        ];
+        serde_json::Value::Object(
+            fields
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v?)))
+                .collect(),
+        )
+    }
+}
+
 /// What a run keeps. Every write of a result is durable before the call
 /// returns. A result (an evaluation, a duplicate) is written by one call
 /// with its event, so that a store in a database writes both in one
@@ -171,6 +227,17 @@ pub trait Store: Send + Sync {
     /// `duplicate` event.
     fn record_duplicate(&self, record: &CandidateRecord, event: &Event) -> Result<(), StoreError>;
     fn outcome(&self, id: u64) -> Result<Option<serde_json::Value>, StoreError>;
+    /// The fields of an outcome that ranking and accounting read (see
+    /// [`OutcomeBrief`]), without its loss curve, routes and traces: a
+    /// routed candidate's outcome runs to hundreds of kilobytes, and a run
+    /// ranks all of them.
+    fn outcome_brief(&self, id: u64) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self.outcome(id)?.map(|o| OutcomeBrief::of(&o)))
+    }
+    /// Whether candidate `id` has an outcome, without reading it.
+    fn has_outcome(&self, id: u64) -> Result<bool, StoreError> {
+        Ok(self.outcome(id)?.is_some())
+    }
     /// The evaluated candidate with this structural hash, if any.
     fn by_structural(&self, h: u128) -> Result<Option<u64>, StoreError>;
     fn by_functional(&self, h: u128) -> Result<Option<u64>, StoreError>;

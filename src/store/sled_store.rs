@@ -2,8 +2,8 @@
 //! `runs/<name>/events.jsonl`.
 
 use super::{
-    read_events, CandidateRecord, Counters, Event, EventLog, Finished, Store, StoreError,
-    TrialRecord,
+    read_events, CandidateRecord, Counters, Event, EventLog, Finished, OutcomeBrief, Store,
+    StoreError, TrialRecord,
 };
 use crate::hash::Hashes;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -29,6 +29,9 @@ pub struct SledStore {
 struct Trees {
     candidates: sled::Tree,
     outcomes: sled::Tree,
+    /// Each outcome's `OutcomeBrief`, written with it: what ranking reads,
+    /// without reading the outcome.
+    briefs: sled::Tree,
     structural: sled::Tree,
     functional: sled::Tree,
     values: sled::Tree,
@@ -127,6 +130,7 @@ const COUNTERS: &[u8] = b"counters";
 /// inside their transaction.
 struct ResultTrees<'a> {
     outcomes: &'a TransactionalTree,
+    briefs: &'a TransactionalTree,
     structural: &'a TransactionalTree,
     functional: &'a TransactionalTree,
 }
@@ -157,6 +161,7 @@ impl SledStore {
         let trees = Trees {
             candidates: tree("candidates")?,
             outcomes: tree("outcomes")?,
+            briefs: tree("outcome_briefs")?,
             structural: tree("by_structural")?,
             functional: tree("by_functional")?,
             values: tree("values")?,
@@ -196,6 +201,7 @@ impl SledStore {
     ) -> Result<(), StoreError> {
         let t = &self.trees;
         self.insert(&t.outcomes, &id_key(id), &json(outcome)?)?;
+        self.insert(&t.briefs, &id_key(id), &json(&OutcomeBrief::of(outcome))?)?;
         self.insert(&t.structural, &hashes.structural.to_be_bytes(), &id_key(id))?;
         if let Some(f) = hashes.functional {
             self.insert(&t.functional, &f.to_be_bytes(), &id_key(id))?;
@@ -225,24 +231,28 @@ impl SledStore {
             &t.candidates,
             &t.values,
             &t.outcomes,
+            &t.briefs,
             &t.structural,
             &t.functional,
         )
-            .transaction(|(candidates, values, outcomes, structural, functional)| {
-                candidates.insert(&key[..], bytes.as_slice())?;
-                let mut counters: Counters = match values.get(COUNTERS)? {
-                    Some(b) => parse(&b).map_err(ConflictableTransactionError::Abort)?,
-                    None => Counters::default(),
-                };
-                counters.count(&event.kind);
-                let c = json(&counters).map_err(ConflictableTransactionError::Abort)?;
-                values.insert(COUNTERS, c)?;
-                more(&ResultTrees {
-                    outcomes,
-                    structural,
-                    functional,
-                })
-            });
+            .transaction(
+                |(candidates, values, outcomes, briefs, structural, functional)| {
+                    candidates.insert(&key[..], bytes.as_slice())?;
+                    let mut counters: Counters = match values.get(COUNTERS)? {
+                        Some(b) => parse(&b).map_err(ConflictableTransactionError::Abort)?,
+                        None => Counters::default(),
+                    };
+                    counters.count(&event.kind);
+                    let c = json(&counters).map_err(ConflictableTransactionError::Abort)?;
+                    values.insert(COUNTERS, c)?;
+                    more(&ResultTrees {
+                        outcomes,
+                        briefs,
+                        structural,
+                        functional,
+                    })
+                },
+            );
         match done {
             Ok(()) => {}
             Err(TransactionError::Abort(e)) => return Err(e),
@@ -286,6 +296,7 @@ impl Drop for SledStore {
             for tree in [
                 &t.candidates,
                 &t.outcomes,
+                &t.briefs,
                 &t.structural,
                 &t.functional,
                 &t.values,
@@ -329,9 +340,11 @@ impl Store for SledStore {
     fn record_evaluation(&self, f: &Finished) -> Result<(), StoreError> {
         let key = id_key(f.record.id);
         let outcome = json(f.outcome)?;
+        let brief = json(&OutcomeBrief::of(f.outcome))?;
         let hashes = &f.record.hashes;
         self.record_result(f.record, f.event, |t| {
             t.outcomes.insert(&key[..], outcome.as_slice())?;
+            t.briefs.insert(&key[..], brief.as_slice())?;
             t.structural
                 .insert(&hashes.structural.to_be_bytes()[..], &key[..])?;
             if let Some(h) = hashes.functional {
@@ -352,6 +365,28 @@ impl Store for SledStore {
             .map_err(io)?
             .map(|b| parse(&b))
             .transpose()
+    }
+
+    fn outcome_brief(&self, id: u64) -> Result<Option<serde_json::Value>, StoreError> {
+        let key = id_key(id);
+        if let Some(b) = self.trees.briefs.get(key).map_err(io)? {
+            return parse(&b).map(Some);
+        }
+        // A store written before briefs were kept beside outcomes.
+        self.trees
+            .outcomes
+            .get(key)
+            .map_err(io)?
+            .map(|b| OutcomeBrief::parse(&b).map_err(|e| StoreError::Corrupt(Box::new(e))))
+            .transpose()
+    }
+
+    fn has_outcome(&self, id: u64) -> Result<bool, StoreError> {
+        let key = id_key(id);
+        // sled reads a value to answer whether its key is there: the brief
+        // is the small one (the outcome itself for older stores).
+        Ok(self.trees.briefs.contains_key(key).map_err(io)?
+            || self.trees.outcomes.contains_key(key).map_err(io)?)
     }
 
     fn by_structural(&self, h: u128) -> Result<Option<u64>, StoreError> {
@@ -495,6 +530,46 @@ mod tests {
                 .unwrap();
             assert_eq!(back.to_bits(), x.to_bits(), "{x} came back as {back}");
         }
+    }
+
+    /// The brief of a stored outcome keeps what ranking reads, with the
+    /// same values (the exact f64s too), and leaves out the bulk; it and
+    /// the existence check agree with the full read.
+    #[test]
+    fn an_outcome_brief_keeps_what_ranking_reads_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let r = record(1);
+        let full = serde_json::json!({"status": "ok", "metric": "likelihood",
+            "score": 0.09875483039931301, "accuracy": 0.5, "test_loss": 2.3,
+            "wall_secs": 1.5, "loss_curve": [[0, 3.4], [10, 2.9]],
+            "routes": [{"tokens": 64, "dropped": 0, "load": [32, 32]}]});
+        assert!(!s.has_outcome(1).unwrap());
+        assert_eq!(s.outcome_brief(1).unwrap(), None);
+        s.put_outcome(r.id, &r.hashes, &full).unwrap();
+        assert!(s.has_outcome(1).unwrap());
+        let brief = s.outcome_brief(1).unwrap().unwrap();
+        assert_eq!(
+            brief,
+            serde_json::json!({"status": "ok", "metric": "likelihood",
+                "score": 0.09875483039931301, "accuracy": 0.5, "test_loss": 2.3,
+                "wall_secs": 1.5})
+        );
+        assert_eq!(brief, OutcomeBrief::of(&full));
+        let failed = serde_json::json!({"status": "failed", "reason": "loss became NaN at step 3",
+            "retry_may_help": false, "metric": "accuracy", "score": 0.0, "loss_curve": []});
+        s.put_outcome(2, &record(2).hashes, &failed).unwrap();
+        let brief = s.outcome_brief(2).unwrap().unwrap();
+        assert_eq!(brief["reason"], "loss became NaN at step 3");
+        assert_eq!(brief["status"], "failed");
+        assert!(brief.get("loss_curve").is_none());
+        // A store written before briefs were kept: read from the outcome.
+        s.trees
+            .outcomes
+            .insert(id_key(3), serde_json::to_vec(&full).unwrap())
+            .unwrap();
+        assert!(s.has_outcome(3).unwrap());
+        assert_eq!(s.outcome_brief(3).unwrap(), Some(OutcomeBrief::of(&full)));
     }
 
     fn record(id: u64) -> CandidateRecord {
