@@ -157,18 +157,19 @@ fn a_diverging_candidate_fails_with_a_reason() {
     assert_eq!(ok.status, Status::Ok);
 }
 
-#[test]
-fn over_the_memory_limit_fails_before_training() {
+/// A small MLP block on recall trained under `cfg`.
+fn evaluate_mlp_block(cfg: TrainConfig) -> archgram::eval::Outcome {
     let task = build(&TaskSpec::new("in_context_recall").with("seq_len", 16.0), 1).unwrap();
     let n = net("block(mlp(ratio=4))", task.as_ref(), 16);
-    let o = evaluate(
-        &n.arch,
-        task.as_ref(),
-        &TrainConfig {
-            max_memory_bytes: 1000,
-            ..cfg(5)
-        },
-    );
+    evaluate(&n.arch, task.as_ref(), &cfg)
+}
+
+#[test]
+fn over_the_memory_limit_fails_before_training() {
+    let o = evaluate_mlp_block(TrainConfig {
+        max_memory_bytes: 1000,
+        ..cfg(5)
+    });
     // The limit is the machine's: a worker with more memory may train it.
     assert!(
         matches!(o.status, Status::Failed { ref reason, retry_may_help: true } if reason.contains("MiB")),
@@ -183,16 +184,10 @@ fn over_the_memory_limit_fails_before_training() {
 #[cfg(not(feature = "cuda"))]
 #[test]
 fn a_device_this_build_lacks_is_the_machines_failure() {
-    let task = build(&TaskSpec::new("in_context_recall").with("seq_len", 16.0), 1).unwrap();
-    let n = net("block(mlp(ratio=4))", task.as_ref(), 16);
-    let o = evaluate(
-        &n.arch,
-        task.as_ref(),
-        &TrainConfig {
-            device: archgram::eval::DeviceKind::Cuda,
-            ..cfg(5)
-        },
-    );
+    let o = evaluate_mlp_block(TrainConfig {
+        device: archgram::eval::DeviceKind::Cuda,
+        ..cfg(5)
+    });
     assert!(
         matches!(o.status, Status::Failed { ref reason, retry_may_help: true } if reason.contains("without CUDA")),
         "{:?}",

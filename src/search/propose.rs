@@ -267,6 +267,7 @@ mod tests {
     use super::*;
     use crate::search::halving::Halving;
     use crate::search::strategy::StrategyKind;
+    use crate::space::ModelSettings;
     use crate::store::SledStore;
 
     fn space() -> Space {
@@ -299,40 +300,44 @@ mod tests {
         }
     }
 
+    /// A model-strategy pick after 6 trained points (enough for the
+    /// surrogate to fit), with `pool` and `random_share` set, from the rng
+    /// stream `stream`: the pick's text and origin, and the rng after it.
+    fn guided_pick(pool: usize, share: f64, stream: u64) -> (String, String, ChaCha8Rng) {
+        let space = space();
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(dir.path()).unwrap();
+        let mut s = settings(None);
+        s.strategy = StrategyKind::Model;
+        s.model.pool = pool;
+        s.model.random_share = share;
+        let strategy = Strategy::new(StrategyKind::Model, 4, 2, Vec::new());
+        let mut p = Proposer::new(&space, &s, strategy, None);
+        let mut rng = seed::rng(9, "trained", 0);
+        for id in 0..6 {
+            let net = space.sample(&mut rng).unwrap();
+            let f = p.features(&net);
+            p.observe(100 + id, f, net.cost.params.ln());
+        }
+        let mut rng = seed::rng(9, "pick", stream);
+        let (net, origin, _) = p.guided(&store, &mut rng).unwrap().unwrap();
+        (net.text(), origin, rng)
+    }
+
     /// The space's `search.model.pool` is how many candidates a guided
     /// pick draws and ranks: with a pool of one the pick is the first
     /// sample, whatever the surrogate thinks.
     #[test]
     fn the_model_pool_is_the_space_setting() {
         let space = space();
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        let pick = |pool: usize| {
-            let mut s = settings(None);
-            s.strategy = StrategyKind::Model;
-            s.model.pool = pool;
-            s.model.random_share = 0.0;
-            let strategy = Strategy::new(StrategyKind::Model, 4, 2, Vec::new());
-            let mut p = Proposer::new(&space, &s, strategy, None);
-            // Enough trained points for the surrogate to fit.
-            let mut rng = seed::rng(9, "trained", 0);
-            for id in 0..6 {
-                let net = space.sample(&mut rng).unwrap();
-                let f = p.features(&net);
-                p.observe(100 + id, f, net.cost.params.ln());
-            }
-            let mut rng = seed::rng(9, "pick", 0);
-            let (net, origin, _) = p.guided(&store, &mut rng).unwrap().unwrap();
-            (net.text(), origin, rng)
-        };
         let mut rng = seed::rng(9, "pick", 0);
         let first = space.sample(&mut rng).unwrap().text();
-        let (one, origin, mut after_one) = pick(1);
+        let (one, origin, mut after_one) = guided_pick(1, 0.0, 0);
         assert_eq!(
             (one.as_str(), origin.as_str()),
             (first.as_str(), "model: sample")
         );
-        let (_, _, mut after_many) = pick(40);
+        let (_, _, mut after_many) = guided_pick(40, 0.0, 0);
         // The larger pool drew 39 more candidates from the same stream.
         assert_ne!(
             space.sample(&mut after_one).unwrap().text(),
@@ -346,30 +351,14 @@ mod tests {
     #[test]
     fn a_share_of_model_picks_are_random_samples() {
         let space = space();
-        let dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(dir.path()).unwrap();
-        let pick = |share: f64, stream: u64| {
-            let mut s = settings(None);
-            s.strategy = StrategyKind::Model;
-            s.model.random_share = share;
-            let strategy = Strategy::new(StrategyKind::Model, 4, 2, Vec::new());
-            let mut p = Proposer::new(&space, &s, strategy, None);
-            let mut rng = seed::rng(9, "trained", 0);
-            for id in 0..6 {
-                let net = space.sample(&mut rng).unwrap();
-                let f = p.features(&net);
-                p.observe(100 + id, f, net.cost.params.ln());
-            }
-            let mut rng = seed::rng(9, "pick", stream);
-            let (net, origin, _) = p.guided(&store, &mut rng).unwrap().unwrap();
-            (net.text(), origin)
-        };
+        let pool = ModelSettings::default().pool;
         for stream in 0..4 {
             let mut rng = seed::rng(9, "pick", stream);
             let _share_draw: f64 = rng.gen();
             let sample = space.sample(&mut rng).unwrap().text();
-            assert_eq!(pick(1.0, stream), (sample, "model: random pick".into()));
-            assert_ne!(pick(0.0, stream).1, "model: random pick");
+            let (text, origin, _) = guided_pick(pool, 1.0, stream);
+            assert_eq!((text, origin.as_str()), (sample, "model: random pick"));
+            assert_ne!(guided_pick(pool, 0.0, stream).1, "model: random pick");
         }
     }
 
