@@ -859,6 +859,8 @@ struct Reads {
     candidates: Vec<CandidateRecord>,
     one_by_one: Vec<Option<CandidateRecord>>,
     outcomes: Vec<Option<serde_json::Value>>,
+    briefs: Vec<Option<serde_json::Value>>,
+    has_outcome: Vec<bool>,
     structural: Vec<Option<u64>>,
     functional: Vec<Option<u64>>,
     counters: Counters,
@@ -876,7 +878,12 @@ fn reads(store: &dyn Store) -> Reads {
             .to_vec(),
         candidates: store.candidates().unwrap(),
         one_by_one: ids.clone().map(|i| store.candidate(i).unwrap()).collect(),
-        outcomes: ids.map(|i| store.outcome(i).unwrap()).collect(),
+        outcomes: ids.clone().map(|i| store.outcome(i).unwrap()).collect(),
+        briefs: ids
+            .clone()
+            .map(|i| store.outcome_brief(i).unwrap())
+            .collect(),
+        has_outcome: ids.map(|i| store.has_outcome(i).unwrap()).collect(),
         structural: hashes.map(|h| store.by_structural(h).unwrap()).to_vec(),
         functional: hashes
             .map(|h| store.by_functional(h ^ 0xff).unwrap())
@@ -907,6 +914,13 @@ fn the_same_store_calls_read_back_the_same_from_sled_and_postgres() {
     assert_eq!(got.one_by_one[6], None);
     let missing: Vec<bool> = got.outcomes.iter().map(Option::is_none).collect();
     assert_eq!(missing, [false, false, true, true, false, false, true]);
+    // The briefs are there for the same candidates, with what ranking
+    // reads and without the rest.
+    let has: Vec<bool> = got.briefs.iter().map(Option::is_some).collect();
+    assert_eq!(has, missing.iter().map(|m| !m).collect::<Vec<_>>());
+    assert_eq!(got.has_outcome, has);
+    assert_eq!(got.briefs[1].as_ref().unwrap()["reason"], "diverged");
+    assert!(got.briefs[0].as_ref().unwrap().get("loss").is_none());
     assert_eq!(got.outcomes[1].as_ref().unwrap()["reason"], "diverged");
     let loss = got.outcomes[0].as_ref().unwrap()["loss"].as_f64().unwrap();
     assert_eq!(loss.to_bits(), (-0.0f64).to_bits());
@@ -1015,6 +1029,8 @@ fn floats_round_trip(store: &dyn Store) {
         let id = i as u64;
         let o = store.outcome(id).unwrap().unwrap();
         same(o["score"].as_f64().unwrap(), x, "outcome");
+        let brief = store.outcome_brief(id).unwrap().unwrap();
+        same(brief["score"].as_f64().unwrap(), x, "outcome brief");
         assert_eq!(o, json!({"status": "ok", "score": x}), "outcome {x:e}");
         same(store.candidate(id).unwrap().unwrap().params, x, "record");
     }

@@ -178,6 +178,29 @@ impl Store for PgStore {
         )
     }
 
+    /// Built by the server, so a routed candidate's traces do not cross
+    /// the network to be dropped here; `json_strip_nulls` leaves out what
+    /// the outcome lacks or holds as null, as the sled store's brief does.
+    fn outcome_brief(&self, id: u64) -> Result<Option<serde_json::Value>, StoreError> {
+        self.json(
+            "SELECT json_strip_nulls(json_build_object(
+                 'status', o->'status', 'reason', o->'reason', 'metric', o->'metric',
+                 'score', o->'score', 'accuracy', o->'accuracy',
+                 'test_loss', o->'test_loss', 'wall_secs', o->'wall_secs'))
+             FROM (SELECT outcome AS o FROM archgram.outcomes
+                   WHERE run = $1 AND candidate = $2) AS x",
+            &[&self.run.id, &self.id(id)?],
+        )
+    }
+
+    fn has_outcome(&self, id: u64) -> Result<bool, StoreError> {
+        let row = self.client().query_one(
+            "SELECT EXISTS (SELECT 1 FROM archgram.outcomes WHERE run = $1 AND candidate = $2)",
+            &[&self.run.id, &self.id(id)?],
+        )?;
+        Ok(row.get(0))
+    }
+
     fn by_structural(&self, h: u128) -> Result<Option<u64>, StoreError> {
         self.indexed("structural", h)
     }
