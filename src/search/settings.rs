@@ -189,4 +189,31 @@ mod tests {
         let failed = json!({"status": "failed", "reason": "x", "metric": "accuracy", "score": 0.0});
         assert_eq!(score_under(&failed, "likelihood"), Some(0.0));
     }
+
+    /// Ranking reads an outcome's brief (`store::OutcomeBrief`) in place
+    /// of the outcome: every field the scores here read must be in it. A
+    /// score that starts to read a field the brief leaves out fails here.
+    #[test]
+    fn the_scores_of_an_outcome_brief_are_the_outcomes() {
+        use crate::eval::{Outcome, TrainConfig};
+        use crate::store::OutcomeBrief;
+        let mut trained = Outcome::new(crate::arch::Cost::default(), &TrainConfig::default());
+        trained.score = 0.25;
+        trained.accuracy = Some(0.25);
+        trained.test_loss = Some(1.5);
+        trained.final_loss = 1.4;
+        trained.loss_curve = vec![(0, 3.0), (10, 1.4)];
+        let failed = trained.clone().failed("loss became NaN at step 3".into());
+        for o in [trained, failed] {
+            let full = serde_json::to_value(&o).unwrap();
+            let brief = OutcomeBrief::of(&full);
+            assert!(brief.get("loss_curve").is_none());
+            assert_eq!(trained_ok(&brief), trained_ok(&full));
+            assert_eq!(score_of(&brief), score_of(&full));
+            for metric in ["accuracy", "likelihood"] {
+                assert_eq!(score_under(&brief, metric), score_under(&full, metric));
+            }
+            assert_eq!(brief["wall_secs"], full["wall_secs"]);
+        }
+    }
 }

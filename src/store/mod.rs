@@ -154,7 +154,8 @@ pub struct Finished<'a> {
 /// whether it trained (`status`, and `reason` when not), its `score` and
 /// the `metric` it is under, the scores under either metric (`accuracy`,
 /// `test_loss`) and its `wall_secs`. Read into this shape, the rest of an
-/// outcome is skipped rather than built.
+/// outcome is skipped rather than built. The fields are those the scores
+/// in `search/settings.rs` read; a test there fails if they part.
 #[derive(Debug, Default, Deserialize)]
 pub struct OutcomeBrief {
     status: Option<serde_json::Value>,
