@@ -25,8 +25,8 @@ use archgram::store::postgres::{
     SCHEMA_VERSION, VERSION,
 };
 use archgram::store::{
-    CandidateRecord, Counters, Event, EventKind, EventSource, Finished, Location, Store,
-    StoreError, TrialRecord,
+    CandidateBrief, CandidateRecord, Counters, Event, EventKind, EventSource, Finished, Location,
+    Store, StoreError, TrialRecord,
 };
 use postgres::Client;
 use serde_json::json;
@@ -857,7 +857,9 @@ struct Reads {
     meta: Option<serde_json::Value>,
     values: Vec<Option<serde_json::Value>>,
     candidates: Vec<CandidateRecord>,
+    candidate_briefs: Vec<CandidateBrief>,
     one_by_one: Vec<Option<CandidateRecord>>,
+    has_candidate: Vec<bool>,
     outcomes: Vec<Option<serde_json::Value>>,
     briefs: Vec<Option<serde_json::Value>>,
     has_outcome: Vec<bool>,
@@ -877,7 +879,12 @@ fn reads(store: &dyn Store) -> Reads {
             .map(|k| store.value(k).unwrap())
             .to_vec(),
         candidates: store.candidates().unwrap(),
+        candidate_briefs: store.candidate_briefs().unwrap(),
         one_by_one: ids.clone().map(|i| store.candidate(i).unwrap()).collect(),
+        has_candidate: ids
+            .clone()
+            .map(|i| store.has_candidate(i).unwrap())
+            .collect(),
         outcomes: ids.clone().map(|i| store.outcome(i).unwrap()).collect(),
         briefs: ids
             .clone()
@@ -912,6 +919,13 @@ fn the_same_store_calls_read_back_the_same_from_sled_and_postgres() {
     assert_eq!(ids, [0, 1, 2, 3, 4, 5]);
     assert_eq!(got.one_by_one[3].as_ref().unwrap().duplicate_of, Some(0));
     assert_eq!(got.one_by_one[6], None);
+    // The briefs are the records less their derivations and texts.
+    let briefs: Vec<CandidateBrief> = got.candidates.iter().map(CandidateBrief::from).collect();
+    assert_eq!(got.candidate_briefs, briefs);
+    assert_eq!(
+        got.has_candidate,
+        [true, true, true, true, true, true, false]
+    );
     let missing: Vec<bool> = got.outcomes.iter().map(Option::is_none).collect();
     assert_eq!(missing, [false, false, true, true, false, false, true]);
     // The briefs are there for the same candidates, with what ranking

@@ -9,7 +9,7 @@ use crate::eval::{train, Weights};
 use crate::export::pytorch::{self, Provenance};
 use crate::search::pareto::{front, Point};
 use crate::search::{score_of, standings, train_config, RunSettings, Standing};
-use crate::store::{CandidateRecord, Store};
+use crate::store::{CandidateBrief, Store};
 use crate::tasks::Task;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
@@ -209,8 +209,11 @@ fn choose(
     };
     let mut rows = Vec::new();
     if pareto {
-        let records: HashMap<u64, CandidateRecord> =
-            store.candidates()?.into_iter().map(|c| (c.id, c)).collect();
+        let records: HashMap<u64, CandidateBrief> = store
+            .candidate_briefs()?
+            .into_iter()
+            .map(|c| (c.id, c))
+            .collect();
         let pts: Vec<Point> = standings
             .iter()
             .filter_map(|s| {

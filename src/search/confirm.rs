@@ -60,7 +60,7 @@ pub fn ranked(store: &dyn Store) -> Result<Vec<Ranked>, StoreError> {
         }
     }
     let mut by_arch: HashMap<u128, Ranked> = HashMap::new();
-    for c in store.candidates()? {
+    for c in store.candidate_briefs()? {
         if c.duplicate_of.is_some() {
             continue;
         }

@@ -126,7 +126,7 @@ pub fn missing_events(
     let l = logged(events);
     let mut out = Vec::new();
     let mut evaluations = 0;
-    for c in store.candidates()? {
+    for c in store.candidate_briefs()? {
         let mut found = Vec::new();
         match c.duplicate_of {
             Some(of) if !l.merged.contains(&c.id) => {
@@ -161,7 +161,10 @@ pub fn missing_events(
             }
         }
         if !found.is_empty() && !l.sampled.contains(&c.id) {
-            out.push(sampled_event(&c));
+            // The brief lacks the text form the event carries.
+            if let Some(full) = store.candidate(c.id)? {
+                out.push(sampled_event(&full));
+            }
         }
         for mut e in found {
             e.recovered = true;
@@ -197,12 +200,12 @@ pub fn check_store(store: &dyn Store, events_path: &Path) -> Result<(), SearchEr
     }
     let mut lost = Vec::new();
     for &id in &l.finished {
-        if !store.has_outcome(id)? || store.candidate(id)?.is_none() {
+        if !store.has_outcome(id)? || !store.has_candidate(id)? {
             lost.push(id);
         }
     }
     for &id in &l.merged {
-        if store.candidate(id)?.is_none() {
+        if !store.has_candidate(id)? {
             lost.push(id);
         }
     }

@@ -73,7 +73,7 @@ fn restore(
     in_flight: &[CandidateRecord],
     lapsed: &[u64],
 ) -> Result<Restored, SearchError> {
-    let cands = store.candidates()?;
+    let cands = store.candidate_briefs()?;
     let reevals = reeval_scores(store)?;
     let mut told = Vec::new();
     let mut evaluations = 0;

@@ -185,7 +185,7 @@ pub fn check_hash_recipes(store: &dyn Store, path: &Path) -> Result<(), SearchEr
     if had.as_ref() == Some(&now) {
         return Ok(());
     }
-    if store.candidates()?.is_empty() {
+    if store.candidate_briefs()?.is_empty() {
         meta["hash_recipes"] = now;
         return Ok(store.put_meta(&meta)?);
     }

@@ -39,6 +39,40 @@ pub struct CandidateRecord {
     pub steps: usize,
 }
 
+/// What a scan over a whole run reads of each candidate (ranking,
+/// restore, recovery, the Pareto front): its record without the
+/// derivation and text form. Read into this shape, those two are skipped
+/// rather than built, which is most of a record's parsing time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CandidateBrief {
+    pub id: u64,
+    pub hashes: Hashes,
+    pub parent: Option<u64>,
+    pub origin: String,
+    pub duplicate_of: Option<u64>,
+    pub params: f64,
+    pub active_params: f64,
+    pub flops: f64,
+    #[serde(default)]
+    pub steps: usize,
+}
+
+impl From<&CandidateRecord> for CandidateBrief {
+    fn from(c: &CandidateRecord) -> CandidateBrief {
+        CandidateBrief {
+            id: c.id,
+            hashes: c.hashes,
+            parent: c.parent,
+            origin: c.origin.clone(),
+            duplicate_of: c.duplicate_of,
+            params: c.params,
+            active_params: c.active_params,
+            flops: c.flops,
+            steps: c.steps,
+        }
+    }
+}
+
 /// One more training of an evaluated candidate's architecture, with
 /// another training seed or step count: the confirm stage's retrainings,
 /// seed re-evaluations during a search, and `fidelity`'s measurements.
@@ -219,6 +253,18 @@ pub trait Store: Send + Sync {
     fn candidate(&self, id: u64) -> Result<Option<CandidateRecord>, StoreError>;
     /// All candidates, by id.
     fn candidates(&self) -> Result<Vec<CandidateRecord>, StoreError>;
+    /// Every candidate's [`CandidateBrief`], by id.
+    fn candidate_briefs(&self) -> Result<Vec<CandidateBrief>, StoreError> {
+        Ok(self
+            .candidates()?
+            .iter()
+            .map(CandidateBrief::from)
+            .collect())
+    }
+    /// Whether candidate `id` is recorded, without reading it.
+    fn has_candidate(&self, id: u64) -> Result<bool, StoreError> {
+        Ok(self.candidate(id)?.is_some())
+    }
     /// Writes a finished evaluation at once: the candidate, its outcome,
     /// its hashes in the index, the counters it changes (see
     /// [`Counters::count`]) and its event.

@@ -2,8 +2,8 @@
 //! `runs/<name>/events.jsonl`.
 
 use super::{
-    read_events, CandidateRecord, Counters, Event, EventLog, Finished, OutcomeBrief, Store,
-    StoreError, TrialRecord,
+    read_events, CandidateBrief, CandidateRecord, Counters, Event, EventLog, Finished,
+    OutcomeBrief, Store, StoreError, TrialRecord,
 };
 use crate::hash::Hashes;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -337,6 +337,19 @@ impl Store for SledStore {
             .collect()
     }
 
+    fn candidate_briefs(&self) -> Result<Vec<CandidateBrief>, StoreError> {
+        self.trees
+            .candidates
+            .iter()
+            .values()
+            .map(|v| parse(&v.map_err(io)?))
+            .collect()
+    }
+
+    fn has_candidate(&self, id: u64) -> Result<bool, StoreError> {
+        self.trees.candidates.contains_key(id_key(id)).map_err(io)
+    }
+
     fn record_evaluation(&self, f: &Finished) -> Result<(), StoreError> {
         let key = id_key(f.record.id);
         let outcome = json(f.outcome)?;
@@ -570,6 +583,28 @@ mod tests {
             .unwrap();
         assert!(s.has_outcome(3).unwrap());
         assert_eq!(s.outcome_brief(3).unwrap(), Some(OutcomeBrief::of(&full)));
+    }
+
+    /// The briefs of every candidate are their records less the
+    /// derivation and text, and existence is answered without a read.
+    #[test]
+    fn candidate_briefs_are_the_records_without_their_derivations() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let mut dup = record(3);
+        dup.duplicate_of = Some(1);
+        dup.steps = 120;
+        let records = [record(1), record(2), dup];
+        for r in &records {
+            s.put_candidate(r).unwrap();
+        }
+        let briefs = s.candidate_briefs().unwrap();
+        let expected: Vec<CandidateBrief> = records.iter().map(CandidateBrief::from).collect();
+        assert_eq!(briefs, expected);
+        assert_eq!(briefs[2].duplicate_of, Some(1));
+        assert_eq!(briefs[2].steps, 120);
+        assert!(s.has_candidate(2).unwrap());
+        assert!(!s.has_candidate(4).unwrap());
     }
 
     fn record(id: u64) -> CandidateRecord {

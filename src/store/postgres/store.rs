@@ -9,7 +9,9 @@ use super::{
     append_event, counters, events_after, hex128, migrate, open_run, to_i64, to_u64, Completion,
     PgError, Run, Target,
 };
-use crate::store::{CandidateRecord, Counters, Event, Finished, Store, StoreError, TrialRecord};
+use crate::store::{
+    CandidateBrief, CandidateRecord, Counters, Event, Finished, Store, StoreError, TrialRecord,
+};
 use ::postgres::error::SqlState;
 use ::postgres::Client;
 use std::sync::{Mutex, MutexGuard};
@@ -136,6 +138,30 @@ impl Store for PgStore {
             &[&self.run.id],
         )?;
         rows.into_iter().map(|r| decode(r.get(0))).collect()
+    }
+
+    /// The derivation and text are dropped by the server, so they neither
+    /// cross the network nor get parsed.
+    fn candidate_briefs(&self) -> Result<Vec<CandidateBrief>, StoreError> {
+        let rows = self.client().query(
+            "SELECT json_build_object(
+                 'id', r->'id', 'hashes', r->'hashes', 'parent', r->'parent',
+                 'origin', r->'origin', 'duplicate_of', r->'duplicate_of',
+                 'params', r->'params', 'active_params', r->'active_params',
+                 'flops', r->'flops', 'steps', COALESCE(r->'steps', '0'::json))
+             FROM (SELECT id, record AS r FROM archgram.candidates WHERE run = $1) AS x
+             ORDER BY id",
+            &[&self.run.id],
+        )?;
+        rows.into_iter().map(|r| decode(r.get(0))).collect()
+    }
+
+    fn has_candidate(&self, id: u64) -> Result<bool, StoreError> {
+        let row = self.client().query_one(
+            "SELECT EXISTS (SELECT 1 FROM archgram.candidates WHERE run = $1 AND id = $2)",
+            &[&self.run.id, &self.id(id)?],
+        )?;
+        Ok(row.get(0))
     }
 
     /// Refused, writing nothing, when the candidate already has a result
