@@ -406,7 +406,10 @@ fn in_file(e: std::io::Error, path: &Path, doing: &str) -> std::io::Error {
 /// that writes them (`status`, `watch`): the store itself may be held by a
 /// running search, so a source reads what the store publishes instead.
 pub trait EventSource {
-    /// The events completed since the last call (on the first, all so far).
+    /// Events completed since the last call, oldest first. A long backlog
+    /// may come over several calls (a file's in reads of
+    /// [`READ_CHUNK`] bytes, so a reader folding a long run holds a chunk
+    /// of it at a time); an empty batch means caught up.
     fn next_batch(&mut self) -> std::io::Result<Vec<Event>>;
 
     /// The events from the last call on, to the end: for a reader that
@@ -435,23 +438,32 @@ impl EventTail {
         }
     }
 
-    /// The events completed since the last call.
+    /// Events completed since the last call, from at most [`READ_CHUNK`]
+    /// more bytes of the file.
     pub fn read_new(&mut self) -> std::io::Result<Vec<Event>> {
         let mut f = File::open(&self.path)?;
         f.seek(SeekFrom::Start(self.offset))?;
         let mut buf = Vec::new();
-        f.read_to_end(&mut buf)?;
+        f.take(READ_CHUNK).read_to_end(&mut buf)?;
         self.offset += buf.len() as u64;
         self.partial.extend_from_slice(&buf);
         // Lines are parsed in place and the consumed bytes dropped once:
         // draining line by line moved the rest of the buffer every time,
         // quadratic in the log (8 s for `status` on 10,000 candidates).
-        let mut out = Vec::new();
+        let mut lines = Vec::new();
         let mut start = 0;
         while let Some(i) = self.partial[start..].iter().position(|&b| b == b'\n') {
-            out.extend(parse_line(&self.partial[start..start + i + 1]));
+            lines.push(&self.partial[start..start + i + 1]);
             start += i + 1;
         }
+        // A long log (a resumed or watched run of many candidates) is
+        // parsed on every core; a live tail's few lines stay on this one.
+        let out = if lines.len() >= PARALLEL_LINES {
+            use rayon::prelude::*;
+            lines.par_iter().filter_map(|l| parse_line(l)).collect()
+        } else {
+            lines.iter().filter_map(|l| parse_line(l)).collect()
+        };
         self.partial.drain(..start);
         Ok(out)
     }
@@ -464,11 +476,26 @@ impl EventSource for EventTail {
 
     /// A last line whose newline is missing but whose event is whole counts.
     fn rest(&mut self) -> std::io::Result<Vec<Event>> {
-        let mut out = self.read_new()?;
+        let mut out = Vec::new();
+        loop {
+            let before = self.offset;
+            out.extend(self.read_new()?);
+            if self.offset == before {
+                break;
+            }
+        }
         out.extend(parse_line(&std::mem::take(&mut self.partial)));
         Ok(out)
     }
 }
+
+/// The most bytes of a log one [`EventTail::read_new`] reads (about 8,000
+/// events).
+pub const READ_CHUNK: u64 = 8 << 20;
+
+/// Lines from which a read is parsed in parallel (a live tail's reads are
+/// a few lines; reading a whole long log is thousands).
+const PARALLEL_LINES: usize = 4096;
 
 /// The fields every line has beside its payload's.
 #[derive(Deserialize)]
@@ -597,6 +624,45 @@ mod tests {
         f.write_all(b"{\"t\": 3.0, \"event\": \"failed\"}").unwrap();
         assert!(tail.next_batch().unwrap().is_empty());
         assert_eq!(kinds(&tail.rest().unwrap()), ["failed"]);
+    }
+
+    /// A log longer than one read comes in bounded batches that together
+    /// hold every event once, in order (lines torn at a chunk's end
+    /// included); `rest` reads it all.
+    #[test]
+    fn a_long_log_comes_in_bounded_batches_each_event_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("events.jsonl");
+        let mut log = EventLog::open(&p).unwrap();
+        let arch = "seq(linear(width=8), act(fn=relu))".repeat(8);
+        let mut n = 0;
+        while std::fs::metadata(&p).map_or(0, |m| m.len()) < 2 * READ_CHUNK + 1000 {
+            for _ in 0..1000 {
+                log.append(&sampled(n, &arch)).unwrap();
+                n += 1;
+            }
+        }
+        drop(log);
+        let mut tail = EventTail::new(&p);
+        let mut batches = Vec::new();
+        loop {
+            let b = tail.next_batch().unwrap();
+            if b.is_empty() {
+                break;
+            }
+            batches.push(b);
+        }
+        assert!(batches.len() >= 3, "{} batches", batches.len());
+        let ids: Vec<u64> = batches
+            .iter()
+            .flatten()
+            .map(|e| match &e.kind {
+                EventKind::Sampled(s) => s.id,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, (0..n).collect::<Vec<_>>());
+        assert_eq!(EventTail::new(&p).rest().unwrap().len() as u64, n);
     }
 
     #[test]
