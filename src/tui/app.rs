@@ -95,12 +95,16 @@ fn event_loop(
                 }
             }
         }
+        // A log behind by more than one batch is read on at once, not a
+        // batch per frame.
+        let mut behind = false;
         if let Some(t) = tail.as_mut() {
             // A log not written yet (or unreadable for a moment) is read
             // again on the next frame.
             for e in t.next_batch().unwrap_or_default() {
                 d.apply(&e);
                 dirty = true;
+                behind = true;
             }
         }
         if stopping && search_over {
@@ -122,7 +126,7 @@ fn event_loop(
             last_draw = Instant::now();
             dirty = false;
         }
-        if !event::poll(FRAME)? {
+        if !event::poll(if behind { Duration::ZERO } else { FRAME })? {
             continue;
         }
         match event::read()? {

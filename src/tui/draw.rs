@@ -1,7 +1,7 @@
 //! Drawing: a pure function of [`Dashboard`] state. Panels shrink and drop
 //! in order of importance so the screen stays readable down to 80×24.
 
-use super::state::{arch_tree, score, CandStatus, Dashboard, Focus};
+use super::state::{arch_tree, score, CandStatus, Dashboard, Focus, KEPT};
 use crate::fmt::fmt_count;
 use ratatui::layout::{Alignment, Constraint, Direction, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -237,7 +237,14 @@ fn pareto_chart(f: &mut Frame, r: Rect, d: &Dashboard) {
             .style(Style::default().fg(Color::Yellow))
             .data(&front),
     ])
-    .block(panel("Pareto: score vs active params", false))
+    .block(panel(
+        &if d.evaluations > KEPT {
+            format!("Pareto: score vs active params (the best {KEPT} drawn)")
+        } else {
+            "Pareto: score vs active params".into()
+        },
+        false,
+    ))
     .x_axis(
         Axis::default()
             .bounds(x)
@@ -430,8 +437,6 @@ fn details(f: &mut Frame, area: Rect, d: &Dashboard) {
     f.render_widget(Clear, r);
     let status = match &c.status {
         CandStatus::Done(s) => format!("{} {s:.4}", d.metric),
-        CandStatus::Failed(why) => format!("failed: {why}"),
-        CandStatus::Duplicate { of, stage } => format!("duplicate of #{of} ({stage})"),
         CandStatus::Training => "training".into(),
     };
     let mut lines = vec![

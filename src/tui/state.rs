@@ -4,7 +4,7 @@
 
 use crate::grammar::Derivation;
 use crate::search::fidelity::{Agreement, FidelityReport};
-use crate::search::pareto::{front, Point};
+use crate::search::pareto::{dominates, front, Point};
 use crate::store::{Counters, Event, EventKind};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -18,12 +18,11 @@ pub struct LayerLoad {
     pub skip_rate: f64,
 }
 
+/// A kept candidate's state (failed and duplicate ones are not kept).
 #[derive(Clone, Debug, PartialEq)]
 pub enum CandStatus {
     Training,
     Done(f64),
-    Failed(String),
-    Duplicate { of: u64, stage: String },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -77,8 +76,14 @@ pub struct Dashboard {
     /// Time of the latest event (the clock the screen is drawn at).
     pub now: f64,
     pub finished: Option<String>,
+    /// Candidates in training and the best evaluated ones (at most
+    /// 2 × [`KEPT`]; see [`Dashboard::prune`]).
     pub cands: BTreeMap<u64, Cand>,
-    /// (evaluations, best score) after every evaluation.
+    /// The single-seed Pareto front (score against active parameters) of
+    /// every candidate evaluated, the dropped ones included.
+    front: Vec<Point>,
+    /// (evaluations, best score): the corners of the best-so-far line
+    /// (a flat stretch is kept as its two ends).
     pub best_curve: Vec<(f64, f64)>,
     /// Cache hits and the training they saved, counted as the store counts
     /// them.
@@ -106,6 +111,12 @@ pub struct Dashboard {
 }
 
 const LOG_LINES: usize = 500;
+
+/// Evaluated candidates kept in full, best first: what the top table
+/// scrolls through and the Pareto chart scatters. Past twice this many the
+/// rest are dropped, so a run of any length folds into bounded memory
+/// (the front and the best line are kept apart).
+pub const KEPT: usize = 1000;
 
 impl Dashboard {
     pub fn new(live_search: bool) -> Dashboard {
@@ -178,27 +189,34 @@ impl Dashboard {
                     c.tokens_per_sec = ev.tokens_per_sec;
                     c.routing = routing;
                 }
+                let active_params = self
+                    .cands
+                    .get(&id)
+                    .map_or(ev.active_params, |c| c.active_params);
+                self.add_to_front(Point {
+                    id,
+                    score,
+                    active_params,
+                    flops: 0.0,
+                });
                 let best = self.best_curve.last().map_or(score, |b| b.1.max(score));
-                self.best_curve.push((self.evaluations as f64, best));
+                self.extend_best_curve(best);
+                self.prune();
                 format!("#{id} {} {score:.4} in {:.1}s", self.metric, ev.wall_secs)
             }
             EventKind::Failed(f) => {
                 self.evaluations = f.evaluations;
                 self.failed += 1;
-                if let Some(c) = self.cands.get_mut(&f.id) {
-                    c.status = CandStatus::Failed(f.reason.clone());
-                }
+                // Nothing shows a failed candidate but the log line.
+                self.cands.remove(&f.id);
                 let best = self.best_curve.last().map_or(0.0, |b| b.1);
-                self.best_curve.push((self.evaluations as f64, best));
+                self.extend_best_curve(best);
                 format!("#{} failed: {}", f.id, f.reason)
             }
             EventKind::Duplicate(d) => {
-                if let Some(c) = self.cands.get_mut(&d.id) {
-                    c.status = CandStatus::Duplicate {
-                        of: d.of,
-                        stage: d.stage.clone(),
-                    };
-                }
+                // Nothing shows a duplicate but the log line and its
+                // original's count.
+                self.cands.remove(&d.id);
                 if let Some(c) = self.cands.get_mut(&d.of) {
                     c.duplicates += 1;
                 }
@@ -281,7 +299,8 @@ impl Dashboard {
     }
 
     /// Evaluated candidates, best first: confirmed finalists by their
-    /// mean, then the rest by their single-seed score (ties: earlier first).
+    /// mean, then the rest by their single-seed score (ties: earlier
+    /// first); the best [`KEPT`] of them.
     pub fn ranked(&self) -> Vec<&Cand> {
         let mut v: Vec<&Cand> = self
             .cands
@@ -295,6 +314,7 @@ impl Dashboard {
                 .then(score(b).total_cmp(&score(a)))
                 .then(a.id.cmp(&b.id))
         });
+        v.truncate(KEPT);
         v
     }
 
@@ -304,24 +324,64 @@ impl Dashboard {
 
     /// Score against active parameters: candidates no other beats on both,
     /// as (active params, score) by growing size.
+    ///
+    /// Drawn from the kept candidates (at their confirmed scores where
+    /// confirmed) and the single-seed front of all: a dropped candidate is
+    /// on it if nothing evaluated beat it, so the front is exact but for
+    /// a dropped one that only a finalist's single-seed score dominated.
     pub fn pareto(&self) -> Vec<(f64, f64)> {
         // FLOPs are left out (all 0): the chart has two axes.
-        let pts: Vec<Point> = self
-            .ranked()
+        let kept = self.ranked().into_iter().map(|c| Point {
+            id: c.id,
+            score: score(c),
+            active_params: c.active_params,
+            flops: 0.0,
+        });
+        let dropped = self
+            .front
             .iter()
-            .map(|c| Point {
-                id: c.id,
-                score: score(c),
-                active_params: c.active_params,
-                flops: 0.0,
-            })
-            .collect();
+            .filter(|p| !self.cands.contains_key(&p.id))
+            .cloned();
+        let pts: Vec<Point> = kept.chain(dropped).collect();
         let mut f: Vec<(f64, f64)> = front(&pts)
             .iter()
             .map(|p| (p.active_params, p.score))
             .collect();
         f.sort_by(|a, b| a.0.total_cmp(&b.0));
         f
+    }
+
+    fn add_to_front(&mut self, p: Point) {
+        if self.front.iter().any(|q| dominates(q, &p)) {
+            return;
+        }
+        self.front.retain(|q| !dominates(&p, q));
+        self.front.push(p);
+    }
+
+    /// Adds (evaluations, best) to the best line; a point that only
+    /// lengthens a flat stretch moves its end instead.
+    fn extend_best_curve(&mut self, best: f64) {
+        let x = self.evaluations as f64;
+        let n = self.best_curve.len();
+        if n >= 2 && self.best_curve[n - 2].1 == best && self.best_curve[n - 1].1 == best {
+            self.best_curve[n - 1].0 = x;
+        } else {
+            self.best_curve.push((x, best));
+        }
+    }
+
+    /// Drops evaluated candidates beyond the best [`KEPT`], once twice that
+    /// many are held (so ranking runs once per [`KEPT`] evaluations).
+    /// Candidates in training and confirmed finalists stay.
+    fn prune(&mut self) {
+        if self.cands.len() <= 2 * KEPT {
+            return;
+        }
+        let keep: std::collections::HashSet<u64> = self.ranked().iter().map(|c| c.id).collect();
+        self.cands.retain(|id, c| {
+            keep.contains(id) || c.status == CandStatus::Training || c.confirmed.is_some()
+        });
     }
 
     /// Evaluations per minute since the run started.
@@ -520,6 +580,89 @@ mod tests {
         assert_eq!(d.cands[&1].duplicates, 1);
         // 3 evaluations in 4 s: 45 per minute, 1 left → 1.33 s.
         assert!((d.rate_per_min() - 45.0).abs() < 1e-9);
+    }
+
+    /// A run far longer than the dashboard keeps folds into bounded
+    /// state that still shows the right top, front and best line.
+    #[test]
+    fn a_long_run_folds_into_bounded_state_with_the_same_top_front_and_best_line() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut d = Dashboard::new(false);
+        let n = 6 * KEPT as u64;
+        let mut all = Vec::new();
+        let mut evaluations = 0;
+        let mut best = f64::NEG_INFINITY;
+        let mut full_curve = Vec::new();
+        for id in 0..n {
+            let active = rng.gen_range(1..400) as f64;
+            d.apply(&ev(
+                id as f64,
+                "sampled",
+                json!({"id": id, "arch": "seq(linear(width=8))", "active_params": active}),
+            ));
+            if id % 50 == 7 {
+                d.apply(&ev(
+                    id as f64,
+                    "duplicate",
+                    json!({"id": id, "of": id - 1, "stage": "structural"}),
+                ));
+                continue;
+            }
+            evaluations += 1;
+            if id % 40 == 3 {
+                d.apply(&ev(
+                    id as f64,
+                    "failed",
+                    json!({"id": id, "reason": "x", "evaluations": evaluations}),
+                ));
+            } else {
+                let score = rng.gen_range(0..100_000) as f64 / 100_000.0;
+                d.apply(&ev(
+                    id as f64,
+                    "evaluated",
+                    json!({"id": id, "score": score, "evaluations": evaluations}),
+                ));
+                all.push(Point {
+                    id,
+                    score,
+                    active_params: active,
+                    flops: 0.0,
+                });
+                best = best.max(score);
+            }
+            full_curve.push((
+                evaluations as f64,
+                if best.is_finite() { best } else { 0.0 },
+            ));
+            assert!(
+                d.cands.len() <= 2 * KEPT + 1,
+                "{} kept after #{id}",
+                d.cands.len()
+            );
+        }
+        let mut by_score = all.clone();
+        by_score.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+        let top: Vec<u64> = by_score.iter().take(KEPT).map(|p| p.id).collect();
+        let shown: Vec<u64> = d.ranked().iter().map(|c| c.id).collect();
+        assert_eq!(shown, top);
+        let mut want: Vec<(f64, f64)> = front(&all)
+            .iter()
+            .map(|p| (p.active_params, p.score))
+            .collect();
+        want.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert_eq!(d.pareto(), want);
+        // Every point of the full best line lies on the kept corners.
+        assert!(d.best_curve.len() < 100, "{} corners", d.best_curve.len());
+        assert_eq!(d.best_curve.last(), full_curve.last());
+        for &(x, y) in &full_curve {
+            let i = d.best_curve.partition_point(|c| c.0 < x);
+            let on = d.best_curve.get(i).is_some_and(|c| c.0 == x && c.1 == y)
+                || (i > 0
+                    && d.best_curve[i - 1].1 == y
+                    && d.best_curve.get(i).is_some_and(|c| c.1 == y));
+            assert!(on, "({x}, {y}) is off the drawn line");
+        }
     }
 
     #[test]
