@@ -3,6 +3,9 @@
 //! so it restores and ends) on synthetic runs of n candidates, with the
 //! store's and the event log's bytes per candidate.
 //!
+//! It also times `watch`'s first screen (in a tmux pane; "–" without
+//! tmux) and reads the dashboard's peak memory.
+//!
 //! `cargo bench --bench run_size`. Environment: `RS_SIZES` (candidate
 //! counts, default `1000,10000`; a run takes about 55 kB of disk per
 //! candidate, mostly routing traces, so 100,000 needs about 5.5 GB), `RS_REPEATS` (timings per command,
@@ -51,6 +54,50 @@ fn timed(bin: &str, args: &[&str]) -> f64 {
         String::from_utf8_lossy(&out.stderr)
     );
     secs
+}
+
+/// `watch` on `run` in a 160×48 tmux pane: seconds until its first
+/// screen shows every one of the run's `n` evaluations, and its peak
+/// resident memory (MB) then. None where tmux is missing or the screen
+/// never comes (60 s).
+fn watch_first_screen(bin: &str, run: &str, n: u64) -> Option<(f64, f64)> {
+    let session = format!("run-size-{}", std::process::id());
+    let tmux = |args: &[&str]| Command::new("tmux").args(args).output().ok();
+    let t = Instant::now();
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "160",
+        "-y",
+        "48",
+        &format!("exec {bin} watch {run}"),
+    ])?;
+    if !started.status.success() {
+        return None;
+    }
+    let done = format!("{n}/{n}");
+    let mut seen = None;
+    while t.elapsed().as_secs() < 60 {
+        let screen = tmux(&["capture-pane", "-p", "-t", &session])?;
+        if String::from_utf8_lossy(&screen.stdout).contains(&done) {
+            seen = Some(t.elapsed().as_secs_f64());
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let pid = tmux(&["list-panes", "-t", &session, "-F", "#{pane_pid}"])?;
+    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let peak_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(f64::NAN);
+    tmux(&["kill-session", "-t", &session]);
+    seen.map(|secs| (secs, peak_kb / 1024.0))
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -158,9 +205,9 @@ fn main() {
         ""
     };
     println!(
-        "| candidates | build (s) | store bytes / candidate | log bytes / candidate | status (s){cell} | export --top 10 (s){cell} | resume, restore only (s){cell} |"
+        "| candidates | build (s) | store bytes / candidate | log bytes / candidate | status (s){cell} | export --top 10 (s){cell} | resume, restore only (s){cell} | watch, first screen (s){cell} | watch, peak memory (MB){cell} |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for &n in &sizes {
         let n = n.max(BASE);
         let dir: PathBuf = runs.join(format!("n{n}"));
@@ -195,8 +242,24 @@ fn main() {
             out.to_str().unwrap(),
         ]);
         let resume = fastest(&["resume", run, "--no-tui"]);
+        // After resume, whose run_started gives the budget the screen shows.
+        let (mut first, mut peak) = (Vec::new(), Vec::new());
+        for bin in &bins {
+            let mut best: Option<(f64, f64)> = None;
+            for _ in 0..repeats {
+                if let Some((s, mb)) = watch_first_screen(bin, run, n) {
+                    best = Some(best.map_or((s, mb), |b| (b.0.min(s), b.1.max(mb))));
+                }
+            }
+            let (s, mb) = best.map_or(("–".into(), "–".into()), |(s, mb)| {
+                (format!("{s:.3}"), format!("{mb:.0}"))
+            });
+            first.push(s);
+            peak.push(mb);
+        }
+        let (first, peak) = (first.join(" / "), peak.join(" / "));
         println!(
-            "| {n} | {build:.1} | {:.0} | {:.0} | {status} | {export} | {resume} |",
+            "| {n} | {build:.1} | {:.0} | {:.0} | {status} | {export} | {resume} | {first} | {peak} |",
             bytes(&dir.join("store")) as f64 / n as f64,
             bytes(&dir.join("events.jsonl")) as f64 / n as f64,
         );
