@@ -32,6 +32,11 @@ struct Trees {
     /// Each outcome's `OutcomeBrief`, written with it: what ranking reads,
     /// without reading the outcome.
     briefs: sled::Tree,
+    /// Each candidate's `CandidateBrief`, written with its record; read
+    /// for the whole run only when [`KEEPS_CANDIDATE_BRIEFS`] says every
+    /// record has one (a store begun before them falls back to the
+    /// records).
+    candidate_briefs: sled::Tree,
     structural: sled::Tree,
     functional: sled::Tree,
     values: sled::Tree,
@@ -125,6 +130,9 @@ fn parse<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
 
 /// The key the counters are kept under in the `values` tree.
 const COUNTERS: &[u8] = b"counters";
+/// Set in `values` when a store is begun: every candidate it records gets
+/// a brief.
+const KEEPS_CANDIDATE_BRIEFS: &[u8] = b"keeps_candidate_briefs";
 
 /// The trees an evaluation writes beside its record and the counters,
 /// inside their transaction.
@@ -162,11 +170,25 @@ impl SledStore {
             candidates: tree("candidates")?,
             outcomes: tree("outcomes")?,
             briefs: tree("outcome_briefs")?,
+            candidate_briefs: tree("candidate_briefs")?,
             structural: tree("by_structural")?,
             functional: tree("by_functional")?,
             values: tree("values")?,
             trials: tree("trials")?,
         };
+        // A store with no candidate yet keeps every candidate's brief from
+        // its first; one begun by an older archgram does not.
+        if trees.candidates.first().map_err(io)?.is_none()
+            && !trees
+                .values
+                .contains_key(KEEPS_CANDIDATE_BRIEFS)
+                .map_err(io)?
+        {
+            trees
+                .values
+                .insert(KEEPS_CANDIDATE_BRIEFS, &b"true"[..])
+                .map_err(io)?;
+        }
         Ok(SledStore {
             db,
             trees,
@@ -187,7 +209,13 @@ impl SledStore {
 
     /// Writes a candidate record (not durable until a flush).
     pub fn put_candidate(&self, c: &CandidateRecord) -> Result<(), StoreError> {
-        self.insert(&self.trees.candidates, &id_key(c.id), &json(c)?)
+        let t = &self.trees;
+        self.insert(&t.candidates, &id_key(c.id), &json(c)?)?;
+        self.insert(
+            &t.candidate_briefs,
+            &id_key(c.id),
+            &json(&CandidateBrief::from(c))?,
+        )
     }
 
     /// Records an outcome and indexes its hashes, durably (without the
@@ -226,9 +254,11 @@ impl SledStore {
         self.writable()?;
         let key = id_key(record.id);
         let bytes = json(record)?;
+        let brief = json(&CandidateBrief::from(record))?;
         let t = &self.trees;
         let done = (
             &t.candidates,
+            &t.candidate_briefs,
             &t.values,
             &t.outcomes,
             &t.briefs,
@@ -236,8 +266,17 @@ impl SledStore {
             &t.functional,
         )
             .transaction(
-                |(candidates, values, outcomes, briefs, structural, functional)| {
+                |(
+                    candidates,
+                    candidate_briefs,
+                    values,
+                    outcomes,
+                    briefs,
+                    structural,
+                    functional,
+                )| {
                     candidates.insert(&key[..], bytes.as_slice())?;
+                    candidate_briefs.insert(&key[..], brief.as_slice())?;
                     let mut counters: Counters = match values.get(COUNTERS)? {
                         Some(b) => parse(&b).map_err(ConflictableTransactionError::Abort)?,
                         None => Counters::default(),
@@ -297,6 +336,7 @@ impl Drop for SledStore {
                 &t.candidates,
                 &t.outcomes,
                 &t.briefs,
+                &t.candidate_briefs,
                 &t.structural,
                 &t.functional,
                 &t.values,
@@ -338,9 +378,14 @@ impl Store for SledStore {
     }
 
     fn candidate_briefs(&self) -> Result<Vec<CandidateBrief>, StoreError> {
-        self.trees
-            .candidates
-            .iter()
+        let t = &self.trees;
+        let kept = t.values.contains_key(KEEPS_CANDIDATE_BRIEFS).map_err(io)?;
+        let tree = if kept {
+            &t.candidate_briefs
+        } else {
+            &t.candidates
+        };
+        tree.iter()
             .values()
             .map(|v| parse(&v.map_err(io)?))
             .collect()
@@ -605,6 +650,19 @@ mod tests {
         assert_eq!(briefs[2].steps, 120);
         assert!(s.has_candidate(2).unwrap());
         assert!(!s.has_candidate(4).unwrap());
+        // Read from their own tree: a brief is there for each record.
+        assert_eq!(s.trees.candidate_briefs.len(), 3);
+        // A store begun before briefs were kept (no marker, records
+        // without briefs) reads them from the records, and stays so.
+        s.trees.values.remove(KEEPS_CANDIDATE_BRIEFS).unwrap();
+        s.trees
+            .candidates
+            .insert(id_key(4), serde_json::to_vec(&record(4)).unwrap())
+            .unwrap();
+        drop(s);
+        let s = SledStore::open(dir.path()).unwrap();
+        let ids: Vec<u64> = s.candidate_briefs().unwrap().iter().map(|b| b.id).collect();
+        assert_eq!(ids, [1, 2, 3, 4]);
     }
 
     fn record(id: u64) -> CandidateRecord {
