@@ -379,7 +379,11 @@ impl Store for SledStore {
 
     fn candidate_briefs(&self) -> Result<Vec<CandidateBrief>, StoreError> {
         let t = &self.trees;
-        let kept = t.values.contains_key(KEEPS_CANDIDATE_BRIEFS).map_err(io)?;
+        let last = |tree: &sled::Tree| tree.last().map_err(io).map(|kv| kv.map(|kv| kv.0));
+        // Ids only grow, so a record an older archgram added to this store
+        // without a brief shows as a later last record.
+        let kept = t.values.contains_key(KEEPS_CANDIDATE_BRIEFS).map_err(io)?
+            && last(&t.candidates)? == last(&t.candidate_briefs)?;
         let tree = if kept {
             &t.candidate_briefs
         } else {
@@ -663,6 +667,18 @@ mod tests {
         let s = SledStore::open(dir.path()).unwrap();
         let ids: Vec<u64> = s.candidate_briefs().unwrap().iter().map(|b| b.id).collect();
         assert_eq!(ids, [1, 2, 3, 4]);
+        // A store begun with briefs, to which an older archgram then added
+        // a record without one, reads the records too.
+        drop(s);
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        s.put_candidate(&record(1)).unwrap();
+        s.trees
+            .candidates
+            .insert(id_key(2), serde_json::to_vec(&record(2)).unwrap())
+            .unwrap();
+        let ids: Vec<u64> = s.candidate_briefs().unwrap().iter().map(|b| b.id).collect();
+        assert_eq!(ids, [1, 2]);
     }
 
     fn record(id: u64) -> CandidateRecord {
