@@ -41,6 +41,30 @@ fn render(d: &Dashboard, w: u16, h: u16) -> String {
     out
 }
 
+/// A run longer than the dashboard keeps says, over its Pareto chart, that
+/// only the best are drawn; a short one does not.
+#[test]
+fn a_long_run_says_its_pareto_chart_draws_only_the_best() {
+    let screen_after = |n: u64| {
+        let mut d = Dashboard::new(false);
+        for id in 0..n {
+            let ev = |v: serde_json::Value| serde_json::from_value(v).unwrap();
+            d.apply(&ev(
+                serde_json::json!({"t": 1.0, "event": "sampled", "id": id,
+                "arch": "seq(linear(width=8))", "active_params": (id % 97) as f64}),
+            ));
+            d.apply(&ev(
+                serde_json::json!({"t": 2.0, "event": "evaluated", "id": id,
+                "score": (id % 89) as f64 / 89.0, "evaluations": id + 1}),
+            ));
+        }
+        render(&d, 160, 48)
+    };
+    let title = format!("the best {} drawn", archgram::tui::KEPT);
+    assert!(!screen_after(archgram::tui::KEPT as u64).contains(&title));
+    assert!(screen_after(archgram::tui::KEPT as u64 + 1).contains(&title));
+}
+
 fn golden(name: &str, screen: &str) {
     let p = Path::new("tests/golden/tui").join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {

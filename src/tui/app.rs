@@ -95,16 +95,16 @@ fn event_loop(
                 }
             }
         }
-        // A log behind by more than one batch is read on at once, not a
-        // batch per frame.
-        let mut behind = false;
+        // A batch that brought events may have more behind it (a long log
+        // comes in chunks): read on at once rather than a batch per frame.
+        let mut more_may_follow = false;
         if let Some(t) = tail.as_mut() {
             // A log not written yet (or unreadable for a moment) is read
             // again on the next frame.
             for e in t.next_batch().unwrap_or_default() {
                 d.apply(&e);
                 dirty = true;
-                behind = true;
+                more_may_follow = true;
             }
         }
         if stopping && search_over {
@@ -126,7 +126,12 @@ fn event_loop(
             last_draw = Instant::now();
             dirty = false;
         }
-        if !event::poll(if behind { Duration::ZERO } else { FRAME })? {
+        let wait = if more_may_follow {
+            Duration::ZERO
+        } else {
+            FRAME
+        };
+        if !event::poll(wait)? {
             continue;
         }
         match event::read()? {

@@ -8,4 +8,4 @@ mod state;
 
 pub use app::{run_dashboard, Feed, Hooks};
 pub use draw::draw;
-pub use state::{arch_tree, score as score_of_cand, Action, Cand, Dashboard, Focus};
+pub use state::{arch_tree, score as score_of_cand, Action, Cand, Dashboard, Focus, KEPT};
