@@ -26,11 +26,11 @@ use archgram::store::postgres::{
 };
 use archgram::store::{
     CandidateBrief, CandidateRecord, Counters, Event, EventKind, EventSource, Finished, Location,
-    Store, StoreError, TrialRecord,
+    Mark, Store, StoreError, TrialRecord,
 };
 use postgres::Client;
 use serde_json::json;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// A fresh database with archgram's schema and a run `r1` holding `n`
@@ -862,12 +862,14 @@ struct Reads {
     has_candidate: Vec<bool>,
     outcomes: Vec<Option<serde_json::Value>>,
     briefs: Vec<Option<serde_json::Value>>,
+    all_briefs: BTreeMap<u64, serde_json::Value>,
     has_outcome: Vec<bool>,
     structural: Vec<Option<u64>>,
     functional: Vec<Option<u64>>,
     counters: Counters,
     trials: Vec<TrialRecord>,
     events: Vec<Event>,
+    marks: Vec<Mark>,
 }
 
 fn reads(store: &dyn Store) -> Reads {
@@ -890,6 +892,7 @@ fn reads(store: &dyn Store) -> Reads {
             .clone()
             .map(|i| store.outcome_brief(i).unwrap())
             .collect(),
+        all_briefs: store.outcome_briefs().unwrap().into_iter().collect(),
         has_outcome: ids.map(|i| store.has_outcome(i).unwrap()).collect(),
         structural: hashes.map(|h| store.by_structural(h).unwrap()).to_vec(),
         functional: hashes
@@ -898,6 +901,7 @@ fn reads(store: &dyn Store) -> Reads {
         counters: store.counters().unwrap(),
         trials: store.trials().unwrap(),
         events: store.events().unwrap(),
+        marks: store.event_marks().unwrap(),
     }
 }
 
@@ -933,6 +937,15 @@ fn the_same_store_calls_read_back_the_same_from_sled_and_postgres() {
     let has: Vec<bool> = got.briefs.iter().map(Option::is_some).collect();
     assert_eq!(has, missing.iter().map(|m| !m).collect::<Vec<_>>());
     assert_eq!(got.has_outcome, has);
+    // Read in one scan, the same briefs as one by one.
+    let one_by_one: BTreeMap<u64, serde_json::Value> = (0..)
+        .zip(&got.briefs)
+        .filter_map(|(id, b)| Some((id, b.clone()?)))
+        .collect();
+    assert_eq!(got.all_briefs, one_by_one);
+    let marks: Vec<Mark> = got.events.iter().map(Mark::of).collect();
+    assert_eq!(got.marks, marks);
+    assert!(marks.contains(&Mark::Finished(1)));
     assert_eq!(got.briefs[1].as_ref().unwrap()["reason"], "diverged");
     assert!(got.briefs[0].as_ref().unwrap().get("loss").is_none());
     assert_eq!(got.outcomes[1].as_ref().unwrap()["reason"], "diverged");

@@ -60,21 +60,22 @@ pub fn ranked(store: &dyn Store) -> Result<Vec<Ranked>, StoreError> {
         }
     }
     let mut by_arch: HashMap<u128, Ranked> = HashMap::new();
+    let outcomes = store.outcome_briefs()?;
     for c in store.candidate_briefs()? {
         if c.duplicate_of.is_some() {
             continue;
         }
-        let Some(o) = store.outcome_brief(c.id)? else {
+        let Some(o) = outcomes.get(&c.id) else {
             continue;
         };
-        let mut scores = vec![score_of(&o)];
+        let mut scores = vec![score_of(o)];
         scores.extend(reevals.get(&(c.id, c.steps)).into_iter().flatten());
         let r = Ranked {
             id: c.id,
             steps: c.steps,
             score: mean(&scores),
             runs: scores.len(),
-            ok: trained_ok(&o),
+            ok: trained_ok(o),
         };
         let keep = by_arch
             .get(&c.hashes.structural)

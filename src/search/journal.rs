@@ -8,7 +8,7 @@
 use super::settings::SearchError;
 use crate::eval::{Outcome, Status};
 use crate::store::events::{Duplicate, Evaluated, Failed, RoutedLayer, Sampled};
-use crate::store::{CandidateRecord, Event, EventKind, Store, StoreError, TrialRecord};
+use crate::store::{CandidateRecord, Event, EventKind, Mark, Store, StoreError, TrialRecord};
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -85,31 +85,34 @@ struct Logged {
     trials: BTreeSet<String>,
 }
 
-fn logged(events: &[Event]) -> Logged {
+fn logged(marks: &[Mark]) -> Logged {
     let mut l = Logged {
         sampled: BTreeSet::new(),
         finished: BTreeSet::new(),
         merged: BTreeSet::new(),
         trials: BTreeSet::new(),
     };
-    for e in events {
-        match &e.kind {
-            EventKind::Sampled(s) => l.sampled.insert(s.id),
-            EventKind::Evaluated(Evaluated { id, .. }) | EventKind::Failed(Failed { id, .. }) => {
-                l.finished.insert(*id)
-            }
-            EventKind::Duplicate(d) => l.merged.insert(d.id),
-            EventKind::Trial(t) => l.trials.insert(
+    for m in marks {
+        match m {
+            Mark::Sampled(id) => l.sampled.insert(*id),
+            Mark::Finished(id) => l.finished.insert(*id),
+            Mark::Merged(id) => l.merged.insert(*id),
+            Mark::Trial {
+                id,
+                purpose,
+                steps,
+                seed,
+            } => l.trials.insert(
                 TrialRecord {
-                    candidate: t.id,
-                    purpose: t.purpose.clone(),
-                    steps: t.steps,
-                    seed: t.seed,
+                    candidate: *id,
+                    purpose: purpose.clone(),
+                    steps: *steps,
+                    seed: *seed,
                     outcome: serde_json::Value::Null,
                 }
                 .key(),
             ),
-            _ => false,
+            Mark::Other => false,
         };
     }
     l
@@ -120,18 +123,19 @@ fn logged(events: &[Event]) -> Logged {
 /// Each carries `"recovered": true`.
 pub fn missing_events(
     store: &dyn Store,
-    events: &[Event],
+    logged_marks: &[Mark],
     budget: usize,
 ) -> Result<Vec<Event>, SearchError> {
-    let l = logged(events);
+    let l = logged(logged_marks);
     let mut out = Vec::new();
     let mut evaluations = 0;
+    let outcomes = store.outcome_briefs()?;
     for c in store.candidate_briefs()? {
         let mut found = Vec::new();
         match c.duplicate_of {
             Some(of) if !l.merged.contains(&c.id) => {
-                let saved = store
-                    .outcome_brief(of)?
+                let saved = outcomes
+                    .get(&of)
                     .and_then(|o| o["wall_secs"].as_f64())
                     .unwrap_or(0.0);
                 let stage = if store.by_structural(c.hashes.structural)? == Some(of) {
@@ -143,7 +147,7 @@ pub fn missing_events(
             }
             Some(_) => {}
             None => {
-                if !store.has_outcome(c.id)? {
+                if !outcomes.contains_key(&c.id) {
                     continue;
                 }
                 evaluations += 1;
@@ -178,7 +182,7 @@ pub fn missing_events(
 /// truncated or overwritten store would otherwise make a run start over,
 /// or an export miss its winners).
 pub fn check_store(store: &dyn Store, events_path: &Path) -> Result<(), SearchError> {
-    let l = logged(&store.events()?);
+    let l = logged(&store.event_marks()?);
     let store_dir = events_path.with_file_name("store");
     let damaged = |what: String| {
         SearchError::Store(StoreError::Corrupt(

@@ -34,7 +34,7 @@ impl<'a> Recorder<'a> {
 
     /// Logs the results the store kept but a killed process never logged.
     pub fn recover(&mut self, budget: usize) -> Result<(), SearchError> {
-        let logged = self.store.events()?;
+        let logged = self.store.event_marks()?;
         for e in journal::missing_events(self.store, &logged, budget)? {
             self.emit(e)?;
         }

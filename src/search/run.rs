@@ -74,6 +74,7 @@ fn restore(
     lapsed: &[u64],
 ) -> Result<Restored, SearchError> {
     let cands = store.candidate_briefs()?;
+    let outcomes = store.outcome_briefs()?;
     let reevals = reeval_scores(store)?;
     let mut told = Vec::new();
     let mut evaluations = 0;
@@ -92,7 +93,7 @@ fn restore(
             continue;
         }
         let source = c.duplicate_of.unwrap_or(c.id);
-        let Some(o) = store.outcome_brief(source)? else {
+        let Some(o) = outcomes.get(&source) else {
             // Ended failed without an outcome: a failed training, as the
             // round that saw it end counted it.
             if lapsed.contains(&c.id) {
@@ -101,7 +102,7 @@ fn restore(
             }
             continue;
         };
-        let s = score_of(&o);
+        let s = score_of(o);
         if c.duplicate_of.is_none() {
             let mut seeds = vec![s];
             seeds.extend(reevals.get(&c.id).into_iter().flatten());

@@ -441,6 +441,11 @@ impl EventTail {
     /// Events completed since the last call, from at most [`READ_CHUNK`]
     /// more bytes of the file.
     pub fn read_new(&mut self) -> std::io::Result<Vec<Event>> {
+        self.read_new_as(parse_line)
+    }
+
+    /// Each line completed since the last call, read by `parse`.
+    fn read_new_as<T: Send>(&mut self, parse: fn(&[u8]) -> Option<T>) -> std::io::Result<Vec<T>> {
         let mut f = File::open(&self.path)?;
         f.seek(SeekFrom::Start(self.offset))?;
         let mut buf = Vec::new();
@@ -460,11 +465,26 @@ impl EventTail {
         // parsed on every core; a live tail's few lines stay on this one.
         let out = if lines.len() >= PARALLEL_LINES {
             use rayon::prelude::*;
-            lines.par_iter().filter_map(|l| parse_line(l)).collect()
+            lines.par_iter().filter_map(|l| parse(l)).collect()
         } else {
-            lines.iter().filter_map(|l| parse_line(l)).collect()
+            lines.iter().filter_map(|l| parse(l)).collect()
         };
         self.partial.drain(..start);
+        Ok(out)
+    }
+
+    /// Every line from the last call on, to the end, read by `parse`; a
+    /// last line whose newline is missing but which is whole counts.
+    fn rest_as<T: Send>(&mut self, parse: fn(&[u8]) -> Option<T>) -> std::io::Result<Vec<T>> {
+        let mut out = Vec::new();
+        loop {
+            let before = self.offset;
+            out.extend(self.read_new_as(parse)?);
+            if self.offset == before {
+                break;
+            }
+        }
+        out.extend(parse(&std::mem::take(&mut self.partial)));
         Ok(out)
     }
 }
@@ -476,16 +496,7 @@ impl EventSource for EventTail {
 
     /// A last line whose newline is missing but whose event is whole counts.
     fn rest(&mut self) -> std::io::Result<Vec<Event>> {
-        let mut out = Vec::new();
-        loop {
-            let before = self.offset;
-            out.extend(self.read_new()?);
-            if self.offset == before {
-                break;
-            }
-        }
-        out.extend(parse_line(&std::mem::take(&mut self.partial)));
-        Ok(out)
+        self.rest_as(parse_line)
     }
 }
 
@@ -539,6 +550,84 @@ fn parse_line(line: &[u8]) -> Option<Event> {
 /// whose event is whole counts.)
 pub fn read_events(path: &Path) -> std::io::Result<Vec<Event>> {
     EventTail::new(path).rest()
+}
+
+/// What an event records about which candidate, without the rest of it
+/// (routing statistics, text forms): all that checking a whole log against
+/// the store reads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mark {
+    Sampled(u64),
+    /// Evaluated or failed.
+    Finished(u64),
+    /// Found to be a duplicate.
+    Merged(u64),
+    Trial {
+        id: u64,
+        purpose: String,
+        steps: usize,
+        seed: u64,
+    },
+    /// An event about no one candidate's result.
+    Other,
+}
+
+impl Mark {
+    pub fn of(e: &Event) -> Mark {
+        match &e.kind {
+            EventKind::Sampled(s) => Mark::Sampled(s.id),
+            EventKind::Evaluated(Evaluated { id, .. }) | EventKind::Failed(Failed { id, .. }) => {
+                Mark::Finished(*id)
+            }
+            EventKind::Duplicate(d) => Mark::Merged(d.id),
+            EventKind::Trial(t) => Mark::Trial {
+                id: t.id,
+                purpose: t.purpose.clone(),
+                steps: t.steps,
+                seed: t.seed,
+            },
+            _ => Mark::Other,
+        }
+    }
+}
+
+/// A line's [`Mark`], read in one pass with its other fields skipped
+/// unread (and unchecked: [`parse_line`] refuses a line whose other fields
+/// have the wrong type, which no archgram writes).
+fn parse_mark(line: &[u8]) -> Option<Mark> {
+    // Optional as the payloads' own fields may be null (a `sampled`
+    // event's `steps`); absent or null reads as the payload reads it, 0.
+    #[derive(Deserialize)]
+    struct Line<'a> {
+        #[allow(dead_code)] // required, as `parse_line` requires it
+        t: serde::de::IgnoredAny,
+        #[serde(borrow)]
+        event: std::borrow::Cow<'a, str>,
+        id: Option<u64>,
+        purpose: Option<String>,
+        steps: Option<usize>,
+        seed: Option<u64>,
+    }
+    let l = serde_json::from_slice::<Line>(line).ok()?;
+    let id = l.id.unwrap_or(0);
+    Some(match l.event.as_ref() {
+        "sampled" => Mark::Sampled(id),
+        "evaluated" | "failed" => Mark::Finished(id),
+        "duplicate" => Mark::Merged(id),
+        "trial" => Mark::Trial {
+            id,
+            purpose: l.purpose.unwrap_or_default(),
+            steps: l.steps.unwrap_or(0),
+            seed: l.seed.unwrap_or(0),
+        },
+        _ => Mark::Other,
+    })
+}
+
+/// The [`Mark`] of every complete event in the file, read as
+/// [`read_events`] reads them.
+pub fn read_marks(path: &Path) -> std::io::Result<Vec<Mark>> {
+    EventTail::new(path).rest_as(parse_mark)
 }
 
 #[cfg(test)]
@@ -896,6 +985,40 @@ mod tests {
     /// fields, floats written as null, lines that are not events.
     #[test]
     fn the_log_reader_reads_each_line_as_the_derived_deserializer() {
+        let lines = lines_of_every_kind();
+        let text = |e: Option<Event>| e.map(|e| serde_json::to_string(&e).unwrap());
+        for line in &lines {
+            let derived = serde_json::from_str::<Event>(line).ok();
+            assert_eq!(text(parse_line(line.as_bytes())), text(derived), "{line}");
+        }
+        assert!(parse_line(lines[0].as_bytes()).is_some());
+    }
+
+    #[test]
+    fn a_lines_mark_is_the_mark_of_its_event() {
+        let lines = lines_of_every_kind();
+        for line in &lines {
+            let event = parse_line(line.as_bytes());
+            assert_eq!(
+                parse_mark(line.as_bytes()),
+                event.as_ref().map(Mark::of),
+                "{line}"
+            );
+        }
+        // Null where a payload's field is optional, as the mark reads it.
+        let sampled = r#"{"t": 1.0, "event": "sampled", "id": 4, "steps": null}"#;
+        assert_eq!(parse_mark(sampled.as_bytes()), Some(Mark::Sampled(4)));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        let marks: Vec<Mark> = read_events(&path).unwrap().iter().map(Mark::of).collect();
+        assert_eq!(read_marks(&path).unwrap(), marks);
+        assert!(marks.iter().any(|m| matches!(m, Mark::Trial { .. })));
+    }
+
+    /// A line of each event kind as written, and lines an older or newer
+    /// writer, a torn write or another program could leave.
+    fn lines_of_every_kind() -> Vec<String> {
         let mut lines: Vec<String> = one_of_each()
             .iter()
             .map(|e| serde_json::to_string(e).unwrap())
@@ -915,12 +1038,7 @@ mod tests {
             ]
             .map(String::from),
         );
-        let text = |e: Option<Event>| e.map(|e| serde_json::to_string(&e).unwrap());
-        for line in &lines {
-            let derived = serde_json::from_str::<Event>(line).ok();
-            assert_eq!(text(parse_line(line.as_bytes())), text(derived), "{line}");
-        }
-        assert!(parse_line(lines[0].as_bytes()).is_some());
+        lines
     }
 
     #[test]

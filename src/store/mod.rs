@@ -8,12 +8,13 @@ pub mod events;
 pub mod postgres;
 mod sled_store;
 
-pub use events::{read_events, Event, EventKind, EventLog, EventSource, EventTail, Finalist};
+pub use events::{read_events, Event, EventKind, EventLog, EventSource, EventTail, Finalist, Mark};
 pub use sled_store::{SledError, SledStore};
 
 use crate::grammar::Derivation;
 use crate::hash::Hashes;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// One candidate of a run.
@@ -281,6 +282,11 @@ pub trait Store: Send + Sync {
     fn outcome_brief(&self, id: u64) -> Result<Option<serde_json::Value>, StoreError> {
         Ok(self.outcome(id)?.map(|o| OutcomeBrief::of(&o)))
     }
+    /// Every outcome's brief, by candidate id: what a scan of the whole run
+    /// reads, in one pass over the store instead of a read per candidate.
+    fn outcome_briefs(&self) -> Result<HashMap<u64, serde_json::Value>, StoreError> {
+        outcome_briefs_one_by_one(self)
+    }
     /// Whether candidate `id` has an outcome, without reading it.
     fn has_outcome(&self, id: u64) -> Result<bool, StoreError> {
         Ok(self.outcome(id)?.is_some())
@@ -301,7 +307,26 @@ pub trait Store: Send + Sync {
     fn append_event(&self, e: &Event) -> Result<(), StoreError>;
     /// Every event the run has logged, in order.
     fn events(&self) -> Result<Vec<Event>, StoreError>;
+    /// The [`Mark`] of every event the run has logged, in order: what
+    /// checking the log against the store reads, without the events' bulk.
+    fn event_marks(&self) -> Result<Vec<Mark>, StoreError> {
+        Ok(self.events()?.iter().map(Mark::of).collect())
+    }
     fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// [`Store::outcome_briefs`] read one candidate at a time: a store's
+/// fallback when it cannot scan its briefs.
+fn outcome_briefs_one_by_one<S: Store + ?Sized>(
+    store: &S,
+) -> Result<HashMap<u64, serde_json::Value>, StoreError> {
+    let mut out = HashMap::new();
+    for c in store.candidate_briefs()? {
+        if let Some(b) = store.outcome_brief(c.id)? {
+            out.insert(c.id, b);
+        }
+    }
+    Ok(out)
 }
 
 /// Where a run keeps its records and events. Every store of a run is

@@ -2,12 +2,13 @@
 //! `runs/<name>/events.jsonl`.
 
 use super::{
-    read_events, CandidateBrief, CandidateRecord, Counters, Event, EventLog, Finished,
-    OutcomeBrief, Store, StoreError, TrialRecord,
+    events, read_events, CandidateBrief, CandidateRecord, Counters, Event, EventLog, Finished,
+    Mark, OutcomeBrief, Store, StoreError, TrialRecord,
 };
 use crate::hash::Hashes;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -201,6 +202,35 @@ impl SledStore {
     /// Opens (creating) a run's store in `dir` with its event log at
     /// `events`. A store opened with [`SledStore::open`] has no log: it
     /// reads no events and refuses to append one.
+    /// Whether every candidate and every outcome has its brief: the store
+    /// was begun by an archgram that writes them (marked then) and no
+    /// older one has added a record since. Ids only grow, so a record added
+    /// without a brief shows as a later last record.
+    fn briefs_complete(&self) -> Result<bool, StoreError> {
+        let t = &self.trees;
+        let last = |tree: &sled::Tree| tree.last().map_err(io).map(|kv| kv.map(|kv| kv.0));
+        Ok(t.values.contains_key(KEEPS_CANDIDATE_BRIEFS).map_err(io)?
+            && last(&t.candidates)? == last(&t.candidate_briefs)?)
+    }
+
+    /// The event log read by `read` (nothing when the store has no log or
+    /// the log is not written yet).
+    fn read_log<T>(
+        &self,
+        read: fn(&Path) -> std::io::Result<Vec<T>>,
+    ) -> Result<Vec<T>, StoreError> {
+        let Some(path) = &self.events else {
+            return Ok(Vec::new());
+        };
+        match read(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            r => r.map_err(|e| {
+                let what = format!("cannot read {}: {e}", path.display());
+                StoreError::Events(std::io::Error::new(e.kind(), what))
+            }),
+        }
+    }
+
     pub fn open_run(dir: &Path, events: &Path) -> Result<SledStore, StoreError> {
         let mut s = SledStore::open(dir)?;
         s.events = Some(events.to_path_buf());
@@ -379,12 +409,7 @@ impl Store for SledStore {
 
     fn candidate_briefs(&self) -> Result<Vec<CandidateBrief>, StoreError> {
         let t = &self.trees;
-        let last = |tree: &sled::Tree| tree.last().map_err(io).map(|kv| kv.map(|kv| kv.0));
-        // Ids only grow, so a record an older archgram added to this store
-        // without a brief shows as a later last record.
-        let kept = t.values.contains_key(KEEPS_CANDIDATE_BRIEFS).map_err(io)?
-            && last(&t.candidates)? == last(&t.candidate_briefs)?;
-        let tree = if kept {
+        let tree = if self.briefs_complete()? {
             &t.candidate_briefs
         } else {
             &t.candidates
@@ -396,7 +421,11 @@ impl Store for SledStore {
     }
 
     fn has_candidate(&self, id: u64) -> Result<bool, StoreError> {
-        self.trees.candidates.contains_key(id_key(id)).map_err(io)
+        let key = id_key(id);
+        // A brief is written with its record, and its tree's pages are the
+        // small ones to read (the records' hold derivations).
+        Ok(self.trees.candidate_briefs.contains_key(key).map_err(io)?
+            || self.trees.candidates.contains_key(key).map_err(io)?)
     }
 
     fn record_evaluation(&self, f: &Finished) -> Result<(), StoreError> {
@@ -441,6 +470,30 @@ impl Store for SledStore {
             .map_err(io)?
             .map(|b| OutcomeBrief::parse(&b).map_err(|e| StoreError::Corrupt(Box::new(e))))
             .transpose()
+    }
+
+    fn outcome_briefs(&self) -> Result<HashMap<u64, serde_json::Value>, StoreError> {
+        // Outcome briefs were kept before candidate briefs, so a store that
+        // keeps these keeps those; and an outcome an older archgram added
+        // without a brief is the last outcome, as ids only grow.
+        let t = &self.trees;
+        let last = |tree: &sled::Tree| tree.last().map_err(io).map(|kv| kv.map(|kv| kv.0));
+        if !self.briefs_complete()? || last(&t.outcomes)? != last(&t.briefs)? {
+            return super::outcome_briefs_one_by_one(self);
+        }
+        self.trees
+            .briefs
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv.map_err(io)?;
+                let id = k.as_ref().try_into().map(u64::from_be_bytes).map_err(|_| {
+                    StoreError::Corrupt(
+                        format!("an outcome brief's key of {} bytes", k.len()).into(),
+                    )
+                })?;
+                Ok((id, parse(&v)?))
+            })
+            .collect()
     }
 
     fn has_outcome(&self, id: u64) -> Result<bool, StoreError> {
@@ -525,16 +578,11 @@ impl Store for SledStore {
 
     /// A log not written yet holds no events.
     fn events(&self) -> Result<Vec<Event>, StoreError> {
-        let Some(path) = &self.events else {
-            return Ok(Vec::new());
-        };
-        match read_events(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            r => r.map_err(|e| {
-                let what = format!("cannot read {}: {e}", path.display());
-                StoreError::Events(std::io::Error::new(e.kind(), what))
-            }),
-        }
+        self.read_log(read_events)
+    }
+
+    fn event_marks(&self) -> Result<Vec<Mark>, StoreError> {
+        self.read_log(events::read_marks)
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -634,6 +682,55 @@ mod tests {
         assert_eq!(s.outcome_brief(3).unwrap(), Some(OutcomeBrief::of(&full)));
     }
 
+    /// Every outcome's brief comes from one scan of the briefs, the same
+    /// as read one by one; a store an older archgram wrote an outcome to
+    /// without its brief is read one by one.
+    #[test]
+    fn all_outcome_briefs_are_read_at_once_as_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        assert!(s.outcome_briefs().unwrap().is_empty());
+        let outcome = |score: f64| serde_json::json!({"status": "ok", "score": score, "loss_curve": [[0, 3.4]]});
+        for id in 1..=3 {
+            let r = record(id);
+            s.put_candidate(&r).unwrap();
+            if id != 2 {
+                s.put_outcome(id, &r.hashes, &outcome(id as f64 / 10.0))
+                    .unwrap();
+            }
+        }
+        let one_by_one = |s: &SledStore| -> HashMap<u64, serde_json::Value> {
+            (0..6)
+                .filter_map(|id| Some((id, s.outcome_brief(id).unwrap()?)))
+                .collect()
+        };
+        let all = s.outcome_briefs().unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[&3], serde_json::json!({"status": "ok", "score": 0.3}));
+        assert_eq!(all, one_by_one(&s));
+        // Scanned, not read one by one: a brief without its candidate is
+        // found too (no store writes one; it shows which path read it).
+        s.trees
+            .briefs
+            .insert(
+                id_key(0),
+                serde_json::to_vec(&serde_json::json!({"score": 0})).unwrap(),
+            )
+            .unwrap();
+        assert!(s.outcome_briefs().unwrap().contains_key(&0));
+        // An older archgram's outcome, without a brief, for a candidate
+        // this one recorded: read one by one, from the outcome.
+        let r = record(4);
+        s.put_candidate(&r).unwrap();
+        s.trees
+            .outcomes
+            .insert(id_key(4), serde_json::to_vec(&outcome(0.4)).unwrap())
+            .unwrap();
+        let all = s.outcome_briefs().unwrap();
+        assert_eq!(all[&4], serde_json::json!({"status": "ok", "score": 0.4}));
+        assert_eq!(all.len(), 3);
+    }
+
     /// The briefs of every candidate are their records less the
     /// derivation and text, and existence is answered without a read.
     #[test]
@@ -667,6 +764,7 @@ mod tests {
         let s = SledStore::open(dir.path()).unwrap();
         let ids: Vec<u64> = s.candidate_briefs().unwrap().iter().map(|b| b.id).collect();
         assert_eq!(ids, [1, 2, 3, 4]);
+        assert!(s.has_candidate(4).unwrap());
         // A store begun with briefs, to which an older archgram then added
         // a record without one, reads the records too.
         drop(s);

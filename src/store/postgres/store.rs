@@ -14,7 +14,15 @@ use crate::store::{
 };
 use ::postgres::error::SqlState;
 use ::postgres::Client;
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
+
+/// An outcome's brief (`store::OutcomeBrief`) built by the server from the
+/// stored outcome `o`, so that its traces never cross the network.
+const OUTCOME_BRIEF: &str = "json_strip_nulls(json_build_object(
+    'status', o->'status', 'reason', o->'reason', 'metric', o->'metric',
+    'score', o->'score', 'accuracy', o->'accuracy',
+    'test_loss', o->'test_loss', 'wall_secs', o->'wall_secs'))";
 
 /// A run in the database, through one connection. Every write commits
 /// before the call returns, so there is nothing to flush.
@@ -209,14 +217,25 @@ impl Store for PgStore {
     /// the outcome lacks or holds as null, as the sled store's brief does.
     fn outcome_brief(&self, id: u64) -> Result<Option<serde_json::Value>, StoreError> {
         self.json(
-            "SELECT json_strip_nulls(json_build_object(
-                 'status', o->'status', 'reason', o->'reason', 'metric', o->'metric',
-                 'score', o->'score', 'accuracy', o->'accuracy',
-                 'test_loss', o->'test_loss', 'wall_secs', o->'wall_secs'))
-             FROM (SELECT outcome AS o FROM archgram.outcomes
-                   WHERE run = $1 AND candidate = $2) AS x",
+            &format!(
+                "SELECT {OUTCOME_BRIEF} FROM (SELECT outcome AS o FROM archgram.outcomes
+                   WHERE run = $1 AND candidate = $2) AS x"
+            ),
             &[&self.run.id, &self.id(id)?],
         )
+    }
+
+    fn outcome_briefs(&self) -> Result<HashMap<u64, serde_json::Value>, StoreError> {
+        let rows = self.client().query(
+            &format!(
+                "SELECT candidate, {OUTCOME_BRIEF} FROM (SELECT candidate, outcome AS o
+                   FROM archgram.outcomes WHERE run = $1) AS x"
+            ),
+            &[&self.run.id],
+        )?;
+        rows.iter()
+            .map(|r| Ok((to_u64(r.get(0), &self.run.name, "candidate id")?, r.get(1))))
+            .collect()
     }
 
     fn has_outcome(&self, id: u64) -> Result<bool, StoreError> {
