@@ -26,7 +26,7 @@ use archgram::store::postgres::{
 };
 use archgram::store::{
     CandidateBrief, CandidateRecord, Counters, Event, EventKind, EventSource, Finished, Location,
-    Mark, Store, StoreError, TrialRecord,
+    Mark, RecordedIds, Store, StoreError, TrialRecord,
 };
 use postgres::Client;
 use serde_json::json;
@@ -864,6 +864,7 @@ struct Reads {
     briefs: Vec<Option<serde_json::Value>>,
     all_briefs: BTreeMap<u64, serde_json::Value>,
     has_outcome: Vec<bool>,
+    ids: RecordedIds,
     structural: Vec<Option<u64>>,
     functional: Vec<Option<u64>>,
     counters: Counters,
@@ -894,6 +895,7 @@ fn reads(store: &dyn Store) -> Reads {
             .collect(),
         all_briefs: store.outcome_briefs().unwrap().into_iter().collect(),
         has_outcome: ids.map(|i| store.has_outcome(i).unwrap()).collect(),
+        ids: store.recorded_ids().unwrap(),
         structural: hashes.map(|h| store.by_structural(h).unwrap()).to_vec(),
         functional: hashes
             .map(|h| store.by_functional(h ^ 0xff).unwrap())
@@ -943,6 +945,10 @@ fn the_same_store_calls_read_back_the_same_from_sled_and_postgres() {
         .filter_map(|(id, b)| Some((id, b.clone()?)))
         .collect();
     assert_eq!(got.all_briefs, one_by_one);
+    let listed =
+        |set: &std::collections::HashSet<u64>| (0..7).map(|i| set.contains(&i)).collect::<Vec<_>>();
+    assert_eq!(listed(&got.ids.candidates), got.has_candidate);
+    assert_eq!(listed(&got.ids.outcomes), got.has_outcome);
     let marks: Vec<Mark> = got.events.iter().map(Mark::of).collect();
     assert_eq!(got.marks, marks);
     assert!(marks.contains(&Mark::Finished(1)));

@@ -202,14 +202,15 @@ pub fn check_store(store: &dyn Store, events_path: &Path) -> Result<(), SearchEr
             l.finished.len() + l.merged.len()
         )));
     }
+    let ids = store.recorded_ids()?;
     let mut lost = Vec::new();
     for &id in &l.finished {
-        if !store.has_outcome(id)? || !store.has_candidate(id)? {
+        if !ids.outcomes.contains(&id) || !ids.candidates.contains(&id) {
             lost.push(id);
         }
     }
     for &id in &l.merged {
-        if !store.has_candidate(id)? {
+        if !ids.candidates.contains(&id) {
             lost.push(id);
         }
     }
@@ -232,4 +233,77 @@ pub fn check_store(store: &dyn Store, events_path: &Path) -> Result<(), SearchEr
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grammar::Derivation;
+    use crate::hash::Hashes;
+    use crate::store::SledStore;
+
+    fn record(id: u64) -> CandidateRecord {
+        CandidateRecord {
+            id,
+            derivation: Derivation::parse("act(fn=relu)").unwrap(),
+            text: "act(fn=relu)".into(),
+            hashes: Hashes {
+                structural: id as u128,
+                functional: None,
+            },
+            parent: None,
+            origin: "sample".into(),
+            duplicate_of: None,
+            params: 1.0,
+            active_params: 1.0,
+            flops: 1.0,
+            steps: 10,
+        }
+    }
+
+    /// The log records 1 and 2 evaluated and 3 merged: a store holding all
+    /// of it passes; one that lacks an outcome or a record is refused,
+    /// naming the first lost candidate and counting the rest.
+    #[test]
+    fn a_store_lacking_finished_work_the_log_records_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("events.jsonl");
+        let store = SledStore::open_run(&dir.path().join("store"), &events).unwrap();
+        store.put_meta(&serde_json::json!({"name": "t"})).unwrap();
+        let outcome = serde_json::json!({"status": "ok", "score": 0.5});
+        let eval = |id| {
+            Event::new(EventKind::Evaluated(Evaluated {
+                id,
+                ..Default::default()
+            }))
+        };
+        for id in [1, 2] {
+            store.put_candidate(&record(id)).unwrap();
+            store.append_event(&eval(id)).unwrap();
+        }
+        store.put_outcome(1, &record(1).hashes, &outcome).unwrap();
+        store
+            .append_event(&duplicate_event(3, 1, "structural", 0.0))
+            .unwrap();
+        // The message with its causes.
+        let refused = |store: &SledStore| {
+            let e = check_store(store, &events).err()?;
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                text += &format!(": {c}");
+                cause = c.source();
+            }
+            Some(text)
+        };
+        let err = refused(&store).expect("outcome 2 and record 3 are missing");
+        assert!(err.contains("has lost candidate #2 and 1 more"), "{err}");
+        store.put_outcome(2, &record(2).hashes, &outcome).unwrap();
+        let err = refused(&store).expect("record 3 is missing");
+        assert!(err.contains("has lost candidate #3,"), "{err}");
+        let mut dup = record(3);
+        dup.duplicate_of = Some(1);
+        store.put_candidate(&dup).unwrap();
+        assert_eq!(refused(&store), None);
+    }
 }

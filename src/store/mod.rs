@@ -14,7 +14,7 @@ pub use sled_store::{SledError, SledStore};
 use crate::grammar::Derivation;
 use crate::hash::Hashes;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 /// One candidate of a run.
@@ -287,6 +287,14 @@ pub trait Store: Send + Sync {
     fn outcome_briefs(&self) -> Result<HashMap<u64, serde_json::Value>, StoreError> {
         outcome_briefs_one_by_one(self)
     }
+    /// The ids of every recorded candidate and of every outcome, without
+    /// reading them: for checking a whole log against the store.
+    fn recorded_ids(&self) -> Result<RecordedIds, StoreError> {
+        Ok(RecordedIds {
+            candidates: self.candidate_briefs()?.iter().map(|c| c.id).collect(),
+            outcomes: self.outcome_briefs()?.into_keys().collect(),
+        })
+    }
     /// Whether candidate `id` has an outcome, without reading it.
     fn has_outcome(&self, id: u64) -> Result<bool, StoreError> {
         Ok(self.outcome(id)?.is_some())
@@ -313,6 +321,13 @@ pub trait Store: Send + Sync {
         Ok(self.events()?.iter().map(Mark::of).collect())
     }
     fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// What [`Store::recorded_ids`] lists.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RecordedIds {
+    pub candidates: HashSet<u64>,
+    pub outcomes: HashSet<u64>,
 }
 
 /// [`Store::outcome_briefs`] read one candidate at a time: a store's

@@ -3,12 +3,12 @@
 
 use super::{
     events, read_events, CandidateBrief, CandidateRecord, Counters, Event, EventLog, Finished,
-    Mark, OutcomeBrief, Store, StoreError, TrialRecord,
+    Mark, OutcomeBrief, RecordedIds, Store, StoreError, TrialRecord,
 };
 use crate::hash::Hashes;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -229,6 +229,16 @@ impl SledStore {
                 StoreError::Events(std::io::Error::new(e.kind(), what))
             }),
         }
+    }
+
+    /// Whether every outcome has its brief. Outcome briefs were kept
+    /// before candidate briefs, so a store that keeps these keeps those;
+    /// and an outcome an older archgram added without a brief is the last
+    /// outcome, as ids only grow.
+    fn outcome_briefs_complete(&self) -> Result<bool, StoreError> {
+        let t = &self.trees;
+        let last = |tree: &sled::Tree| tree.last().map_err(io).map(|kv| kv.map(|kv| kv.0));
+        Ok(self.briefs_complete()? && last(&t.outcomes)? == last(&t.briefs)?)
     }
 
     pub fn open_run(dir: &Path, events: &Path) -> Result<SledStore, StoreError> {
@@ -473,12 +483,7 @@ impl Store for SledStore {
     }
 
     fn outcome_briefs(&self) -> Result<HashMap<u64, serde_json::Value>, StoreError> {
-        // Outcome briefs were kept before candidate briefs, so a store that
-        // keeps these keeps those; and an outcome an older archgram added
-        // without a brief is the last outcome, as ids only grow.
-        let t = &self.trees;
-        let last = |tree: &sled::Tree| tree.last().map_err(io).map(|kv| kv.map(|kv| kv.0));
-        if !self.briefs_complete()? || last(&t.outcomes)? != last(&t.briefs)? {
+        if !self.outcome_briefs_complete()? {
             return super::outcome_briefs_one_by_one(self);
         }
         self.trees
@@ -494,6 +499,36 @@ impl Store for SledStore {
                 Ok((id, parse(&v)?))
             })
             .collect()
+    }
+
+    fn recorded_ids(&self) -> Result<RecordedIds, StoreError> {
+        let t = &self.trees;
+        let keys = |tree: &sled::Tree| -> Result<HashSet<u64>, StoreError> {
+            tree.iter()
+                .keys()
+                .map(|k| {
+                    let k = k.map_err(io)?;
+                    k.as_ref().try_into().map(u64::from_be_bytes).map_err(|_| {
+                        StoreError::Corrupt(format!("a record's key of {} bytes", k.len()).into())
+                    })
+                })
+                .collect()
+        };
+        // A store begun before briefs were kept reads the records' own
+        // keys (the slow read, of every record, older stores only).
+        let outcomes = keys(if self.outcome_briefs_complete()? {
+            &t.briefs
+        } else {
+            &t.outcomes
+        })?;
+        Ok(RecordedIds {
+            candidates: keys(if self.briefs_complete()? {
+                &t.candidate_briefs
+            } else {
+                &t.candidates
+            })?,
+            outcomes,
+        })
     }
 
     fn has_outcome(&self, id: u64) -> Result<bool, StoreError> {
@@ -729,6 +764,38 @@ mod tests {
         let all = s.outcome_briefs().unwrap();
         assert_eq!(all[&4], serde_json::json!({"status": "ok", "score": 0.4}));
         assert_eq!(all.len(), 3);
+    }
+
+    /// The ids listed are those recorded, from the briefs' keys, or from
+    /// the records' own for a store an older archgram wrote to.
+    #[test]
+    fn recorded_ids_are_the_records_and_outcomes_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStore::open(dir.path()).unwrap();
+        let outcome = serde_json::json!({"status": "ok", "score": 0.5});
+        for id in [1, 2, 5] {
+            let r = record(id);
+            s.put_candidate(&r).unwrap();
+            if id != 2 {
+                s.put_outcome(id, &r.hashes, &outcome).unwrap();
+            }
+        }
+        let set = |ids: &[u64]| ids.iter().copied().collect::<HashSet<u64>>();
+        let ids = s.recorded_ids().unwrap();
+        assert_eq!(ids.candidates, set(&[1, 2, 5]));
+        assert_eq!(ids.outcomes, set(&[1, 5]));
+        // An older archgram adds a record and an outcome without briefs.
+        s.trees
+            .candidates
+            .insert(id_key(7), serde_json::to_vec(&record(7)).unwrap())
+            .unwrap();
+        s.trees
+            .outcomes
+            .insert(id_key(7), serde_json::to_vec(&outcome).unwrap())
+            .unwrap();
+        let ids = s.recorded_ids().unwrap();
+        assert_eq!(ids.candidates, set(&[1, 2, 5, 7]));
+        assert_eq!(ids.outcomes, set(&[1, 5, 7]));
     }
 
     /// The briefs of every candidate are their records less the

@@ -10,11 +10,12 @@ use super::{
     PgError, Run, Target,
 };
 use crate::store::{
-    CandidateBrief, CandidateRecord, Counters, Event, Finished, Store, StoreError, TrialRecord,
+    CandidateBrief, CandidateRecord, Counters, Event, Finished, RecordedIds, Store, StoreError,
+    TrialRecord,
 };
 use ::postgres::error::SqlState;
 use ::postgres::Client;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 /// An outcome's brief (`store::OutcomeBrief`) built by the server from the
@@ -236,6 +237,20 @@ impl Store for PgStore {
         rows.iter()
             .map(|r| Ok((to_u64(r.get(0), &self.run.name, "candidate id")?, r.get(1))))
             .collect()
+    }
+
+    fn recorded_ids(&self) -> Result<RecordedIds, StoreError> {
+        let ids = |sql: &str| -> Result<HashSet<u64>, StoreError> {
+            let rows = self.client().query(sql, &[&self.run.id])?;
+            Ok(rows
+                .iter()
+                .map(|r| to_u64(r.get(0), &self.run.name, "candidate id"))
+                .collect::<Result<_, _>>()?)
+        };
+        Ok(RecordedIds {
+            candidates: ids("SELECT id FROM archgram.candidates WHERE run = $1")?,
+            outcomes: ids("SELECT candidate FROM archgram.outcomes WHERE run = $1")?,
+        })
     }
 
     fn has_outcome(&self, id: u64) -> Result<bool, StoreError> {
