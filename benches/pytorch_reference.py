@@ -4,9 +4,14 @@
 # (softmax router, renormalised gates, Switch balance loss 0.01, experts run
 # on their gathered tokens), as archgram's bench builds them.
 # Run: python3 benches/pytorch_reference.py
-import time, torch, torch.nn as nn
+# With --sizes [THREADS]: the transformer at the speed issue's three sizes
+# (heads of 16), on THREADS threads (default 1), as the train_step bench's
+# `sizes/` group builds them: tiny (batch 16 x 12 tokens, width 32, MLP 128),
+# medium (32 x 32, 64, 256) and large (32 x 64, 128, 512).
+import sys, time, torch, torch.nn as nn
 import torch.nn.functional as F
-torch.set_num_threads(1)
+SIZES = "--sizes" in sys.argv
+torch.set_num_threads(int(sys.argv[2]) if SIZES and len(sys.argv) > 2 else 1)
 torch.manual_seed(0)
 V, S, B, D, H, E, K = 16, 32, 32, 64, 4, 4, 2
 def mlp():
@@ -50,5 +55,10 @@ def bench(name, moe):
     for _ in range(n): step()
     dt = time.perf_counter() - t
     print(f"pytorch {torch.__version__} {name}: {n/dt:.1f} steps/s ({1000*dt/n:.2f} ms/step)")
-bench("transformer-2L-w64", False)
-bench("moe-top2of4-2L-w64", True)
+if SIZES:
+    for name, b, s, d in [("tiny", 16, 12, 32), ("medium", 32, 32, 64), ("large", 32, 64, 128)]:
+        B, S, D, H = b, s, d, d // 16
+        bench(f"sizes/{name} ({torch.get_num_threads()} threads)", False)
+else:
+    bench("transformer-2L-w64", False)
+    bench("moe-top2of4-2L-w64", True)

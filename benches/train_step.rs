@@ -4,7 +4,7 @@
 //! `RAYON_NUM_THREADS=1 cargo bench --bench train_step`.
 
 use archgram::arch::{ArchContext, Network};
-use archgram::eval::{Program, TrainConfig, Trainer};
+use archgram::eval::{on_cpu_threads, step_work, Program, TrainConfig, Trainer};
 use archgram::grammar::Derivation;
 use archgram::space::Space;
 use archgram::tasks::Batch;
@@ -23,24 +23,49 @@ const MOE: &str = "repeat(n=2, seq(block(attention(heads=4)), block(moe(experts=
 const MLP: &str = "repeat(n=2, block(mlp(ratio=4)), block(mlp(ratio=4)))";
 
 fn bench_model(c: &mut Criterion, name: &str, net: &Network, seq: usize, vocab: usize) {
+    bench_model_in(c, "train_step", name, net, (32, seq), vocab)
+}
+
+/// One training step of `net` on `batch` sequences of `seq` tokens, in
+/// criterion group `group`.
+fn bench_model_in(
+    c: &mut Criterion,
+    group: &str,
+    name: &str,
+    net: &Network,
+    (batch, seq): (usize, usize),
+    vocab: usize,
+) {
     let prog = Program::build(&net.arch, vocab).expect("compiles");
     let cfg = TrainConfig::default();
     let dev = Cpu::seed_from_u64(0);
     let mut trainer = Trainer::new(&dev, &prog, &cfg);
     // Random tokens and next-token targets: the step's cost does not depend
     // on the data.
-    let n = 32 * seq;
+    let n = batch * seq;
     let batch = Batch {
         inputs: (0..n).map(|i| ((i * 7 + i / 5) % vocab) as u32).collect(),
         targets: (0..n).map(|i| ((i * 3 + 1) % vocab) as i32).collect(),
-        batch: 32,
+        batch,
         seq,
         domains: None,
     };
-    let mut group = c.benchmark_group("train_step");
+    let mut group = c.benchmark_group(group);
     group.throughput(Throughput::Elements((batch.batch * batch.seq) as u64));
     group.sample_size(20);
-    group.bench_function(name, |b| b.iter(|| trainer.step(&batch).expect("finite")));
+    // On the threads archgram's own training would use for this size.
+    let work = step_work(&prog, batch.batch, batch.seq);
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| {
+            on_cpu_threads(work, || {
+                let t = std::time::Instant::now();
+                for _ in 0..iters {
+                    trainer.step(&batch).expect("finite");
+                }
+                t.elapsed()
+            })
+        })
+    });
     group.finish();
     eprintln!(
         "{name}: {:.0} forward FLOPs/token, {} params",
@@ -197,9 +222,38 @@ fn moh_active(c: &mut Criterion) {
     group.finish();
 }
 
+/// The speed issue's three sizes of the 2-layer pre-LN transformer (heads
+/// of 16), as `benches/pytorch_reference.py --sizes` builds them: `sizes/
+/// tiny` (batch 16 × 12 tokens, width 32, MLP 128), `medium` (32 × 32, 64,
+/// 256; the `train_step` reference) and `large` (32 × 64, 128, 512). Run at
+/// `RAYON_NUM_THREADS=1` and `2` to see how one candidate uses both cores.
+fn sizes(c: &mut Criterion) {
+    for (label, batch, seq, width) in [
+        ("tiny", 16, 12, 32),
+        ("medium", 32, 32, 64),
+        ("large", 32, 64, 128),
+    ] {
+        let ctx = ArchContext {
+            seq_len: seq,
+            width,
+            vocab: 16,
+            causal: true,
+            allow_noncausal_routing: true,
+        };
+        let layer = format!(
+            "seq(block(attention(heads={})), block(mlp(ratio=4)))",
+            width / 16
+        );
+        let text = format!("repeat(n=2, {layer}, {layer})");
+        let net = Network::build(Derivation::parse(&text).expect("term"), &ctx).expect("lowers");
+        bench_model_in(c, "sizes", label, &net, (batch, seq), 16);
+    }
+}
+
 criterion_group!(
     benches,
     reference,
+    sizes,
     parallel,
     moe_topk,
     mod_capacity,

@@ -265,6 +265,35 @@ pub struct Trainer<'a, D: Backend> {
     pub bias: Vec<Vec<f32>>,
 }
 
+/// Parameters × tokens of a training step from which a CPU training run
+/// outside any thread pool uses the global pool's threads. dfdx splits
+/// every matrix product over the threads of the pool it runs in, which
+/// below this costs more than it saves: a tiny model's step took 1.4 ms on
+/// two threads against 0.8 ms on one (`sizes/` in the `train_step` bench,
+/// whose tiny model is about 5·10⁶ and medium 10⁸). Training inside a pool
+/// (a search's workers) keeps that pool's threads: the search chose them.
+const PARALLEL_STEP_WORK: usize = 30_000_000;
+
+/// A training step's work as [`PARALLEL_STEP_WORK`] counts it.
+pub fn step_work(prog: &Program, batch: usize, seq: usize) -> usize {
+    prog.params.iter().map(|p| p.len).sum::<usize>() * batch * seq
+}
+
+/// Runs `f`, CPU training whose steps each do `work` (see [`step_work`]):
+/// on a pool of one thread when the work is small and the caller is in no
+/// pool; else here.
+pub fn on_cpu_threads<R: Send>(work: usize, f: impl FnOnce() -> R + Send) -> R {
+    let alone = rayon::current_thread_index().is_none() && rayon::current_num_threads() > 1;
+    if !alone || work >= PARALLEL_STEP_WORK {
+        return f();
+    }
+    match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
+        Ok(pool) => pool.install(f),
+        // No thread to be had: here, as before.
+        Err(_) => f(),
+    }
+}
+
 impl<'a, D: Backend> Trainer<'a, D> {
     /// Seeded initial weights (from `cfg.seed`).
     pub fn new(dev: &'a D, prog: &'a Program, cfg: &'a TrainConfig) -> Self {
@@ -608,7 +637,12 @@ pub fn score_on<D: Backend>(
 /// failed outcome.
 pub fn train(prog: &Program, task: &dyn Task, cfg: &TrainConfig) -> Result<Trained, TrainError> {
     match cfg.device {
-        DeviceKind::Cpu => train_on(&Cpu::seed_from_u64(cfg.seed), prog, task, cfg),
+        DeviceKind::Cpu => {
+            let work = step_work(prog, cfg.train.batch_size, prog.seq);
+            on_cpu_threads(work, || {
+                train_on(&Cpu::seed_from_u64(cfg.seed), prog, task, cfg)
+            })
+        }
         DeviceKind::Cuda => cuda_train(prog, task, cfg),
     }
 }
@@ -625,4 +659,24 @@ fn cuda_train(prog: &Program, task: &dyn Task, cfg: &TrainConfig) -> Result<Trai
 #[cfg(not(feature = "cuda"))]
 fn cuda_train(_: &Program, _: &dyn Task, _: &TrainConfig) -> Result<Trained, TrainError> {
     Err(super::EvalError::CudaNotBuilt.into())
+}
+
+#[cfg(test)]
+mod thread_tests {
+    use super::*;
+
+    /// Small training outside any pool gets one thread; large training,
+    /// and any training inside a pool (a search's workers), keep the
+    /// threads they were given.
+    #[test]
+    fn small_training_runs_on_one_thread_unless_a_pool_chose_its_threads() {
+        let threads = rayon::current_num_threads;
+        assert_eq!(on_cpu_threads(1, threads), 1);
+        assert_eq!(on_cpu_threads(usize::MAX, threads), threads());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        assert_eq!(pool.install(|| on_cpu_threads(1, threads)), 2);
+    }
 }

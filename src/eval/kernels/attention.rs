@@ -10,6 +10,7 @@
 
 use super::fastmath::exp_fast;
 use multiversion::multiversion;
+use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Dims {
@@ -61,6 +62,51 @@ impl Dims {
 
     fn probs_at(&self, b: usize, h: usize, i: usize) -> usize {
         ((b * self.heads + h) * self.seq + i) * self.seq
+    }
+}
+
+/// Multiply-adds of one attention pass (scores and the weighted sum,
+/// per head and query) from which its batches are split over threads:
+/// below it, handing work to another thread costs more than it saves
+/// (measured with the `train_step` bench's tiny and medium models).
+const PARALLEL_WORK: usize = 1 << 18;
+
+/// Batches per part when a pass over `d` is split over the threads of
+/// the pool it runs in (each part is whole batches, so every part writes
+/// its own contiguous rows); `None` to run it on this thread.
+fn batches_per_part(d: &Dims) -> Option<usize> {
+    let threads = rayon::current_num_threads();
+    let work = d.batch * d.heads * d.seq * d.seq * d.head_dim;
+    if threads < 2 || d.batch < 2 || work < PARALLEL_WORK {
+        return None;
+    }
+    Some(d.batch.div_ceil(threads.min(d.batch)))
+}
+
+/// `x` in parts of `len` (one per part of `d`'s batches, `n` each), or
+/// `None` for each part.
+fn part_chunks<'a>(
+    x: Option<&'a [f32]>,
+    len: usize,
+    d: &Dims,
+    n: usize,
+) -> Box<dyn Iterator<Item = Option<&'a [f32]>> + 'a> {
+    match x {
+        Some(x) => Box::new(x.chunks(len).map(Some)),
+        None => Box::new(std::iter::repeat_n(None, d.batch.div_ceil(n))),
+    }
+}
+
+/// [`part_chunks`] of a slice written to.
+fn part_chunks_mut<'a>(
+    x: Option<&'a mut [f32]>,
+    len: usize,
+    d: &Dims,
+    n: usize,
+) -> Box<dyn Iterator<Item = Option<&'a mut [f32]>> + 'a> {
+    match x {
+        Some(x) => Box::new(x.chunks_mut(len).map(Some)),
+        None => Box::new(std::iter::repeat_with(|| None).take(d.batch.div_ceil(n))),
     }
 }
 
@@ -214,8 +260,40 @@ fn transpose_head(src: &[f32], d: &Dims, sp: usize, at: impl Fn(usize) -> usize,
 /// zeroed. With `probs` (`d.probs_len()` elements), keeps the probabilities
 /// for `backward`; with `plain` (the size of `out`), the output before the
 /// gate, which the gates' gradient needs.
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn forward(
+    qkv: &[f32],
+    gates: Option<&[f32]>,
+    d: &Dims,
+    out: &mut [f32],
+    probs: Option<&mut [f32]>,
+    plain: Option<&mut [f32]>,
+) {
+    let Some(n) = batches_per_part(d) else {
+        return forward_part(qkv, gates, d, out, probs, plain);
+    };
+    let w = d.width();
+    let (s, h) = (d.seq, d.heads);
+    let parts: Vec<_> = qkv
+        .chunks(n * s * 3 * w)
+        .zip(part_chunks(gates, n * s * h, d, n))
+        .zip(out.chunks_mut(n * s * w))
+        .zip(part_chunks_mut(probs, n * h * s * s, d, n))
+        .zip(part_chunks_mut(plain, n * s * w, d, n))
+        .collect();
+    parts
+        .into_par_iter()
+        .for_each(|((((qkv, gates), out), probs), plain)| {
+            let part = Dims {
+                batch: out.len() / (s * w),
+                ..*d
+            };
+            forward_part(qkv, gates, &part, out, probs, plain)
+        });
+}
+
+/// [`forward`] over the batches of `d`, on this thread.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn forward_part(
     qkv: &[f32],
     gates: Option<&[f32]>,
     d: &Dims,
@@ -270,8 +348,40 @@ pub fn forward(
 /// rowsum(P ⊙ dP)), dQ = dS·K/√hd, dK = dSᵀ·Q/√hd. dS and P are kept
 /// transposed per head so that dK and dV, like the rest, are sums over rows
 /// in registers. Queries with a zero gate add nothing and are skipped.
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn backward(
+    qkv: &[f32],
+    gates: Option<&[f32]>,
+    probs: &[f32],
+    dout: &[f32],
+    d: &Dims,
+    dqkv: &mut [f32],
+) {
+    let Some(n) = batches_per_part(d) else {
+        return backward_part(qkv, gates, probs, dout, d, dqkv);
+    };
+    let w = d.width();
+    let (s, h) = (d.seq, d.heads);
+    let parts: Vec<_> = qkv
+        .chunks(n * s * 3 * w)
+        .zip(part_chunks(gates, n * s * h, d, n))
+        .zip(probs.chunks(n * h * s * s))
+        .zip(dout.chunks(n * s * w))
+        .zip(dqkv.chunks_mut(n * s * 3 * w))
+        .collect();
+    parts
+        .into_par_iter()
+        .for_each(|((((qkv, gates), probs), dout), dqkv)| {
+            let part = Dims {
+                batch: dout.len() / (s * w),
+                ..*d
+            };
+            backward_part(qkv, gates, probs, dout, &part, dqkv)
+        });
+}
+
+/// [`backward`] over the batches of `d`, on this thread.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn backward_part(
     qkv: &[f32],
     gates: Option<&[f32]>,
     probs: &[f32],
@@ -357,5 +467,59 @@ pub fn gate_grads(dout: &[f32], plain: &[f32], d: &Dims, dgates: &mut [f32]) {
             .zip(&plain[at..at + hd])
             .map(|(a, b)| a * b)
             .sum::<f32>();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n).map(|_| rng.gen_range(-1.5f32..1.5)).collect()
+    }
+
+    /// Forward's output, probabilities and pre-gate output, and backward's
+    /// gradient, on `threads` threads.
+    fn passes(d: &Dims, gates: Option<&[f32]>, threads: usize) -> [Vec<f32>; 4] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            assert_eq!(batches_per_part(d).is_some(), threads > 1);
+            let w = d.width();
+            let n = d.batch * d.seq;
+            let qkv = random(n * 3 * w, 1);
+            let (mut out, mut plain) = (vec![0.0; n * w], vec![0.0; n * w]);
+            let mut probs = vec![0.0; d.probs_len()];
+            forward(&qkv, gates, d, &mut out, Some(&mut probs), Some(&mut plain));
+            let mut dqkv = vec![0.0; n * 3 * w];
+            backward(&qkv, gates, &probs, &random(n * w, 2), d, &mut dqkv);
+            [out, probs, plain, dqkv]
+        })
+    }
+
+    /// Split over threads by whole batches (5 over 2 threads: 3 and 2),
+    /// every pass gives the same numbers as on one thread, to the bit.
+    #[test]
+    fn batches_split_over_threads_give_what_one_thread_gives() {
+        for causal in [true, false] {
+            let d = Dims {
+                batch: 5,
+                seq: 32,
+                heads: 4,
+                head_dim: 16,
+                causal,
+            };
+            let gates: Vec<f32> = random(d.batch * d.seq * d.heads, 3)
+                .into_iter()
+                .map(|g| if g < -0.5 { 0.0 } else { g })
+                .collect();
+            for g in [None, Some(&gates[..])] {
+                assert_eq!(passes(&d, g, 2), passes(&d, g, 1), "causal {causal}");
+            }
+        }
     }
 }

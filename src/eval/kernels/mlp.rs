@@ -7,6 +7,12 @@ use super::fastmath::{exp_fast, gelu_grad, gelu_value};
 use crate::arch::Activation;
 use multiversion::multiversion;
 
+/// Multiply-adds of a matrix product from which it is split over the
+/// pool's threads: below it, the split costs more than it saves (a tiny
+/// model's training step took 1.4 ms on two threads against 0.8 ms on one
+/// with every product split; `sizes/` in the `train_step` bench).
+const PARALLEL_GEMM_WORK: usize = 1 << 20;
+
 /// c (m × n) = [c +] a·b, all row-major; `a` is (m × k), or (k × m) read
 /// transposed with `ta`; `b` is (k × n), or (n × k) with `tb`.
 #[allow(clippy::too_many_arguments)]
@@ -35,7 +41,7 @@ pub fn matmul(
     let (a_rs, a_cs) = if ta { (1, m) } else { (k, 1) };
     let (b_rs, b_cs) = if tb { (1, k) } else { (n, 1) };
     let threads = rayon::current_num_threads();
-    let par = if threads > 1 {
+    let par = if threads > 1 && m * n * k >= PARALLEL_GEMM_WORK {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
