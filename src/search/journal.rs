@@ -238,28 +238,7 @@ pub fn check_store(store: &dyn Store, events_path: &Path) -> Result<(), SearchEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::grammar::Derivation;
-    use crate::hash::Hashes;
-    use crate::store::SledStore;
-
-    fn record(id: u64) -> CandidateRecord {
-        CandidateRecord {
-            id,
-            derivation: Derivation::parse("act(fn=relu)").unwrap(),
-            text: "act(fn=relu)".into(),
-            hashes: Hashes {
-                structural: id as u128,
-                functional: None,
-            },
-            parent: None,
-            origin: "sample".into(),
-            duplicate_of: None,
-            params: 1.0,
-            active_params: 1.0,
-            flops: 1.0,
-            steps: 10,
-        }
-    }
+    use crate::store::{test_record as record, SledStore};
 
     /// The log records 1 and 2 evaluated and 3 merged: a store holding all
     /// of it passes; one that lacks an outcome or a record is refused,

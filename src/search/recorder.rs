@@ -96,26 +96,12 @@ mod tests {
     use super::*;
     use crate::arch::Cost;
     use crate::eval::TrainConfig;
-    use crate::hash::Hashes;
     use crate::store::{read_events, EventKind, SledStore};
 
     fn record(id: u64, structural: u128) -> CandidateRecord {
-        CandidateRecord {
-            id,
-            derivation: crate::grammar::Derivation::leaf("x"),
-            text: format!("arch {id}"),
-            hashes: Hashes {
-                structural,
-                functional: None,
-            },
-            parent: None,
-            origin: "sample".into(),
-            duplicate_of: None,
-            params: 1.0,
-            active_params: 1.0,
-            flops: 1.0,
-            steps: 10,
-        }
+        let mut r = crate::store::test_record(id);
+        r.hashes.structural = structural;
+        r
     }
 
     fn outcome(score: f64, wall_secs: f64) -> Outcome {

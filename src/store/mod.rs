@@ -40,6 +40,27 @@ pub struct CandidateRecord {
     pub steps: usize,
 }
 
+/// A candidate record for tests: structural hash `id`, no functional one.
+#[cfg(test)]
+pub(crate) fn test_record(id: u64) -> CandidateRecord {
+    CandidateRecord {
+        id,
+        derivation: Derivation::leaf("x"),
+        text: format!("arch {id}"),
+        hashes: Hashes {
+            structural: id as u128,
+            functional: None,
+        },
+        parent: None,
+        origin: "sample".into(),
+        duplicate_of: None,
+        params: 1.0,
+        active_params: 1.0,
+        flops: 1.0,
+        steps: 10,
+    }
+}
+
 /// What a scan over a whole run reads of each candidate (ranking,
 /// restore, recovery, the Pareto front): its record without the
 /// derivation and text form. Read into this shape, those two are skipped
