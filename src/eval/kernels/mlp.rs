@@ -78,6 +78,24 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp_fast(-x))
 }
 
+/// Elements from which an elementwise pass is split over the pool's
+/// threads (in chunks of [`ELEMENTWISE_CHUNK`]); each element is computed
+/// alone, so the result is the same either way.
+const PARALLEL_ELEMENTS: usize = 1 << 17;
+const ELEMENTWISE_CHUNK: usize = 1 << 14;
+
+/// `f` over matching chunks of `x` and `out`, on the pool's threads when
+/// there are enough elements.
+pub fn elementwise(x: &[f32], out: &mut [f32], f: impl Fn(&[f32], &mut [f32]) + Sync) {
+    if out.len() < PARALLEL_ELEMENTS || rayon::current_num_threads() < 2 {
+        return f(x, out);
+    }
+    use rayon::prelude::*;
+    out.par_chunks_mut(ELEMENTWISE_CHUNK)
+        .zip(x.par_chunks(ELEMENTWISE_CHUNK))
+        .for_each(|(o, x)| f(x, o));
+}
+
 /// out = f(x).
 #[multiversion(targets("x86_64+avx2+fma"))]
 pub fn activate(f: Activation, x: &[f32], out: &mut [f32]) {
@@ -133,7 +151,7 @@ pub fn forward(x: &[f32], rows: usize, w: &Weights) -> (Vec<f32>, Saved) {
     let mut pre = vec![0.0f32; rows * h];
     matmul(&mut pre, false, x, false, &w.w1, false, (rows, d, h));
     let mut hidden = vec![0.0f32; rows * h];
-    activate(w.act, &pre, &mut hidden);
+    elementwise(&pre, &mut hidden, |x, o| activate(w.act, x, o));
     let gate = w.w3.as_ref().map(|w3| {
         let mut g = vec![0.0f32; rows * h];
         matmul(&mut g, false, x, false, w3, false, (rows, d, h));
@@ -166,7 +184,7 @@ pub fn backward(
     if let (Some(gate), Some(w3)) = (&s.gate, &w.w3) {
         // hidden = f(pre)·gate: d gate = dh·f(pre), d f(pre) = dh·gate.
         let mut dg = vec![0.0f32; rows * h];
-        activate(w.act, &s.pre, &mut dg);
+        elementwise(&s.pre, &mut dg, |x, o| activate(w.act, x, o));
         dg.iter_mut().zip(&dh).for_each(|(a, &b)| *a *= b);
         dh.iter_mut().zip(gate).for_each(|(a, &b)| *a *= b);
         let mut g3 = vec![0.0f32; d * h];
@@ -174,7 +192,7 @@ pub fn backward(
         matmul(dx, true, &dg, false, w3, true, (rows, h, d));
         dw3 = Some(g3);
     }
-    activate_backward(w.act, &s.pre, &mut dh);
+    elementwise(&s.pre, &mut dh, |x, d| activate_backward(w.act, x, d));
     let mut dw1 = vec![0.0f32; d * h];
     matmul(&mut dw1, false, x, true, &dh, false, (d, rows, h));
     matmul(dx, true, &dh, false, &w.w1, true, (rows, h, d));

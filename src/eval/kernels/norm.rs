@@ -11,9 +11,44 @@ use multiversion::multiversion;
 
 pub const EPS: f32 = 1e-5;
 
+/// Rows × columns from which the forward pass splits its rows over the
+/// pool's threads (each row is computed alone, so the result is the same).
+const PARALLEL_ELEMENTS: usize = 1 << 17;
+const ROWS_PER_PART: usize = 64;
+
 /// Writes y; with `saved` = (x̂, r) storage, keeps what `backward` needs.
-#[multiversion(targets("x86_64+avx2+fma"))]
 pub fn forward(
+    x: &[f32],
+    cols: usize,
+    center: bool,
+    gain: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+    saved: Option<(&mut [f32], &mut [f32])>,
+) {
+    if y.len() < PARALLEL_ELEMENTS || rayon::current_num_threads() < 2 || cols == 0 {
+        return forward_rows(x, cols, center, gain, bias, y, saved);
+    }
+    use rayon::prelude::*;
+    let len = ROWS_PER_PART * cols;
+    let parts = y.len().div_ceil(len);
+    let saved: Vec<Option<(&mut [f32], &mut [f32])>> = match saved {
+        Some((xhat, rs)) => xhat
+            .chunks_mut(len)
+            .zip(rs.chunks_mut(ROWS_PER_PART))
+            .map(Some)
+            .collect(),
+        None => (0..parts).map(|_| None).collect(),
+    };
+    x.par_chunks(len)
+        .zip(y.par_chunks_mut(len))
+        .zip(saved)
+        .for_each(|((x, y), saved)| forward_rows(x, cols, center, gain, bias, y, saved));
+}
+
+/// [`forward`] on this thread.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn forward_rows(
     x: &[f32],
     cols: usize,
     center: bool,

@@ -277,3 +277,42 @@ fn cpu_mlp_matches_the_composition() {
         }
     }
 }
+
+/// Norm forward and the activations split their rows over a pool's
+/// threads above a size; every value is the one a single thread gives.
+#[test]
+fn rowwise_kernels_split_over_threads_give_what_one_thread_gives() {
+    let (rows, cols) = (1000, 160);
+    let x = random(rows * cols, 7);
+    let gain = random(cols, 8);
+    let bias = random(cols, 9);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut y = vec![0.0; rows * cols];
+            let (mut xhat, mut rs) = (vec![0.0; rows * cols], vec![0.0; rows]);
+            norm::forward(
+                &x,
+                cols,
+                true,
+                &gain,
+                Some(&bias),
+                &mut y,
+                Some((&mut xhat, &mut rs)),
+            );
+            let mut act = vec![0.0; rows * cols];
+            mlp::elementwise(&x, &mut act, |x, o| mlp::activate(Activation::Gelu, x, o));
+            let mut grad = y.clone();
+            mlp::elementwise(&x, &mut grad, |x, d| {
+                mlp::activate_backward(Activation::Silu, x, d)
+            });
+            [y, xhat, rs, act, grad]
+        })
+    };
+    let one = run(1);
+    assert!(one[2].iter().all(|&r| r > 0.0), "every row's r is written");
+    assert_eq!(run(2), one);
+}
