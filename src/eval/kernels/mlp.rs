@@ -81,7 +81,7 @@ fn sigmoid(x: f32) -> f32 {
 /// Elements from which an elementwise pass is split over the pool's
 /// threads (in chunks of [`ELEMENTWISE_CHUNK`]); each element is computed
 /// alone, so the result is the same either way.
-const PARALLEL_ELEMENTS: usize = 1 << 17;
+pub(super) const PARALLEL_ELEMENTS: usize = 1 << 17;
 const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
 /// `f` over matching chunks of `x` and `out`, on the pool's threads when

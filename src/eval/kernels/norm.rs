@@ -13,7 +13,7 @@ pub const EPS: f32 = 1e-5;
 
 /// Rows × columns from which the forward pass splits its rows over the
 /// pool's threads (each row is computed alone, so the result is the same).
-const PARALLEL_ELEMENTS: usize = 1 << 17;
+pub(super) const PARALLEL_ELEMENTS: usize = 1 << 17;
 const ROWS_PER_PART: usize = 64;
 
 /// Writes y; with `saved` = (x̂, r) storage, keeps what `backward` needs.
