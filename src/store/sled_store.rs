@@ -121,6 +121,13 @@ fn id_key(id: u64) -> [u8; 8] {
     id.to_be_bytes()
 }
 
+/// The candidate id a record's key holds (see [`id_key`]).
+fn key_id(key: &[u8]) -> Result<u64, StoreError> {
+    key.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt(format!("a record's key of {} bytes", key.len()).into()))
+}
+
 fn json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(v).map_err(StoreError::Encode)
 }
@@ -491,12 +498,7 @@ impl Store for SledStore {
             .iter()
             .map(|kv| {
                 let (k, v) = kv.map_err(io)?;
-                let id = k.as_ref().try_into().map(u64::from_be_bytes).map_err(|_| {
-                    StoreError::Corrupt(
-                        format!("an outcome brief's key of {} bytes", k.len()).into(),
-                    )
-                })?;
-                Ok((id, parse(&v)?))
+                Ok((key_id(&k)?, parse(&v)?))
             })
             .collect()
     }
@@ -506,12 +508,7 @@ impl Store for SledStore {
         let keys = |tree: &sled::Tree| -> Result<HashSet<u64>, StoreError> {
             tree.iter()
                 .keys()
-                .map(|k| {
-                    let k = k.map_err(io)?;
-                    k.as_ref().try_into().map(u64::from_be_bytes).map_err(|_| {
-                        StoreError::Corrupt(format!("a record's key of {} bytes", k.len()).into())
-                    })
-                })
+                .map(|k| key_id(&k.map_err(io)?))
                 .collect()
         };
         // A store begun before briefs were kept reads the records' own

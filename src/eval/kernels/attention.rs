@@ -63,24 +63,43 @@ impl Dims {
     fn probs_at(&self, b: usize, h: usize, i: usize) -> usize {
         ((b * self.heads + h) * self.seq + i) * self.seq
     }
+
+    /// Elements of `n` batches in `qkv`, the gates, the output (and its
+    /// gradient) and the probabilities.
+    fn part_lens(&self, n: usize) -> [usize; 4] {
+        let rows = n * self.seq;
+        [
+            rows * 3 * self.width(),
+            rows * self.heads,
+            rows * self.width(),
+            n * self.heads * self.seq * self.seq,
+        ]
+    }
+
+    /// These dims for the batches whose output has `out_len` elements.
+    fn part(&self, out_len: usize) -> Dims {
+        Dims {
+            batch: out_len / (self.seq * self.width()),
+            ..*self
+        }
+    }
 }
 
 /// Multiply-adds of one attention pass (scores and the weighted sum,
-/// per head and query) from which its batches are split over threads:
-/// below it, handing work to another thread costs more than it saves
-/// (measured with the `train_step` bench's tiny and medium models).
+/// per head and query) from which its batches are split over threads;
+/// set between the bench's tiny model (7·10⁴, kept on one thread) and its
+/// medium one (2·10⁶, split), not tuned finer.
 const PARALLEL_WORK: usize = 1 << 18;
 
 /// Batches per part when a pass over `d` is split over the threads of
 /// the pool it runs in (each part is whole batches, so every part writes
 /// its own contiguous rows); `None` to run it on this thread.
 fn batches_per_part(d: &Dims) -> Option<usize> {
-    let threads = rayon::current_num_threads();
     let work = d.batch * d.heads * d.seq * d.seq * d.head_dim;
-    if threads < 2 || d.batch < 2 || work < PARALLEL_WORK {
+    if d.batch < 2 || !super::split_over_threads(work, PARALLEL_WORK) {
         return None;
     }
-    Some(d.batch.div_ceil(threads.min(d.batch)))
+    Some(d.batch.div_ceil(rayon::current_num_threads().min(d.batch)))
 }
 
 /// `x` in parts of `len` (one per part of `d`'s batches, `n` each), or
@@ -271,23 +290,18 @@ pub fn forward(
     let Some(n) = batches_per_part(d) else {
         return forward_part(qkv, gates, d, out, probs, plain);
     };
-    let w = d.width();
-    let (s, h) = (d.seq, d.heads);
+    let [qkv_len, gates_len, out_len, probs_len] = d.part_lens(n);
     let parts: Vec<_> = qkv
-        .chunks(n * s * 3 * w)
-        .zip(part_chunks(gates, n * s * h, d, n))
-        .zip(out.chunks_mut(n * s * w))
-        .zip(part_chunks_mut(probs, n * h * s * s, d, n))
-        .zip(part_chunks_mut(plain, n * s * w, d, n))
+        .chunks(qkv_len)
+        .zip(part_chunks(gates, gates_len, d, n))
+        .zip(out.chunks_mut(out_len))
+        .zip(part_chunks_mut(probs, probs_len, d, n))
+        .zip(part_chunks_mut(plain, out_len, d, n))
         .collect();
     parts
         .into_par_iter()
         .for_each(|((((qkv, gates), out), probs), plain)| {
-            let part = Dims {
-                batch: out.len() / (s * w),
-                ..*d
-            };
-            forward_part(qkv, gates, &part, out, probs, plain)
+            forward_part(qkv, gates, &d.part(out.len()), out, probs, plain)
         });
 }
 
@@ -359,23 +373,18 @@ pub fn backward(
     let Some(n) = batches_per_part(d) else {
         return backward_part(qkv, gates, probs, dout, d, dqkv);
     };
-    let w = d.width();
-    let (s, h) = (d.seq, d.heads);
+    let [qkv_len, gates_len, out_len, probs_len] = d.part_lens(n);
     let parts: Vec<_> = qkv
-        .chunks(n * s * 3 * w)
-        .zip(part_chunks(gates, n * s * h, d, n))
-        .zip(probs.chunks(n * h * s * s))
-        .zip(dout.chunks(n * s * w))
-        .zip(dqkv.chunks_mut(n * s * 3 * w))
+        .chunks(qkv_len)
+        .zip(part_chunks(gates, gates_len, d, n))
+        .zip(probs.chunks(probs_len))
+        .zip(dout.chunks(out_len))
+        .zip(dqkv.chunks_mut(qkv_len))
         .collect();
     parts
         .into_par_iter()
         .for_each(|((((qkv, gates), probs), dout), dqkv)| {
-            let part = Dims {
-                batch: dout.len() / (s * w),
-                ..*d
-            };
-            backward_part(qkv, gates, probs, dout, &part, dqkv)
+            backward_part(qkv, gates, probs, dout, &d.part(dout.len()), dqkv)
         });
 }
 

@@ -8,9 +8,9 @@ use crate::arch::Activation;
 use multiversion::multiversion;
 
 /// Multiply-adds of a matrix product from which it is split over the
-/// pool's threads: below it, the split costs more than it saves (a tiny
-/// model's training step took 1.4 ms on two threads against 0.8 ms on one
-/// with every product split; `sizes/` in the `train_step` bench).
+/// pool's threads: the `train_step` bench's tiny model (products up to
+/// 8·10⁵), whose step was slower with every product split, stays below;
+/// the medium (1.7·10⁷) is above. Not tuned finer.
 const PARALLEL_GEMM_WORK: usize = 1 << 20;
 
 /// c (m × n) = [c +] a·b, all row-major; `a` is (m × k), or (k × m) read
@@ -40,9 +40,8 @@ pub fn matmul(
     }
     let (a_rs, a_cs) = if ta { (1, m) } else { (k, 1) };
     let (b_rs, b_cs) = if tb { (1, k) } else { (n, 1) };
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 && m * n * k >= PARALLEL_GEMM_WORK {
-        gemm::Parallelism::Rayon(threads)
+    let par = if super::split_over_threads(m * n * k, PARALLEL_GEMM_WORK) {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
     } else {
         gemm::Parallelism::None
     };
@@ -78,16 +77,13 @@ fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp_fast(-x))
 }
 
-/// Elements from which an elementwise pass is split over the pool's
-/// threads (in chunks of [`ELEMENTWISE_CHUNK`]); each element is computed
-/// alone, so the result is the same either way.
-pub(super) const PARALLEL_ELEMENTS: usize = 1 << 17;
+/// Elements per chunk of a split elementwise pass.
 const ELEMENTWISE_CHUNK: usize = 1 << 14;
 
 /// `f` over matching chunks of `x` and `out`, on the pool's threads when
 /// there are enough elements.
 pub fn elementwise(x: &[f32], out: &mut [f32], f: impl Fn(&[f32], &mut [f32]) + Sync) {
-    if out.len() < PARALLEL_ELEMENTS || rayon::current_num_threads() < 2 {
+    if !super::split_over_threads(out.len(), super::PARALLEL_ELEMENTS) {
         return f(x, out);
     }
     use rayon::prelude::*;

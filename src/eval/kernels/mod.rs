@@ -25,6 +25,19 @@ use dfdx::prelude::*;
 
 pub use norm::EPS as NORM_EPS;
 
+/// Elements from which a row-wise or elementwise pass (norms,
+/// activations) splits over the pool's threads: each element or row is
+/// computed alone, so the result is the same either way.
+const PARALLEL_ELEMENTS: usize = 1 << 17;
+
+/// Whether a pass of `work` units runs over the pool's threads, `from`
+/// being where splitting is taken to pay. Each threshold sits between the
+/// `train_step` bench's `sizes/tiny`, whose steps were slower split, and
+/// `sizes/medium`, faster; none is tuned finer.
+fn split_over_threads(work: usize, from: usize) -> bool {
+    work >= from && rayon::current_num_threads() > 1
+}
+
 type T3<D, T> = Tensor<(usize, usize, usize), f32, D, T>;
 type T2<D, T> = Tensor<(usize, usize), f32, D, T>;
 type T1<D, T> = Tensor<(usize,), f32, D, T>;

@@ -11,9 +11,8 @@ use multiversion::multiversion;
 
 pub const EPS: f32 = 1e-5;
 
-/// Rows × columns from which the forward pass splits its rows over the
-/// pool's threads (each row is computed alone, so the result is the same).
-pub(super) const PARALLEL_ELEMENTS: usize = 1 << 17;
+/// Rows per part of a forward pass split over the pool's threads (from
+/// `PARALLEL_ELEMENTS` rows × columns).
 const ROWS_PER_PART: usize = 64;
 
 /// Writes y; with `saved` = (x̂, r) storage, keeps what `backward` needs.
@@ -26,7 +25,7 @@ pub fn forward(
     y: &mut [f32],
     saved: Option<(&mut [f32], &mut [f32])>,
 ) {
-    if y.len() < PARALLEL_ELEMENTS || rayon::current_num_threads() < 2 || cols == 0 {
+    if cols == 0 || !super::split_over_threads(y.len(), super::PARALLEL_ELEMENTS) {
         return forward_rows(x, cols, center, gain, bias, y, saved);
     }
     use rayon::prelude::*;

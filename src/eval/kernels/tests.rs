@@ -284,7 +284,7 @@ fn cpu_mlp_matches_the_composition() {
 fn rowwise_kernels_split_over_threads_give_what_one_thread_gives() {
     let (rows, cols) = (1000, 160);
     // Large enough to be split.
-    assert!(rows * cols >= norm::PARALLEL_ELEMENTS.max(mlp::PARALLEL_ELEMENTS));
+    assert!(rows * cols >= PARALLEL_ELEMENTS);
     let x = random(rows * cols, 7);
     let gain = random(cols, 8);
     let bias = random(cols, 9);
