@@ -2,7 +2,9 @@
 //! training tells architectures apart on the recall tasks.
 
 use archgram::arch::{ArchContext, Network};
-use archgram::eval::{evaluate, Outcome, Status, TrainConfig, TrainSettings};
+use archgram::eval::{
+    evaluate, step_work, Outcome, Program, Status, TrainConfig, TrainSettings, PARALLEL_STEP_WORK,
+};
 use archgram::grammar::Derivation;
 use archgram::tasks::{build, Task, TaskSpec};
 
@@ -118,6 +120,37 @@ fn same_seed_same_outcome() {
         },
     ));
     assert_ne!(a.loss_curve, other.loss_curve);
+}
+
+/// A candidate large enough to split its steps over threads trains to the
+/// same outcome on one thread and on two: the splits divide work, never a
+/// sum, so a search's result does not depend on the machine's cores.
+#[test]
+fn a_large_candidate_trains_alike_on_one_thread_and_two() {
+    let task = build(
+        &TaskSpec::new("in_context_recall")
+            .with("vocab", 16.0)
+            .with("seq_len", 32.0),
+        1,
+    )
+    .unwrap();
+    let n = net(ATTN2, task.as_ref(), 64);
+    let prog = Program::build(&n.arch, task.vocab()).unwrap();
+    assert!(step_work(&prog, 32, 32) >= PARALLEL_STEP_WORK);
+    let on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut o = pool.install(|| evaluate(&n.arch, task.as_ref(), &cfg(6)));
+        o.wall_secs = 0.0;
+        o.tokens_per_sec = 0.0;
+        o.gflops = 0.0;
+        o
+    };
+    let one = on(1);
+    assert_eq!(one.status, Status::Ok);
+    assert_eq!(one, on(2));
 }
 
 #[test]

@@ -5,6 +5,7 @@ use super::locate::{OpenRun, RunRef};
 use super::search::{printer, stop_flag};
 use super::CliError;
 use crate::cli::FidelityFlags;
+use crate::eval::training_pool;
 use crate::search::fidelity::{self, Agreement, FidelityPlan, FidelityReport};
 use crate::store::EventKind;
 use std::io::Write;
@@ -50,9 +51,7 @@ pub fn fidelity(run: &RunRef, args: FidelityFlags, out: &mut dyn Write) -> Resul
     let task = space
         .build_task(space.file.seed)
         .map_err(|e| CliError::bad_because("the space's task", e))?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(settings.workers)
-        .build()
+    let pool = training_pool(settings.workers)
         .map_err(|e| CliError::runtime_because("cannot start the worker threads", e))?;
     let ctl = stop_flag();
     let mut sink: Vec<u8> = Vec::new();

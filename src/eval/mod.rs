@@ -21,8 +21,9 @@ pub use kernels::Backend;
 pub use outcome::{Outcome, Status};
 pub use program::Program;
 pub use train::{
-    learning_rate, memory_estimate, on_cpu_threads, step_work, train, train_on, ScoreRule,
-    TrainConfig, TrainError, TrainSettings, Trained, Trainer, Weights,
+    learning_rate, memory_estimate, on_cpu_threads, step_work, train, train_on, training_pool,
+    ScoreRule, TrainConfig, TrainError, TrainSettings, Trained, Trainer, Weights,
+    PARALLEL_STEP_WORK,
 };
 
 use serde::{Deserialize, Serialize};

@@ -265,14 +265,13 @@ pub struct Trainer<'a, D: Backend> {
     pub bias: Vec<Vec<f32>>,
 }
 
-/// Parameters × tokens of a training step from which a CPU training run
-/// outside any thread pool uses the global pool's threads. dfdx splits
-/// every matrix product over the threads of the pool it runs in, which
-/// below this costs more than it saves: a tiny model's step took 1.4 ms on
-/// two threads against 0.8 ms on one (`sizes/` in the `train_step` bench,
-/// whose tiny model is about 5·10⁶ and medium 10⁸). Training inside a pool
-/// (a search's workers) keeps that pool's threads: the search chose them.
-const PARALLEL_STEP_WORK: usize = 30_000_000;
+/// Parameters × tokens of a training step from which CPU training uses
+/// the threads of the pool it runs in. dfdx splits every matrix product
+/// over those threads, which below this costs more than it saves: a tiny
+/// model's step took 1.4 ms on two threads against 0.8 ms on one (`sizes/`
+/// in the `train_step` bench, whose tiny model is about 5·10⁶ and medium
+/// 10⁸).
+pub const PARALLEL_STEP_WORK: usize = 30_000_000;
 
 /// A training step's work as [`PARALLEL_STEP_WORK`] counts it.
 pub fn step_work(prog: &Program, batch: usize, seq: usize) -> usize {
@@ -280,11 +279,10 @@ pub fn step_work(prog: &Program, batch: usize, seq: usize) -> usize {
 }
 
 /// Runs `f`, CPU training whose steps each do `work` (see [`step_work`]):
-/// on a pool of one thread when the work is small and the caller is in no
-/// pool; else here.
+/// on a pool of one thread when the work is small, else on the threads of
+/// the pool it is called in (the global pool outside any).
 pub fn on_cpu_threads<R: Send>(work: usize, f: impl FnOnce() -> R + Send) -> R {
-    let alone = rayon::current_thread_index().is_none() && rayon::current_num_threads() > 1;
-    if !alone || work >= PARALLEL_STEP_WORK {
+    if work >= PARALLEL_STEP_WORK || rayon::current_num_threads() <= 1 {
         return f();
     }
     match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
@@ -292,6 +290,18 @@ pub fn on_cpu_threads<R: Send>(work: usize, f: impl FnOnce() -> R + Send) -> R {
         // No thread to be had: here, as before.
         Err(_) => f(),
     }
+}
+
+/// The pool that trains up to `workers` candidates at once: at least one
+/// thread per core, so that when fewer candidates than cores are in flight
+/// (`--workers 1`, the last of a batch, the confirm stage's tail) a large
+/// one splits its steps over the idle cores ([`on_cpu_threads`] keeps
+/// small ones on one thread). How many train at once is the caller's
+/// `workers`, not the pool's size.
+pub fn training_pool(workers: usize) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(workers.max(rayon::current_num_threads()).max(1))
+        .build()
 }
 
 impl<'a, D: Backend> Trainer<'a, D> {
@@ -665,11 +675,10 @@ fn cuda_train(_: &Program, _: &dyn Task, _: &TrainConfig) -> Result<Trained, Tra
 mod thread_tests {
     use super::*;
 
-    /// Small training outside any pool gets one thread; large training,
-    /// and any training inside a pool (a search's workers), keep the
-    /// threads they were given.
+    /// Small training gets one thread, in a pool or not; large training
+    /// keeps the threads of the pool it runs in.
     #[test]
-    fn small_training_runs_on_one_thread_unless_a_pool_chose_its_threads() {
+    fn small_training_runs_on_one_thread_and_large_on_its_pools() {
         let threads = rayon::current_num_threads;
         assert_eq!(on_cpu_threads(1, threads), 1);
         assert_eq!(on_cpu_threads(usize::MAX, threads), threads());
@@ -677,6 +686,18 @@ mod thread_tests {
             .num_threads(2)
             .build()
             .unwrap();
-        assert_eq!(pool.install(|| on_cpu_threads(1, threads)), 2);
+        assert_eq!(pool.install(|| on_cpu_threads(1, threads)), 1);
+        assert_eq!(pool.install(|| on_cpu_threads(usize::MAX, threads)), 2);
+    }
+
+    /// A search of one worker still gets every core for a large candidate.
+    #[test]
+    fn a_training_pool_has_a_thread_per_core_whatever_the_workers() {
+        let cores = rayon::current_num_threads();
+        assert_eq!(training_pool(1).unwrap().current_num_threads(), cores);
+        assert_eq!(
+            training_pool(cores + 3).unwrap().current_num_threads(),
+            cores + 3
+        );
     }
 }

@@ -15,7 +15,7 @@ use super::rundir::{check_hash_recipes, RunDir};
 use super::settings::{score_of, train_config, trained_ok, RunControl, RunSettings, SearchError};
 use super::shared::Board;
 use super::strategy::Strategy;
-use crate::eval::{evaluate_all, Outcome, TrainConfig};
+use crate::eval::{evaluate_all, training_pool, Outcome, TrainConfig};
 use crate::space::Space;
 use crate::store::events::{NewBest, RunFinished, RunStarted, Surrogate};
 use crate::store::{CandidateRecord, Event, EventKind, Store};
@@ -267,9 +267,7 @@ fn search<'a>(
     let task = space
         .build_task(space.file.seed)
         .map_err(|e| SearchError::bad_because("the space's task", e))?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(settings.workers.max(1))
-        .build()
+    let pool = training_pool(settings.workers)
         .map_err(|e| SearchError::failed("cannot start the worker threads", Some(e.into())))?;
     let started = Instant::now();
     rec.recover(settings.budget)?;
