@@ -220,7 +220,7 @@ pub struct Space {
     pub sem: ArchSemantics,
     pub sampler_config: SamplerConfig,
     /// The grammar compiled for sampling, once per space.
-    tables: Tables,
+    tables: Tables<ArchSemantics>,
     /// The task's name.
     pub task_name: String,
     /// What candidates are scored by (`train.score`'s name).

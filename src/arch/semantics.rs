@@ -152,10 +152,21 @@ impl Semantics for ArchSemantics {
         forms::arity(node, declared)
     }
 
-    fn admit(&self, node: &Node, input: &State) -> Result<(), Reject> {
+    /// A node's rules read the shape, the scope and the tokens per
+    /// sequence, never the cost so far or the scale.
+    type Key = (Shape, Scope, usize);
+
+    /// What the node adds (unscaled), if anything.
+    type Charge = Option<Cost>;
+
+    fn admit_key(&self, input: &State) -> Self::Key {
+        (input.shape, input.scope, input.seq)
+    }
+
+    fn admit_charge(&self, node: &Node, input: &State) -> Result<Option<Cost>, Reject> {
         let s = input.shape;
         match node.form {
-            "seq" | "repeat" => Ok(()),
+            "seq" | "repeat" => Ok(None),
             "branch" => {
                 let (split, factor, merge) = branch_params(node)?;
                 if matches!(merge, "dot" | "scaled_dot") && factor != 2 {
@@ -164,33 +175,36 @@ impl Semantics for ArchSemantics {
                         format!("a dot product joins 2 branches, not {factor}"),
                     ));
                 }
-                forms::split_shape(split, factor, s).map(|_| ())
+                forms::split_shape(split, factor, s).map(|_| None)
             }
             "route" => {
                 if forms::name(node, "pre")? == "transpose" {
                     forms::transpose(s, &self.ctx, input.scope)?;
                 }
-                Ok(())
+                Ok(None)
             }
             "block" => {
                 let b = forms::block(node, &self.ctx)?;
                 if b.placement != Placement::None {
-                    forms::block_shapes(&b, s, s.with_feat(s.cols.size)).map(|_| ())?;
+                    forms::block_shapes(&b, s, s.with_feat(s.cols.size))?;
                 }
-                Ok(())
+                Ok(None)
             }
             "moe" | "mod" | "layer_skip" => {
                 forms::nested_routing(node.form, input.scope)?;
                 let d = forms::need_seq(node.form, s)?;
                 let op = self.routed_op(node, s)?;
-                self.charge(input.clone(), router_cost(&op, d)).map(|_| ())
+                Ok(Some(router_cost(&op, d)))
             }
-            _ => match forms::terminal(node, s, &self.ctx, input.scope)? {
-                Some((op, out)) => self
-                    .charge(input.clone(), self.op(input, &op, &[s], out))
-                    .map(|_| ()),
-                None => Ok(()),
-            },
+            _ => Ok(forms::terminal(node, s, &self.ctx, input.scope)?
+                .map(|(op, out)| self.op(input, &op, &[s], out))),
+        }
+    }
+
+    fn admit_within(&self, charge: &Option<Cost>, input: &State) -> Result<(), Reject> {
+        match charge {
+            Some(c) => self.charge(input.clone(), *c).map(|_| ()),
+            None => Ok(()),
         }
     }
 

@@ -11,8 +11,11 @@ use super::value::Value;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::Hash;
+use std::sync::Mutex;
 
 /// A form with chosen parameters, as the semantics sees it.
 #[derive(Clone, Copy, Debug)]
@@ -34,12 +37,14 @@ impl Node<'_> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Reject {
     pub key: &'static str,
-    pub detail: String,
+    /// Borrowed where it is fixed text: limit refusals are the sampler's
+    /// most frequent, and are made without allocating.
+    pub detail: Cow<'static, str>,
     pub measure: Option<(f64, f64)>,
 }
 
 impl Reject {
-    pub fn new(key: &'static str, detail: impl Into<String>) -> Self {
+    pub fn new(key: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
         Reject {
             key,
             detail: detail.into(),
@@ -51,7 +56,7 @@ impl Reject {
     pub fn over(key: &'static str, what: &'static str, value: f64, max: f64) -> Self {
         Reject {
             key,
-            detail: what.to_string(),
+            detail: Cow::Borrowed(what),
             measure: Some((value, max)),
         }
     }
@@ -86,8 +91,28 @@ pub trait Semantics {
     /// `declared` child symbols (child `i` expands symbol `min(i, declared-1)`).
     fn arity(&self, node: &Node, declared: usize) -> usize;
 
+    /// What, besides a node's parameters, decides whether the node is
+    /// admitted up to the limits: inputs with one key get one
+    /// [`Semantics::admit_charge`], which the sampler keeps per key.
+    type Key: Clone + Eq + Hash + Send;
+
+    /// What admitting a node adds to the state before the limits are
+    /// checked.
+    type Charge: Clone + Send;
+
+    fn admit_key(&self, input: &Self::State) -> Self::Key;
+
+    /// The node's rules at `input`, all but the limits: what it would add.
+    /// Must depend on `input` only through [`Semantics::admit_key`].
+    fn admit_charge(&self, node: &Node, input: &Self::State) -> Result<Self::Charge, Reject>;
+
+    /// Whether `input` with `charge` added stays within the limits.
+    fn admit_within(&self, charge: &Self::Charge, input: &Self::State) -> Result<(), Reject>;
+
     /// Whether the node may be applied to `input`, before its children exist.
-    fn admit(&self, node: &Node, input: &Self::State) -> Result<(), Reject>;
+    fn admit(&self, node: &Node, input: &Self::State) -> Result<(), Reject> {
+        self.admit_within(&self.admit_charge(node, input)?, input)
+    }
 
     /// Input state of child `i` of `n`, given the outputs of children `0..i`.
     fn child_input(
@@ -194,15 +219,21 @@ impl std::error::Error for SampleError {}
 #[derive(Default)]
 struct Tally {
     expansions: usize,
-    reasons: BTreeMap<&'static str, (u64, String)>,
+    /// (key, count, the first example), in order of first refusal: a
+    /// handful of keys, so a list beats a map.
+    reasons: Vec<(&'static str, u64, String)>,
 }
 
 impl Tally {
-    fn note(&mut self, r: Reject) {
-        let e = self.reasons.entry(r.key).or_insert((0, String::new()));
-        e.0 += 1;
-        if e.1.is_empty() {
-            e.1 = r.to_string();
+    fn note(&mut self, r: &Reject) {
+        self.note_times(r, 1);
+    }
+
+    /// `n` refusals for `r`'s key, `r` the first of them.
+    fn note_times(&mut self, r: &Reject, n: u64) {
+        match self.reasons.iter_mut().find(|e| e.0 == r.key) {
+            Some(e) => e.1 += n,
+            None => self.reasons.push((r.key, n, r.to_string())),
         }
     }
 }
@@ -211,7 +242,7 @@ impl Tally {
 pub struct Sampler<'a, S: Semantics> {
     grammar: &'a Grammar,
     sem: &'a S,
-    tables: Cow<'a, Tables>,
+    tables: Cow<'a, Tables<S>>,
     pub config: SamplerConfig,
 }
 
@@ -229,13 +260,94 @@ const MAX_TABULATED_COMBOS: usize = 1 << 14;
 /// with its weight and canonical class, worked out once. Sampling then
 /// neither looks names up, clones parameters nor formats keys per choice;
 /// it takes the same choices, and the same random numbers, as building
-/// everything per draw would.
-#[derive(Clone, Debug)]
-pub struct Tables {
+/// everything per draw would. It also keeps what the semantics said of
+/// each listed combination at each [`Semantics::admit_key`], so that a
+/// combination's rules run once per key rather than once per draw.
+pub struct Tables<S: Semantics> {
     ids: HashMap<String, usize>,
     names: Vec<String>,
+    /// Per symbol, the grammar's alternatives, so that an expansion finds
+    /// them by index rather than by name.
+    rules: Vec<Vec<Alternative>>,
     /// Per symbol, per alternative (the grammar's order).
     alts: Vec<Vec<AltTable>>,
+    verdicts: Mutex<Verdicts<S>>,
+}
+
+/// Up to this many verdicts are kept (about 16 MB); past it, new keys are
+/// judged afresh each time, as if nothing were kept.
+const MAX_KEPT_VERDICTS: usize = 1 << 18;
+
+/// What [`Semantics::admit_charge`] said, per (symbol, alternative, key).
+struct Verdicts<S: Semantics> {
+    map: HashMap<(usize, usize, S::Key), Judged<S>, foldhash::fast::RandomState>,
+    /// Combinations judged in `map`.
+    held: usize,
+}
+
+/// One alternative's combinations judged at one key.
+enum Judged<S: Semantics> {
+    /// All of them, as an alternative whose combinations are enumerated
+    /// asks: those admitted with their charges, in the table's order, and
+    /// per refusal key the first refusal and how many.
+    Listed {
+        admitted: Vec<(usize, S::Charge)>,
+        refused: Vec<(Reject, u64)>,
+    },
+    /// One slot per combination, filled as draws ask for them.
+    Drawn(Vec<Option<Result<S::Charge, Reject>>>),
+}
+
+impl<S: Semantics> Judged<S> {
+    fn listed(sem: &S, alt: &Alternative, combos: &[Combo], input: &S::State) -> Self {
+        let mut admitted = Vec::new();
+        let mut refused: Vec<(Reject, u64)> = Vec::new();
+        for (i, c) in combos.iter().enumerate() {
+            let node = Node {
+                form: &alt.form,
+                params: &c.params,
+            };
+            match sem.admit_charge(&node, input) {
+                Ok(charge) => admitted.push((i, charge)),
+                Err(r) => match refused.iter_mut().find(|(f, _)| f.key == r.key) {
+                    Some((_, n)) => *n += 1,
+                    None => refused.push((r, 1)),
+                },
+            }
+        }
+        Judged::Listed { admitted, refused }
+    }
+}
+
+impl<S: Semantics> Default for Verdicts<S> {
+    fn default() -> Self {
+        Verdicts {
+            map: HashMap::default(),
+            held: 0,
+        }
+    }
+}
+
+/// A copy starts with no verdicts kept.
+impl<S: Semantics> Clone for Tables<S> {
+    fn clone(&self) -> Self {
+        Tables {
+            ids: self.ids.clone(),
+            names: self.names.clone(),
+            rules: self.rules.clone(),
+            alts: self.alts.clone(),
+            verdicts: Mutex::default(),
+        }
+    }
+}
+
+impl<S: Semantics> fmt::Debug for Tables<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tables")
+            .field("names", &self.names)
+            .field("alts", &self.alts)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -249,6 +361,9 @@ struct AltTable {
     combos: Option<Vec<Combo>>,
     /// Number of distinct canonical parameter sets among `combos`.
     classes: usize,
+    /// Per parameter, the sum of its choices' weights, for draws of one
+    /// combination at a time.
+    totals: Vec<f64>,
 }
 
 #[derive(Clone, Debug)]
@@ -276,8 +391,8 @@ fn combo_count(alt: &Alternative) -> usize {
         .unwrap_or(usize::MAX)
 }
 
-impl Tables {
-    pub fn new<S: Semantics>(grammar: &Grammar, sem: &S) -> Tables {
+impl<S: Semantics> Tables<S> {
+    pub fn new(grammar: &Grammar, sem: &S) -> Tables<S> {
         let names: Vec<String> = grammar.rules.keys().cloned().collect();
         let ids: HashMap<String, usize> = names
             .iter()
@@ -305,11 +420,18 @@ impl Tables {
                         children: alt.children.iter().map(|c| ids.get(c).copied()).collect(),
                         combos: None,
                         classes: 0,
+                        totals: alt.params.iter().map(|(_, c)| weight_sum(&c.0)).collect(),
                     })
                     .collect::<Vec<_>>()
             })
             .collect::<Vec<_>>();
-        let mut t = Tables { ids, names, alts };
+        let mut t = Tables {
+            ids,
+            names,
+            rules: grammar.rules.values().cloned().collect(),
+            alts,
+            verdicts: Mutex::default(),
+        };
         for (sym, alts) in grammar.rules.values().enumerate() {
             for (ai, alt) in alts.iter().enumerate() {
                 if combo_count(alt) <= MAX_TABULATED_COMBOS {
@@ -391,7 +513,7 @@ impl<'a, S: Semantics> Sampler<'a, S> {
     pub fn with_tables(
         grammar: &'a Grammar,
         sem: &'a S,
-        tables: &'a Tables,
+        tables: &'a Tables<S>,
         config: SamplerConfig,
     ) -> Self {
         Sampler {
@@ -439,15 +561,11 @@ impl<'a, S: Semantics> Sampler<'a, S> {
                 }
                 match self.sem.finish(&out) {
                     Ok(()) => return Ok((d, out)),
-                    Err(r) => tally.note(r),
+                    Err(r) => tally.note(&r),
                 }
             }
         }
-        let mut reasons: Vec<_> = tally
-            .reasons
-            .into_iter()
-            .map(|(k, (n, ex))| (k, n, ex))
-            .collect();
+        let mut reasons = tally.reasons;
         reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         Err(SampleError {
             attempts: self.config.max_attempts,
@@ -465,7 +583,7 @@ impl<'a, S: Semantics> Sampler<'a, S> {
     ) -> Option<(Derivation, S::State)> {
         tally.expansions += 1;
         if tally.expansions > self.config.max_expansions {
-            tally.note(Reject::new(
+            tally.note(&Reject::new(
                 "max_expansions",
                 format!(
                     "more than {} expansions in one attempt",
@@ -476,7 +594,7 @@ impl<'a, S: Semantics> Sampler<'a, S> {
         }
         let sym = symbol?;
         let name = &self.tables.names[sym];
-        let alts = self.grammar.rules.get(name)?;
+        let alts = &self.tables.rules[sym];
         let tables = &self.tables.alts[sym];
         let room = (self.config.max_depth + 1).saturating_sub(depth);
         let mut cands: Vec<(usize, f64)> = alts
@@ -487,7 +605,7 @@ impl<'a, S: Semantics> Sampler<'a, S> {
             .map(|(i, (a, _))| (i, a.weight))
             .collect();
         if cands.is_empty() {
-            tally.note(Reject::new(
+            tally.note(&Reject::new(
                 "max_depth",
                 format!(
                     "`{name}` cannot finish within depth {}",
@@ -500,7 +618,7 @@ impl<'a, S: Semantics> Sampler<'a, S> {
             let k = pick(&cands, rng);
             let ai = cands[k].0;
             let (alt, table) = (&alts[ai], &tables[ai]);
-            let mut combos = self.admissible_combos(alt, table, input, rng, tally);
+            let mut combos = self.admissible_combos(sym, ai, alt, table, input, rng, tally);
             while !combos.is_empty() {
                 if tally.expansions > self.config.max_expansions {
                     return None;
@@ -548,7 +666,7 @@ impl<'a, S: Semantics> Sampler<'a, S> {
             let child_in = match self.sem.child_input(&node, input, i, n, &outs) {
                 Ok(s) => s,
                 Err(r) => {
-                    tally.note(r);
+                    tally.note(&r);
                     return None;
                 }
             };
@@ -568,7 +686,7 @@ impl<'a, S: Semantics> Sampler<'a, S> {
                 out,
             )),
             Err(r) => {
-                tally.note(r);
+                tally.note(&r);
                 None
             }
         }
@@ -576,8 +694,11 @@ impl<'a, S: Semantics> Sampler<'a, S> {
 
     /// Parameter assignments of `alt` the semantics admits at `input`, with
     /// their probability weights.
+    #[allow(clippy::too_many_arguments)]
     fn admissible_combos(
         &self,
+        sym: usize,
+        ai: usize,
         alt: &Alternative,
         table: &AltTable,
         input: &S::State,
@@ -591,36 +712,77 @@ impl<'a, S: Semantics> Sampler<'a, S> {
         if let Some(combos) = &table.combos {
             // Where each class sits in `out`.
             let mut slot = vec![usize::MAX; table.classes];
-            let mut admit = |i: usize, w: f64, tally: &mut Tally| {
-                let c = &combos[i];
-                let node = Node {
-                    form: &alt.form,
-                    params: &c.params,
-                };
-                match self.sem.admit(&node, input) {
-                    Ok(()) => match slot[c.class] {
-                        usize::MAX => {
-                            slot[c.class] = out.len();
-                            out.push((Choice::Listed(i), w));
-                        }
-                        at => out[at].1 += w,
-                    },
-                    Err(r) => tally.note(r),
+            // Verdicts are pure functions of the combination and the key,
+            // so a poisoned lock's map is still right.
+            let mut guard = self
+                .tables
+                .verdicts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let Verdicts { map, held } = &mut *guard;
+            let enumerated = total <= MAX_ENUMERATED_COMBOS;
+            let judge = || match enumerated {
+                true => Judged::listed(self.sem, alt, combos, input),
+                false => Judged::Drawn(vec![None; combos.len()]),
+            };
+            let mut fresh;
+            let judged = match map.entry((sym, ai, self.sem.admit_key(input))) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) if *held + combos.len() <= MAX_KEPT_VERDICTS => {
+                    *held += combos.len();
+                    e.insert(judge())
+                }
+                Entry::Vacant(_) => {
+                    fresh = judge();
+                    &mut fresh
                 }
             };
-            if total <= MAX_ENUMERATED_COMBOS {
-                for (i, c) in combos.iter().enumerate() {
-                    admit(i, c.weight, tally);
+            let mut admit = |i: usize, w: f64, charge: &S::Charge, tally: &mut Tally| match self
+                .sem
+                .admit_within(charge, input)
+            {
+                Ok(()) => match slot[combos[i].class] {
+                    usize::MAX => {
+                        slot[combos[i].class] = out.len();
+                        out.push((Choice::Listed(i), w));
+                    }
+                    at => out[at].1 += w,
+                },
+                Err(r) => tally.note(&r),
+            };
+            match judged {
+                Judged::Listed { admitted, refused } => {
+                    for (r, n) in refused.iter() {
+                        tally.note_times(r, *n);
+                    }
+                    for (i, charge) in admitted.iter() {
+                        admit(*i, combos[*i].weight, charge, tally);
+                    }
                 }
-            } else {
-                // Too many to weigh each: a few independent draws stand in
-                // for the set (the index of the drawn combination, last
-                // parameter fastest, as the table lists them).
-                for _ in 0..64 {
-                    let i = alt.params.iter().fold(0, |i, (_, c)| {
-                        i * c.0.len() + pick_weighted(&c.0, |x| x.1, rng)
-                    });
-                    admit(i, 1.0, tally);
+                Judged::Drawn(slots) => {
+                    // Too many to weigh each: a few independent draws stand
+                    // in for the set (the index of the drawn combination,
+                    // last parameter fastest, as the table lists them).
+                    for _ in 0..64 {
+                        let i = alt
+                            .params
+                            .iter()
+                            .zip(&table.totals)
+                            .fold(0, |i, ((_, c), &t)| {
+                                i * c.0.len() + pick_with_total(&c.0, |x| x.1, t, rng)
+                            });
+                        let verdict = slots[i].get_or_insert_with(|| {
+                            let node = Node {
+                                form: &alt.form,
+                                params: &combos[i].params,
+                            };
+                            self.sem.admit_charge(&node, input)
+                        });
+                        match verdict {
+                            Ok(charge) => admit(i, 1.0, charge, tally),
+                            Err(r) => tally.note(r),
+                        }
+                    }
                 }
             }
             return out;
@@ -651,7 +813,7 @@ impl<'a, S: Semantics> Sampler<'a, S> {
                         }
                     }
                 }
-                Err(r) => tally.note(r),
+                Err(r) => tally.note(&r),
             }
         }
         out
@@ -697,6 +859,21 @@ fn pick(cands: &[(usize, f64)], rng: &mut ChaCha8Rng) -> usize {
 
 pub(super) fn pick_weighted<T>(items: &[T], w: impl Fn(&T) -> f64, rng: &mut ChaCha8Rng) -> usize {
     let total: f64 = items.iter().map(&w).sum();
+    pick_with_total(items, w, total, rng)
+}
+
+/// A choice's weights summed as [`pick_weighted`] sums them.
+fn weight_sum(choices: &[(Value, f64)]) -> f64 {
+    choices.iter().map(|x| x.1).sum()
+}
+
+/// [`pick_weighted`] with the weights' sum worked out before.
+fn pick_with_total<T>(
+    items: &[T],
+    w: impl Fn(&T) -> f64,
+    total: f64,
+    rng: &mut ChaCha8Rng,
+) -> usize {
     let mut x = rng.gen::<f64>() * total;
     for (i, it) in items.iter().enumerate() {
         x -= w(it);
@@ -716,6 +893,44 @@ mod tests {
 
     fn space(name: &str) -> Space {
         Space::load(Path::new(&format!("spaces/{name}.ron"))).unwrap()
+    }
+
+    /// What a space's tables keep between draws changes nothing drawn:
+    /// samples, and the refusals a failed draw reports, equal those of
+    /// tables that kept nothing.
+    #[test]
+    fn kept_verdicts_change_nothing_drawn_or_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let grammar = std::fs::canonicalize("grammars/blocks.ron").unwrap();
+        let tight = dir.path().join("tight.ron");
+        std::fs::write(
+            &tight,
+            format!(
+                r#"Space(grammar: "{}", task: (name: "in_context_recall", params: {{"vocab": 16, "seq_len": 32}}), width: 32, limits: (max_depth: 8, max_params: 1200))"#,
+                grammar.display()
+            ),
+        )
+        .unwrap();
+        let load = |name: &str| match name {
+            "tight" => Space::load(&tight).unwrap(),
+            _ => space(name),
+        };
+        for name in ["quickstart", "einspace", "tight"] {
+            let warm = load(name);
+            let mut rng = ChaCha8Rng::seed_from_u64(99);
+            for _ in 0..20 {
+                let _ = warm.sample(&mut rng);
+            }
+            for seed in 0..3 {
+                let draw = |s: &Space| {
+                    s.sample(&mut ChaCha8Rng::seed_from_u64(seed))
+                        .map(|n| n.text())
+                };
+                let (a, b) = (draw(&warm), draw(&load(name)));
+                assert_eq!(a, b, "{name}, seed {seed}");
+                assert_eq!(name == "tight", a.is_err(), "{name}: {a:?}");
+            }
+        }
     }
 
     #[test]

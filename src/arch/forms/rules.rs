@@ -43,7 +43,7 @@ fn causal_err(detail: String) -> Reject {
 }
 
 /// Where a form sits, which limits what it may do with tokens.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// The network's own sequence.
     #[default]
