@@ -4,8 +4,10 @@ fn main() {
     // If on nightly, enable "nightly" feature
     maybe_enable_nightly();
 
+    // archgram: the CUDA headers the runtime kernels include are copied for
+    // embedding, instead of the include folder's path being fixed.
     #[cfg(feature = "cuda")]
-    cuda::set_include_dir();
+    cuda::copy_cuda_headers();
 
     #[cfg(feature = "cuda")]
     cuda::build_ptx();
@@ -25,7 +27,7 @@ fn maybe_enable_nightly() {
 
 #[cfg(feature = "cuda")]
 mod cuda {
-    pub fn set_include_dir() {
+    pub fn copy_cuda_headers() {
         // NOTE: copied from cudarc build.rs.
         // We can't actually set a env!() value from another crate,
         // so we have to do that here.
@@ -63,12 +65,25 @@ mod cuda {
         let root = env_vars
             .chain(roots)
             .find(|path| path.join("include").join("cuda.h").is_file())
-            .unwrap();
+            .expect("no CUDA toolkit: set CUDA_ROOT to a folder holding include/cuda.h");
 
-        println!(
-            "cargo:rustc-env=CUDA_INCLUDE_DIR={}",
-            root.join("include").display()
-        );
+        // archgram: copied into OUT_DIR for include_str! (src/tensor/cuda/nvrtc.rs);
+        // no path reaches the binary.
+        let out_dir = std::env::var("OUT_DIR").unwrap();
+        for var in ["CUDA_PATH", "CUDA_ROOT", "CUDA_TOOLKIT_ROOT_DIR", "CUDNN_LIB"] {
+            println!("cargo:rerun-if-env-changed={var}");
+        }
+        for name in ["cuda_fp16.h", "cuda_fp16.hpp"] {
+            let from = root.join("include").join(name);
+            let to = std::path::Path::new(&out_dir).join(name);
+            if cfg!(feature = "ci-check") {
+                std::fs::write(&to, "").unwrap();
+            } else {
+                println!("cargo:rerun-if-changed={}", from.display());
+                std::fs::copy(&from, &to)
+                    .unwrap_or_else(|e| panic!("cannot copy {}: {e}", from.display()));
+            }
+        }
     }
 
     pub fn build_ptx() {
@@ -82,11 +97,10 @@ mod cuda {
             .map(|p| p.unwrap())
             .collect();
 
+        // archgram: the headers are no longer copied into OUT_DIR, whose path
+        // upstream passed to NVRTC at run time.
         for path in &mut include_directories {
             println!("cargo:rerun-if-changed={}", path.display());
-            let destination =
-                std::format!("{out_dir}/{}", path.file_name().unwrap().to_str().unwrap());
-            std::fs::copy(path.clone(), destination).unwrap();
             // remove the filename from the path so it's just the directory
             path.pop();
         }

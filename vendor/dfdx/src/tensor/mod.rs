@@ -167,6 +167,9 @@ pub type AutoDevice = Cpu;
 pub(crate) use cuda::launch_cfg;
 #[cfg(feature = "cuda")]
 pub use cuda::{Cuda, CudaError};
+// archgram: the runtime kernels' NVRTC compilation, for checking it.
+#[cfg(feature = "cuda")]
+pub use cuda::nvrtc as cuda_nvrtc;
 #[cfg(feature = "cuda")]
 pub type AutoDevice = Cuda;
 

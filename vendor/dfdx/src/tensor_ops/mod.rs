@@ -149,6 +149,19 @@
 mod utilities;
 pub use utilities::*;
 
+// archgram: the sources of the kernels compiled at run time, for
+// tensor::cuda_nvrtc::runtime_kernels.
+#[cfg(feature = "cuda")]
+pub(crate) mod cuda_runtime_sources {
+    pub(crate) use super::concat::cuda_kernel::source as concat_bwd;
+    pub(crate) use super::concat_along::cuda_kernel::source as concat_along;
+    pub(crate) use super::reshape_to::cuda_kernel::{
+        bwd_source as reshape_bwd, fwd_source as reshape_fwd,
+    };
+    pub(crate) use super::stack::cuda_kernel::source as stack_bwd;
+    pub(crate) use super::to_dtype::cuda_kernel::source as to_dtype;
+}
+
 mod abs;
 mod accurate_gelu;
 mod adam;

@@ -39,6 +39,15 @@ pub enum CudaError {
     Cudnn(cudarc::cudnn::CudnnError),
     Driver(DriverError),
     Cpu(CpuError),
+    /// archgram: a runtime kernel that NVRTC did not compile, with its log.
+    Nvrtc(super::nvrtc::NvrtcFailure),
+}
+
+// archgram: see `CudaError::Nvrtc`.
+impl From<super::nvrtc::NvrtcFailure> for CudaError {
+    fn from(value: super::nvrtc::NvrtcFailure) -> Self {
+        Self::Nvrtc(value)
+    }
 }
 
 impl From<CpuError> for CudaError {

@@ -1,5 +1,7 @@
 mod allocate;
 mod device;
+// archgram: the runtime kernels' NVRTC compilation with embedded headers.
+pub mod nvrtc;
 
 pub use device::{Cuda, CudaError};
 

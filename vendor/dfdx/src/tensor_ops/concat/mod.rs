@@ -2,7 +2,8 @@ use crate::{shapes::*, tensor::*};
 
 mod cpu_kernel;
 #[cfg(feature = "cuda")]
-mod cuda_kernel;
+// archgram: pub(crate), for cuda_nvrtc::runtime_kernels.
+pub(crate) mod cuda_kernel;
 
 /// Concatenate two tensors along the first dimension.
 ///

@@ -4,7 +4,6 @@ use crate::{
 };
 use cudarc::{
     driver::{DeviceSlice, LaunchAsync},
-    nvrtc::{compile_ptx_with_opts, CompileOptions},
     types::CudaTypeName,
 };
 
@@ -18,16 +17,9 @@ impl<E: Dtype + CudaTypeName> super::ConcatAlongKernel<E> for Cuda {
     ) -> Result<(), Self::Err> {
         let module_name = std::format!("concat_{}", E::NAME);
         if !self.dev.has_func(&module_name, "fwd") {
-            let src = KERNEL.replace("$Ty", E::NAME);
-            let opts = CompileOptions {
-                arch: Some(env!("CUDA_COMPUTE_CAP")),
-                include_paths: vec![
-                    env!("CUDA_INCLUDE_DIR").to_string(),
-                    env!("OUT_DIR").to_string(),
-                ],
-                ..Default::default()
-            };
-            let ptx = compile_ptx_with_opts(src, opts).unwrap();
+            // archgram: embedded headers, no include path; NVRTC's log on failure.
+            let src = source(E::NAME);
+            let ptx = crate::tensor::cuda_nvrtc::compile(&module_name, &src)?;
             self.dev.load_ptx(ptx, &module_name, &["fwd", "bwd"])?;
         }
 
@@ -85,6 +77,11 @@ impl<E: Dtype + CudaTypeName> super::ConcatAlongKernel<E> for Cuda {
         unsafe { bwd.launch(cfg, (&info, grad_a, grad_b, grad_out)) }?;
         Ok(())
     }
+}
+
+// archgram: the source for a dtype, shared with cuda_nvrtc::runtime_kernels.
+pub(crate) fn source(ty: &str) -> std::string::String {
+    KERNEL.replace("$Ty", ty)
 }
 
 const KERNEL: &str = "

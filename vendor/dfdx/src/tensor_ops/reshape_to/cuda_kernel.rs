@@ -4,7 +4,6 @@ use crate::{
 };
 use cudarc::{
     driver::{DeviceSlice, LaunchAsync},
-    nvrtc::{compile_ptx_with_opts, CompileOptions},
     types::CudaTypeName,
 };
 
@@ -18,16 +17,9 @@ impl<E: Dtype + CudaTypeName> super::ReshapeKernel<E> for Cuda {
     ) -> Result<Tensor<Dst, E, Self>, Self::Err> {
         let module = std::format!("reshape_fwd_{}", E::NAME);
         if !self.dev.has_func(&module, "reshape_fwd") {
-            let src = FWD_KERNEL.replace("$T", E::NAME);
-            let opts = CompileOptions {
-                arch: Some(env!("CUDA_COMPUTE_CAP")),
-                include_paths: vec![
-                    env!("CUDA_INCLUDE_DIR").to_string(),
-                    env!("OUT_DIR").to_string(),
-                ],
-                ..Default::default()
-            };
-            let ptx = compile_ptx_with_opts(src, opts).unwrap();
+            // archgram: embedded headers, no include path; NVRTC's log on failure.
+            let src = fwd_source(E::NAME);
+            let ptx = crate::tensor::cuda_nvrtc::compile(&module, &src)?;
             self.dev.load_ptx(ptx, &module, &["reshape_fwd"])?;
         }
         let fwd_fn = self.dev.get_func(&module, "reshape_fwd").unwrap();
@@ -65,16 +57,9 @@ impl<E: Dtype + CudaTypeName> super::ReshapeKernel<E> for Cuda {
     ) -> Result<(), Self::Err> {
         let module = std::format!("reshape_bwd_{}", E::NAME);
         if !self.dev.has_func(&module, "reshape_bwd") {
-            let src = BWD_KERNEL.replace("$T", E::NAME);
-            let opts = CompileOptions {
-                arch: Some(env!("CUDA_COMPUTE_CAP")),
-                include_paths: vec![
-                    env!("CUDA_INCLUDE_DIR").to_string(),
-                    env!("OUT_DIR").to_string(),
-                ],
-                ..Default::default()
-            };
-            let ptx = compile_ptx_with_opts(src, opts).unwrap();
+            // archgram: embedded headers, no include path; NVRTC's log on failure.
+            let src = bwd_source(E::NAME);
+            let ptx = crate::tensor::cuda_nvrtc::compile(&module, &src)?;
             self.dev.load_ptx(ptx, &module, &["reshape_bwd"])?;
         }
         let bwd_fn = self.dev.get_func(&module, "reshape_bwd").unwrap();
@@ -100,6 +85,15 @@ impl<E: Dtype + CudaTypeName> super::ReshapeKernel<E> for Cuda {
         unsafe { bwd_fn.launch(cfg, params) }?;
         Ok(())
     }
+}
+
+// archgram: the sources for a dtype, shared with cuda_nvrtc::runtime_kernels.
+pub(crate) fn fwd_source(ty: &str) -> std::string::String {
+    FWD_KERNEL.replace("$T", ty)
+}
+
+pub(crate) fn bwd_source(ty: &str) -> std::string::String {
+    BWD_KERNEL.replace("$T", ty)
 }
 
 const FWD_KERNEL: &str = "

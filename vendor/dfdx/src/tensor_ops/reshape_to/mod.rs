@@ -1,7 +1,8 @@
 mod cpu_kernel;
 
 #[cfg(feature = "cuda")]
-mod cuda_kernel;
+// archgram: pub(crate), for cuda_nvrtc::runtime_kernels.
+pub(crate) mod cuda_kernel;
 
 use crate::{shapes::*, tensor::*};
 

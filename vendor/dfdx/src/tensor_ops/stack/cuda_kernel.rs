@@ -4,7 +4,6 @@ use crate::{
 };
 use cudarc::{
     driver::{DeviceSlice, LaunchAsync},
-    nvrtc::{compile_ptx_with_opts, CompileOptions},
     types::CudaTypeName,
 };
 use std::vec::Vec;
@@ -57,13 +56,9 @@ impl<E: Dtype + CudaTypeName> super::StackKernel<E> for Cuda {
     ) -> Result<(), Self::Err> {
         let module_name = std::format!("stack_bwd_{}", E::NAME);
         if !self.dev.has_func(&module_name, "stack_bwd") {
-            let src = BWD_KERNEL.replace("$Ty", E::NAME);
-            let opts = CompileOptions {
-                arch: Some(env!("CUDA_COMPUTE_CAP")),
-                include_paths: vec![env!("CUDA_INCLUDE_DIR").to_string()],
-                ..Default::default()
-            };
-            let ptx = compile_ptx_with_opts(src, opts).unwrap();
+            // archgram: embedded headers, no include path; NVRTC's log on failure.
+            let src = source(E::NAME);
+            let ptx = crate::tensor::cuda_nvrtc::compile(&module_name, &src)?;
             self.dev.load_ptx(ptx, &module_name, &["stack_bwd"])?;
         }
 
@@ -79,6 +74,11 @@ impl<E: Dtype + CudaTypeName> super::StackKernel<E> for Cuda {
         debug_assert_eq!(offset, grad_out.len());
         Ok(())
     }
+}
+
+// archgram: the source for a dtype, shared with cuda_nvrtc::runtime_kernels.
+pub(crate) fn source(ty: &str) -> std::string::String {
+    BWD_KERNEL.replace("$Ty", ty)
 }
 
 const BWD_KERNEL: &str = "

@@ -4,7 +4,8 @@ use std::vec::Vec;
 
 mod cpu_kernel;
 #[cfg(feature = "cuda")]
-mod cuda_kernel;
+// archgram: pub(crate), for cuda_nvrtc::runtime_kernels.
+pub(crate) mod cuda_kernel;
 
 /// Stack an array or vec of tensors together along a new dimension.
 ///

@@ -4,7 +4,6 @@ use crate::{
 };
 use cudarc::{
     driver::{DeviceSlice, LaunchAsync},
-    nvrtc::{compile_ptx_with_opts, CompileOptions},
     types::CudaTypeName,
 };
 
@@ -21,19 +20,21 @@ extern \"C\" __global__ void kernel(const size_t n, const $Src *inp, $Dst *out) 
     }
 }";
 
+// archgram: the source for a pair of dtypes, shared with
+// cuda_nvrtc::runtime_kernels.
+pub(crate) fn source(src: &str, dst: &str) -> std::string::String {
+    KERNEL.replace("$Src", src).replace("$Dst", dst)
+}
+
 impl<E1: Unit + CudaTypeName, E2: Unit + CudaTypeName> super::ToDtypeKernel<E1, E2> for Cuda {
     fn forward<S: Shape>(inp: Tensor<S, E1, Self>) -> Result<Tensor<S, E2, Self>, Self::Err> {
         let module = std::format!("convert_{}_to_{}", E1::NAME, E2::NAME);
         let cuda = &inp.device;
 
         if !cuda.dev.has_func(&module, "kernel") {
-            let src = KERNEL.replace("$Src", E1::NAME).replace("$Dst", E2::NAME);
-            let opts = CompileOptions {
-                arch: Some(env!("CUDA_COMPUTE_CAP")),
-                include_paths: vec![env!("CUDA_INCLUDE_DIR").to_string()],
-                ..Default::default()
-            };
-            let ptx = compile_ptx_with_opts(src, opts).unwrap();
+            // archgram: embedded headers, no include path; NVRTC's log on failure.
+            let src = source(E1::NAME, E2::NAME);
+            let ptx = crate::tensor::cuda_nvrtc::compile(&module, &src)?;
             cuda.dev.load_ptx(ptx, &module, &["kernel"])?;
         }
 

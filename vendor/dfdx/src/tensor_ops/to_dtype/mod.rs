@@ -1,6 +1,7 @@
 mod cpu_kernel;
 #[cfg(feature = "cuda")]
-mod cuda_kernel;
+// archgram: pub(crate), for cuda_nvrtc::runtime_kernels.
+pub(crate) mod cuda_kernel;
 
 use crate::prelude::{Shape, Storage, Tensor, Unit};
 
