@@ -3,7 +3,6 @@
 
 use super::search::{plan, shown, stop_flag};
 use super::CliError;
-use crate::eval::DeviceKind;
 use crate::search::shared::{
     check_shareable, run_settings, run_space, work, Board, WorkerSettings,
 };
@@ -139,7 +138,7 @@ fn coordinate(
                 sc.spawn(move || {
                     let ws = WorkerSettings {
                         name: worker_name(i + 1),
-                        device: DeviceKind::Cpu,
+                        device: settings.device,
                         lease,
                     };
                     work(connect, run, &ws, quit, &mut |_| {})
@@ -181,14 +180,12 @@ pub fn worker(
     target: &Target,
     name: Option<&str>,
     workers: usize,
-    device: DeviceKind,
+    device: &str,
     lease: f64,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let lease = lease_of(lease)?;
-    device
-        .check()
-        .map_err(|e| CliError::bad_because("--device", e))?;
+    let device = super::open_device(device)?;
     let mut client = target.connect().map_err(db_error)?;
     let name = match name {
         Some(n) => n.to_string(),
