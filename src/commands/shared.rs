@@ -103,6 +103,11 @@ pub fn resume(
     pg::open_run_for_worker(&mut target.connect().map_err(db_error)?, name).map_err(db_error)?;
     let space = run_space(store.run())?;
     let settings = run_settings(store.run())?;
+    // The coordinator trains the confirm stage itself, where the run began.
+    super::opened(
+        settings.device,
+        &format!("the run's device, {}", settings.device.name()),
+    )?;
     let lease = Duration::from_secs(60);
     coordinate(
         target, store, &space, &settings, time, 0, lease, no_tui, out,
