@@ -79,13 +79,6 @@ impl WeightsArg {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DeviceArg {
-    Cpu,
-    /// Needs a build with `--features cuda`.
-    Cuda,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum PlacementArg {
     /// Expert e on device e mod D.
     RoundRobin,
@@ -187,6 +180,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compile every kernel dfdx compiles at run time with NVRTC and the
+    /// headers embedded in this binary, as a GPU machine would (NVRTC runs
+    /// on the CPU: no GPU needed); each failure is printed with NVRTC's log.
+    #[cfg(feature = "cuda")]
+    #[command(hide = true)]
+    CudaKernels {
+        /// Leave out this embedded header (to see the check fail).
+        #[arg(long)]
+        omit: Vec<String>,
+        /// Only this kernel module, e.g. reshape_fwd_float (default: all).
+        #[arg(long)]
+        module: Vec<String>,
+    },
     /// Train one candidate as a proxy on the space's task and print its outcome.
     #[command(
         after_help = "Examples:\n  archgram eval --space spaces/quickstart.ron --sample 3\n  archgram eval --space spaces/quickstart.ron --arch best.txt --steps 500 --json"
@@ -204,9 +210,10 @@ pub enum Command {
         /// Training steps, 1 or more (default: the space's).
         #[arg(long, value_parser = at_least_one())]
         steps: Option<usize>,
-        /// Where to train.
-        #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-        device: DeviceArg,
+        /// Where to train: cpu, cuda (GPU 0) or cuda:N (GPU N); cuda needs
+        /// a build with `--features cuda`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
         /// Training seed (default: the space's).
         #[arg(long)]
         seed: Option<u64>,
@@ -270,13 +277,13 @@ pub enum Command {
         #[arg(long)]
         run: Option<String>,
         /// Candidates trained at once, each on one core and a connection
-        /// of its own.
+        /// of its own (with --device cuda, all on that GPU).
         #[arg(long, value_parser = at_least_one(), default_value_t = 1)]
         workers: usize,
-        /// Where candidates train (cuda needs a build with `--features
-        /// cuda`).
-        #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
-        device: DeviceArg,
+        /// Where candidates train: cpu, cuda (GPU 0) or cuda:N (GPU N);
+        /// cuda needs a build with `--features cuda`.
+        #[arg(long, default_value = "cpu")]
+        device: String,
         /// Seconds a claim lasts without a heartbeat (tests shorten it).
         #[arg(long, hide = true, default_value_t = 60.0)]
         lease: f64,
@@ -435,9 +442,15 @@ pub struct SearchFlags {
     #[arg(long)]
     pub name: Option<String>,
     /// Candidates trained at once, one core each: from 1 to the number
-    /// of cores (default: the space's, or the core count).
+    /// of cores (default: the space's, or the core count). With --device
+    /// cuda they all train on that GPU.
     #[arg(long, value_parser = at_least_one())]
     pub workers: Option<usize>,
+    /// Where candidates train: cpu, cuda (GPU 0) or cuda:N (GPU N); cuda
+    /// needs a build with `--features cuda`. The device is opened before
+    /// the run starts [default: cpu].
+    #[arg(long)]
+    pub device: Option<String>,
     /// Training steps per candidate, 1 or more (default: the space's).
     #[arg(long, value_parser = at_least_one())]
     pub steps: Option<usize>,

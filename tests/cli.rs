@@ -406,6 +406,62 @@ fn cuda_without_the_feature_is_a_clear_error() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--features cuda"), "{}", stderr(&o));
+    // search and worker ask before anything starts: no run folder, no
+    // database connection (the address below leads nowhere).
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    for args in [
+        vec![
+            "search",
+            "--space",
+            "spaces/quickstart.ron",
+            "--budget",
+            "1",
+            "--no-tui",
+            "--runs",
+            runs.to_str().unwrap(),
+            "--device",
+            "cuda:1",
+        ],
+        vec![
+            "worker",
+            "--db",
+            "postgres://archgram@nowhere.invalid/archgram",
+            "--device",
+            "cuda",
+        ],
+    ] {
+        let o = archgram(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).starts_with("error: --device cuda"),
+            "{}",
+            stderr(&o)
+        );
+        assert!(stderr(&o).contains("--features cuda"), "{}", stderr(&o));
+    }
+    assert!(!runs.exists());
+}
+
+/// `--device` takes cpu, cuda or cuda:N; anything else is exit 2 with the
+/// three forms, before any work.
+#[test]
+fn a_device_that_is_not_one_is_exit_2() {
+    for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", "cuda:70000"] {
+        for cmd in ["eval", "search"] {
+            let mut args = vec![cmd, "--space", "spaces/quickstart.ron", "--device", bad];
+            if cmd == "eval" {
+                args.extend(["--sample", "1"]);
+            }
+            let o = archgram(&args);
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+            assert_eq!(
+                stderr(&o).trim(),
+                format!("error: --device `{bad}`: use cpu, cuda (GPU 0) or cuda:N (GPU N, from 0 to 65535)"),
+                "{args:?}"
+            );
+        }
+    }
 }
 
 /// Two different spellings of one network (`top_p` has no effect under a

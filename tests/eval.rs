@@ -218,7 +218,7 @@ fn over_the_memory_limit_fails_before_training() {
 #[test]
 fn a_device_this_build_lacks_is_the_machines_failure() {
     let o = evaluate_mlp_block(TrainConfig {
-        device: archgram::eval::DeviceKind::Cuda,
+        device: archgram::eval::DeviceKind::Cuda(0),
         ..cfg(5)
     });
     assert!(

@@ -1,6 +1,8 @@
 //! The commands behind the CLI. Each writes its report to `out` and returns
 //! a typed error whose kind decides the exit code.
 
+#[cfg(feature = "cuda")]
+mod cuda_kernels;
 mod export;
 mod fidelity;
 pub mod locate;
@@ -12,7 +14,7 @@ mod simulate;
 pub use search::status_of;
 
 use crate::arch::{Limits, Network};
-use crate::cli::{Command, DeviceArg, SampleFormat};
+use crate::cli::{Command, SampleFormat};
 use crate::eval::{self, DeviceKind};
 use crate::fmt::fmt_count;
 use crate::grammar::{Derivation, SourceError};
@@ -177,14 +179,7 @@ pub fn run(cmd: Command, out: &mut dyn Write) -> Result<(), CliError> {
             lease,
         } => {
             let (target, _) = locate::required_database(db, "worker")?;
-            shared::worker(
-                &target,
-                run.as_deref(),
-                workers,
-                device_kind(device),
-                lease,
-                out,
-            )
+            shared::worker(&target, run.as_deref(), workers, &device, lease, out)
         }
         Command::Resume {
             run,
@@ -218,6 +213,8 @@ pub fn run(cmd: Command, out: &mut dyn Write) -> Result<(), CliError> {
             out,
         ),
         Command::Simulate(args) => simulate::simulate(&args, out),
+        #[cfg(feature = "cuda")]
+        Command::CudaKernels { omit, module } => cuda_kernels::cuda_kernels(&omit, &module, out),
         Command::Eval {
             space,
             arch,
@@ -231,7 +228,7 @@ pub fn run(cmd: Command, out: &mut dyn Write) -> Result<(), CliError> {
             arch.as_deref(),
             sample,
             steps,
-            device,
+            &device,
             seed,
             json,
             out,
@@ -590,11 +587,22 @@ fn list_tasks(json: bool, out: &mut dyn Write) -> Result<(), CliError> {
     Ok(())
 }
 
-fn device_kind(d: DeviceArg) -> DeviceKind {
-    match d {
-        DeviceArg::Cpu => DeviceKind::Cpu,
-        DeviceArg::Cuda => DeviceKind::Cuda,
-    }
+/// The device a `--device` flag names, opened once before any work: a
+/// name that is no device, or CUDA in a build without it, is the user's to
+/// fix (exit 2); a GPU that does not open is the machine's (exit 1), with
+/// the driver's words.
+pub(crate) fn open_device(flag: &str) -> Result<DeviceKind, CliError> {
+    let device = DeviceKind::parse(flag).map_err(|e| CliError::bad(format!("--device {e}")))?;
+    opened(device, &format!("--device {flag}"))?;
+    Ok(device)
+}
+
+/// Opens `device`; `what` names where it came from in an error.
+pub(crate) fn opened(device: DeviceKind, what: &str) -> Result<(), CliError> {
+    device.open().map_err(|e| match e {
+        eval::EvalError::CudaNotBuilt => CliError::bad_because(what, e),
+        eval::EvalError::CudaOpen { .. } => CliError::runtime_because(what, e),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -603,15 +611,12 @@ fn eval(
     arch: Option<&str>,
     sample: Option<u64>,
     steps: Option<usize>,
-    device: DeviceArg,
+    device: &str,
     seed: Option<u64>,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let device = device_kind(device);
-    device
-        .check()
-        .map_err(|e| CliError::bad_because("--device", e))?;
+    let device = open_device(device)?;
     let space = load(path)?;
     let net = match (arch, sample) {
         (Some(a), _) => parse_arch(&space, a)?,

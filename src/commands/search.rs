@@ -197,6 +197,7 @@ pub(super) fn plan(
         seed,
         name,
         workers,
+        device,
         steps,
         no_confirm,
     } = args;
@@ -216,6 +217,11 @@ pub(super) fn plan(
     let seed = seed.unwrap_or(space.file.seed);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     check_workers(&space, workers, cores)?;
+    // Opened last, once everything else checks: a GPU context costs time.
+    let device = match device {
+        Some(flag) => super::open_device(&flag)?,
+        None => DeviceKind::Cpu,
+    };
     let settings = RunSettings {
         name: name.unwrap_or_else(|| format!("{}-{seed}", space.name())),
         strategy,
@@ -227,7 +233,7 @@ pub(super) fn plan(
         population: d.population,
         tournament: d.tournament,
         steps: steps.unwrap_or(space.file.train.steps),
-        device: DeviceKind::Cpu,
+        device,
         halving,
         confirm: (!no_confirm && d.confirm.top > 0 && d.confirm.seeds > 0).then_some(d.confirm),
         reeval: d.reeval,
@@ -404,6 +410,11 @@ pub fn resume(
     let store = dir.store()?;
     let settings = dir.settings(store.as_ref())?;
     let space = Space::load(&dir.space_path())?;
+    // The run trains where it started.
+    super::opened(
+        settings.device,
+        &format!("the run's device, {}", settings.device.name()),
+    )?;
     drive(&dir, store.as_ref(), &space, &settings, time, no_tui, out)
 }
 

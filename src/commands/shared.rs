@@ -3,7 +3,6 @@
 
 use super::search::{plan, shown, stop_flag};
 use super::CliError;
-use crate::eval::DeviceKind;
 use crate::search::shared::{
     check_shareable, run_settings, run_space, work, Board, WorkerSettings,
 };
@@ -104,6 +103,11 @@ pub fn resume(
     pg::open_run_for_worker(&mut target.connect().map_err(db_error)?, name).map_err(db_error)?;
     let space = run_space(store.run())?;
     let settings = run_settings(store.run())?;
+    // The coordinator trains the confirm stage itself, where the run began.
+    super::opened(
+        settings.device,
+        &format!("the run's device, {}", settings.device.name()),
+    )?;
     let lease = Duration::from_secs(60);
     coordinate(
         target, store, &space, &settings, time, 0, lease, no_tui, out,
@@ -139,7 +143,7 @@ fn coordinate(
                 sc.spawn(move || {
                     let ws = WorkerSettings {
                         name: worker_name(i + 1),
-                        device: DeviceKind::Cpu,
+                        device: settings.device,
                         lease,
                     };
                     work(connect, run, &ws, quit, &mut |_| {})
@@ -181,14 +185,12 @@ pub fn worker(
     target: &Target,
     name: Option<&str>,
     workers: usize,
-    device: DeviceKind,
+    device: &str,
     lease: f64,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let lease = lease_of(lease)?;
-    device
-        .check()
-        .map_err(|e| CliError::bad_because("--device", e))?;
+    let device = super::open_device(device)?;
     let mut client = target.connect().map_err(db_error)?;
     let name = match name {
         Some(n) => n.to_string(),

@@ -48,10 +48,9 @@ pub fn evaluate(arch: &Arch, task: &dyn Task, cfg: &TrainConfig) -> Outcome {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "unknown panic".into());
-            // A panic is a defect of ours or of a device library (a CUDA
-            // kernel that cannot compile there), not a fact about the
-            // candidate.
-            out.failed_here(format!("internal error while training: {msg}"))
+            // A panic is a CUDA failure dfdx unwrapped, or a defect of
+            // ours or of a device library; not a fact about the candidate.
+            out.failed_here(super::panic_reason(cfg.device, &msg))
         }
     }
 }

@@ -87,7 +87,7 @@ impl Outcome {
             wall_secs: 0.0,
             tokens_per_sec: 0.0,
             gflops: 0.0,
-            device: cfg.device.name().to_string(),
+            device: cfg.device.name(),
             routes: Vec::new(),
             routing: None,
         }

@@ -653,21 +653,23 @@ pub fn train(prog: &Program, task: &dyn Task, cfg: &TrainConfig) -> Result<Train
                 train_on(&Cpu::seed_from_u64(cfg.seed), prog, task, cfg)
             })
         }
-        DeviceKind::Cuda => cuda_train(prog, task, cfg),
+        DeviceKind::Cuda(n) => cuda_train(n, prog, task, cfg),
     }
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_train(prog: &Program, task: &dyn Task, cfg: &TrainConfig) -> Result<Trained, TrainError> {
-    let dev = Cuda::try_build(0, cfg.seed).map_err(|e| TrainError::Device {
-        what: "cannot open CUDA device 0",
-        detail: format!("{e:?}"),
-    })?;
+fn cuda_train(
+    ordinal: usize,
+    prog: &Program,
+    task: &dyn Task,
+    cfg: &TrainConfig,
+) -> Result<Trained, TrainError> {
+    let dev = super::open_cuda(ordinal, cfg.seed)?;
     train_on(&dev, prog, task, cfg)
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_train(_: &Program, _: &dyn Task, _: &TrainConfig) -> Result<Trained, TrainError> {
+fn cuda_train(_: usize, _: &Program, _: &dyn Task, _: &TrainConfig) -> Result<Trained, TrainError> {
     Err(super::EvalError::CudaNotBuilt.into())
 }
 
