@@ -276,8 +276,9 @@ pub enum Command {
         /// The run to work on (default: the newest in the database).
         #[arg(long)]
         run: Option<String>,
-        /// Candidates trained at once, each on one core and a connection
-        /// of its own (with --device cuda, all on that GPU).
+        /// Candidates trained at once, each with a connection of its own;
+        /// a large one also uses idle cores (with --device cuda, all on
+        /// that GPU).
         #[arg(long, value_parser = at_least_one(), default_value_t = 1)]
         workers: usize,
         /// Where candidates train: cpu, cuda (GPU 0) or cuda:N (GPU N);
@@ -441,9 +442,10 @@ pub struct SearchFlags {
     /// control characters, at most 100 bytes.
     #[arg(long)]
     pub name: Option<String>,
-    /// Candidates trained at once, one core each: from 1 to the number
-    /// of cores (default: the space's, or the core count). With --device
-    /// cuda they all train on that GPU.
+    /// Candidates trained at once: from 1 to the number of cores
+    /// (default: the space's, or the core count); a large one also uses
+    /// cores no other is using. With --device cuda they all train on that
+    /// GPU.
     #[arg(long, value_parser = at_least_one())]
     pub workers: Option<usize>,
     /// Where candidates train: cpu, cuda (GPU 0) or cuda:N (GPU N); cuda
