@@ -1,8 +1,10 @@
 //! Every shipped space: samples are valid by construction, within limits,
 //! round-trip through the text form, and cost what their graphs cost.
 
-use archgram::arch::{check, Cost};
-use archgram::grammar::{replay, Derivation};
+use archgram::arch::forms::Scope;
+use archgram::arch::semantics::Scale;
+use archgram::arch::{check, ArchSemantics, Cost, State};
+use archgram::grammar::{replay, Derivation, Node, Semantics};
 use archgram::seed;
 use archgram::space::Space;
 use std::path::Path;
@@ -140,13 +142,11 @@ fn json_round_trip_of_a_network() {
     }
 }
 
-/// Limits too tight for anything but the smallest networks: the sampler
-/// stops after its bounded tries and names the limit.
-#[test]
-fn impossible_limits_name_the_limit() {
-    let dir = tempfile::tempdir().unwrap();
+/// The quickstart's grammar under limits too tight for anything but the
+/// smallest networks.
+fn tight_space(dir: &Path) -> Space {
     let grammar = std::fs::canonicalize("grammars/blocks.ron").unwrap();
-    let p = dir.path().join("tight.ron");
+    let p = dir.join("tight.ron");
     std::fs::write(
         &p,
         format!(
@@ -156,10 +156,110 @@ fn impossible_limits_name_the_limit() {
         ),
     )
     .unwrap();
-    let space = Space::load(&p).unwrap();
+    Space::load(&p).unwrap()
+}
+
+/// Limits too tight for anything but the smallest networks: the sampler
+/// stops after its bounded tries and names the limit.
+#[test]
+fn impossible_limits_name_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let space = tight_space(dir.path());
     let err = space.sample(&mut seed::rng(1, "x", 0)).unwrap_err();
     assert_eq!(err.main_reason(), Some("max_params"), "{err}");
     assert!(err.to_string().contains("max_params"));
+}
+
+/// What a space's tables keep between draws changes nothing drawn:
+/// samples, and the refusals a failed draw reports, equal those of tables
+/// that kept nothing.
+#[test]
+fn kept_verdicts_change_nothing_drawn_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |name: &str| match name {
+        "tight" => tight_space(dir.path()),
+        _ => Space::load(Path::new(&format!("spaces/{name}.ron"))).unwrap(),
+    };
+    for name in ["quickstart", "einspace", "tight"] {
+        let warm = load(name);
+        for i in 0..20 {
+            let _ = warm.sample(&mut seed::rng(99, "warm", i));
+        }
+        for i in 0..3 {
+            let draw = |s: &Space| s.sample(&mut seed::rng(1, "draw", i)).map(|n| n.text());
+            let (a, b) = (draw(&warm), draw(&load(name)));
+            assert_eq!(a, b, "{name}, draw {i}");
+            assert_eq!(name == "tight", a.is_err(), "{name}: {a:?}");
+        }
+    }
+}
+
+/// The sampler keeps a node's verdict per `admit_key`, so what
+/// `admit_charge` says must not depend on anything else in the state: at
+/// every node of sampled networks, the same state with another cost so far
+/// and scale gets the same verdict, and a state with another shape, scope
+/// or tokens per sequence another key.
+#[test]
+fn admitting_a_node_reads_the_state_only_through_its_key() {
+    fn walk(sem: &ArchSemantics, d: &Derivation, input: &State, nodes: &mut usize) -> State {
+        let node = Node {
+            form: &d.form,
+            params: &d.params,
+        };
+        let mut other = input.clone();
+        other.cost = other.cost.scaled(3.0, 2.0, 5.0, 7.0);
+        other.scale = Scale {
+            params: 4.0,
+            active: 0.5,
+            flops: 2.0,
+            nodes: 3.0,
+        };
+        assert_eq!(sem.admit_key(input), sem.admit_key(&other));
+        // And everything it does read is in the key.
+        for moved in [
+            State {
+                seq: input.seq + 1,
+                ..input.clone()
+            },
+            State {
+                scope: match input.scope {
+                    Scope::Expert => Scope::Routed,
+                    _ => Scope::Expert,
+                },
+                ..input.clone()
+            },
+            State {
+                shape: input.shape.transposed(),
+                ..input.clone()
+            },
+        ] {
+            if moved.shape != input.shape || moved.seq != input.seq || moved.scope != input.scope {
+                assert_ne!(sem.admit_key(input), sem.admit_key(&moved));
+            }
+        }
+        assert_eq!(
+            sem.admit_charge(&node, input),
+            sem.admit_charge(&node, &other),
+            "{d}"
+        );
+        *nodes += 1;
+        let mut outs = Vec::new();
+        for (i, c) in d.children.iter().enumerate() {
+            let cin = sem
+                .child_input(&node, input, i, d.children.len(), &outs)
+                .unwrap();
+            outs.push(walk(sem, c, &cin, nodes));
+        }
+        sem.output(&node, input, &outs).unwrap()
+    }
+    for space in spaces() {
+        let mut nodes = 0;
+        for i in 0..30 {
+            let n = space.sample(&mut seed::rng(4, "key", i)).unwrap();
+            walk(&space.sem, &n.term, &space.sem.start(), &mut nodes);
+        }
+        assert!(nodes > 100, "{}: {nodes} nodes", space.name());
+    }
 }
 
 /// Mutants are valid, within limits, differ from their parent, and come
