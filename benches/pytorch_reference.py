@@ -8,8 +8,14 @@
 # (heads of 16), on THREADS threads (default 1), as the train_step bench's
 # `sizes/` group builds them: tiny (batch 16 x 12 tokens, width 32, MLP 128),
 # medium (32 x 32, 64, 256) and large (32 x 64, 128, 512).
+# With --device cuda (after the other arguments): the same on the GPU,
+# timed between synchronisations, as archgram's `--device cuda` trains.
 import sys, time, torch, torch.nn as nn
 import torch.nn.functional as F
+DEVICE = "cpu"
+if "--device" in sys.argv:
+    DEVICE = sys.argv[sys.argv.index("--device") + 1]
+    del sys.argv[sys.argv.index("--device"):sys.argv.index("--device") + 2]
 SIZES = "--sizes" in sys.argv
 torch.set_num_threads(int(sys.argv[2]) if SIZES and len(sys.argv) > 2 else 1)
 torch.manual_seed(0)
@@ -42,19 +48,23 @@ class Block(nn.Module):
         x = x + s.o(a.transpose(1, 2).reshape(B, S, D))
         return x + s.ff(s.n2(x))
 def bench(name, moe):
-    m = nn.Sequential(nn.Embedding(V, D), Block(moe), Block(moe), nn.Linear(D, V))
+    m = nn.Sequential(nn.Embedding(V, D), Block(moe), Block(moe), nn.Linear(D, V)).to(DEVICE)
     opt = torch.optim.Adam(m.parameters(), 1e-3)
-    x = torch.randint(0, V, (B, S)); y = torch.randint(0, V, (B, S))
+    x = torch.randint(0, V, (B, S), device=DEVICE); y = torch.randint(0, V, (B, S), device=DEVICE)
+    sync = torch.cuda.synchronize if DEVICE.startswith("cuda") else (lambda: None)
     def step():
         opt.zero_grad()
         loss = F.cross_entropy(m(x).flatten(0, 1), y.flatten())
         if moe: loss = loss + sum(b.ff.aux for b in m[1:3])
         loss.backward(); opt.step()
     for _ in range(50): step()
+    sync()
     n = 400; t = time.perf_counter()
     for _ in range(n): step()
+    sync()
     dt = time.perf_counter() - t
-    print(f"pytorch {torch.__version__} {name}: {n/dt:.1f} steps/s ({1000*dt/n:.2f} ms/step)")
+    where = "" if DEVICE == "cpu" else f" on {DEVICE}"
+    print(f"pytorch {torch.__version__} {name}{where}: {n/dt:.1f} steps/s ({1000*dt/n:.2f} ms/step)")
 if SIZES:
     for name, b, s, d in [("tiny", 16, 12, 32), ("medium", 32, 32, 64), ("large", 32, 64, 128)]:
         B, S, D, H = b, s, d, d // 16

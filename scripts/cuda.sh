@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# A CUDA 12 build environment from NVIDIA's wheels on PyPI, for building
+# A CUDA build environment from NVIDIA's wheels on PyPI, for building
 # archgram with `--features cuda` where no CUDA toolkit is installed, with
 # or without a GPU (CI has neither):
 #
 #     eval "$(scripts/cuda.sh)"
 #     cargo build --release --features cuda
 #
-# It installs into target/cuda-12.2 (or $ARCHGRAM_CUDA_DIR), once, and
-# prints the `export` lines for it on stdout:
+# It installs into target/cuda-$ARCHGRAM_CUDA_VERSION (or
+# $ARCHGRAM_CUDA_DIR), once, and prints the `export` lines for it on
+# stdout:
 #
 # - the runtime headers and the NVRTC and cuBLAS libraries from NVIDIA's
-#   wheels (what dfdx's CUDA device links), pinned to CUDA 12.2: PTX from
-#   a CUDA 12.2 compiler loads on drivers from 535 on (a newer CUDA's PTX
-#   is refused by older drivers, and CUDA 13's, the only one with an nvcc
-#   wheel, needs 580);
+#   wheels (what dfdx's CUDA device links), pinned to CUDA 12.2 by
+#   default: PTX from a CUDA 12.2 compiler loads on drivers from 535 on (a
+#   newer CUDA's PTX is refused by older drivers). ARCHGRAM_CUDA_VERSION=13.0
+#   pins CUDA 13.0 instead, for GPU machines whose libraries are CUDA 13's
+#   (a CUDA 13 PyTorch install, say): its PTX needs a driver from 580 on,
+#   and the binary links libcublas.so.13 and libnvrtc.so.13;
 # - `nvcc`: an NVRTC-based stand-in for the `nvcc --ptx` calls of dfdx's
 #   build script (scripts/cuda-nvcc.py), since the CUDA 12 wheels have no
-#   nvcc;
+#   nvcc (the same for 13.0, so that both versions build alike);
 # - `nvidia-smi`: answers dfdx's build script's compute-capability query
 #   with $CUDA_COMPUTE_CAP (default 80: the PTX runs on Ampere and every
 #   later GPU), whatever GPU the build machine has. Not lower: below 8.0
@@ -27,19 +30,38 @@
 #   put on LD_LIBRARY_PATH only where no driver is installed; a binary
 #   copied to a GPU machine loads that machine's driver.
 #
-# The binary needs the same libraries at run time (libnvrtc.so.12,
-# libcublas.so.12, libcublasLt.so.12): on a GPU machine, from a CUDA
-# toolkit or the same wheels (see the README's GPU section).
+# The binary needs the same libraries at run time (for 12.2,
+# libnvrtc.so.12, libcublas.so.12 and libcublasLt.so.12; for 13.0, the
+# same with .so.13): on a GPU machine, from a CUDA toolkit or the same
+# wheels (see the README's GPU section).
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-dir=${ARCHGRAM_CUDA_DIR:-$root/target/cuda-12.2}
-cap=${CUDA_COMPUTE_CAP:-80}
-wheels=(
-    nvidia-cuda-runtime-cu12==12.2.140
-    nvidia-cuda-nvrtc-cu12==12.2.140
-    nvidia-cublas-cu12==12.2.5.6
-)
 say() { echo "cuda.sh: $*" >&2; }
+root=$(cd "$(dirname "$0")/.." && pwd)
+version=${ARCHGRAM_CUDA_VERSION:-12.2}
+case $version in
+12.2)
+    wheels=(
+        nvidia-cuda-runtime-cu12==12.2.140
+        nvidia-cuda-nvrtc-cu12==12.2.140
+        nvidia-cublas-cu12==12.2.5.6
+    )
+    include=wheels/nvidia/cuda_runtime/include
+    ;;
+13.0)
+    wheels=(
+        nvidia-cuda-runtime==13.0.96
+        nvidia-cuda-nvrtc==13.0.88
+        nvidia-cublas==13.0.2.14
+    )
+    include=wheels/nvidia/cu13/include
+    ;;
+*)
+    say "error: ARCHGRAM_CUDA_VERSION must be 12.2 or 13.0, not '$version'"
+    exit 2
+    ;;
+esac
+dir=${ARCHGRAM_CUDA_DIR:-$root/target/cuda-$version}
+cap=${CUDA_COMPUTE_CAP:-80}
 
 if [ "$(cat "$dir/.installed" 2>/dev/null)" != "${wheels[*]} sm_$cap" ]; then
     rm -rf "$dir"
@@ -49,7 +71,7 @@ if [ "$(cat "$dir/.installed" 2>/dev/null)" != "${wheels[*]} sm_$cap" ]; then
         --retries 2 --timeout 60 --target "$dir/wheels" "${wheels[@]}" >&2 ||
         { say "error: cannot install NVIDIA's CUDA wheels from PyPI"; exit 1; }
 
-    ln -s wheels/nvidia/cuda_runtime/include "$dir/include"
+    ln -s "$include" "$dir/include"
     # Every library under one folder, with the unversioned names the linker
     # looks for (libnvrtc.so -> libnvrtc.so.12).
     for so in "$dir"/wheels/nvidia/*/lib/lib*.so*; do
