@@ -443,9 +443,11 @@ pub struct SearchFlags {
     #[arg(long)]
     pub name: Option<String>,
     /// Candidates trained at once: from 1 to the number of cores
-    /// (default: the space's, or the core count); a large one also uses
-    /// cores no other is using. With --device cuda they all train on that
-    /// GPU.
+    /// (default: the space's, or the core count; 1 with --device cuda); a
+    /// large one also uses cores no other is using. With --device cuda they
+    /// all train on that GPU, one kernel at a time: more than 1 was
+    /// measured slower there (the README's GPU section says what fills a
+    /// GPU).
     #[arg(long, value_parser = at_least_one())]
     pub workers: Option<usize>,
     /// Where candidates train: cpu, cuda (GPU 0) or cuda:N (GPU N); cuda
