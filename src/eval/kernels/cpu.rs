@@ -6,12 +6,11 @@ use super::{attention, fastmath, mlp, norm, Backend, Pick, T0, T1, T2, T3};
 use crate::arch::Activation;
 use dfdx::prelude::*;
 
-/// A CPU tensor's elements in logical order (one memcpy: dfdx keeps a
-/// tensor's buffer private).
+/// A copy of a contiguous CPU tensor's elements, in logical order (one
+/// memcpy, into memory that is not zero-filled first), for a backward pass
+/// to keep.
 fn host<S: Shape, T>(t: &Tensor<S, f32, Cpu, T>) -> Vec<f32> {
-    let mut v = vec![0.0f32; t.shape().num_elements()];
-    t.copy_into(&mut v);
-    v
+    t.cpu_slice().to_vec()
 }
 
 /// `t` without its tape, which joins `tape`: a fused op with several
@@ -320,7 +319,6 @@ impl Backend for Cpu {
         let shape = *x.shape();
         let cols = shape.2;
         let rows = shape.0 * shape.1;
-        let xs = host(&x);
         let gs = host(&gain);
         let bs = bias.as_ref().map(host);
         let mut y = vec![0.0f32; rows * cols];
@@ -330,8 +328,15 @@ impl Backend for Cpu {
             (Vec::new(), Vec::new())
         };
         let saved = T::OWNS_TAPE.then_some((&mut xhat[..], &mut rstd[..]));
-        norm::forward(&xs, cols, center, &gs, bs.as_deref(), &mut y, saved);
-        drop(xs);
+        norm::forward(
+            x.cpu_slice(),
+            cols,
+            center,
+            &gs,
+            bs.as_deref(),
+            &mut y,
+            saved,
+        );
         let out = x.device().tensor_from_vec(y, shape);
         let (x_ghost, g_ghost, out_ghost) = (x.ghost(), gain.ghost(), out.ghost());
         let b_ghost = bias.as_ref().map(|b| b.ghost());

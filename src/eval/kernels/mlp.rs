@@ -25,17 +25,56 @@ pub fn matmul(
     tb: bool,
     (m, k, n): (usize, usize, usize),
 ) {
-    assert!(
-        c.len() == m * n && a.len() == m * k && b.len() == k * n,
-        "matmul shapes"
-    );
-    if m == 0 || n == 0 {
-        return;
+    assert!(c.len() == m * n, "matmul shapes");
+    if k == 0 && !accumulate {
+        c.fill(0.0);
     }
+    // SAFETY: c holds m·n initialised elements.
+    unsafe { gemm_into(c.as_mut_ptr(), accumulate, a, ta, b, tb, (m, k, n)) }
+}
+
+/// a·b as a new (m × n) row-major matrix, the operands as in [`matmul`].
+/// The product is written into fresh memory: zero-filling it first (what
+/// `vec![0.0; n]` does with memory the allocator recycles) ran on the
+/// calling thread alone while the pool's threads waited (a profile of the
+/// `train_step` bench's large model on two threads found zero-filling, this
+/// and the other kernels' together, at a seventh of the step).
+pub fn product(
+    a: &[f32],
+    ta: bool,
+    b: &[f32],
+    tb: bool,
+    (m, k, n): (usize, usize, usize),
+) -> Vec<f32> {
     if k == 0 {
-        if !accumulate {
-            c.fill(0.0);
-        }
+        return vec![0.0; m * n];
+    }
+    let mut c = Vec::with_capacity(m * n);
+    // SAFETY: with `accumulate` false gemm writes every one of the m·n
+    // elements and reads none of them; only then is the length set.
+    unsafe {
+        gemm_into(c.as_mut_ptr(), false, a, ta, b, tb, (m, k, n));
+        c.set_len(m * n);
+    }
+    c
+}
+
+/// c = [c +] a·b through the `gemm` crate, for k ≥ 1 or `accumulate`.
+///
+/// # Safety
+/// `c` points to m·n writable f32s, initialised if `accumulate`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_into(
+    c: *mut f32,
+    accumulate: bool,
+    a: &[f32],
+    ta: bool,
+    b: &[f32],
+    tb: bool,
+    (m, k, n): (usize, usize, usize),
+) {
+    assert!(a.len() == m * k && b.len() == k * n, "matmul shapes");
+    if m == 0 || n == 0 || k == 0 {
         return;
     }
     let (a_rs, a_cs) = if ta { (1, m) } else { (k, 1) };
@@ -46,13 +85,13 @@ pub fn matmul(
         gemm::Parallelism::None
     };
     // SAFETY: the lengths asserted above cover every element the strides
-    // reach: a spans m·k, b k·n and c m·n elements.
+    // reach: a spans m·k and b k·n elements; the caller vouches for c.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c,
             1,
             n as isize,
             accumulate,
@@ -144,18 +183,15 @@ pub struct Saved {
 /// y (rows × d) for x (rows × d).
 pub fn forward(x: &[f32], rows: usize, w: &Weights) -> (Vec<f32>, Saved) {
     let (d, h) = (w.d, w.h);
-    let mut pre = vec![0.0f32; rows * h];
-    matmul(&mut pre, false, x, false, &w.w1, false, (rows, d, h));
+    let pre = product(x, false, &w.w1, false, (rows, d, h));
     let mut hidden = vec![0.0f32; rows * h];
     elementwise(&pre, &mut hidden, |x, o| activate(w.act, x, o));
     let gate = w.w3.as_ref().map(|w3| {
-        let mut g = vec![0.0f32; rows * h];
-        matmul(&mut g, false, x, false, w3, false, (rows, d, h));
+        let g = product(x, false, w3, false, (rows, d, h));
         hidden.iter_mut().zip(&g).for_each(|(a, &b)| *a *= b);
         g
     });
-    let mut y = vec![0.0f32; rows * d];
-    matmul(&mut y, false, &hidden, false, &w.w2, false, (rows, h, d));
+    let y = product(&hidden, false, &w.w2, false, (rows, h, d));
     (y, Saved { pre, gate, hidden })
 }
 
@@ -170,12 +206,10 @@ pub fn backward(
     dx: &mut [f32],
 ) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
     let (d, h) = (w.d, w.h);
-    let mut dw2 = vec![0.0f32; h * d];
-    matmul(&mut dw2, false, &s.hidden, true, dy, false, (h, rows, d));
+    let dw2 = product(&s.hidden, true, dy, false, (h, rows, d));
     drop(s.hidden);
     // d hidden = dy·W₂ᵀ.
-    let mut dh = vec![0.0f32; rows * h];
-    matmul(&mut dh, false, dy, false, &w.w2, true, (rows, d, h));
+    let mut dh = product(dy, false, &w.w2, true, (rows, d, h));
     let mut dw3 = None;
     if let (Some(gate), Some(w3)) = (&s.gate, &w.w3) {
         // hidden = f(pre)·gate: d gate = dh·f(pre), d f(pre) = dh·gate.
@@ -183,14 +217,12 @@ pub fn backward(
         elementwise(&s.pre, &mut dg, |x, o| activate(w.act, x, o));
         dg.iter_mut().zip(&dh).for_each(|(a, &b)| *a *= b);
         dh.iter_mut().zip(gate).for_each(|(a, &b)| *a *= b);
-        let mut g3 = vec![0.0f32; d * h];
-        matmul(&mut g3, false, x, true, &dg, false, (d, rows, h));
+        let g3 = product(x, true, &dg, false, (d, rows, h));
         matmul(dx, true, &dg, false, w3, true, (rows, h, d));
         dw3 = Some(g3);
     }
     elementwise(&s.pre, &mut dh, |x, d| activate_backward(w.act, x, d));
-    let mut dw1 = vec![0.0f32; d * h];
-    matmul(&mut dw1, false, x, true, &dh, false, (d, rows, h));
+    let dw1 = product(x, true, &dh, false, (d, rows, h));
     matmul(dx, true, &dh, false, &w.w1, true, (rows, h, d));
     (dw1, dw2, dw3)
 }

@@ -85,7 +85,9 @@ fn forward_rows(
 
 /// Gradients of the loss for x (accumulated into `dx`), gain and bias
 /// (accumulated into `dgain`, `dbias`) from dy and the forward's (x̂, r).
-#[multiversion(targets("x86_64+avx2+fma"))]
+/// Split over the pool's threads like [`forward`]: dx by rows, the gain and
+/// bias sums by columns, each column still summed in row order, so the
+/// result does not depend on the thread count.
 #[allow(clippy::too_many_arguments)]
 pub fn backward(
     dy: &[f32],
@@ -96,22 +98,60 @@ pub fn backward(
     gain: &[f32],
     dx: &mut [f32],
     dgain: &mut [f32],
-    mut dbias: Option<&mut [f32]>,
+    dbias: Option<&mut [f32]>,
+) {
+    if cols == 0 || !super::split_over_threads(dy.len(), super::PARALLEL_ELEMENTS) {
+        return backward_rows(dy, xhat, rstd, cols, center, gain, dx, Some((dgain, dbias)));
+    }
+    use rayon::prelude::*;
+    let len = ROWS_PER_PART * cols;
+    rayon::join(
+        || {
+            dy.par_chunks(len)
+                .zip(xhat.par_chunks(len))
+                .zip(rstd.par_chunks(ROWS_PER_PART))
+                .zip(dx.par_chunks_mut(len))
+                .for_each(|(((dy, xhat), rstd), dx)| {
+                    backward_rows(dy, xhat, rstd, cols, center, gain, dx, None)
+                })
+        },
+        || {
+            let part = cols.div_ceil(rayon::current_num_threads());
+            let dbias: Vec<Option<&mut [f32]>> = match dbias {
+                Some(db) => db.chunks_mut(part).map(Some).collect(),
+                None => dgain.chunks(part).map(|_| None).collect(),
+            };
+            dgain
+                .par_chunks_mut(part)
+                .zip(dbias)
+                .enumerate()
+                .for_each(|(i, (dg, db))| param_grads(dy, xhat, cols, i * part, dg, db))
+        },
+    );
+}
+
+/// [`backward`] on this thread for whole rows; the gain and bias
+/// gradients too when `params` is given.
+#[multiversion(targets("x86_64+avx2+fma"))]
+#[allow(clippy::too_many_arguments)]
+fn backward_rows(
+    dy: &[f32],
+    xhat: &[f32],
+    rstd: &[f32],
+    cols: usize,
+    center: bool,
+    gain: &[f32],
+    dx: &mut [f32],
+    mut params: Option<(&mut [f32], Option<&mut [f32]>)>,
 ) {
     let mut dxhat = vec![0.0f32; cols];
     let rows = dy.chunks_exact(cols).zip(xhat.chunks_exact(cols));
     for (r, (dyr, hr)) in rows.enumerate() {
-        for (((d, &g), &dyv), (dg, &h)) in dxhat
-            .iter_mut()
-            .zip(gain)
-            .zip(dyr)
-            .zip(dgain.iter_mut().zip(hr))
-        {
+        for ((d, &g), &dyv) in dxhat.iter_mut().zip(gain).zip(dyr) {
             *d = dyv * g;
-            *dg += dyv * h;
         }
-        if let Some(db) = dbias.as_deref_mut() {
-            db.iter_mut().zip(dyr).for_each(|(b, &v)| *b += v);
+        if let Some((dgain, dbias)) = params.as_mut() {
+            param_grads_row(dyr, hr, dgain, dbias.as_deref_mut());
         }
         let m1 = if center {
             dxhat.iter().sum::<f32>() / cols as f32
@@ -123,5 +163,33 @@ pub fn backward(
         for ((o, &d), &h) in dx[r * cols..(r + 1) * cols].iter_mut().zip(&dxhat).zip(hr) {
             *o += rs * (d - m1 - h * m2);
         }
+    }
+}
+
+/// The gain and bias gradients of columns `from..from + dgain.len()`, over
+/// every row in order.
+#[multiversion(targets("x86_64+avx2+fma"))]
+fn param_grads(
+    dy: &[f32],
+    xhat: &[f32],
+    cols: usize,
+    from: usize,
+    dgain: &mut [f32],
+    mut dbias: Option<&mut [f32]>,
+) {
+    let to = from + dgain.len();
+    for (dyr, hr) in dy.chunks_exact(cols).zip(xhat.chunks_exact(cols)) {
+        param_grads_row(&dyr[from..to], &hr[from..to], dgain, dbias.as_deref_mut());
+    }
+}
+
+/// One row's share of the gain and bias gradients: dg += dy·x̂, db += dy.
+#[inline(always)]
+fn param_grads_row(dy: &[f32], xhat: &[f32], dgain: &mut [f32], dbias: Option<&mut [f32]>) {
+    for ((dg, &dyv), &h) in dgain.iter_mut().zip(dy).zip(xhat) {
+        *dg += dyv * h;
+    }
+    if let Some(db) = dbias {
+        db.iter_mut().zip(dy).for_each(|(b, &v)| *b += v);
     }
 }

@@ -278,8 +278,9 @@ fn cpu_mlp_matches_the_composition() {
     }
 }
 
-/// Norm forward and the activations split their rows over a pool's
-/// threads above a size; every value is the one a single thread gives.
+/// Norm forward and backward and the activations split their work over a
+/// pool's threads above a size; every value is the one a single thread
+/// gives, whatever the thread count.
 #[test]
 fn rowwise_kernels_split_over_threads_give_what_one_thread_gives() {
     let (rows, cols) = (1000, 160);
@@ -311,10 +312,38 @@ fn rowwise_kernels_split_over_threads_give_what_one_thread_gives() {
             mlp::elementwise(&x, &mut grad, |x, d| {
                 mlp::activate_backward(Activation::Silu, x, d)
             });
-            [y, xhat, rs, act, grad]
+            // Backward, layer norm with a bias and RMS norm without: dx
+            // split by rows, the gain and bias sums by columns.
+            let dy = random(rows * cols, 10);
+            let (mut dx, mut dgain, mut dbias) = (x.clone(), gain.clone(), bias.clone());
+            norm::backward(
+                &dy,
+                &xhat,
+                &rs,
+                cols,
+                true,
+                &gain,
+                &mut dx,
+                &mut dgain,
+                Some(&mut dbias),
+            );
+            let (mut dx_rms, mut dgain_rms) = (x.clone(), gain.clone());
+            norm::backward(
+                &dy,
+                &xhat,
+                &rs,
+                cols,
+                false,
+                &gain,
+                &mut dx_rms,
+                &mut dgain_rms,
+                None,
+            );
+            [y, xhat, rs, act, grad, dx, dgain, dbias, dx_rms, dgain_rms]
         })
     };
     let one = run(1);
     assert!(one[2].iter().all(|&r| r > 0.0), "every row's r is written");
     assert_eq!(run(2), one);
+    assert_eq!(run(3), one);
 }

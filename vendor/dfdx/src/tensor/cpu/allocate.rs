@@ -187,6 +187,16 @@ impl<E: Unit> SampleTensor<E> for Cpu {
     }
 }
 
+// archgram: a CPU tensor's buffer, borrowed: archgram's fused kernels read
+// their inputs in place instead of copying them out (and zero-filling the
+// copy first).
+impl<S: Shape, E: Unit, T> Tensor<S, E, Cpu, T> {
+    /// The *physical* buffer, as `copy_into` copies it.
+    pub fn cpu_slice(&self) -> &[E] {
+        self.data.as_ref()
+    }
+}
+
 impl<E: Unit> CopySlice<E> for Cpu {
     fn copy_from<S: Shape, T>(dst: &mut Tensor<S, E, Self, T>, src: &[E]) {
         std::sync::Arc::make_mut(&mut dst.data).copy_from_slice(src);
