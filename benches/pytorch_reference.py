@@ -8,7 +8,7 @@
 # (heads of 16), on THREADS threads (default 1), as the train_step bench's
 # `sizes/` group builds them: tiny (batch 16 x 12 tokens, width 32, MLP 128),
 # medium (32 x 32, 64, 256) and large (32 x 64, 128, 512).
-# With --device cuda (after the other arguments): the same on the GPU,
+# With --device cuda (anywhere among the arguments): the same on the GPU,
 # timed between synchronisations, as archgram's `--device cuda` trains.
 import sys, time, torch, torch.nn as nn
 import torch.nn.functional as F

@@ -227,9 +227,7 @@ pub(super) fn plan(
         strategy,
         budget: budget.unwrap_or(d.budget),
         seed,
-        workers: workers
-            .unwrap_or_else(|| default_workers(d.workers, cores, device))
-            .max(1),
+        workers: run_workers(workers, d.workers, cores, device),
         population: d.population,
         tournament: d.tournament,
         steps: steps.unwrap_or(space.file.train.steps),
@@ -242,18 +240,24 @@ pub(super) fn plan(
     Ok((space, settings))
 }
 
-/// Workers when `--workers` is not given: the space's (0: one per core) on
-/// the CPU; one on a GPU. Measured on an H200 with quickstart (README, GPU
+/// Workers: `--workers` if given, else the space's (0: one per core) on
+/// the CPU and one on a GPU. Measured on an H200 with quickstart (README, GPU
 /// section): one process trained 25 candidates a minute with one worker and
 /// 18 with 4 or 8, since dfdx's devices share the GPU's one default stream
 /// and the workers only contend for it; several processes under MPS are
 /// what fill a GPU.
-fn default_workers(space_workers: usize, cores: usize, device: DeviceKind) -> usize {
-    match device {
+fn run_workers(
+    flag: Option<usize>,
+    space_workers: usize,
+    cores: usize,
+    device: DeviceKind,
+) -> usize {
+    let default = match device {
         DeviceKind::Cuda(_) => 1,
         DeviceKind::Cpu if space_workers > 0 => space_workers,
         DeviceKind::Cpu => cores,
-    }
+    };
+    flag.unwrap_or(default).max(1)
 }
 
 /// Each worker trains one candidate on one core, so more workers than cores
@@ -655,10 +659,12 @@ mod tests {
 
     #[test]
     fn a_gpu_search_trains_one_candidate_at_a_time_unless_told() {
-        assert_eq!(default_workers(0, 16, DeviceKind::Cuda(0)), 1);
-        assert_eq!(default_workers(4, 16, DeviceKind::Cuda(1)), 1);
-        assert_eq!(default_workers(0, 16, DeviceKind::Cpu), 16);
-        assert_eq!(default_workers(4, 16, DeviceKind::Cpu), 4);
+        assert_eq!(run_workers(None, 0, 16, DeviceKind::Cuda(0)), 1);
+        assert_eq!(run_workers(None, 4, 16, DeviceKind::Cuda(1)), 1);
+        assert_eq!(run_workers(Some(4), 0, 16, DeviceKind::Cuda(0)), 4);
+        assert_eq!(run_workers(None, 0, 16, DeviceKind::Cpu), 16);
+        assert_eq!(run_workers(None, 4, 16, DeviceKind::Cpu), 4);
+        assert_eq!(run_workers(Some(2), 4, 16, DeviceKind::Cpu), 2);
     }
 
     /// After a resume, progress lines compare against the run's best so

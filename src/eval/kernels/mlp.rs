@@ -13,27 +13,22 @@ use multiversion::multiversion;
 /// the medium (1.7·10⁷) is above. Not tuned finer.
 const PARALLEL_GEMM_WORK: usize = 1 << 20;
 
-/// c (m × n) = [c +] a·b, all row-major; `a` is (m × k), or (k × m) read
+/// c (m × n) += a·b, all row-major; `a` is (m × k), or (k × m) read
 /// transposed with `ta`; `b` is (k × n), or (n × k) with `tb`.
-#[allow(clippy::too_many_arguments)]
-pub fn matmul(
+pub fn matmul_add(
     c: &mut [f32],
-    accumulate: bool,
     a: &[f32],
     ta: bool,
     b: &[f32],
     tb: bool,
-    (m, k, n): (usize, usize, usize),
+    dims: (usize, usize, usize),
 ) {
-    assert!(c.len() == m * n, "matmul shapes");
-    if k == 0 && !accumulate {
-        c.fill(0.0);
-    }
+    assert!(c.len() == dims.0 * dims.2, "matmul shapes");
     // SAFETY: c holds m·n initialised elements.
-    unsafe { gemm_into(c.as_mut_ptr(), accumulate, a, ta, b, tb, (m, k, n)) }
+    unsafe { gemm_into(c.as_mut_ptr(), true, a, ta, b, tb, dims) }
 }
 
-/// a·b as a new (m × n) row-major matrix, the operands as in [`matmul`].
+/// a·b as a new (m × n) row-major matrix, the operands as in [`matmul_add`].
 /// The product is written into fresh memory: zero-filling it first (what
 /// `vec![0.0; n]` does with memory the allocator recycles) ran on the
 /// calling thread alone while the pool's threads waited (a profile of the
@@ -218,11 +213,11 @@ pub fn backward(
         dg.iter_mut().zip(&dh).for_each(|(a, &b)| *a *= b);
         dh.iter_mut().zip(gate).for_each(|(a, &b)| *a *= b);
         let g3 = product(x, true, &dg, false, (d, rows, h));
-        matmul(dx, true, &dg, false, w3, true, (rows, h, d));
+        matmul_add(dx, &dg, false, w3, true, (rows, h, d));
         dw3 = Some(g3);
     }
     elementwise(&s.pre, &mut dh, |x, d| activate_backward(w.act, x, d));
     let dw1 = product(x, true, &dh, false, (d, rows, h));
-    matmul(dx, true, &dh, false, &w.w1, true, (rows, h, d));
+    matmul_add(dx, &dh, false, &w.w1, true, (rows, h, d));
     (dw1, dw2, dw3)
 }
