@@ -645,3 +645,17 @@ fn samples_of_the_blocks_spaces_are_never_degenerate() {
         }
     }
 }
+
+/// Einspace sample 63,073 of the relabelling test's stream has a run of
+/// more than 20 equal-signature siblings: ranking them computed 21! and
+/// overflowed (a panic under overflow checks; past 65 siblings, a remainder
+/// by zero in any build).
+#[test]
+fn a_sample_with_more_than_twenty_equal_siblings_hashes() {
+    let space = archgram::space::Space::load(std::path::Path::new("spaces/einspace.ron")).unwrap();
+    let net = space
+        .sample(&mut archgram::seed::rng(21, "relabel", 63_073))
+        .unwrap();
+    let h = Hashes::of(&net.arch);
+    assert_eq!(h, Hashes::of(&net.arch.clone()));
+}

@@ -115,6 +115,11 @@ struct Orderings<'c> {
     sizes: Vec<usize>,
 }
 
+/// k!, or `None` past what a `usize` holds (k > 20 on 64 bits).
+fn factorial(k: usize) -> Option<usize> {
+    (1..=k).try_fold(1usize, |a, x| a.checked_mul(x))
+}
+
 /// The `index`-th permutation of `items` (Lehmer code).
 fn permute<T: Copy>(items: &[T], mut index: usize) -> Vec<T> {
     let mut pool = items.to_vec();
@@ -166,8 +171,12 @@ fn run_once(
             if run.len() > 1 && !symmetric {
                 let k = order.sizes.len();
                 order.sizes.push(run.len());
-                let f: usize = (1..=run.len()).product();
-                ranked.extend(permute(&run, order.choice.get(k).copied().unwrap_or(0) % f));
+                // Index 0 is the order found; other indices come only from
+                // `examine`, which enumerates them when the count is small.
+                match order.choice.get(k).copied().unwrap_or(0) {
+                    0 => ranked.extend(run),
+                    index => ranked.extend(permute(&run, index)),
+                }
             } else {
                 ranked.extend(run);
             }
@@ -272,7 +281,7 @@ fn examine(arch: &Arch, scales: &[f64], bits: i32, salt: u64) -> Examined {
     let sizes = order.sizes;
     let total = sizes
         .iter()
-        .try_fold(1usize, |a, &k| a.checked_mul((1..=k).product()))
+        .try_fold(1usize, |a, &k| a.checked_mul(factorial(k)?))
         .unwrap_or(usize::MAX);
     if total <= MAX_ORDERINGS {
         for index in 1..total {
