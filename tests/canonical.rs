@@ -3,6 +3,7 @@
 //! sample, a mutation, a hand-written term or an older run's record, and
 //! neither the sampler nor mutation spends a draw on them.
 
+use archgram::arch::ops::Moe;
 use archgram::arch::{Arch, Network, Op};
 use archgram::grammar::Derivation;
 use archgram::hash::{structural_hash, Hashes};
@@ -23,7 +24,7 @@ fn moe_as_written(spec: archgram::arch::MoeSpec, space: &Space) -> Arch {
     let term = Derivation::parse("block(moe(experts=4, mlp(ratio=1)))").unwrap();
     let mut a = Network::build(term, space.ctx()).unwrap().arch;
     for n in a.graph.node_weights_mut() {
-        if let Op::Moe { spec: s, .. } = &mut n.op {
+        if let Op::Moe(Moe { spec: s, .. }) = &mut n.op {
             *s = spec;
         }
     }

@@ -7,6 +7,7 @@
 //! torch (and onnx) the Python half is reported as skipped; `.ci/run`
 //! installs them so CI always runs it.
 
+use archgram::arch::ops::Moe;
 use archgram::arch::{ArchContext, Network};
 use archgram::eval::program::Program;
 use archgram::eval::{train, TrainConfig, TrainSettings, Weights};
@@ -83,7 +84,7 @@ fn kinds_of(net: &Network) -> (BTreeSet<&'static str>, BTreeSet<&'static str>) {
         for i in arch.topo() {
             let op = &arch.node(i).op;
             kinds.insert(op.kind());
-            if let archgram::arch::Op::Moe { spec, .. } = op {
+            if let archgram::arch::Op::Moe(Moe { spec, .. }) = op {
                 routers.insert(spec.router.name());
             }
             if let Some(body) = op.body() {

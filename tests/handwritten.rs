@@ -1,6 +1,7 @@
 //! Hand-written text forms of well-known blocks parse, match the shipped
 //! grammars, lower to the expected ops and cost what the formulas say.
 
+use archgram::arch::ops::{Attention, Dot, Linear, Mod, Moe, Softmax};
 use archgram::arch::{Axis, DotMask, Network, Op, RouterKind};
 use archgram::space::{ArchError, Space};
 use std::path::Path;
@@ -59,11 +60,11 @@ fn pre_ln_transformer_block() {
     );
     assert!(matches!(
         ops(&n)[2],
-        Op::Attention {
+        Op::Attention(Attention {
             heads: 4,
             head_dim: 8,
             causal: true
-        }
+        })
     ));
     assert_eq!(n.text(), PRE_LN);
 }
@@ -77,7 +78,7 @@ fn switch_top1_moe_block() {
         .unwrap();
     let moes: Vec<Op> = ops(&n).into_iter().filter(|o| o.kind() == "moe").collect();
     assert_eq!(moes.len(), 2);
-    let Op::Moe { spec, expert } = &moes[0] else {
+    let Op::Moe(Moe { spec, expert }) = &moes[0] else {
         unreachable!()
     };
     assert_eq!((spec.experts, spec.top_k, spec.shared), (8, 1, 0));
@@ -105,11 +106,11 @@ fn mixture_of_depths_block() {
     let s = space("quickstart");
     let text = "repeat(n=1, seq(mod(capacity=0.125, causal=true, block(norm=pre, norm_kind=layer, residual=false, attention(heads=2))), block(norm=pre, norm_kind=layer, mlp(act=gelu, gated=false, ratio=2))))";
     let n = s.parse_arch(text).unwrap();
-    let Op::Mod {
+    let Op::Mod(Mod {
         capacity,
         causal,
         body,
-    } = &ops(&n)[1]
+    }) = &ops(&n)[1]
     else {
         panic!("{:?}", kinds(&n))
     };
@@ -135,11 +136,11 @@ fn mixture_of_depths_block() {
     let d = s.ctx().width as f64;
     let seq = s.ctx().seq_len as f64;
     let routed = (0.125 * seq).ceil();
-    let Some(&Op::Attention {
+    let Some(&Op::Attention(Attention {
         heads,
         head_dim,
         causal: true,
-    }) = body.topo().iter().map(|&i| &body.node(i).op).nth(2)
+    })) = body.topo().iter().map(|&i| &body.node(i).op).nth(2)
     else {
         panic!("a causal attention body")
     };
@@ -172,7 +173,9 @@ fn mlp_mixer_token_mixer_is_causal_in_a_decoder_space() {
         ["input", "transpose", "linear", "transpose", "output"]
     );
     let seq = s.ctx().seq_len;
-    assert!(matches!(o[2], Op::Linear { out, token_mixing: true, causal: true, .. } if out == seq));
+    assert!(
+        matches!(o[2], Op::Linear(Linear { out, token_mixing: true, causal: true, .. }) if out == seq)
+    );
     let mid = n.arch.node(n.arch.topo()[2]).shape;
     assert_eq!((mid.rows.axis, mid.cols.axis), (Axis::Feat, Axis::Tok));
 }
@@ -196,11 +199,11 @@ fn mlp_mixer_token_mixer_is_dense_in_an_encoder_space() {
         .unwrap();
     assert!(matches!(
         ops(&n)[2],
-        Op::Linear {
+        Op::Linear(Linear {
             token_mixing: true,
             causal: false,
             ..
-        }
+        })
     ));
 }
 
@@ -214,19 +217,21 @@ fn self_attention_from_fundamental_ops() {
     let dots: Vec<&Op> = o.iter().filter(|x| x.kind() == "dot").collect();
     assert!(matches!(
         dots[0],
-        Op::Dot {
+        Op::Dot(Dot {
             scaled: true,
             mask: DotMask::Output
-        }
+        })
     ));
     assert!(matches!(
         dots[1],
-        Op::Dot {
+        Op::Dot(Dot {
             scaled: false,
             mask: DotMask::Left
-        }
+        })
     ));
-    assert!(o.iter().any(|x| matches!(x, Op::Softmax { causal: true })));
+    assert!(o
+        .iter()
+        .any(|x| matches!(x, Op::Softmax(Softmax { causal: true }))));
     assert!(n.arch.output_shape().is_seq());
 }
 

@@ -2,6 +2,7 @@
 //! networks never do, hashes are stable, and on an exhaustively enumerated
 //! space no functional class holds two different functions.
 
+use archgram::arch::ops::{Act, Linear, Norm, Softmax};
 use archgram::arch::{Arch, ArchContext, Network, Op, Shape};
 use archgram::grammar::Derivation;
 use archgram::hash::{
@@ -113,16 +114,16 @@ fn a_dead_branch_does_not_change_the_hashes() {
     // A branch off the input that nothing reads.
     let s = dead.input_shape();
     let d1 = dead.add(
-        Op::Act {
+        Op::Act(Act {
             f: archgram::arch::Activation::Gelu,
-        },
+        }),
         s,
         &[dead.input],
     );
     dead.add(
-        Op::Norm {
+        Op::Norm(Norm {
             kind: archgram::arch::NormKind::Layer,
-        },
+        }),
         s,
         &[d1],
     );
@@ -212,16 +213,20 @@ fn degenerate_outputs_are_never_merged() {
     let mut a = Arch::start(Shape::seq(8, 16), true);
     let x = a.input;
     let l = a.add(
-        Op::Linear {
+        Op::Linear(Linear {
             out: 1,
             bias: false,
             token_mixing: false,
             causal: false,
-        },
+        }),
         Shape::seq(8, 1),
         &[x],
     );
-    let s = a.add(Op::Softmax { causal: false }, Shape::seq(8, 1), &[l]);
+    let s = a.add(
+        Op::Softmax(Softmax { causal: false }),
+        Shape::seq(8, 1),
+        &[l],
+    );
     a.finish(s);
     assert_eq!(functional_hash(&a), None);
 }

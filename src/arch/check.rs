@@ -4,8 +4,8 @@
 //! from files or built by hand might.
 
 use super::graph::Arch;
-use super::ops::{DotMask, Op};
-use super::shape::{Axis, Shape};
+pub use super::ops::Broken;
+use super::shape::Shape;
 use petgraph::algo::is_cyclic_directed;
 
 /// What is wrong with a graph, naming the node (`%index`, as `show`
@@ -36,23 +36,6 @@ pub enum GraphError {
     Body { node: usize, inner: Box<GraphError> },
 }
 
-/// The rule an op's inputs break.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct Broken(String);
-
-impl From<&str> for Broken {
-    fn from(s: &str) -> Broken {
-        Broken(s.to_string())
-    }
-}
-
-impl From<String> for Broken {
-    fn from(s: String) -> Broken {
-        Broken(s)
-    }
-}
-
 pub fn check(a: &Arch) -> Result<(), GraphError> {
     if is_cyclic_directed(&a.graph) {
         return Err(GraphError::Cycle);
@@ -60,11 +43,15 @@ pub fn check(a: &Arch) -> Result<(), GraphError> {
     for n in a.graph.node_indices() {
         let node = a.node(n);
         let ins: Vec<Shape> = a.inputs(n).iter().map(|&i| a.node(i).shape).collect();
-        let want = infer(&node.op, &ins, a.causal).map_err(|rule| GraphError::Rule {
-            node: n.index(),
-            op: node.op.to_string(),
-            rule,
-        })?;
+        let want = node
+            .op
+            .def()
+            .infer(&ins, a.causal)
+            .map_err(|rule| GraphError::Rule {
+                node: n.index(),
+                op: node.op.to_string(),
+                rule,
+            })?;
         if let Some(w) = want {
             if w != node.shape {
                 return Err(GraphError::Shape {
@@ -88,149 +75,10 @@ pub fn check(a: &Arch) -> Result<(), GraphError> {
     Ok(())
 }
 
-fn arity(ins: &[Shape], n: usize) -> Result<(), Broken> {
-    if ins.len() == n {
-        Ok(())
-    } else {
-        Err(format!("expects {n} input(s), has {}", ins.len()).into())
-    }
-}
-
-/// The output shape of `op` on `ins` (`None` for the input marker).
-fn infer(op: &Op, ins: &[Shape], causal: bool) -> Result<Option<Shape>, Broken> {
-    let tok_last_of_feat = |s: Shape| s.cols.axis == Axis::Tok && s.rows.axis == Axis::Feat;
-    let out = match op {
-        Op::Input => {
-            arity(ins, 0)?;
-            return Ok(None);
-        }
-        Op::Output | Op::Act { .. } | Op::PosEnc => {
-            arity(ins, 1)?;
-            ins[0]
-        }
-        Op::Norm { .. } | Op::Softmax { .. } => {
-            arity(ins, 1)?;
-            if causal && tok_last_of_feat(ins[0]) {
-                return Err("normalises over tokens in a causal graph".into());
-            }
-            if let Op::Softmax { causal: false } = op {
-                if causal && ins[0].is_tok_tok() {
-                    return Err("unmasked token×token softmax in a causal graph".into());
-                }
-            }
-            ins[0]
-        }
-        Op::Linear {
-            out,
-            token_mixing,
-            causal: masked,
-            ..
-        } => {
-            arity(ins, 1)?;
-            let s = ins[0];
-            let over_tokens = s.cols.axis == Axis::Tok;
-            if over_tokens != *token_mixing {
-                return Err("token_mixing does not match the input's last axis".into());
-            }
-            if over_tokens && (*out != s.cols.size || (causal && !masked)) {
-                return Err(
-                    "token-mixing linear must keep the length and be masked when causal".into(),
-                );
-            }
-            Shape {
-                rows: s.rows,
-                cols: super::shape::Dim {
-                    axis: s.cols.axis,
-                    size: *out,
-                },
-            }
-        }
-        Op::Transpose => {
-            arity(ins, 1)?;
-            if causal && ins[0].is_tok_tok() {
-                return Err("transposes a token×token tensor in a causal graph".into());
-            }
-            ins[0].transposed()
-        }
-        Op::Split { part, parts } => {
-            arity(ins, 1)?;
-            let f = ins[0].feat().ok_or("no feature axis to split")?;
-            if *parts == 0 || part >= parts || f % parts != 0 {
-                return Err(format!("cannot take part {part} of {parts} from {f} features").into());
-            }
-            ins[0].with_feat(f / parts)
-        }
-        Op::Add | Op::Mul => {
-            if ins.len() < 2 || ins.iter().any(|s| *s != ins[0]) {
-                return Err("needs two or more inputs of one shape".into());
-            }
-            ins[0]
-        }
-        Op::Concat => {
-            let f0 = ins
-                .first()
-                .and_then(|s| s.feat())
-                .ok_or("no inputs with a feature axis")?;
-            let total: usize = ins.iter().map(|s| s.feat().unwrap_or(0)).sum();
-            if ins.iter().any(|s| s.with_feat(f0) != ins[0]) {
-                return Err("inputs differ outside the feature axis".into());
-            }
-            ins[0].with_feat(total)
-        }
-        Op::Dot { mask, .. } => {
-            arity(ins, 2)?;
-            let (a, b) = (ins[0], ins[1]);
-            if a.cols != b.rows {
-                return Err(format!("cannot multiply {a} by {b}").into());
-            }
-            let out = Shape {
-                rows: a.rows,
-                cols: b.cols,
-            };
-            if causal {
-                let need = if a.cols.axis == Axis::Tok {
-                    if a.rows.axis == Axis::Feat {
-                        return Err(
-                            "contracts over tokens with a feature×token left operand".into()
-                        );
-                    }
-                    DotMask::Left
-                } else if out.is_tok_tok() {
-                    DotMask::Output
-                } else {
-                    DotMask::None
-                };
-                if *mask != need {
-                    return Err(format!("causal mask should be {need:?}, is {mask:?}").into());
-                }
-            }
-            out
-        }
-        Op::Attention { causal: c, .. } | Op::Moh { causal: c, .. } => {
-            arity(ins, 1)?;
-            if !ins[0].is_seq() {
-                return Err("attention needs (tokens × features)".into());
-            }
-            if causal && !c {
-                return Err("non-causal attention in a causal graph".into());
-            }
-            ins[0]
-        }
-        Op::Mlp { .. } | Op::Moe { .. } | Op::Mod { .. } | Op::LayerSkip { .. } => {
-            arity(ins, 1)?;
-            if ins[0].cols.axis != Axis::Feat {
-                return Err("needs features on the last axis".into());
-            }
-            ins[0]
-        }
-    };
-    Ok(Some(out))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::ops::NormKind;
+    use crate::arch::ops::{Attention, Dot, DotMask, Linear, Norm, NormKind, Op};
 
     fn seq() -> Shape {
         Shape::seq(4, 8)
@@ -241,9 +89,9 @@ mod tests {
         let mut a = Arch::start(seq(), causal);
         let t = a.add(Op::Transpose, seq().transposed(), &[a.input]);
         let n = a.add(
-            Op::Norm {
+            Op::Norm(Norm {
                 kind: NormKind::Layer,
-            },
+            }),
             seq().transposed(),
             &[t],
         );
@@ -265,12 +113,12 @@ mod tests {
     #[test]
     fn a_wrong_shape_names_its_node() {
         let mut a = Arch::start(seq(), false);
-        let lin = Op::Linear {
+        let lin = Op::Linear(Linear {
             out: 6,
             bias: true,
             token_mixing: false,
             causal: false,
-        };
+        });
         let n = a.add(lin, seq(), &[a.input]);
         a.finish(n);
         let e = check(&a).unwrap_err();
@@ -287,11 +135,11 @@ mod tests {
     #[test]
     fn causal_graphs_need_masked_attention_and_products() {
         let mut a = Arch::start(seq(), true);
-        let att = Op::Attention {
+        let att = Op::Attention(Attention {
             heads: 2,
             head_dim: 4,
             causal: false,
-        };
+        });
         let n = a.add(att, seq(), &[a.input]);
         a.finish(n);
         assert!(check(&a)
@@ -305,10 +153,10 @@ mod tests {
             rows: seq().rows,
             cols: seq().rows,
         };
-        let unmasked = Op::Dot {
+        let unmasked = Op::Dot(Dot {
             scaled: true,
             mask: DotMask::None,
-        };
+        });
         let d = a.add(unmasked, tok_tok, &[a.input, kt]);
         a.finish(d);
         let e = check(&a).unwrap_err();

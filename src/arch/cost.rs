@@ -5,7 +5,7 @@
 //! accounting, e.g. Kaplan et al. 2020 (2·N per token for dense layers plus
 //! the attention score and value terms).
 
-use super::ops::{Op, RouterKind};
+use super::ops::{CostAt, Op};
 use super::shape::Shape;
 use serde::{Deserialize, Serialize};
 use std::ops::{Add, AddAssign};
@@ -31,15 +31,6 @@ impl Cost {
             nodes: self.nodes * nodes,
         }
     }
-
-    fn dense(params: f64, flops_per_seq: f64, seq: usize) -> Cost {
-        Cost {
-            params,
-            active_params: params,
-            flops: flops_per_seq / seq.max(1) as f64,
-            nodes: 1.0,
-        }
-    }
 }
 
 impl Add for Cost {
@@ -57,15 +48,6 @@ impl Add for Cost {
 impl AddAssign for Cost {
     fn add_assign(&mut self, o: Cost) {
         *self = *self + o;
-    }
-}
-
-/// Mean number of keys a query attends to.
-fn attended(seq: usize, causal: bool) -> f64 {
-    if causal {
-        (seq as f64 + 1.0) / 2.0
-    } else {
-        seq as f64
     }
 }
 
@@ -100,84 +82,17 @@ pub fn embedding_and_head(vocab: usize, width: usize) -> Cost {
 /// Cost of one op that has no body, run on a sequence of `seq` tokens.
 /// `inputs` are the input shapes in port order; their token axes are taken
 /// to have `seq` positions (a depth-routed body runs on fewer tokens than
-/// the shapes it was built with).
+/// the shapes it was built with). The formula is the op's own
+/// ([`super::ops::OpDef::cost`]).
 pub fn op_cost(op: &Op, inputs: &[Shape], out: Shape, seq: usize) -> Cost {
     let out = out.with_tokens(seq);
-    let in0 = inputs.first().map_or(out, |s| s.with_tokens(seq));
-    let in1 = inputs.get(1).map(|s| s.with_tokens(seq));
-    let elems = out.elements() as f64;
-    let s = seq as f64;
-    match op {
-        Op::Input | Op::Output => Cost {
-            nodes: 1.0,
-            ..Cost::default()
-        },
-        Op::Linear { out: o, bias, .. } => {
-            let i = in0.cols.size as f64;
-            let o = *o as f64;
-            let p = i * o + if *bias { o } else { 0.0 };
-            Cost::dense(p, 2.0 * in0.rows.size as f64 * i * o, seq)
-        }
-        Op::Norm { kind } => {
-            let last = out.cols.size as f64;
-            let p = match kind {
-                super::ops::NormKind::Layer => 2.0 * last,
-                super::ops::NormKind::Rms => last,
-            };
-            Cost::dense(p, 5.0 * elems, seq)
-        }
-        Op::Act { .. } => Cost::dense(0.0, elems, seq),
-        Op::Softmax { .. } => Cost::dense(0.0, 3.0 * elems, seq),
-        Op::PosEnc => Cost::dense(elems, elems, seq),
-        Op::Transpose | Op::Split { .. } | Op::Concat => Cost::dense(0.0, 0.0, seq),
-        Op::Add | Op::Mul => Cost::dense(0.0, elems * (inputs.len().max(2) - 1) as f64, seq),
-        Op::Dot { .. } => {
-            let b = in1.unwrap_or(out);
-            let f = 2.0 * in0.rows.size as f64 * in0.cols.size as f64 * b.cols.size as f64;
-            Cost::dense(0.0, f, seq)
-        }
-        Op::Attention {
-            heads,
-            head_dim,
-            causal,
-        } => {
-            let d = in0.cols.size as f64;
-            let inner = (heads * head_dim) as f64;
-            let p = 4.0 * d * inner;
-            let f = 2.0 * s * p + 4.0 * s * attended(seq, *causal) * inner;
-            Cost::dense(p, f, seq)
-        }
-        Op::Mlp { hidden, gated, .. } => {
-            let d = in0.cols.size as f64;
-            let p = if *gated { 3.0 } else { 2.0 } * d * *hidden as f64;
-            Cost::dense(p, 2.0 * s * p, seq)
-        }
-        Op::Moh {
-            heads,
-            active,
-            shared,
-            head_dim,
-            causal,
-        } => {
-            // Q and O only for the heads a token uses; K and V for all heads,
-            // since other tokens' queries may pick any head (docs/routing.md#costs-of-routed-blocks).
-            let d = in0.cols.size as f64;
-            let hd = *head_dim as f64;
-            let h = *heads as f64;
-            let used = (*active + *shared) as f64;
-            let router = d * (h - *shared as f64).max(1.0);
-            let p = 4.0 * d * h * hd + router;
-            let active_p = (2.0 * used + 2.0 * h) * d * hd + router;
-            let f = 2.0 * s * active_p + 4.0 * s * attended(seq, *causal) * hd * used;
-            Cost {
-                params: p,
-                active_params: active_p,
-                flops: f / s.max(1.0),
-                nodes: 1.0,
-            }
-        }
-        Op::Moe { .. } | Op::Mod { .. } | Op::LayerSkip { .. } => Cost::default(),
-    }
+    op.def().cost(&CostAt {
+        in0: inputs.first().map_or(out, |s| s.with_tokens(seq)),
+        in1: inputs.get(1).map(|s| s.with_tokens(seq)),
+        out,
+        arity: inputs.len(),
+        seq,
+    })
 }
 
 /// Tokens per sequence a mixture-of-depths body runs on: the top ⌈ρ·S⌉
@@ -187,50 +102,23 @@ pub fn depth_tokens(capacity: f64, seq: usize) -> usize {
 }
 
 /// The sequence length a routed op's body runs on, for a sequence of `seq`
-/// tokens. Depth-routed bodies see only their routed tokens, so their
-/// attention costs fall with ρ² (docs/routing.md#costs-of-routed-blocks);
-/// layer skip is charged at its target rate. Experts see every position they
-/// are given and mix no tokens, so their per-token cost does not depend on it.
+/// tokens ([`super::ops::Routed::body_seq`]). Experts see every position
+/// they are given and mix no tokens, so their per-token cost does not
+/// depend on it.
 pub fn body_seq(op: &Op, seq: usize) -> usize {
-    match op {
-        Op::Mod { capacity, .. } | Op::LayerSkip { capacity, .. } => depth_tokens(*capacity, seq),
-        _ => seq,
-    }
+    op.def().routed().map_or(seq, |r| r.body_seq(seq))
 }
 
 /// How a routed op on a sequence of `seq` tokens scales the cost of one
 /// copy of its body: (copies holding parameters, copies a token touches,
 /// FLOP multiplier).
 pub fn routed_scales(op: &Op, seq: usize) -> (f64, f64, f64) {
-    match op {
-        Op::Moe { spec, .. } => {
-            let per_token = match spec.router {
-                RouterKind::TokenChoice | RouterKind::TopP => spec.top_k as f64,
-                // Each expert takes cf·T/E tokens: cf experts per token on average.
-                RouterKind::ExpertChoice => spec.capacity,
-            };
-            let copies = (spec.experts + spec.shared) as f64;
-            // Expert choice has no top_k: a token touches cf experts on average.
-            let touched = per_token.min(spec.experts as f64) + spec.shared as f64;
-            (copies, touched, per_token + spec.shared as f64)
-        }
-        Op::Mod { .. } | Op::LayerSkip { .. } => {
-            (1.0, 1.0, body_seq(op, seq) as f64 / seq.max(1) as f64)
-        }
-        _ => (1.0, 1.0, 1.0),
-    }
+    op.def().routed().map_or((1.0, 1.0, 1.0), |r| r.scales(seq))
 }
 
 /// The router's own cost for a routed op on width `d`.
 pub fn router_cost(op: &Op, d: usize) -> Cost {
-    let d = d as f64;
-    let (p, f) = match op {
-        Op::Moe { spec, .. } => (d * spec.experts as f64, 2.0 * d * spec.experts as f64),
-        Op::Mod { .. } => (d, 2.0 * d),
-        // A scalar router and its bias.
-        Op::LayerSkip { .. } => (d + 1.0, 2.0 * d),
-        _ => (0.0, 0.0),
-    };
+    let (p, f) = op.def().routed().map_or((0.0, 0.0), |r| r.router(d));
     Cost {
         params: p,
         active_params: p,
@@ -243,7 +131,10 @@ pub fn router_cost(op: &Op, d: usize) -> Cost {
 mod tests {
     use super::*;
     use crate::arch::graph::Arch;
-    use crate::arch::ops::{Activation, Balance, MoeSpec, NormKind};
+    use crate::arch::ops::{
+        Activation, Attention, Balance, Linear, Mlp, Mod, Moe, MoeSpec, Moh, Norm, NormKind,
+        RouterKind,
+    };
 
     const S: usize = 4;
     const D: usize = 16;
@@ -260,20 +151,22 @@ mod tests {
     #[test]
     fn dense_ops_follow_the_documented_formulas() {
         // Linear 16 → 8 with bias: 16·8 + 8 parameters, 2·S·16·8 FLOPs per sequence.
-        let lin = Op::Linear {
+        let lin = Op::Linear(Linear {
             out: 8,
             bias: true,
             token_mixing: false,
             causal: false,
-        };
+        });
         let c = cost(lin, x().with_feat(8));
         assert_eq!((c.params, c.active_params, c.flops), (136.0, 136.0, 256.0));
         // Attention, 2 heads of 8: 4·d·inner parameters; per sequence
         // 2·S·params + 4·S·S̄·inner, S̄ = (S+1)/2 under the causal mask.
-        let att = |causal| Op::Attention {
-            heads: 2,
-            head_dim: 8,
-            causal,
+        let att = |causal| {
+            Op::Attention(Attention {
+                heads: 2,
+                head_dim: 8,
+                causal,
+            })
         };
         let c = cost(att(true), x());
         assert_eq!(c.params, 1024.0);
@@ -285,18 +178,18 @@ mod tests {
             "S̄ = S without the mask"
         );
         // Gated MLP: three matrices d × hidden.
-        let mlp = Op::Mlp {
+        let mlp = Op::Mlp(Mlp {
             hidden: 32,
             act: Activation::Silu,
             gated: true,
-        };
+        });
         let c = cost(mlp, x());
         assert_eq!((c.params, c.flops), (1536.0, 3072.0));
         // Norms: 2·d (layer) or d (RMS) parameters, 5 FLOPs per element.
         let c = cost(
-            Op::Norm {
+            Op::Norm(Norm {
                 kind: NormKind::Rms,
-            },
+            }),
             x(),
         );
         assert_eq!((c.params, c.flops), (16.0, 5.0 * 16.0));
@@ -308,13 +201,13 @@ mod tests {
 
     #[test]
     fn mixture_of_heads_pays_keys_and_values_of_every_head() {
-        let moh = Op::Moh {
+        let moh = Op::Moh(Moh {
             heads: 4,
             active: 1,
             shared: 1,
             head_dim: 4,
             causal: false,
-        };
+        });
         let c = cost(moh, x());
         let router = 16.0 * 3.0;
         assert_eq!(c.params, 4.0 * 16.0 * 4.0 * 4.0 + router);
@@ -325,7 +218,7 @@ mod tests {
     }
 
     fn moe(router: RouterKind, top_k: usize, capacity: f64) -> Op {
-        Op::Moe {
+        Op::Moe(Moe {
             spec: MoeSpec {
                 experts: 4,
                 top_k,
@@ -336,7 +229,7 @@ mod tests {
                 balance: Balance::None,
             },
             expert: Box::new(Arch::start(x(), false)),
-        }
+        })
     }
 
     #[test]
@@ -363,11 +256,11 @@ mod tests {
         assert_eq!((r.params, r.flops), (64.0, 128.0));
         // Depth routing runs the body on ⌈ρ·S⌉ tokens, at least one.
         let body = Box::new(Arch::start(x(), false));
-        let m = Op::Mod {
+        let m = Op::Mod(Mod {
             capacity: 0.25,
             causal: false,
             body,
-        };
+        });
         assert_eq!(body_seq(&m, 10), 3);
         assert_eq!(routed_scales(&m, 10), (1.0, 1.0, 0.3));
         assert_eq!(depth_tokens(1e-9, 10), 1);

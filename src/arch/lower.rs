@@ -8,6 +8,7 @@ use super::forms::{self, Placement, Scope};
 use super::graph::Arch;
 use super::ops::Op;
 use super::shape::Shape;
+use crate::arch::ops::{Norm, Split};
 use crate::grammar::{Derivation, Node, Reject};
 use petgraph::graph::NodeIndex;
 
@@ -67,10 +68,10 @@ fn lower_into(
                 .map(|part| {
                     if split == "group" {
                         arch.add(
-                            Op::Split {
+                            Op::Split(Split {
                                 part,
                                 parts: factor,
-                            },
+                            }),
                             part_shape,
                             &[x],
                         )
@@ -105,7 +106,7 @@ fn lower_into(
         "block" => {
             let b = forms::block(&node, ctx)?;
             let child = only_child(d)?;
-            let norm = Op::Norm { kind: b.norm };
+            let norm = Op::Norm(Norm { kind: b.norm });
             let mut y = x;
             if matches!(b.placement, Placement::Pre | Placement::Peri) {
                 y = arch.add(norm.clone(), s, &[y]);

@@ -140,6 +140,7 @@ pub fn visit_ops(a: &Arch, f: &mut dyn FnMut(&super::ops::Op)) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::ops::Attention;
     use crate::arch::ops::Op;
     use crate::arch::shape::Shape;
 
@@ -188,11 +189,11 @@ mod tests {
             .find(|op| op.kind() == "attention");
         assert_eq!(
             att,
-            Some(&Op::Attention {
+            Some(&Op::Attention(Attention {
                 heads: 2,
                 head_dim: 8,
                 causal: true
-            })
+            }))
         );
         let m = build("block(moe(experts=4, top_k=1, mlp(ratio=1)))", false);
         let moe = m

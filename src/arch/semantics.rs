@@ -11,6 +11,7 @@ use super::forms::{self, Placement, Scope};
 use super::graph::Arch;
 use super::ops::{NormKind, Op};
 use super::shape::Shape;
+use crate::arch::ops::{Norm, Split};
 use crate::grammar::{Alternative, FormProblem, Node, Reject, Semantics, Value};
 
 /// Multipliers an enclosing structure applies to the cost of a subtree:
@@ -124,7 +125,7 @@ impl ArchSemantics {
     }
 
     fn norm_cost(&self, at: &State, kind: NormKind, s: Shape) -> Cost {
-        self.op(at, &Op::Norm { kind }, &[s], s)
+        self.op(at, &Op::Norm(Norm { kind }), &[s], s)
     }
 
     fn routed_op(&self, node: &Node, s: Shape) -> Result<Op, Reject> {
@@ -235,10 +236,10 @@ impl Semantics for ArchSemantics {
                 if i == 0 && split == "group" {
                     let one = self.op(
                         &st,
-                        &Op::Split {
+                        &Op::Split(Split {
                             part: 0,
                             parts: factor,
-                        },
+                        }),
                         &[s],
                         st.shape,
                     );

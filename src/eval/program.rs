@@ -2,6 +2,9 @@
 //! the parameters each one owns. Running it lives in `forward.rs`.
 
 use super::params::{Init, ParamInfo};
+use crate::arch::ops::{
+    Act, Attention, Dot, LayerSkip, Linear, Mlp, Mod, Moe, Moh, Norm, Softmax, Split,
+};
 use crate::arch::{Activation, Arch, Axis, DotMask, MoeSpec, NormKind, Op, Shape};
 use petgraph::graph::NodeIndex;
 use petgraph::visit::{Dfs, Reversed};
@@ -217,12 +220,12 @@ impl Builder {
         Ok(match op {
             Op::Input => StepOp::Input,
             Op::Output => StepOp::Output,
-            Op::Linear {
+            Op::Linear(Linear {
                 out: o,
                 bias,
                 token_mixing,
                 causal,
-            } => {
+            }) => {
                 let w = self.matrix(format!("{at}.w"), last, *o);
                 let b =
                     bias.then(|| self.param(format!("{at}.b"), vec![*o], Init::Const(0.0), false));
@@ -234,14 +237,14 @@ impl Builder {
                     causal_mask: *token_mixing && *causal,
                 }
             }
-            Op::Norm { kind } => StepOp::Norm {
+            Op::Norm(Norm { kind }) => StepOp::Norm {
                 kind: *kind,
                 gain: self.param(format!("{at}.g"), vec![last], Init::Const(1.0), false),
                 bias: (*kind == NormKind::Layer)
                     .then(|| self.param(format!("{at}.b"), vec![last], Init::Const(0.0), false)),
             },
-            Op::Act { f } => StepOp::Act(*f),
-            Op::Softmax { causal } => StepOp::Softmax { causal: *causal },
+            Op::Act(Act { f }) => StepOp::Act(*f),
+            Op::Softmax(Softmax { causal }) => StepOp::Softmax { causal: *causal },
             Op::PosEnc => StepOp::PosEnc {
                 table: self.param(
                     format!("{at}.pos"),
@@ -251,7 +254,7 @@ impl Builder {
                 ),
             },
             Op::Transpose => StepOp::Transpose,
-            Op::Split { part, parts } => StepOp::Split {
+            Op::Split(Split { part, parts }) => StepOp::Split {
                 part: *part,
                 parts: *parts,
                 rows: ins.rows.axis == Axis::Feat && ins.cols.axis == Axis::Tok,
@@ -261,28 +264,28 @@ impl Builder {
             Op::Concat => StepOp::Concat {
                 rows: out.rows.axis == Axis::Feat && out.cols.axis == Axis::Tok,
             },
-            Op::Dot { scaled, mask } => StepOp::Dot {
+            Op::Dot(Dot { scaled, mask }) => StepOp::Dot {
                 scaled: *scaled,
                 mask: *mask,
             },
-            Op::Attention {
+            Op::Attention(Attention {
                 heads,
                 head_dim,
                 causal,
-            } => StepOp::Attention {
+            }) => StepOp::Attention {
                 heads: self.heads(at, *heads, last, *head_dim),
                 o: self.matrix(format!("{at}.o"), heads * head_dim, last),
                 head_dim: *head_dim,
                 causal: *causal,
             },
-            Op::Mlp { hidden, act, gated } => StepOp::Mlp {
+            Op::Mlp(Mlp { hidden, act, gated }) => StepOp::Mlp {
                 w1: self.matrix(format!("{at}.w1"), last, *hidden),
                 w3: gated.then(|| self.matrix(format!("{at}.w3"), last, *hidden)),
                 w2: self.matrix(format!("{at}.w2"), *hidden, last),
                 act: *act,
                 hidden: *hidden,
             },
-            Op::Moe { spec, expert } => {
+            Op::Moe(Moe { spec, expert }) => {
                 self.routed += 1;
                 let router = self.matrix(format!("{at}.router"), last, spec.experts);
                 let experts = (0..spec.experts)
@@ -298,11 +301,11 @@ impl Builder {
                     shared,
                 }
             }
-            Op::Mod {
+            Op::Mod(Mod {
                 capacity,
                 causal,
                 body,
-            } => {
+            }) => {
                 self.routed += 1;
                 StepOp::Mod {
                     capacity: *capacity,
@@ -311,7 +314,7 @@ impl Builder {
                     body: Box::new(self.graph(body, &format!("{at}.body."))?),
                 }
             }
-            Op::LayerSkip { capacity, body } => {
+            Op::LayerSkip(LayerSkip { capacity, body }) => {
                 self.routed += 1;
                 let c = capacity.clamp(1e-3, 1.0 - 1e-3);
                 StepOp::Skip {
@@ -327,13 +330,13 @@ impl Builder {
                     body: Box::new(self.graph(body, &format!("{at}.body."))?),
                 }
             }
-            Op::Moh {
+            Op::Moh(Moh {
                 heads,
                 active,
                 shared,
                 head_dim,
                 causal,
-            } => {
+            }) => {
                 self.routed += 1;
                 let routed = heads - shared;
                 StepOp::Moh {

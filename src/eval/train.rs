@@ -8,6 +8,7 @@ use super::optim::{adamw, Hyper};
 use super::params::Params;
 use super::program::Program;
 use super::DeviceKind;
+use crate::arch::ops::{Attention, Moh};
 use crate::arch::Arch;
 use crate::routing::stats::{Checkpoint, RoutingReport};
 use crate::routing::{LayerTrace, RouterSettings};
@@ -165,7 +166,9 @@ pub fn memory_estimate(prog: &Program, arch: &Arch, batch: usize) -> u64 {
     let params = prog.param_count() as u64 * 4 * 4;
     let mut act = 0u64;
     crate::arch::network::visit_ops(arch, &mut |op| {
-        if let crate::arch::Op::Attention { heads, .. } | crate::arch::Op::Moh { heads, .. } = op {
+        if let crate::arch::Op::Attention(Attention { heads, .. })
+        | crate::arch::Op::Moh(Moh { heads, .. }) = op
+        {
             act += (*heads * arch.seq_len * arch.seq_len * 3) as u64;
         }
     });

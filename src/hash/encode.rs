@@ -4,108 +4,25 @@
 //! change a stored hash; changing these bytes on purpose means bumping
 //! `ENCODING_VERSION` (which both hash recipes include).
 
-use crate::arch::{Activation, Axis, Balance, DotMask, NormKind, Op, RouterKind, Shape};
+use crate::arch::ops::Fields;
+use crate::arch::{Axis, Op, Shape};
 
 /// Version of this encoding. Hashed into every label, so labels written by
 /// another encoding never collide with these.
 pub const ENCODING_VERSION: u8 = 1;
 
-/// Appends fields to an encoding: integers little-endian at fixed width,
-/// floats as their IEEE bits.
-struct Enc(Vec<u8>);
-
-impl Enc {
-    fn tag(&mut self, t: u8) -> &mut Self {
-        self.0.push(t);
-        self
-    }
-
-    fn flag(&mut self, b: bool) -> &mut Self {
-        self.tag(b as u8)
-    }
-
-    fn size(&mut self, n: usize) -> &mut Self {
-        self.0.extend_from_slice(&(n as u64).to_le_bytes());
-        self
-    }
-
-    fn real(&mut self, x: f64) -> &mut Self {
-        self.0.extend_from_slice(&x.to_bits().to_le_bytes());
-        self
-    }
-}
-
-/// The op's kind and parameters; a routed op's body is not included (the
-/// structural hash adds the body's own hash beside it).
+/// The op's kind and parameters ([`crate::arch::ops::OpDef::encode`]); a
+/// routed op's body is not included (the structural hash adds the body's
+/// own hash beside it).
 pub fn op_bytes(op: &Op) -> Vec<u8> {
-    let mut e = Enc(vec![ENCODING_VERSION]);
-    // Kind tags are fixed numbers: a new kind takes a new number, and a
-    // number is never reused.
-    match op {
-        Op::Input => e.tag(1),
-        Op::Output => e.tag(2),
-        Op::Linear {
-            out,
-            bias,
-            token_mixing,
-            causal,
-        } => e
-            .tag(3)
-            .size(*out)
-            .flag(*bias)
-            .flag(*token_mixing)
-            .flag(*causal),
-        Op::Norm { kind } => e.tag(4).tag(norm_tag(*kind)),
-        Op::Act { f } => e.tag(5).tag(act_tag(*f)),
-        Op::Softmax { causal } => e.tag(6).flag(*causal),
-        Op::PosEnc => e.tag(7),
-        Op::Transpose => e.tag(8),
-        Op::Split { part, parts } => e.tag(9).size(*part).size(*parts),
-        Op::Add => e.tag(10),
-        Op::Mul => e.tag(11),
-        Op::Concat => e.tag(12),
-        Op::Dot { scaled, mask } => e.tag(13).flag(*scaled).tag(mask_tag(*mask)),
-        Op::Attention {
-            heads,
-            head_dim,
-            causal,
-        } => e.tag(14).size(*heads).size(*head_dim).flag(*causal),
-        Op::Mlp { hidden, act, gated } => e.tag(15).size(*hidden).tag(act_tag(*act)).flag(*gated),
-        Op::Moe { spec, expert: _ } => e
-            .tag(16)
-            .size(spec.experts)
-            .size(spec.top_k)
-            .size(spec.shared)
-            .tag(router_tag(spec.router))
-            .real(spec.capacity)
-            .real(spec.top_p)
-            .tag(balance_tag(spec.balance)),
-        Op::Mod {
-            capacity,
-            causal,
-            body: _,
-        } => e.tag(17).real(*capacity).flag(*causal),
-        Op::LayerSkip { capacity, body: _ } => e.tag(18).real(*capacity),
-        Op::Moh {
-            heads,
-            active,
-            shared,
-            head_dim,
-            causal,
-        } => e
-            .tag(19)
-            .size(*heads)
-            .size(*active)
-            .size(*shared)
-            .size(*head_dim)
-            .flag(*causal),
-    };
+    let mut e = Fields(vec![ENCODING_VERSION]);
+    op.def().encode(&mut e);
     e.0
 }
 
 /// Both axes, each as its kind and size.
 pub fn shape_bytes(s: &Shape) -> Vec<u8> {
-    let mut e = Enc(vec![ENCODING_VERSION]);
+    let mut e = Fields(vec![ENCODING_VERSION]);
     for d in [s.rows, s.cols] {
         e.tag(match d.axis {
             Axis::Tok => 1,
@@ -116,74 +33,37 @@ pub fn shape_bytes(s: &Shape) -> Vec<u8> {
     e.0
 }
 
-fn act_tag(a: Activation) -> u8 {
-    match a {
-        Activation::Relu => 1,
-        Activation::Gelu => 2,
-        Activation::Silu => 3,
-        Activation::LeakyRelu => 4,
-    }
-}
-
-fn norm_tag(k: NormKind) -> u8 {
-    match k {
-        NormKind::Layer => 1,
-        NormKind::Rms => 2,
-    }
-}
-
-fn mask_tag(m: DotMask) -> u8 {
-    match m {
-        DotMask::None => 1,
-        DotMask::Output => 2,
-        DotMask::Left => 3,
-    }
-}
-
-fn router_tag(r: RouterKind) -> u8 {
-    match r {
-        RouterKind::TokenChoice => 1,
-        RouterKind::ExpertChoice => 2,
-        RouterKind::TopP => 3,
-    }
-}
-
-fn balance_tag(b: Balance) -> u8 {
-    match b {
-        Balance::AuxLoss => 1,
-        Balance::Bias => 2,
-        Balance::None => 3,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::arch::{Arch, MoeSpec};
+    use crate::arch::ops::{
+        Act, Attention, Dot, LayerSkip, Linear, Mlp, Mod, Moe, Moh, Norm, Softmax, Split,
+    };
+    use crate::arch::{Activation, Arch, Balance, DotMask, MoeSpec, NormKind, RouterKind};
 
     /// The bytes are written out here in full, not derived from the op:
     /// a renamed field or a changed `Debug`/`Display` leaves them as they
     /// are, and any change to them fails this test.
     #[test]
     fn bytes_of_known_ops_are_fixed() {
-        let linear = Op::Linear {
+        let linear = Op::Linear(Linear {
             out: 300,
             bias: true,
             token_mixing: false,
             causal: true,
-        };
+        });
         let mut want = vec![1, 3];
         want.extend_from_slice(&[0x2c, 1, 0, 0, 0, 0, 0, 0]);
         want.extend_from_slice(&[1, 0, 1]);
         assert_eq!(op_bytes(&linear), want);
         assert_eq!(op_bytes(&Op::Add), [1, 10]);
         assert_eq!(
-            op_bytes(&Op::Act {
+            op_bytes(&Op::Act(Act {
                 f: Activation::Gelu
-            }),
+            })),
             [1, 5, 2]
         );
-        let moe = Op::Moe {
+        let moe = Op::Moe(Moe {
             spec: MoeSpec {
                 experts: 4,
                 top_k: 2,
@@ -194,7 +74,7 @@ mod tests {
                 balance: Balance::Bias,
             },
             expert: Box::new(Arch::start(Shape::seq(4, 8), true)),
-        };
+        });
         let mut want = vec![1, 16];
         for n in [4u64, 2, 0] {
             want.extend_from_slice(&n.to_le_bytes());
@@ -227,155 +107,155 @@ mod tests {
         let ops = vec![
             Op::Input,
             Op::Output,
-            Op::Linear {
+            Op::Linear(Linear {
                 out: 8,
                 bias: true,
                 token_mixing: false,
                 causal: false,
-            },
-            Op::Linear {
+            }),
+            Op::Linear(Linear {
                 out: 8,
                 bias: false,
                 token_mixing: false,
                 causal: false,
-            },
-            Op::Linear {
+            }),
+            Op::Linear(Linear {
                 out: 8,
                 bias: true,
                 token_mixing: true,
                 causal: false,
-            },
-            Op::Linear {
+            }),
+            Op::Linear(Linear {
                 out: 8,
                 bias: true,
                 token_mixing: true,
                 causal: true,
-            },
-            Op::Linear {
+            }),
+            Op::Linear(Linear {
                 out: 9,
                 bias: true,
                 token_mixing: false,
                 causal: false,
-            },
-            Op::Norm {
+            }),
+            Op::Norm(Norm {
                 kind: NormKind::Layer,
-            },
-            Op::Norm {
+            }),
+            Op::Norm(Norm {
                 kind: NormKind::Rms,
-            },
-            Op::Act {
+            }),
+            Op::Act(Act {
                 f: Activation::Relu,
-            },
-            Op::Act {
+            }),
+            Op::Act(Act {
                 f: Activation::LeakyRelu,
-            },
-            Op::Softmax { causal: false },
-            Op::Softmax { causal: true },
+            }),
+            Op::Softmax(Softmax { causal: false }),
+            Op::Softmax(Softmax { causal: true }),
             Op::PosEnc,
             Op::Transpose,
-            Op::Split { part: 0, parts: 2 },
-            Op::Split { part: 1, parts: 2 },
+            Op::Split(Split { part: 0, parts: 2 }),
+            Op::Split(Split { part: 1, parts: 2 }),
             Op::Add,
             Op::Mul,
             Op::Concat,
-            Op::Dot {
+            Op::Dot(Dot {
                 scaled: false,
                 mask: DotMask::None,
-            },
-            Op::Dot {
+            }),
+            Op::Dot(Dot {
                 scaled: true,
                 mask: DotMask::None,
-            },
-            Op::Dot {
+            }),
+            Op::Dot(Dot {
                 scaled: true,
                 mask: DotMask::Left,
-            },
-            Op::Attention {
+            }),
+            Op::Attention(Attention {
                 heads: 2,
                 head_dim: 8,
                 causal: true,
-            },
-            Op::Attention {
+            }),
+            Op::Attention(Attention {
                 heads: 2,
                 head_dim: 8,
                 causal: false,
-            },
-            Op::Attention {
+            }),
+            Op::Attention(Attention {
                 heads: 4,
                 head_dim: 8,
                 causal: true,
-            },
-            Op::Mlp {
+            }),
+            Op::Mlp(Mlp {
                 hidden: 16,
                 act: Activation::Gelu,
                 gated: false,
-            },
-            Op::Mlp {
+            }),
+            Op::Mlp(Mlp {
                 hidden: 16,
                 act: Activation::Gelu,
                 gated: true,
-            },
-            Op::Moe {
+            }),
+            Op::Moe(Moe {
                 spec,
                 expert: body(),
-            },
-            Op::Moe {
+            }),
+            Op::Moe(Moe {
                 spec: MoeSpec { shared: 1, ..spec },
                 expert: body(),
-            },
-            Op::Moe {
+            }),
+            Op::Moe(Moe {
                 spec: MoeSpec {
                     router: RouterKind::ExpertChoice,
                     ..spec
                 },
                 expert: body(),
-            },
-            Op::Moe {
+            }),
+            Op::Moe(Moe {
                 spec: MoeSpec {
                     capacity: 1.5,
                     ..spec
                 },
                 expert: body(),
-            },
-            Op::Moe {
+            }),
+            Op::Moe(Moe {
                 spec: MoeSpec { top_p: 0.7, ..spec },
                 expert: body(),
-            },
-            Op::Moe {
+            }),
+            Op::Moe(Moe {
                 spec: MoeSpec {
                     balance: Balance::None,
                     ..spec
                 },
                 expert: body(),
-            },
-            Op::Mod {
+            }),
+            Op::Mod(Mod {
                 capacity: 0.5,
                 causal: true,
                 body: body(),
-            },
-            Op::Mod {
+            }),
+            Op::Mod(Mod {
                 capacity: 0.5,
                 causal: false,
                 body: body(),
-            },
-            Op::LayerSkip {
+            }),
+            Op::LayerSkip(LayerSkip {
                 capacity: 0.5,
                 body: body(),
-            },
-            Op::Moh {
+            }),
+            Op::Moh(Moh {
                 heads: 4,
                 active: 2,
                 shared: 0,
                 head_dim: 8,
                 causal: true,
-            },
-            Op::Moh {
+            }),
+            Op::Moh(Moh {
                 heads: 4,
                 active: 2,
                 shared: 1,
                 head_dim: 8,
                 causal: true,
-            },
+            }),
         ];
         let mut seen = std::collections::HashMap::new();
         for op in &ops {
@@ -386,11 +266,11 @@ mod tests {
         // The body is the structural hash's business, not the label's.
         let other_body = Box::new(Arch::start(Shape::seq(2, 2), false));
         assert_eq!(
-            op_bytes(&Op::Mod {
+            op_bytes(&Op::Mod(Mod {
                 capacity: 0.5,
                 causal: true,
                 body: other_body
-            }),
+            })),
             op_bytes(&ops[34])
         );
     }

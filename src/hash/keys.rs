@@ -13,19 +13,7 @@ use crate::arch::Op;
 
 /// Ops that own weights.
 pub(super) fn has_params(op: &Op) -> bool {
-    !matches!(
-        op,
-        Op::Input
-            | Op::Output
-            | Op::Act { .. }
-            | Op::Softmax { .. }
-            | Op::Transpose
-            | Op::Split { .. }
-            | Op::Add
-            | Op::Mul
-            | Op::Concat
-            | Op::Dot { .. }
-    )
+    op.def().has_weights()
 }
 
 /// Ranks a group of nodes given the keys assigned so far (see [`weight_keys`]).

@@ -3,6 +3,7 @@
 //! order, and every token samples its experts from it.
 
 use super::trace::LayerTrace;
+use crate::arch::ops::{LayerSkip, Mod, Moe};
 use crate::arch::{Arch, MoeSpec, Op, RouterKind};
 use rand::seq::index::sample as sample_indices;
 use rand::seq::SliceRandom;
@@ -82,7 +83,7 @@ fn walk(arch: &Arch, out: &mut Vec<(&'static str, Option<MoeLayer>)>) {
     for n in arch.topo() {
         let op = &arch.node(n).op;
         match op {
-            Op::Moe { spec, expert } => {
+            Op::Moe(Moe { spec, expert }) => {
                 let layer = out.len();
                 out.push((
                     "moe",
@@ -95,11 +96,11 @@ fn walk(arch: &Arch, out: &mut Vec<(&'static str, Option<MoeLayer>)>) {
                     }),
                 ));
             }
-            Op::Mod { body, .. } | Op::LayerSkip { body, .. } => {
+            Op::Mod(Mod { body, .. }) | Op::LayerSkip(LayerSkip { body, .. }) => {
                 out.push((op.kind(), None));
                 walk(body, out);
             }
-            Op::Moh { .. } => out.push(("moh", None)),
+            Op::Moh(_) => out.push(("moh", None)),
             _ => {}
         }
     }

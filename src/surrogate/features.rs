@@ -8,6 +8,7 @@
 //! (White et al. 2021) found encodings that see paths through the graph to
 //! predict accuracy far better than op counts alone.
 
+use crate::arch::ops::{Act, Attention, LayerSkip, Mlp, Mod, Moe, Moh, Norm};
 use crate::arch::{Activation, Arch, NormKind, Op, RouterKind};
 use petgraph::graph::NodeIndex;
 use std::collections::HashMap;
@@ -112,20 +113,20 @@ pub fn features(arch: &Arch, vocab: usize) -> Vec<f64> {
         let k = KINDS.iter().position(|k| *k == op.kind());
         kinds[k.unwrap_or(KINDS.len())] += 1.0;
         match op {
-            Op::Attention {
+            Op::Attention(Attention {
                 heads, head_dim, ..
-            } => {
+            }) => {
                 acc.add("attention_heads", *heads as f64);
                 acc.add("attention_head_dim", *head_dim as f64);
             }
-            Op::Mlp { hidden, gated, act } => {
+            Op::Mlp(Mlp { hidden, gated, act }) => {
                 acc.add("mlp_ratio", *hidden as f64 / width);
                 acc.add("mlp_gated", f64::from(u8::from(*gated)));
                 bump(&mut acts, Activation::NAMES, act.name());
             }
-            Op::Act { f } => bump(&mut acts, Activation::NAMES, f.name()),
-            Op::Norm { kind } => bump(&mut norms, NormKind::NAMES, kind.name()),
-            Op::Moe { spec, .. } => {
+            Op::Act(Act { f }) => bump(&mut acts, Activation::NAMES, f.name()),
+            Op::Norm(Norm { kind }) => bump(&mut norms, NormKind::NAMES, kind.name()),
+            Op::Moe(Moe { spec, .. }) => {
                 routed += 1.0;
                 acc.add("moe_experts", spec.experts as f64);
                 acc.add("moe_top_k", spec.top_k as f64);
@@ -133,18 +134,18 @@ pub fn features(arch: &Arch, vocab: usize) -> Vec<f64> {
                 acc.add("moe_shared", spec.shared as f64);
                 bump(&mut routers, RouterKind::NAMES, spec.router.name());
             }
-            Op::Mod {
+            Op::Mod(Mod {
                 capacity, causal, ..
-            } => {
+            }) => {
                 routed += 1.0;
                 acc.add("mod_capacity", *capacity);
                 acc.add("mod_causal", f64::from(u8::from(*causal)));
             }
-            Op::LayerSkip { capacity, .. } => {
+            Op::LayerSkip(LayerSkip { capacity, .. }) => {
                 routed += 1.0;
                 acc.add("skip_capacity", *capacity);
             }
-            Op::Moh { heads, active, .. } => {
+            Op::Moh(Moh { heads, active, .. }) => {
                 routed += 1.0;
                 acc.add("moh_active_share", *active as f64 / (*heads).max(1) as f64);
             }
@@ -210,7 +211,7 @@ fn depth(a: &Arch) -> usize {
             | Op::Add
             | Op::Mul
             | Op::Concat
-            | Op::Split { .. }
+            | Op::Split(_)
             | Op::Transpose => 0,
             _ => 1 + op.body().map_or(0, depth),
         };
@@ -270,6 +271,7 @@ fn wl_into(a: &Arch, prefix: &str, bag: &mut [f64]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::ops::{Attention, Mlp};
     use crate::arch::{Op, Shape};
 
     fn chain(ops: Vec<Op>) -> Arch {
@@ -285,19 +287,19 @@ mod tests {
     }
 
     fn attention() -> Op {
-        Op::Attention {
+        Op::Attention(Attention {
             heads: 2,
             head_dim: 8,
             causal: true,
-        }
+        })
     }
 
     fn mlp(hidden: usize) -> Op {
-        Op::Mlp {
+        Op::Mlp(Mlp {
             hidden,
             act: Activation::Gelu,
             gated: false,
-        }
+        })
     }
 
     fn get(v: &[f64], name: &str) -> f64 {

@@ -3,6 +3,7 @@
 
 use super::catalogue::{boolean, float, get_int, int, missing, name, param};
 use crate::arch::context::ArchContext;
+use crate::arch::ops::{Act, Attention, Dot, LayerSkip, Linear, Mlp, Mod, Moe, Moh, Norm, Softmax};
 use crate::arch::ops::{Activation, Balance, DotMask, MoeSpec, NormKind, Op, RouterKind};
 use crate::arch::shape::{Axis, Dim, Shape};
 use crate::grammar::{Node, Reject, Value};
@@ -169,12 +170,12 @@ pub fn terminal(
                 }
             }
             (
-                Op::Linear {
+                Op::Linear(Linear {
                     out,
                     bias,
                     token_mixing: last_tok,
                     causal: last_tok && ctx.causal,
-                },
+                }),
                 Shape {
                     rows: s.rows,
                     cols: Dim {
@@ -193,19 +194,19 @@ pub fn terminal(
             }
             let op = if node.form == "norm" {
                 let kind = name(node, "kind")?;
-                Op::Norm {
+                Op::Norm(Norm {
                     kind: NormKind::parse(kind).ok_or_else(|| missing(node, "kind"))?,
-                }
+                })
             } else {
-                Op::Softmax {
+                Op::Softmax(Softmax {
                     causal: ctx.causal && s.is_tok_tok(),
-                }
+                })
             };
             (op, s)
         }
         "act" => {
             let f = Activation::parse(name(node, "fn")?).ok_or_else(|| missing(node, "fn"))?;
-            (Op::Act { f }, s)
+            (Op::Act(Act { f }), s)
         }
         "posenc" => {
             positional("posenc", scope)?;
@@ -221,11 +222,11 @@ pub fn terminal(
             check_attention_causal(causal, ctx)?;
             let head_dim = head_dim(node, heads, d)?;
             (
-                Op::Attention {
+                Op::Attention(Attention {
                     heads,
                     head_dim,
                     causal,
-                },
+                }),
                 s,
             )
         }
@@ -248,13 +249,13 @@ pub fn terminal(
             check_attention_causal(causal, ctx)?;
             let head_dim = head_dim(node, heads, d)?;
             (
-                Op::Moh {
+                Op::Moh(Moh {
                     heads,
                     active,
                     shared,
                     head_dim,
                     causal,
-                },
+                }),
                 s,
             )
         }
@@ -264,7 +265,7 @@ pub fn terminal(
             let hidden = (ratio * d as f64).round().max(1.0) as usize;
             let act = Activation::parse(name(node, "act")?).ok_or_else(|| missing(node, "act"))?;
             let gated = boolean(node, "gated", ctx)?;
-            (Op::Mlp { hidden, act, gated }, s)
+            (Op::Mlp(Mlp { hidden, act, gated }), s)
         }
         other => return Err(Reject::new("form", format!("`{other}` is not a leaf form"))),
     };
@@ -363,10 +364,10 @@ pub fn merge(merge: &str, outs: &[Shape], ctx: &ArchContext) -> Result<(Op, Shap
                 }
             }
             Ok((
-                Op::Dot {
+                Op::Dot(Dot {
                     scaled: merge == "scaled_dot",
                     mask,
-                },
+                }),
                 out,
             ))
         }
@@ -447,26 +448,26 @@ pub fn routed(
             if spec.router == RouterKind::ExpertChoice {
                 noncausal("expert-choice routing")?;
             }
-            Ok(Op::Moe {
+            Ok(Op::Moe(Moe {
                 spec: spec.canonical(),
                 expert: body,
-            })
+            }))
         }
         "mod" => {
             let causal = boolean(node, "causal", ctx)?;
             if !causal {
                 noncausal("mixture-of-depths top-k routing")?;
             }
-            Ok(Op::Mod {
+            Ok(Op::Mod(Mod {
                 capacity: float(node, "capacity")?,
                 causal,
                 body,
-            })
+            }))
         }
-        "layer_skip" => Ok(Op::LayerSkip {
+        "layer_skip" => Ok(Op::LayerSkip(LayerSkip {
             capacity: float(node, "capacity")?,
             body,
-        }),
+        })),
         other => Err(Reject::new("form", format!("`{other}` is not routed"))),
     }
 }

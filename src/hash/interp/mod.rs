@@ -3,11 +3,14 @@
 //! blind spots of the functional hash (`watch`). Routed experts run on the
 //! tokens sent to them only.
 
+mod ops;
+
 use super::keys::weight_keys;
 pub use super::mat::Mat;
 use super::structural::Canon;
 use super::watch::Watch;
-use crate::arch::{Activation, Arch, Axis, DotMask, NormKind, Op, RouterKind};
+use crate::arch::{Activation, Arch, Axis, NormKind, Op};
+use ops::Interpret;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
@@ -155,7 +158,7 @@ impl<'a> Plan<'a> {
                 .first()
                 .map(|&j| arch.node(canon.nodes[j]).shape);
             rows.push(match node.op {
-                Op::Split { .. } => in_shape.is_some_and(along_rows),
+                Op::Split(_) => in_shape.is_some_and(along_rows),
                 Op::Concat => along_rows(node.shape),
                 _ => false,
             });
@@ -251,249 +254,7 @@ struct Step<'s, 'a> {
 
 impl Step<'_, '_> {
     fn eval(&self, ins: &[&Mat], watch: &mut Watch) -> Mat {
-        let (w, key, at) = (self.w, self.key, self.at);
-        let x = ins.first().copied();
-        match self.op {
-            Op::Input => self.input.clone(),
-            Op::Output => x.expect("input").clone(),
-            Op::Linear {
-                out,
-                bias,
-                token_mixing,
-                causal: masked,
-            } => {
-                let x = x.expect("input");
-                let wm = w.matrix(key, "w", x.cols, *out);
-                let mut y = if *token_mixing && *masked {
-                    let mut m = wm.to_vec();
-                    for j in 0..x.cols {
-                        for i in 0..j.min(*out) {
-                            m[j * out + i] = 0.0;
-                        }
-                    }
-                    x.times(&m, *out)
-                } else {
-                    x.times(&wm, *out)
-                };
-                if *bias {
-                    let b = w.vector(key, "b", *out, 0.0);
-                    let bb: Vec<f64> = (0..y.rows).flat_map(|_| b.iter().copied()).collect();
-                    // The input must show beside the bias (the bias need not).
-                    if super::watch::rms(&y.v) * 2f64.powi(super::watch::SEEN_BITS)
-                        < super::watch::rms(&bb)
-                    {
-                        watch.sum(at, "sum", &[&y.v, &bb]);
-                    }
-                    y.v.iter_mut().zip(&bb).for_each(|(a, b)| *a += b);
-                }
-                y
-            }
-            Op::Norm { kind } => {
-                let x = x.expect("input");
-                let g = w.vector(key, "g", x.cols, 1.0);
-                let b = (*kind == NormKind::Layer).then(|| w.vector(key, "b", x.cols, 0.0));
-                norm(x, *kind, &g, b.as_deref().map(|v| v.as_slice()))
-            }
-            Op::Act { f } => {
-                let x = x.expect("input");
-                let y = x.map(|v| act(*f, v));
-                watch.curve(at, *f, &x.v, &y.v);
-                y
-            }
-            Op::Softmax { causal: c } => {
-                let mut y = x.expect("input").clone();
-                y.rows_softmax(*c);
-                watch.softmax(at, &y, *c);
-                y
-            }
-            Op::PosEnc => {
-                let x = x.expect("input");
-                let t = w.vector(key, "pos", x.v.len(), 0.0);
-                watch.sum(at, "sum", &[&x.v, &t]);
-                Mat {
-                    rows: x.rows,
-                    cols: x.cols,
-                    v: x.v.iter().zip(t.iter()).map(|(a, b)| a + b).collect(),
-                }
-            }
-            Op::Transpose => x.expect("input").transpose(),
-            Op::Split { part, parts } => split(x.expect("input"), *part, *parts, self.rows),
-            Op::Add | Op::Mul => {
-                if matches!(self.op, Op::Add) {
-                    let terms: Vec<&[f64]> = ins.iter().map(|m| m.v.as_slice()).collect();
-                    watch.sum(at, "sum", &terms);
-                }
-                let mut acc = ins[0].clone();
-                for other in &ins[1..] {
-                    for (a, b) in acc.v.iter_mut().zip(&other.v) {
-                        if matches!(self.op, Op::Add) {
-                            *a += b;
-                        } else {
-                            *a *= b;
-                        }
-                    }
-                }
-                acc
-            }
-            Op::Concat => {
-                let parts: Vec<&[f64]> = ins.iter().map(|m| m.v.as_slice()).collect();
-                watch.sum(at, "concatenation", &parts);
-                if self.rows {
-                    let t: Vec<Mat> = ins.iter().map(|m| m.transpose()).collect();
-                    concat(&t.iter().collect::<Vec<_>>()).transpose()
-                } else {
-                    concat(ins)
-                }
-            }
-            Op::Dot { scaled, mask } => {
-                let mut a = ins[0].clone();
-                if *mask == DotMask::Left {
-                    causal_zero(&mut a);
-                }
-                let mut y = a.matmul(ins[1]);
-                if *scaled {
-                    let s = 1.0 / (a.cols as f64).sqrt();
-                    y.v.iter_mut().for_each(|v| *v *= s);
-                }
-                if *mask == DotMask::Output {
-                    causal_zero(&mut y);
-                }
-                y
-            }
-            Op::Attention {
-                heads,
-                head_dim,
-                causal: c,
-            } => {
-                let x = x.expect("input");
-                attention(x, *heads, *head_dim, *c, None, w, key, at, watch)
-            }
-            Op::Moh {
-                heads,
-                active,
-                shared,
-                head_dim,
-                causal: c,
-            } => {
-                let x = x.expect("input");
-                let routed = heads - shared;
-                let mut gates = vec![vec![1.0; *heads]; x.rows];
-                if routed > 0 {
-                    let r = w.matrix(key, "router", x.cols, routed);
-                    let probs = softmax_rows(&x.times(&r, routed));
-                    for (t, g) in gates.iter_mut().enumerate() {
-                        let p = &probs.v[t * routed..(t + 1) * routed];
-                        let chosen = top(p, *active);
-                        let mass: f64 = chosen.iter().map(|&h| p[h]).sum();
-                        for h in 0..routed {
-                            g[shared + h] = if chosen.contains(&h) {
-                                p[h] / (mass + 1e-9)
-                            } else {
-                                0.0
-                            };
-                        }
-                    }
-                }
-                attention(x, *heads, *head_dim, *c, Some(&gates), w, key, at, watch)
-            }
-            Op::Mlp {
-                hidden,
-                act: f,
-                gated,
-            } => {
-                let x = x.expect("input");
-                let pre = x.times(&w.matrix(key, "w1", x.cols, *hidden), *hidden);
-                let mut h = pre.map(|v| act(*f, v));
-                watch.curve(at, *f, &pre.v, &h.v);
-                if *gated {
-                    let g = x.times(&w.matrix(key, "w3", x.cols, *hidden), *hidden);
-                    h.v.iter_mut().zip(&g.v).for_each(|(a, b)| *a *= b);
-                }
-                h.times(&w.matrix(key, "w2", *hidden, x.cols), x.cols)
-            }
-            Op::Moe { spec, .. } => {
-                let x = x.expect("input");
-                let body = self.body.expect("an expert body");
-                let e = spec.experts;
-                let probs = softmax_rows(&x.times(&w.matrix(key, "router", x.cols, e), e));
-                let routing = crate::routing::route_tokens(
-                    &probs.v.iter().map(|&v| v as f32).collect::<Vec<_>>(),
-                    1,
-                    x.rows,
-                    spec,
-                );
-                let renorm = spec.router == RouterKind::TopP
-                    || (spec.router == RouterKind::TokenChoice && spec.top_k > 1);
-                let mut gates: Vec<f64> = probs
-                    .v
-                    .iter()
-                    .zip(&routing.select)
-                    .map(|(p, &s)| p * s as f64)
-                    .collect();
-                if renorm {
-                    for row in gates.chunks_mut(e) {
-                        let mass: f64 = row.iter().sum::<f64>() + 1e-9;
-                        row.iter_mut().for_each(|g| *g /= mass);
-                    }
-                }
-                let mut out = Mat::zeros(x.rows, x.cols);
-                for i in 0..e {
-                    // Experts are token-wise: running one on its tokens
-                    // alone computes what it would in place.
-                    let tokens: Vec<usize> = (0..x.rows)
-                        .filter(|&t| routing.select[t * e + i] > 0.0)
-                        .collect();
-                    if tokens.is_empty() {
-                        continue;
-                    }
-                    let k = [key, format!("expert{i}").as_bytes()].concat();
-                    let y = body.run(&x.gather(&tokens), w, &k, watch);
-                    for (r, &t) in tokens.iter().enumerate() {
-                        let g = gates[t * e + i];
-                        for j in 0..x.cols {
-                            out.v[t * x.cols + j] += g * y.at(r, j);
-                        }
-                    }
-                }
-                for s in 0..spec.shared {
-                    let k = [key, format!("shared{s}").as_bytes()].concat();
-                    let y = body.run(x, w, &k, watch);
-                    out.v.iter_mut().zip(&y.v).for_each(|(a, b)| *a += b);
-                }
-                out
-            }
-            Op::Mod {
-                capacity, causal, ..
-            } => {
-                let x = x.expect("input");
-                let r = x.times(&w.matrix(key, "router", x.cols, 1), 1);
-                // A causal router is hashed as it computes at inference.
-                let chosen: Vec<usize> = if *causal {
-                    (0..x.rows).filter(|&t| r.v[t] > 0.0).collect()
-                } else {
-                    let sel = crate::routing::top_tokens(
-                        &r.v.iter().map(|&v| v as f32).collect::<Vec<_>>(),
-                        1,
-                        x.rows,
-                        *capacity,
-                    );
-                    (0..x.rows).filter(|&t| sel[t] > 0.0).collect()
-                };
-                let gates: Vec<f64> = chosen.iter().map(|&t| sigmoid(r.v[t])).collect();
-                self.on_routed_rows(x, &chosen, &gates, watch)
-            }
-            Op::LayerSkip { capacity, .. } => {
-                let x = x.expect("input");
-                let r = x.times(&w.matrix(key, "router", x.cols, 1), 1);
-                let c = capacity.clamp(1e-3, 1.0 - 1e-3);
-                let b = (c / (1.0 - c)).ln() + w.vector(key, "router_b", 1, 0.0)[0];
-                let (chosen, gates): (Vec<usize>, Vec<f64>) = (0..x.rows)
-                    .map(|t| (t, sigmoid(r.v[t] + b)))
-                    .filter(|&(_, g)| g >= 0.5)
-                    .unzip();
-                self.on_routed_rows(x, &chosen, &gates, watch)
-            }
-        }
+        crate::with_op!(self.op, o => o.interpret(self, ins, watch))
     }
 
     /// x + gate·body(routed rows) at the routed rows, x elsewhere: the body
