@@ -2,6 +2,7 @@
 //! runtime shapes, trains it as a proxy on a generated task, and reports an
 //! `Outcome`. Knows nothing of grammars, hashing or search.
 
+mod compile;
 mod device;
 mod evaluate;
 mod forward;

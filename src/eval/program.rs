@@ -1,11 +1,9 @@
 //! Compiling an `Arch` into a flat program: steps in topological order with
 //! the parameters each one owns. Running it lives in `forward.rs`.
 
+use super::compile::{At, Compile};
 use super::params::{Init, ParamInfo};
-use crate::arch::ops::{
-    Act, Attention, Dot, LayerSkip, Linear, Mlp, Mod, Moe, Moh, Norm, Softmax, Split,
-};
-use crate::arch::{Activation, Arch, Axis, DotMask, MoeSpec, NormKind, Op, Shape};
+use crate::arch::{Activation, Arch, DotMask, MoeSpec, NormKind, Shape};
 use petgraph::graph::NodeIndex;
 use petgraph::visit::{Dfs, Reversed};
 use std::collections::HashMap;
@@ -134,13 +132,21 @@ pub struct Program {
     pub routed_layers: usize,
 }
 
-struct Builder {
+/// Gathers a program's parameters as its steps are compiled.
+pub(super) struct Builder {
     params: Vec<ParamInfo>,
-    routed: usize,
+    /// Routed layers so far.
+    pub(super) routed: usize,
 }
 
 impl Builder {
-    fn param(&mut self, name: String, shape: Vec<usize>, init: Init, decay: bool) -> usize {
+    pub(super) fn param(
+        &mut self,
+        name: String,
+        shape: Vec<usize>,
+        init: Init,
+        decay: bool,
+    ) -> usize {
         self.params.push(ParamInfo {
             name,
             len: shape.iter().product(),
@@ -151,11 +157,11 @@ impl Builder {
         self.params.len() - 1
     }
 
-    fn matrix(&mut self, name: String, rows: usize, cols: usize) -> usize {
+    pub(super) fn matrix(&mut self, name: String, rows: usize, cols: usize) -> usize {
         self.param(name, vec![rows, cols], Init::FanIn(rows), true)
     }
 
-    fn heads(&mut self, at: &str, n: usize, d: usize, hd: usize) -> Vec<Head> {
+    pub(super) fn heads(&mut self, at: &str, n: usize, d: usize, hd: usize) -> Vec<Head> {
         (0..n)
             .map(|h| Head {
                 q: self.matrix(format!("{at}.h{h}.q"), d, hd),
@@ -165,7 +171,7 @@ impl Builder {
             .collect()
     }
 
-    fn graph(&mut self, arch: &Arch, prefix: &str) -> Result<Graph, CompileError> {
+    pub(super) fn graph(&mut self, arch: &Arch, prefix: &str) -> Result<Graph, CompileError> {
         // Only steps that reach the output: a dead branch would take a tape
         // that then never reaches the loss.
         let mut live = vec![false; arch.graph.node_count()];
@@ -181,7 +187,7 @@ impl Builder {
             .collect();
         let index: HashMap<NodeIndex, usize> =
             order.iter().enumerate().map(|(i, n)| (*n, i)).collect();
-        let mut steps = Vec::with_capacity(order.len());
+        let mut steps: Vec<Step> = Vec::with_capacity(order.len());
         let mut uses = vec![0usize; order.len()];
         for &n in &order {
             let node = arch.node(n);
@@ -189,9 +195,13 @@ impl Builder {
             for &i in &inputs {
                 uses[i] += 1;
             }
-            let in_shape = inputs.first().map(|&i| steps_shape(&steps, i));
             let name = format!("n{}", n.index());
-            let op = self.step(&node.op, in_shape, node.shape, &format!("{prefix}{name}"))?;
+            let at = At {
+                name: &format!("{prefix}{name}"),
+                input: inputs.first().map_or(node.shape, |&i| steps[i].shape),
+                out: node.shape,
+            };
+            let op = crate::with_op!(&node.op, o => o.compile(self, &at))?;
             steps.push(Step {
                 name,
                 kind: node.op.kind(),
@@ -207,154 +217,6 @@ impl Builder {
             output,
         })
     }
-
-    fn step(
-        &mut self,
-        op: &Op,
-        input: Option<Shape>,
-        out: Shape,
-        at: &str,
-    ) -> Result<StepOp, CompileError> {
-        let ins = input.unwrap_or(out);
-        let last = ins.cols.size;
-        Ok(match op {
-            Op::Input => StepOp::Input,
-            Op::Output => StepOp::Output,
-            Op::Linear(Linear {
-                out: o,
-                bias,
-                token_mixing,
-                causal,
-            }) => {
-                let w = self.matrix(format!("{at}.w"), last, *o);
-                let b =
-                    bias.then(|| self.param(format!("{at}.b"), vec![*o], Init::Const(0.0), false));
-                StepOp::Linear {
-                    w,
-                    b,
-                    inp: last,
-                    out: *o,
-                    causal_mask: *token_mixing && *causal,
-                }
-            }
-            Op::Norm(Norm { kind }) => StepOp::Norm {
-                kind: *kind,
-                gain: self.param(format!("{at}.g"), vec![last], Init::Const(1.0), false),
-                bias: (*kind == NormKind::Layer)
-                    .then(|| self.param(format!("{at}.b"), vec![last], Init::Const(0.0), false)),
-            },
-            Op::Act(Act { f }) => StepOp::Act(*f),
-            Op::Softmax(Softmax { causal }) => StepOp::Softmax { causal: *causal },
-            Op::PosEnc => StepOp::PosEnc {
-                table: self.param(
-                    format!("{at}.pos"),
-                    vec![out.rows.size, out.cols.size],
-                    Init::Normal(0.02),
-                    false,
-                ),
-            },
-            Op::Transpose => StepOp::Transpose,
-            Op::Split(Split { part, parts }) => StepOp::Split {
-                part: *part,
-                parts: *parts,
-                rows: ins.rows.axis == Axis::Feat && ins.cols.axis == Axis::Tok,
-            },
-            Op::Add => StepOp::Add,
-            Op::Mul => StepOp::Mul,
-            Op::Concat => StepOp::Concat {
-                rows: out.rows.axis == Axis::Feat && out.cols.axis == Axis::Tok,
-            },
-            Op::Dot(Dot { scaled, mask }) => StepOp::Dot {
-                scaled: *scaled,
-                mask: *mask,
-            },
-            Op::Attention(Attention {
-                heads,
-                head_dim,
-                causal,
-            }) => StepOp::Attention {
-                heads: self.heads(at, *heads, last, *head_dim),
-                o: self.matrix(format!("{at}.o"), heads * head_dim, last),
-                head_dim: *head_dim,
-                causal: *causal,
-            },
-            Op::Mlp(Mlp { hidden, act, gated }) => StepOp::Mlp {
-                w1: self.matrix(format!("{at}.w1"), last, *hidden),
-                w3: gated.then(|| self.matrix(format!("{at}.w3"), last, *hidden)),
-                w2: self.matrix(format!("{at}.w2"), *hidden, last),
-                act: *act,
-                hidden: *hidden,
-            },
-            Op::Moe(Moe { spec, expert }) => {
-                self.routed += 1;
-                let router = self.matrix(format!("{at}.router"), last, spec.experts);
-                let experts = (0..spec.experts)
-                    .map(|e| self.graph(expert, &format!("{at}.e{e}.")))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let shared = (0..spec.shared)
-                    .map(|e| self.graph(expert, &format!("{at}.s{e}.")))
-                    .collect::<Result<Vec<_>, _>>()?;
-                StepOp::Moe {
-                    spec: *spec,
-                    router,
-                    experts,
-                    shared,
-                }
-            }
-            Op::Mod(Mod {
-                capacity,
-                causal,
-                body,
-            }) => {
-                self.routed += 1;
-                StepOp::Mod {
-                    capacity: *capacity,
-                    causal: *causal,
-                    router: self.matrix(format!("{at}.router"), last, 1),
-                    body: Box::new(self.graph(body, &format!("{at}.body."))?),
-                }
-            }
-            Op::LayerSkip(LayerSkip { capacity, body }) => {
-                self.routed += 1;
-                let c = capacity.clamp(1e-3, 1.0 - 1e-3);
-                StepOp::Skip {
-                    capacity: *capacity,
-                    router: self.matrix(format!("{at}.router"), last, 1),
-                    // Start at the target rate: sigmoid(b) = capacity.
-                    bias: self.param(
-                        format!("{at}.router_b"),
-                        vec![1],
-                        Init::Const((c / (1.0 - c)).ln() as f32),
-                        false,
-                    ),
-                    body: Box::new(self.graph(body, &format!("{at}.body."))?),
-                }
-            }
-            Op::Moh(Moh {
-                heads,
-                active,
-                shared,
-                head_dim,
-                causal,
-            }) => {
-                self.routed += 1;
-                let routed = heads - shared;
-                StepOp::Moh {
-                    heads: self.heads(at, *heads, last, *head_dim),
-                    o: self.matrix(format!("{at}.o"), heads * head_dim, last),
-                    router: self.matrix(format!("{at}.router"), last, routed.max(1)),
-                    active: *active,
-                    shared: *shared,
-                    head_dim: *head_dim,
-                    causal: *causal,
-                }
-            }
-        })
-    }
-}
-
-fn steps_shape(steps: &[Step], i: usize) -> Shape {
-    steps[i].shape
 }
 
 /// Why a graph does not compile to a program.
