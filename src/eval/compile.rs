@@ -1,23 +1,149 @@
-//! Each op kind's step in a compiled program: the parameters it owns
-//! (names, shapes, initialisation) and the `StepOp` that runs it
-//! (`forward.rs`). One impl per kind; what the kinds compute is documented
-//! on their structs in `arch::ops`.
+//! Compiling an `Arch` into a `Program`: the live steps in topological
+//! order, and for each op kind (one `Compile` impl per kind) the parameters
+//! it owns (names, shapes, initialisation) and the `StepOp` that runs it
+//! (`forward.rs`). What the kinds compute is documented on their structs in
+//! `arch::ops`.
 
-use super::params::Init;
-use super::program::{Builder, CompileError, StepOp};
+use super::params::{Init, ParamInfo};
+use super::program::{CompileError, Graph, Head, Program, Step, StepOp};
 use crate::arch::ops::{
     Act, Add, Attention, Concat, Dot, Input, LayerSkip, Linear, Mlp, Mod, Moe, Moh, Mul, Norm,
     Output, PosEnc, Softmax, Split, Transpose,
 };
-use crate::arch::{Axis, NormKind, Shape};
+use crate::arch::{Arch, Axis, NormKind, Shape};
+use petgraph::graph::NodeIndex;
+use petgraph::visit::{Dfs, Reversed};
+use std::collections::HashMap;
+
+/// Gathers a program's parameters as its steps are compiled.
+struct Builder {
+    params: Vec<ParamInfo>,
+    /// Routed layers so far.
+    routed: usize,
+}
+
+impl Builder {
+    fn param(
+        &mut self,
+        name: String,
+        shape: Vec<usize>,
+        init: Init,
+        decay: bool,
+    ) -> usize {
+        self.params.push(ParamInfo {
+            name,
+            len: shape.iter().product(),
+            shape,
+            init,
+            decay,
+        });
+        self.params.len() - 1
+    }
+
+    fn matrix(&mut self, name: String, rows: usize, cols: usize) -> usize {
+        self.param(name, vec![rows, cols], Init::FanIn(rows), true)
+    }
+
+    fn heads(&mut self, at: &str, n: usize, d: usize, hd: usize) -> Vec<Head> {
+        (0..n)
+            .map(|h| Head {
+                q: self.matrix(format!("{at}.h{h}.q"), d, hd),
+                k: self.matrix(format!("{at}.h{h}.k"), d, hd),
+                v: self.matrix(format!("{at}.h{h}.v"), d, hd),
+            })
+            .collect()
+    }
+
+    fn graph(&mut self, arch: &Arch, prefix: &str) -> Result<Graph, CompileError> {
+        // Only steps that reach the output: a dead branch would take a tape
+        // that then never reaches the loss.
+        let mut live = vec![false; arch.graph.node_count()];
+        let rev = Reversed(&arch.graph);
+        let mut dfs = Dfs::new(rev, arch.output);
+        while let Some(n) = dfs.next(rev) {
+            live[n.index()] = true;
+        }
+        let order: Vec<NodeIndex> = arch
+            .topo()
+            .into_iter()
+            .filter(|n| live[n.index()])
+            .collect();
+        let index: HashMap<NodeIndex, usize> =
+            order.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+        let mut steps: Vec<Step> = Vec::with_capacity(order.len());
+        let mut uses = vec![0usize; order.len()];
+        for &n in &order {
+            let node = arch.node(n);
+            let inputs: Vec<usize> = arch.inputs(n).iter().map(|i| index[i]).collect();
+            for &i in &inputs {
+                uses[i] += 1;
+            }
+            let name = format!("n{}", n.index());
+            let at = At {
+                name: &format!("{prefix}{name}"),
+                input: inputs.first().map_or(node.shape, |&i| steps[i].shape),
+                out: node.shape,
+            };
+            let op = crate::with_op!(&node.op, o => o.compile(self, &at))?;
+            steps.push(Step {
+                name,
+                kind: node.op.kind(),
+                op,
+                inputs,
+                shape: node.shape,
+            });
+        }
+        let output = index[&arch.output];
+        Ok(Graph {
+            steps,
+            uses,
+            output,
+        })
+    }
+}
+
+impl Program {
+    /// Compiles `arch` for a task with `vocab` tokens. Fails (never panics)
+    /// on a graph whose shapes do not check.
+    pub fn build(arch: &Arch, vocab: usize) -> Result<Program, CompileError> {
+        crate::arch::check(arch)?;
+        let input = arch.input_shape();
+        let output = arch.output_shape();
+        if !input.is_seq() || !output.is_seq() || output.rows.size != input.rows.size {
+            return Err(CompileError::NotTokensToTokens { input, output });
+        }
+        let mut b = Builder {
+            params: Vec::new(),
+            routed: 0,
+        };
+        let width = input.cols.size;
+        let out_width = output.cols.size;
+        let embed = b.param("embed".into(), vec![vocab, width], Init::Normal(1.0), false);
+        let graph = b.graph(arch, "")?;
+        let head_w = b.matrix("head.w".into(), out_width, vocab);
+        let head_b = b.param("head.b".into(), vec![vocab], Init::Const(0.0), false);
+        Ok(Program {
+            vocab,
+            seq: input.rows.size,
+            width,
+            out_width,
+            params: b.params,
+            embed,
+            head_w,
+            head_b,
+            graph,
+            routed_layers: b.routed,
+        })
+    }
+}
 
 /// Where a step is compiled: its parameter-name prefix and shapes.
-pub(super) struct At<'a> {
+struct At<'a> {
     /// The step's name, the prefix of its parameters' names.
-    pub name: &'a str,
+    name: &'a str,
     /// The first input's shape (the output's for the graph's input).
-    pub input: Shape,
-    pub out: Shape,
+    input: Shape,
+    out: Shape,
 }
 
 impl At<'_> {
@@ -32,7 +158,7 @@ impl At<'_> {
 }
 
 /// An op kind's compiled step.
-pub(super) trait Compile {
+trait Compile {
     fn compile(&self, b: &mut Builder, at: &At) -> Result<StepOp, CompileError>;
 }
 
