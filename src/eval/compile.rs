@@ -23,13 +23,7 @@ struct Builder {
 }
 
 impl Builder {
-    fn param(
-        &mut self,
-        name: String,
-        shape: Vec<usize>,
-        init: Init,
-        decay: bool,
-    ) -> usize {
+    fn param(&mut self, name: String, shape: Vec<usize>, init: Init, decay: bool) -> usize {
         self.params.push(ParamInfo {
             name,
             len: shape.iter().product(),

@@ -353,3 +353,171 @@ mod rule {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One op of every kind. The match below has no wildcard, so a new kind
+    /// does not compile until it is listed here.
+    fn one_of_each() -> Vec<Op> {
+        let body = || Box::new(Arch::start(Shape::seq(4, 8), true));
+        let spec = MoeSpec {
+            experts: 4,
+            top_k: 1,
+            shared: 0,
+            router: RouterKind::TokenChoice,
+            capacity: 1.0,
+            top_p: MoeSpec::TOP_P,
+            balance: Balance::AuxLoss,
+        };
+        let all = vec![
+            Op::Input,
+            Op::Output,
+            Op::Linear(Linear {
+                out: 8,
+                bias: true,
+                token_mixing: false,
+                causal: false,
+            }),
+            Op::Norm(Norm {
+                kind: NormKind::Rms,
+            }),
+            Op::Act(Act {
+                f: Activation::Gelu,
+            }),
+            Op::Softmax(Softmax { causal: true }),
+            Op::PosEnc,
+            Op::Transpose,
+            Op::Split(Split { part: 0, parts: 2 }),
+            Op::Add,
+            Op::Mul,
+            Op::Concat,
+            Op::Dot(Dot {
+                scaled: true,
+                mask: DotMask::Output,
+            }),
+            Op::Attention(Attention {
+                heads: 2,
+                head_dim: 4,
+                causal: true,
+            }),
+            Op::Mlp(Mlp {
+                hidden: 16,
+                act: Activation::Relu,
+                gated: false,
+            }),
+            Op::Moe(Moe {
+                spec,
+                expert: body(),
+            }),
+            Op::Mod(Mod {
+                capacity: 0.5,
+                causal: true,
+                body: body(),
+            }),
+            Op::LayerSkip(LayerSkip {
+                capacity: 0.5,
+                body: body(),
+            }),
+            Op::Moh(Moh {
+                heads: 4,
+                active: 2,
+                shared: 1,
+                head_dim: 4,
+                causal: true,
+            }),
+        ];
+        for op in &all {
+            match op {
+                Op::Input
+                | Op::Output
+                | Op::Linear(_)
+                | Op::Norm(_)
+                | Op::Act(_)
+                | Op::Softmax(_)
+                | Op::PosEnc
+                | Op::Transpose
+                | Op::Split(_)
+                | Op::Add
+                | Op::Mul
+                | Op::Concat
+                | Op::Dot(_)
+                | Op::Attention(_)
+                | Op::Mlp(_)
+                | Op::Moe(_)
+                | Op::Mod(_)
+                | Op::LayerSkip(_)
+                | Op::Moh(_) => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_kind_has_its_own_name_and_hash_tag() {
+        let all = one_of_each();
+        let mut names = std::collections::BTreeSet::new();
+        let mut tags = std::collections::BTreeSet::new();
+        for op in &all {
+            assert!(names.insert(op.kind()), "{} named twice", op.kind());
+            let mut e = Fields(Vec::new());
+            op.def().encode(&mut e);
+            assert!(tags.insert(e.0[0]), "{}: tag {} taken", op.kind(), e.0[0]);
+        }
+        assert_eq!(names.len(), 19);
+        // Tags are 1..=19 today; a new kind takes 20.
+        assert_eq!(tags, (1..=19).collect());
+    }
+
+    #[test]
+    fn only_routed_kinds_have_bodies_and_only_their_choices_can_be_noncausal() {
+        for op in one_of_each() {
+            let routed = matches!(op, Op::Moe(_) | Op::Mod(_) | Op::LayerSkip(_));
+            assert_eq!(op.body().is_some(), routed, "{}", op.kind());
+            assert_eq!(op.is_commutative(), matches!(op, Op::Add | Op::Mul));
+        }
+        let noncausal = |op: &Op| op.is_noncausal_router();
+        let mut ops = one_of_each();
+        assert!(ops.iter().all(|op| !noncausal(op)));
+        for op in &mut ops {
+            match op {
+                Op::Moe(m) => m.spec.router = RouterKind::ExpertChoice,
+                Op::Mod(m) => m.causal = false,
+                _ => {}
+            }
+        }
+        let flagged: Vec<&str> = ops.iter().filter(|o| noncausal(o)).map(Op::kind).collect();
+        assert_eq!(flagged, ["moe", "mod"]);
+    }
+
+    #[test]
+    fn the_shared_rules_refuse_what_they_should() {
+        let seq = Shape::seq(4, 8);
+        let tok_last = seq.transposed();
+        // A norm over a (features × tokens) tensor mixes tokens.
+        let norm = Norm {
+            kind: NormKind::Layer,
+        };
+        assert!(norm.infer(&[tok_last], true).is_err());
+        assert_eq!(norm.infer(&[tok_last], false), Ok(Some(tok_last)));
+        // Attention needs (tokens × features) and a mask in a causal graph.
+        let open = Attention {
+            heads: 2,
+            head_dim: 4,
+            causal: false,
+        };
+        assert!(open.infer(&[seq], true).is_err());
+        assert_eq!(open.infer(&[seq], false), Ok(Some(seq)));
+        assert!(open.infer(&[tok_last], false).is_err());
+        // Token-wise kinds need features on the last axis, and one input.
+        let mlp = Mlp {
+            hidden: 16,
+            act: Activation::Relu,
+            gated: true,
+        };
+        assert!(mlp.infer(&[tok_last], false).is_err());
+        assert!(mlp.infer(&[seq, seq], false).is_err());
+        assert_eq!(mlp.infer(&[seq], false), Ok(Some(seq)));
+    }
+}
