@@ -8,7 +8,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
 
 /// Every runtime kernel module dfdx can compile (see
 /// `dfdx::tensor::cuda_nvrtc::runtime_kernels`).
@@ -63,10 +64,39 @@ struct Copied {
     cwd: PathBuf,
 }
 
+/// Copying the binary and starting a process take turns. A child forked
+/// while another test's thread still holds its copy open for writing keeps
+/// that descriptor until it execs, and running the copy in that window
+/// fails with ETXTBSY ("Text file busy"): CI met it once.
+static TURN: Mutex<()> = Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `cmd`'s output, started in its turn (see [`TURN`]).
+fn try_output(cmd: &mut Command) -> std::io::Result<Output> {
+    let child = {
+        let _turn = turn();
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?
+    };
+    child.wait_with_output()
+}
+
+fn output(cmd: &mut Command) -> Output {
+    try_output(cmd).unwrap()
+}
+
 fn copied() -> Copied {
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("archgram");
-    std::fs::copy(env!("CARGO_BIN_EXE_archgram"), &exe).unwrap();
+    {
+        let _turn = turn();
+        std::fs::copy(env!("CARGO_BIN_EXE_archgram"), &exe).unwrap();
+    }
     let cwd = dir.path().join("empty");
     std::fs::create_dir(&cwd).unwrap();
     Copied {
@@ -80,11 +110,7 @@ fn copied() -> Copied {
 /// root, or through a user namespace).
 fn unshare_args() -> Option<Vec<&'static str>> {
     [vec!["-m"], vec!["-r", "-m"]].into_iter().find(|a| {
-        Command::new("unshare")
-            .args(a)
-            .arg("true")
-            .output()
-            .is_ok_and(|o| o.status.success())
+        try_output(Command::new("unshare").args(a).arg("true")).is_ok_and(|o| o.status.success())
     })
 }
 
@@ -93,11 +119,7 @@ fn unshare_args() -> Option<Vec<&'static str>> {
 /// a private mount namespace. Whether they were covered, and the output.
 fn run_hidden(c: &Copied, args: &[&str]) -> (bool, Output) {
     let Some(unshare) = unshare_args() else {
-        let o = Command::new(&c.exe)
-            .args(args)
-            .current_dir(&c.cwd)
-            .output()
-            .unwrap();
+        let o = output(Command::new(&c.exe).args(args).current_dir(&c.cwd));
         return (false, o);
     };
     // mount over each folder, check it is empty, then run the binary.
@@ -115,16 +137,16 @@ fn run_hidden(c: &Copied, args: &[&str]) -> (bool, Output) {
         .collect();
     dirs.sort();
     dirs.dedup();
-    let o = Command::new("unshare")
-        .args(&unshare)
-        .args(["sh", "-c", script, "sh"])
-        .arg(dirs.len().to_string())
-        .args(&dirs)
-        .arg(&c.exe)
-        .args(args)
-        .current_dir(&c.cwd)
-        .output()
-        .unwrap();
+    let o = output(
+        Command::new("unshare")
+            .args(&unshare)
+            .args(["sh", "-c", script, "sh"])
+            .arg(dirs.len().to_string())
+            .args(&dirs)
+            .arg(&c.exe)
+            .args(args)
+            .current_dir(&c.cwd),
+    );
     assert_ne!(
         o.status.code(),
         Some(97),
@@ -242,11 +264,7 @@ fn a_gpu_that_does_not_open_is_exit_1_with_the_drivers_error() {
             "--device cuda: cannot open CUDA device 0: CUDA_ERROR_",
         ),
     ] {
-        let o = Command::new(&c.exe)
-            .args(&args)
-            .current_dir(&c.cwd)
-            .output()
-            .unwrap();
+        let o = output(Command::new(&c.exe).args(&args).current_dir(&c.cwd));
         let err = text(&o.stderr);
         if !err.contains("stand-in libcuda.so.1") {
             common::skip_here(
