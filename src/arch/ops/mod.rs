@@ -59,7 +59,7 @@ use std::fmt;
 /// follows.
 ///
 /// Adding a kind: its file here, one variant below and one arm in
-/// [`with_op!`].
+/// [`crate::with_op!`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
     Input,
