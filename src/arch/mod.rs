@@ -3,6 +3,9 @@
 //!
 //! This module gives grammar forms their meaning (through
 //! [`ArchSemantics`]); it knows nothing about training, hashing or search.
+//! What those need of an op is part of what the op is, and each kind says
+//! it in its own file ([`ops::OpDef`]): its fields as fixed bytes for the
+//! hash labels, and whether it owns weights. How they are used is theirs.
 
 pub mod check;
 pub mod context;

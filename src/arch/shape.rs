@@ -67,6 +67,12 @@ impl Shape {
         self.rows.axis == Axis::Tok && self.cols.axis == Axis::Feat
     }
 
+    /// (features, tokens): a transposed sequence. Its last axis is the
+    /// token axis, and its feature axis is the rows.
+    pub fn is_transposed_seq(&self) -> bool {
+        self.rows.axis == Axis::Feat && self.cols.axis == Axis::Tok
+    }
+
     /// (tokens, tokens): a token-to-token mixing matrix such as attention scores.
     pub fn is_tok_tok(&self) -> bool {
         self.rows.axis == Axis::Tok && self.cols.axis == Axis::Tok
@@ -112,5 +118,24 @@ impl fmt::Display for Dim {
 impl fmt::Display for Shape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}×{}", self.rows, self.cols)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shape_knows_which_way_round_its_axes_are() {
+        let seq = Shape::seq(4, 8);
+        let flipped = seq.transposed();
+        assert!(seq.is_seq() && !seq.is_transposed_seq());
+        assert!(flipped.is_transposed_seq() && !flipped.is_seq());
+        assert_eq!(flipped.feat(), Some(8));
+        let scores = Shape {
+            rows: seq.rows,
+            cols: seq.rows,
+        };
+        assert!(scores.is_tok_tok() && !scores.is_transposed_seq());
     }
 }

@@ -10,7 +10,7 @@ use crate::arch::ops::{
     Act, Add, Attention, Concat, Dot, Input, LayerSkip, Linear, Mlp, Mod, Moe, Moh, Mul, Norm,
     Output, PosEnc, Softmax, Split, Transpose,
 };
-use crate::arch::{Arch, Axis, NormKind, Shape};
+use crate::arch::{Arch, NormKind, Shape};
 use petgraph::graph::NodeIndex;
 use petgraph::visit::{Dfs, Reversed};
 use std::collections::HashMap;
@@ -156,11 +156,6 @@ trait Compile {
     fn compile(&self, b: &mut Builder, at: &At) -> Result<StepOp, CompileError>;
 }
 
-/// A (features × tokens) tensor: its feature axis is the rows.
-fn features_in_rows(s: Shape) -> bool {
-    s.rows.axis == Axis::Feat && s.cols.axis == Axis::Tok
-}
-
 impl Compile for Input {
     fn compile(&self, _b: &mut Builder, _at: &At) -> Result<StepOp, CompileError> {
         Ok(StepOp::Input)
@@ -238,7 +233,7 @@ impl Compile for Split {
         Ok(StepOp::Split {
             part: self.part,
             parts: self.parts,
-            rows: features_in_rows(at.input),
+            rows: at.input.is_transposed_seq(),
         })
     }
 }
@@ -258,7 +253,7 @@ impl Compile for Mul {
 impl Compile for Concat {
     fn compile(&self, _b: &mut Builder, at: &At) -> Result<StepOp, CompileError> {
         Ok(StepOp::Concat {
-            rows: features_in_rows(at.out),
+            rows: at.out.is_transposed_seq(),
         })
     }
 }

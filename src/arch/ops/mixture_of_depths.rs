@@ -65,10 +65,6 @@ impl Routed for Mod {
         depth_tokens(self.capacity, seq)
     }
 
-    fn scales(&self, seq: usize) -> (f64, f64, f64) {
-        (1.0, 1.0, self.body_seq(seq) as f64 / seq.max(1) as f64)
-    }
-
     fn router(&self, d: usize) -> (f64, f64) {
         (d as f64, 2.0 * d as f64)
     }

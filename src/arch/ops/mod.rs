@@ -220,8 +220,11 @@ pub trait Routed {
 
     /// How it scales the cost of one copy of its body on a sequence of
     /// `seq` tokens: (copies holding parameters, copies a token touches,
-    /// FLOP multiplier).
-    fn scales(&self, seq: usize) -> (f64, f64, f64);
+    /// FLOP multiplier). By default one copy, run on `body_seq` of the
+    /// `seq` tokens.
+    fn scales(&self, seq: usize) -> (f64, f64, f64) {
+        (1.0, 1.0, self.body_seq(seq) as f64 / seq.max(1) as f64)
+    }
 
     /// The router's own (parameters, FLOPs per token) on width `d`.
     fn router(&self, d: usize) -> (f64, f64);
@@ -326,7 +329,7 @@ mod rule {
     pub fn normalises(ins: &[Shape], causal: bool) -> Result<Shape, Broken> {
         arity(ins, 1)?;
         let s = ins[0];
-        if causal && s.cols.axis == Axis::Tok && s.rows.axis == Axis::Feat {
+        if causal && s.is_transposed_seq() {
             return Err("normalises over tokens in a causal graph".into());
         }
         Ok(s)

@@ -9,7 +9,7 @@ use super::keys::weight_keys;
 pub use super::mat::Mat;
 use super::structural::Canon;
 use super::watch::Watch;
-use crate::arch::{Activation, Arch, Axis, NormKind, Op};
+use crate::arch::{Activation, Arch, NormKind, Op};
 use ops::Interpret;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -146,8 +146,6 @@ impl<'a> Plan<'a> {
     pub fn new(arch: &'a Arch) -> Plan<'a> {
         let canon = Canon::new(arch);
         let n = canon.nodes.len();
-        let along_rows =
-            |sh: crate::arch::Shape| sh.rows.axis == Axis::Feat && sh.cols.axis == Axis::Tok;
         let mut bodies = Vec::with_capacity(n);
         let mut rows = Vec::with_capacity(n);
         let mut order = Vec::with_capacity(n);
@@ -158,8 +156,8 @@ impl<'a> Plan<'a> {
                 .first()
                 .map(|&j| arch.node(canon.nodes[j]).shape);
             rows.push(match node.op {
-                Op::Split(_) => in_shape.is_some_and(along_rows),
-                Op::Concat => along_rows(node.shape),
+                Op::Split(_) => in_shape.is_some_and(|s| s.is_transposed_seq()),
+                Op::Concat => node.shape.is_transposed_seq(),
                 _ => false,
             });
             let mut o: Vec<usize> = (0..canon.inputs[i].len()).collect();
