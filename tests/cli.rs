@@ -954,3 +954,21 @@ fn a_bad_or_unreachable_database_exits_2_without_the_password() {
     let o = run(&["status", "no-such-run"], None);
     assert_fails(&o, 2, "status", "is not a run folder");
 }
+
+/// The CUDA build's environment script knows two CUDA versions; any other
+/// is refused with exit 2 before anything is downloaded.
+#[test]
+fn the_cuda_script_refuses_a_version_it_does_not_know() {
+    let o = Command::new("bash")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cuda.sh"))
+        .env("ARCHGRAM_CUDA_VERSION", "11.8")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("ARCHGRAM_CUDA_VERSION must be 12.2 or 13.0, not '11.8'"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(o.stdout.is_empty(), "no environment is printed");
+}
