@@ -47,6 +47,8 @@ const FUNDAMENTAL: &[&str] = &[
     "seq(posenc, route(pre=transpose, post=transpose, linear(width=same)), act(fn=leaky_relu))",
     "branch(split=clone, factor=2, merge=dot, seq(branch(split=clone, factor=2, merge=scaled_dot, linear(width=16), route(pre=identity, post=transpose, linear(width=16))), softmax), linear(width=model))",
     "seq(branch(split=group, factor=4, merge=concat, linear(width=same), norm(kind=rms), act(fn=relu), identity), branch(split=clone, factor=2, merge=mul, linear(width=model, bias=false), act(fn=gelu)))",
+    // Kinds written over primitives, also on an expert's routed tokens.
+    "seq(affine, block(norm=none, seq(mlp(ratio=2), layer_scale(init=0.5))), block(moe(experts=4, top_k=1, capacity=1.0, seq(mlp(ratio=1), affine, layer_scale))))",
 ];
 
 fn ctx(task: &dyn Task, width: usize) -> ArchContext {
@@ -293,6 +295,8 @@ fn pytorch_module_matches_archgram_for_every_op_and_router() {
         "mod",
         "layer_skip",
         "moh",
+        "layer_scale",
+        "affine",
     ] {
         assert!(kinds.contains(k), "no exported candidate has {k}");
     }

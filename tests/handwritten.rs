@@ -1,9 +1,10 @@
 //! Hand-written text forms of well-known blocks parse, match the shipped
 //! grammars, lower to the expected ops and cost what the formulas say.
 
-use archgram::arch::ops::{Attention, Dot, Linear, Mod, Moe, Softmax};
+use archgram::arch::ops::{Attention, Dot, LayerScale, Linear, Mod, Moe, Softmax};
 use archgram::arch::{Axis, DotMask, Network, Op, RouterKind};
 use archgram::space::{ArchError, Space};
+use rand::SeedableRng;
 use std::path::Path;
 
 fn space(name: &str) -> Space {
@@ -370,4 +371,79 @@ fn the_deepest_readable_architecture_passes_every_walk() {
         .unwrap()
         .join()
         .unwrap();
+}
+
+/// A CaiT-style attention branch ending in LayerScale and a ResMLP-style
+/// channel branch (`affine` in place of a norm), from a grammar that
+/// offers both: they parse, sample, cost one vector per learned gain or
+/// bias, and print back as written.
+#[test]
+fn layer_scale_and_affine_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let grammar = dir.path().join("cait.ron");
+    std::fs::write(
+        &grammar,
+        r#"Grammar(start: "network", rules: {
+            "network": [Alt(form: "repeat", params: {"n": [1, 2]}, children: ["layer"])],
+            "layer": [Alt(form: "seq", children: ["mixer", "channel"])],
+            "mixer": [Alt(form: "block", params: {"norm": "pre"}, children: ["scaled_attention"])],
+            "scaled_attention": [Alt(form: "seq", children: ["attn", "scale"])],
+            "attn": [Alt(form: "attention", params: {"heads": 2})],
+            "scale": [Alt(form: "layer_scale", params: {"init": [0.1, 0.00001]})],
+            "channel": [Alt(form: "block", params: {"norm": "none"}, children: ["affine_mlp"])],
+            "affine_mlp": [Alt(form: "seq", children: ["aff", "mlp", "scale"])],
+            "aff": [Alt(form: "affine")],
+            "mlp": [Alt(form: "mlp", params: {"ratio": 2})],
+        })"#,
+    )
+    .unwrap();
+    let space = dir.path().join("cait-space.ron");
+    std::fs::write(
+        &space,
+        format!(
+            r#"Space(grammar: "{}", task: (name: "in_context_recall", params: {{"vocab": 16, "seq_len": 16}}), width: 16, limits: (max_depth: 10))"#,
+            grammar.display()
+        ),
+    )
+    .unwrap();
+    let s = Space::load(&space).unwrap_or_else(|e| panic!("{e}"));
+    let text = "repeat(n=1, seq(block(norm=pre, seq(attention(heads=2), layer_scale(init=0.1))), block(norm=none, seq(affine, mlp(ratio=2), layer_scale(init=0.00001)))))";
+    let n = s.parse_arch(text).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        kinds(&n),
+        [
+            "input",
+            "norm",
+            "attention",
+            "layer_scale",
+            "add",
+            "affine",
+            "mlp",
+            "layer_scale",
+            "add",
+            "output"
+        ]
+    );
+    let o = ops(&n);
+    assert!(matches!(o[3], Op::LayerScale(LayerScale { init }) if init == 0.1));
+    assert!(matches!(o[7], Op::LayerScale(LayerScale { init }) if init == 1e-5));
+    let (d, v) = (16.0, 16.0);
+    let (attn, mlp) = (4.0 * d * d, 2.0 * d * 2.0 * d);
+    // Embedding, norm (gain, bias), attention, a gain, affine (gain and
+    // bias), MLP, a gain, head.
+    let params = v * d + 2.0 * d + attn + d + 2.0 * d + mlp + d + (d * v + v);
+    assert_eq!(n.cost.params, params);
+    assert_eq!(n.text(), text);
+    // Every sample holds both kinds; a gain needs features on the last axis.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    for _ in 0..10 {
+        let k = kinds(&s.sample(&mut rng).unwrap());
+        assert!(k.contains(&"layer_scale") && k.contains(&"affine"), "{k:?}");
+    }
+    let over_tokens = archgram::grammar::Derivation::parse(
+        "route(pre=transpose, post=transpose, layer_scale(init=0.1))",
+    )
+    .unwrap();
+    let e = Network::build(over_tokens, s.ctx()).unwrap_err();
+    assert!(e.to_string().contains("layer_scale"), "{e}");
 }

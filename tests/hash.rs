@@ -200,6 +200,18 @@ fn different_networks_never_merge() {
             "mod(capacity=0.5, block(residual=false, mlp(ratio=2)))",
             false,
         ),
+        // Kinds written over primitives (the interpreter runs their recipe).
+        (
+            "block(mlp(ratio=2))",
+            "block(seq(mlp(ratio=2), layer_scale(init=0.1)))",
+            true,
+        ),
+        (
+            "seq(linear(width=model), layer_scale(init=0.1))",
+            "seq(linear(width=model), layer_scale(init=0.5))",
+            true,
+        ),
+        ("seq(norm(kind=rms), affine)", "norm(kind=rms)", true),
     ];
     for (a, b, causal) in pairs {
         let (x, y) = (arch(a, *causal), arch(b, *causal));

@@ -6,6 +6,7 @@
 
 use super::params::{Init, ParamInfo};
 use super::program::{CompileError, Graph, Head, Program, Step, StepOp};
+use crate::arch::ops::composite::Composite;
 use crate::arch::ops::{
     Act, Add, Attention, Concat, Dot, Input, LayerSkip, Linear, Mlp, Mod, Moe, Moh, Mul, Norm,
     Output, PosEnc, Softmax, Split, Transpose,
@@ -154,6 +155,26 @@ impl At<'_> {
 /// An op kind's compiled step.
 trait Compile {
     fn compile(&self, b: &mut Builder, at: &At) -> Result<StepOp, CompileError>;
+}
+
+/// Every composite kind: a vector per learned parameter of its recipe
+/// (filled with its initial value, no weight decay, like a norm's gain).
+impl<C: Composite> Compile for C {
+    fn compile(&self, b: &mut Builder, at: &At) -> Result<StepOp, CompileError> {
+        let recipe = self.recipe();
+        let params = recipe
+            .params()
+            .map(|(name, init)| {
+                b.param(
+                    at.param(name),
+                    vec![at.last()],
+                    Init::Const(init as f32),
+                    false,
+                )
+            })
+            .collect();
+        Ok(StepOp::Composite { recipe, params })
+    }
 }
 
 impl Compile for Input {

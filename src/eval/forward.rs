@@ -13,6 +13,7 @@ use super::kernels::Backend;
 use super::params::Params;
 use super::program::{Graph, Head, Program, Step, StepOp};
 use super::routed;
+use crate::arch::ops::composite::{Prim, Recipe};
 use crate::arch::{DotMask, NormKind};
 use crate::routing::{LayerTrace, RouterSettings};
 use dfdx::prelude::*;
@@ -187,6 +188,14 @@ impl<D: Backend, T: Tape<f32, D>> Values<D, T> {
                 .with_empty_tape()
         }
     }
+
+    /// Both operands of a binary op, with distinct ids when they are one
+    /// value (see the module doc).
+    fn pair(&mut self, a: usize, b: usize) -> (T3<D, T>, T3<D, T>) {
+        let x = self.take(a);
+        let y = self.take(b);
+        (x, if a == b { y * 1.0 } else { y })
+    }
 }
 
 /// Runs `g` on `x` (the graph's input value).
@@ -357,7 +366,45 @@ fn apply<D: Backend, T: Tape<f32, D>>(
         StepOp::Moe { .. } | StepOp::Mod { .. } | StepOp::Skip { .. } | StepOp::Moh { .. } => {
             routed::apply(run, step, ins.remove(0))
         }
+        StepOp::Composite { recipe, params } => composite(run, recipe, params, ins),
     }
+}
+
+/// A composite kind's recipe on tensors: each learned vector broadcast over
+/// the batch and rows (which may be a routed subset of tokens), each value
+/// handed to its last reader as a graph's are.
+pub fn composite<D: Backend, T: Tape<f32, D>>(
+    run: &Run<'_, D, T>,
+    recipe: &Recipe,
+    params: &[usize],
+    ins: Vec<T3<D, T>>,
+) -> T3<D, T> {
+    let shape = *ins[0].shape();
+    let mut ins: Vec<Option<T3<D, T>>> = ins.into_iter().map(Some).collect();
+    let mut values = Values {
+        vals: (0..recipe.0.len()).map(|_| None).collect(),
+        left: recipe.uses(),
+    };
+    let mut params = params.iter();
+    for (i, p) in recipe.0.iter().enumerate() {
+        let v = match *p {
+            Prim::Input(k) => ins[k].take().expect("each input is read once"),
+            Prim::Param { .. } => run
+                .vector(*params.next().expect("an id per learned vector"))
+                .broadcast_like::<_, Axes2<0, 1>>(&shape),
+            Prim::Add(a, b) => {
+                let (x, y) = values.pair(a, b);
+                x + y
+            }
+            Prim::Mul(a, b) => {
+                let (x, y) = values.pair(a, b);
+                x * y
+            }
+            Prim::Act(f, a) => activate(values.take(a), f),
+        };
+        values.vals[i] = Some(v);
+    }
+    values.take(recipe.0.len() - 1)
 }
 
 /// Embedding, graph, head: logits (batch, seq, vocab).

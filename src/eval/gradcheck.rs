@@ -61,9 +61,15 @@ fn loss_plain(dev: &Cpu, prog: &Program, params: &Params<Cpu>, b: &Batch) -> (f6
 }
 
 fn check(text: &str, causal: bool) {
+    check_with(text, causal, |_| {});
+}
+
+/// [`check`] on the program compiled from `text` and then changed by `edit`.
+fn check_with(text: &str, causal: bool, edit: impl FnOnce(&mut Program)) {
     let term = Derivation::parse(text).unwrap();
     let net = Network::build(term, &ctx(causal)).unwrap_or_else(|e| panic!("{text}: {e}"));
-    let prog = Program::build(&net.arch, VOCAB).unwrap();
+    let mut prog = Program::build(&net.arch, VOCAB).unwrap();
+    edit(&mut prog);
     let dev = Cpu::seed_from_u64(0);
     let mut rng = crate::seed::rng(1, "gradcheck", 0);
     let mut params = Params::init(&dev, &prog.params, &mut rng);
@@ -154,6 +160,51 @@ fn linear_norms_activations_posenc() {
         true,
     );
     check("seq(linear(width=8), softmax, linear(width=8))", true);
+}
+
+#[test]
+fn composite_kinds() {
+    check(
+        "seq(linear(width=8), affine, act(fn=gelu), layer_scale(init=0.5))",
+        true,
+    );
+    check(
+        "block(norm=pre, seq(mlp(ratio=2), layer_scale(init=0.1)))",
+        false,
+    );
+    // A recipe using every primitive, reading values twice and one value
+    // as both operands: 2 · (x ⊙ g ⊙ silu(x ⊙ g) ⊙ x), in LayerScale's
+    // place (same one learned vector).
+    use crate::arch::ops::composite::{Prim, Recipe};
+    use crate::arch::Activation;
+    let recipe = Recipe(vec![
+        Prim::Input(0),
+        Prim::Param {
+            name: "g",
+            init: 1.0,
+        },
+        Prim::Mul(0, 1),
+        Prim::Act(Activation::Silu, 2),
+        Prim::Mul(3, 2),
+        Prim::Mul(4, 0),
+        Prim::Add(5, 5),
+    ]);
+    assert_eq!(recipe.check(), Ok(()));
+    check_with(
+        "seq(linear(width=8), layer_scale(init=0.5), linear(width=8))",
+        true,
+        |prog| {
+            let step = prog
+                .graph
+                .steps
+                .iter_mut()
+                .find(|s| s.kind == "layer_scale");
+            match &mut step.expect("a layer_scale step").op {
+                super::program::StepOp::Composite { recipe: r, .. } => *r = recipe,
+                other => panic!("layer_scale compiled to {other:?}"),
+            }
+        },
+    );
 }
 
 #[test]

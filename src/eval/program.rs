@@ -3,6 +3,7 @@
 //! running it in `forward.rs`.
 
 use super::params::ParamInfo;
+use crate::arch::ops::composite::Recipe;
 use crate::arch::{Activation, DotMask, MoeSpec, NormKind, Shape};
 
 /// One attention head's projections.
@@ -90,6 +91,12 @@ pub enum StepOp {
         shared: usize,
         head_dim: usize,
         causal: bool,
+    },
+    /// A composite kind's recipe; `params` are its learned vectors' ids, in
+    /// the recipe's order.
+    Composite {
+        recipe: Recipe,
+        params: Vec<usize>,
     },
 }
 

@@ -88,6 +88,17 @@ class PosEnc(nn.Module):
         return x + self.pos
 
 
+class Vectors(nn.Module):
+    """The learned vectors of an op written over primitives (LayerScale,
+    affine): each over the last axis, filled with its initial value. The
+    generated forward uses them by name."""
+
+    def __init__(self, **vectors):
+        super().__init__()
+        for name, (width, init) in vectors.items():
+            setattr(self, name, nn.Parameter(torch.full((width,), float(init))))
+
+
 def softmax(x, causal):
     if causal:
         x = x + _causal_neg(x.shape[-1], x.device)

@@ -8,6 +8,7 @@
 //! generated class per graph (the network and each routed body) whose
 //! `forward` lists the graph's steps in order.
 
+use crate::arch::ops::composite::Prim;
 use crate::arch::DotMask;
 use crate::eval::program::{Graph, Program, Step, StepOp};
 use crate::eval::Weights;
@@ -228,6 +229,37 @@ fn graph_class(prog: &Program, g: &Graph, name: &str, out: &mut Vec<String>) {
                 )),
                 format!("self.{var}({x})"),
             ),
+            StepOp::Composite { recipe, .. } => {
+                // One line per computed value; operands are always names.
+                let width = step.shape.cols.size;
+                let vectors: Vec<String> = recipe
+                    .params()
+                    .map(|(n, init)| format!("{n}=({width}, {})", py_float(init)))
+                    .collect();
+                let mut vals: Vec<String> = Vec::new();
+                for (k, p) in recipe.0.iter().enumerate() {
+                    let e = match *p {
+                        Prim::Input(i) => ins.get(i).copied().unwrap_or(x).to_string(),
+                        Prim::Param { name, .. } => format!("self.{var}.{name}"),
+                        Prim::Add(a, b) => format!("{} + {}", vals[a], vals[b]),
+                        Prim::Mul(a, b) => format!("{} * {}", vals[a], vals[b]),
+                        Prim::Act(f, a) => {
+                            format!("activation({}, {})", vals[a], py_str(f.name()))
+                        }
+                    };
+                    let computed = !matches!(p, Prim::Input(_) | Prim::Param { .. });
+                    if computed && k + 1 < recipe.0.len() {
+                        let _ = writeln!(body, "        {var}_{k} = {e}");
+                        vals.push(format!("{var}_{k}"));
+                    } else {
+                        vals.push(e);
+                    }
+                }
+                (
+                    (!vectors.is_empty()).then(|| format!("Vectors({})", vectors.join(", "))),
+                    vals.pop().unwrap_or_default(),
+                )
+            }
         };
         if let Some(m) = module {
             let _ = writeln!(init, "        self.{var} = {m}");

@@ -37,7 +37,8 @@ pub fn shape_bytes(s: &Shape) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::arch::ops::{
-        Act, Attention, Dot, LayerSkip, Linear, Mlp, Mod, Moe, Moh, Norm, Softmax, Split,
+        Act, Affine, Attention, Dot, LayerScale, LayerSkip, Linear, Mlp, Mod, Moe, Moh, Norm,
+        Softmax, Split,
     };
     use crate::arch::{Activation, Arch, Balance, DotMask, MoeSpec, NormKind, RouterKind};
 
@@ -84,6 +85,10 @@ mod tests {
         want.extend_from_slice(&0x3fe0_0000_0000_0000u64.to_le_bytes());
         want.push(2);
         assert_eq!(op_bytes(&moe), want);
+        let mut want = vec![1, 20];
+        want.extend_from_slice(&0x3fe0_0000_0000_0000u64.to_le_bytes());
+        assert_eq!(op_bytes(&Op::LayerScale(LayerScale { init: 0.5 })), want);
+        assert_eq!(op_bytes(&Op::Affine(Affine)), [1, 21]);
         let mut want = vec![1, 1];
         want.extend_from_slice(&16u64.to_le_bytes());
         want.push(2);

@@ -147,6 +147,18 @@ pub const FORMS: &[FormSpec] = &[
         doc: "learnable positional encoding, added",
     },
     FormSpec {
+        name: "layer_scale",
+        params: &[p("init", FRACTION, Some("0.1"))],
+        children: Children::None,
+        doc: "a learned gain per feature filled with `init` (LayerScale, CaiT), for the end of a residual branch",
+    },
+    FormSpec {
+        name: "affine",
+        params: &[],
+        children: Children::None,
+        doc: "a learned gain and bias per feature, from 1 and 0 (ResMLP's Aff)",
+    },
+    FormSpec {
         name: "block",
         params: &[
             p("norm", Kind::Name(PLACEMENTS), Some("pre")),

@@ -3,7 +3,9 @@
 
 use super::catalogue::{boolean, float, get_int, int, missing, name, param};
 use crate::arch::context::ArchContext;
-use crate::arch::ops::{Act, Attention, Dot, LayerSkip, Linear, Mlp, Mod, Moe, Moh, Norm, Softmax};
+use crate::arch::ops::{
+    Act, Affine, Attention, Dot, LayerScale, LayerSkip, Linear, Mlp, Mod, Moe, Moh, Norm, Softmax,
+};
 use crate::arch::ops::{Activation, Balance, DotMask, MoeSpec, NormKind, Op, RouterKind};
 use crate::arch::shape::{Axis, Dim, Shape};
 use crate::grammar::{Node, Reject, Value};
@@ -207,6 +209,15 @@ pub fn terminal(
         "act" => {
             let f = Activation::parse(name(node, "fn")?).ok_or_else(|| missing(node, "fn"))?;
             (Op::Act(Act { f }), s)
+        }
+        "layer_scale" => {
+            need_feat_last("layer_scale", s)?;
+            let init = float(node, "init")?;
+            (Op::LayerScale(LayerScale { init }), s)
+        }
+        "affine" => {
+            need_feat_last("affine", s)?;
+            (Op::Affine(Affine), s)
         }
         "posenc" => {
             positional("posenc", scope)?;

@@ -5,15 +5,19 @@
 //! the bytes its hash label is made of, the rule that gives its output shape
 //! and keeps a causal graph causal, and its parameter and FLOP cost. What a
 //! backend *does* with it (the dfdx evaluator, the f64 interpreter of the
-//! functional hash, the PyTorch export) lives in that backend; ARCHITECTURE.md
-//! lists the steps to add an op.
+//! functional hash, the PyTorch export) lives in that backend, except for
+//! kinds written over primitives ([`composite`]), which every backend runs
+//! from their recipe; ARCHITECTURE.md lists the steps to add an op.
 
 mod act;
+mod affine;
 mod attention;
+pub mod composite;
 mod concat;
 mod dot;
 mod elementwise;
 mod input;
+mod layer_scale;
 mod layer_skip;
 mod linear;
 mod mixture_of_depths;
@@ -28,11 +32,13 @@ mod split;
 mod transpose;
 
 pub use act::Act;
+pub use affine::Affine;
 pub use attention::Attention;
 pub use concat::Concat;
 pub use dot::Dot;
 pub use elementwise::{Add, Mul};
 pub use input::{Input, Output};
+pub use layer_scale::LayerScale;
 pub use layer_skip::LayerSkip;
 pub use linear::Linear;
 pub use mixture_of_depths::Mod;
@@ -81,6 +87,8 @@ pub enum Op {
     Mod(Mod),
     LayerSkip(LayerSkip),
     Moh(Moh),
+    LayerScale(LayerScale),
+    Affine(Affine),
 }
 
 impl Op {
@@ -160,6 +168,8 @@ macro_rules! with_op {
             ops_::Op::Mod($o) => $body,
             ops_::Op::LayerSkip($o) => $body,
             ops_::Op::Moh($o) => $body,
+            ops_::Op::LayerScale($o) => $body,
+            ops_::Op::Affine($o) => $body,
         }
     }};
 }
@@ -430,6 +440,8 @@ mod tests {
                 head_dim: 4,
                 causal: true,
             }),
+            Op::LayerScale(LayerScale { init: 0.1 }),
+            Op::Affine(Affine),
         ];
         for op in &all {
             match op {
@@ -451,7 +463,9 @@ mod tests {
                 | Op::Moe(_)
                 | Op::Mod(_)
                 | Op::LayerSkip(_)
-                | Op::Moh(_) => {}
+                | Op::Moh(_)
+                | Op::LayerScale(_)
+                | Op::Affine(_) => {}
             }
         }
         all
@@ -468,9 +482,9 @@ mod tests {
             op.def().encode(&mut e);
             assert!(tags.insert(e.0[0]), "{}: tag {} taken", op.kind(), e.0[0]);
         }
-        assert_eq!(names.len(), 19);
-        // Tags are 1..=19 today; a new kind takes 20.
-        assert_eq!(tags, (1..=19).collect());
+        assert_eq!(names.len(), 21);
+        // Tags are 1..=21 today; a new kind takes 22.
+        assert_eq!(tags, (1..=21).collect());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use super::{act, attention, causal_zero, concat, norm, sigmoid, softmax_rows, split, top};
 use super::{Mat, Step};
+use crate::arch::ops::composite::{Composite, Prim};
 use crate::arch::ops::{
     Act, Add, Attention, Concat, Dot, Input, LayerSkip, Linear, Mlp, Mod, Moe, Moh, Mul, Norm,
     Output, PosEnc, Softmax, Split, Transpose,
@@ -15,6 +16,35 @@ use crate::hash::watch::{self, Watch};
 pub(super) trait Interpret {
     /// The op on its inputs `ins`, in the plan's order.
     fn interpret(&self, s: &Step, ins: &[&Mat], watch: &mut Watch) -> Mat;
+}
+
+/// Every composite kind: its recipe run on matrices, each primitive by the
+/// primitive kind's own impl (so sums are watched as `Add`'s are), a
+/// learned vector drawn by name and repeated over the rows.
+impl<C: Composite> Interpret for C {
+    fn interpret(&self, s: &Step, ins: &[&Mat], watch: &mut Watch) -> Mat {
+        let recipe = self.recipe();
+        let (rows, cols) = (ins[0].rows, ins[0].cols);
+        let mut vals: Vec<Mat> = Vec::with_capacity(recipe.0.len());
+        for p in &recipe.0 {
+            let v = match *p {
+                Prim::Input(i) => ins[i].clone(),
+                Prim::Param { name, init } => {
+                    let g = s.w.vector(s.key, name, cols, init);
+                    Mat {
+                        rows,
+                        cols,
+                        v: (0..rows).flat_map(|_| g.iter().copied()).collect(),
+                    }
+                }
+                Prim::Add(a, b) => Add.interpret(s, &[&vals[a], &vals[b]], watch),
+                Prim::Mul(a, b) => Mul.interpret(s, &[&vals[a], &vals[b]], watch),
+                Prim::Act(f, a) => Act { f }.interpret(s, &[&vals[a]], watch),
+            };
+            vals.push(v);
+        }
+        vals.pop().expect("a recipe has an output")
+    }
 }
 
 /// The element-wise sum, watched for terms too small to show in it.
