@@ -2,9 +2,10 @@
 //! grammars can produce, through the whole program (embedding, graph, head,
 //! cross-entropy, auxiliary router losses).
 
-use super::forward::{forward, Run};
+use super::forward::forward;
 use super::params::Params;
 use super::program::Program;
+use super::run::Run;
 use super::train::cross_entropy;
 use crate::arch::{ArchContext, Network};
 use crate::grammar::Derivation;

@@ -15,14 +15,15 @@ mod outcome;
 mod params;
 pub mod program;
 mod routed;
+mod run;
 mod train;
 
 pub use device::{open_cuda, panic_reason, DeviceKind, EvalError};
 pub use evaluate::{evaluate, evaluate_all};
-pub use forward::RouteRecord;
 pub use kernels::Backend;
 pub use outcome::{Outcome, Status};
 pub use program::Program;
+pub use run::RouteRecord;
 pub use train::{
     learning_rate, memory_estimate, on_cpu_threads, step_work, train, train_on, training_pool,
     ScoreRule, TrainConfig, TrainError, TrainSettings, Trained, Trainer, Weights,

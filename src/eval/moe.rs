@@ -5,9 +5,9 @@
 //! expert's output rows go back to their tokens scaled by the
 //! differentiable gates (`Backend::combine_rows`).
 
-use super::forward::{fingerprint, run_graph, RouteRecord, Run, T3};
 use super::kernels::{Backend, Pick};
 use super::program::Graph;
+use super::run::{fingerprint, RouteRecord, Run, T3};
 use crate::arch::{Balance, MoeSpec, RouterKind};
 use crate::routing::{route_with, BalanceScope, LayerTrace, RouteOptions, Routing};
 use dfdx::prelude::*;
@@ -227,7 +227,7 @@ pub fn apply<D: Backend, T: Tape<f32, D>>(
         // Expert bodies are token-wise, so running them on the gathered
         // tokens as one sequence computes exactly what they would in place.
         run.batch = 1;
-        let y = run_graph(run, &experts[i], xi.reshape_like(&(1, m, d)));
+        let y = run.body(&experts[i], xi.reshape_like(&(1, m, d)));
         run.batch = saved_batch;
         outs.push(y.reshape_like(&(m, d)));
         picks.extend(idx.iter().enumerate().map(|(row, &tok)| Pick {
@@ -242,7 +242,7 @@ pub fn apply<D: Backend, T: Tape<f32, D>>(
         D::combine_rows(outs, &picks, n, Some(gates)).reshape_like(&(b, s, d))
     });
     for g in shared {
-        let y = run_graph(run, g, next_x(&mut x));
+        let y = run.body(g, next_x(&mut x));
         acc = Some(match acc {
             Some(a) => a + y,
             None => y,

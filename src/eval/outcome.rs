@@ -1,6 +1,6 @@
 //! What an evaluation produces: the record the store keeps and reports show.
 
-use super::forward::RouteRecord;
+use super::run::RouteRecord;
 use super::train::{ScoreRule, TrainConfig, Trained};
 use crate::arch::Cost;
 use crate::routing::stats::RoutingReport;

@@ -10,10 +10,10 @@
 //! 2024), so their compute falls with the capacity. Head routing masks head
 //! outputs. The selection rules live in `routing::select`.
 
-use super::forward::{fingerprint, run_graph, RouteRecord, Run, T2, T3};
 use super::kernels::composite::concat_cols;
 use super::kernels::{Backend, Pick};
 use super::program::{Graph, Step, StepOp};
+use super::run::{fingerprint, RouteRecord, Run, T2, T3};
 use crate::arch::{MoeSpec, RouterKind};
 use crate::routing::{route_tokens, top_tokens, LayerTrace};
 use dfdx::prelude::*;
@@ -71,7 +71,7 @@ fn on_routed_tokens<D: Backend, T: Tape<f32, D>>(
         let n = idx.len();
         let xg = D::gather_rows(src, &idx).reshape_like(&(group.len(), m, d));
         run.batch = group.len();
-        let y = run_graph(run, body, xg);
+        let y = run.body(body, xg);
         run.batch = saved_batch;
         outs.push(y.reshape_like(&(n, d)));
     }

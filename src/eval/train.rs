@@ -2,11 +2,12 @@
 //! clipping, cross-entropy over the task's scored positions; then scoring on
 //! the task's held-out split.
 
-use super::forward::{forward, RouteRecord, Run, T3};
+use super::forward::forward;
 use super::kernels::Backend;
 use super::optim::{adamw, Hyper};
 use super::params::Params;
 use super::program::Program;
+use super::run::{RouteRecord, Run, T3};
 use super::DeviceKind;
 use crate::arch::ops::{Attention, Moh};
 use crate::arch::Arch;
