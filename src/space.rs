@@ -333,18 +333,18 @@ impl Space {
             floor.flops,
             limits.max_flops,
         )?;
-        let grammar_src = grammar(&grammar_path);
-        let loaded = grammar_src.and_then(|g| Grammar::from_source(&g, &sem));
-        let (mut grammar, grammar_warnings) = loaded.map_err(|e| {
-            if e.file.is_none() || e.message.starts_with("cannot read file") {
-                at(
-                    "grammar",
-                    format!("grammar `{}`: {}", grammar_path.display(), e.message),
-                )
-            } else {
-                e
-            }
-        })?;
+        // Errors the grammar's reader or parser places nowhere in a file
+        // (an unreadable file, a grammar-wide problem) point at the space
+        // file's `grammar` field instead.
+        let in_space = |e: SourceError| {
+            at(
+                "grammar",
+                format!("grammar `{}`: {}", grammar_path.display(), e.message),
+            )
+        };
+        let grammar_src = grammar(&grammar_path).map_err(in_space)?;
+        let (mut grammar, grammar_warnings) = Grammar::from_source(&grammar_src, &sem)
+            .map_err(|e| if e.file.is_none() { in_space(e) } else { e })?;
         if let Some(start) = &file.start {
             if !grammar.rules.contains_key(start) {
                 return Err(at(
