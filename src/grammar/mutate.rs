@@ -290,10 +290,36 @@ fn show_path(path: &[usize]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::arch::{ArchSemantics, Limits};
+    use crate::grammar::Sampler;
     use crate::space::Space;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
     use std::path::Path;
+
+    /// A subtree that cannot fit (here: any layer, with the parameter limit
+    /// just above the embedding and head) costs a mutation its own, smaller
+    /// number of attempts; a whole network still gets the full number.
+    #[test]
+    fn a_redraw_that_cannot_fit_gives_up_after_the_mutation_attempts() {
+        let s = Space::load(Path::new("spaces/quickstart.ron")).unwrap();
+        let tight = ArchSemantics::new(
+            *s.ctx(),
+            Limits {
+                max_params: Some(1100.0),
+                ..s.sem.limits
+            },
+        );
+        let config = s.sampler_config;
+        assert!(config.mutation_attempts < config.max_attempts);
+        let sampler = Sampler::new(&s.grammar, &tight, config);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let start = tight.start();
+        let redraw = sampler.sample_symbol("layer", &start, 2, &mut rng, false);
+        assert_eq!(redraw.unwrap_err().attempts, config.mutation_attempts);
+        let whole = sampler.sample_symbol("network", &start, 1, &mut rng, true);
+        assert_eq!(whole.unwrap_err().attempts, config.max_attempts);
+    }
 
     #[test]
     fn mutants_differ_from_their_parent_and_stay_valid() {
