@@ -1,9 +1,7 @@
 //! An affine map per feature: a learned gain and bias.
 
 use super::composite::{Composite, Prim, Recipe};
-use super::{Broken, CostAt, Fields, OpDef};
-use crate::arch::cost::Cost;
-use crate::arch::shape::Shape;
+use super::{Fields, OpDef};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -41,17 +39,7 @@ impl OpDef for Affine {
         e.tag(21);
     }
 
-    fn infer(&self, ins: &[Shape], _causal: bool) -> Result<Option<Shape>, Broken> {
-        self.recipe().infer(ins)
-    }
-
-    fn cost(&self, at: &CostAt) -> Cost {
-        self.recipe().cost(at)
-    }
-
-    fn has_weights(&self) -> bool {
-        true
-    }
+    crate::recipe_rules!();
 }
 
 impl fmt::Display for Affine {

@@ -42,6 +42,33 @@ pub trait Composite {
     fn recipe(&self) -> Recipe;
 }
 
+/// The [`OpDef`] methods a composite kind takes from its recipe (output
+/// shape, cost, whether it owns weights), written inside its `impl OpDef`
+/// beside `kind` and `encode`.
+#[macro_export]
+macro_rules! recipe_rules {
+    () => {
+        fn infer(
+            &self,
+            ins: &[$crate::arch::Shape],
+            _causal: bool,
+        ) -> Result<Option<$crate::arch::Shape>, $crate::arch::ops::Broken> {
+            $crate::arch::ops::composite::Composite::recipe(self).infer(ins)
+        }
+
+        fn cost(&self, at: &$crate::arch::ops::CostAt) -> $crate::arch::Cost {
+            $crate::arch::ops::composite::Composite::recipe(self).cost(at)
+        }
+
+        fn has_weights(&self) -> bool {
+            $crate::arch::ops::composite::Composite::recipe(self)
+                .params()
+                .next()
+                .is_some()
+        }
+    };
+}
+
 impl Prim {
     /// The earlier values this step reads.
     pub fn operands(&self) -> Vec<usize> {

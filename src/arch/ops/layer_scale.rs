@@ -1,9 +1,7 @@
 //! LayerScale: a learned gain per feature, initialised small.
 
 use super::composite::{Composite, Prim, Recipe};
-use super::{Broken, CostAt, Fields, OpDef};
-use crate::arch::cost::Cost;
-use crate::arch::shape::Shape;
+use super::{Fields, OpDef};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -38,17 +36,7 @@ impl OpDef for LayerScale {
         e.tag(20).real(self.init);
     }
 
-    fn infer(&self, ins: &[Shape], _causal: bool) -> Result<Option<Shape>, Broken> {
-        self.recipe().infer(ins)
-    }
-
-    fn cost(&self, at: &CostAt) -> Cost {
-        self.recipe().cost(at)
-    }
-
-    fn has_weights(&self) -> bool {
-        true
-    }
+    crate::recipe_rules!();
 }
 
 impl fmt::Display for LayerScale {
