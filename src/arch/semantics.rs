@@ -1,7 +1,7 @@
 //! What grammar forms mean to the sampler: shapes, causality and costs
 //! carried down a derivation so that only valid, in-limit networks come out.
 //!
-//! Costs are accumulated exactly as [`super::lower`] will build the graph
+//! Costs are accumulated exactly as [`super::lower()`] will build the graph
 //! (same ops, same shapes, same `op_cost`), so a finished sample's cost
 //! equals its lowered graph's; a property test holds the two together.
 

@@ -14,7 +14,7 @@
 //!   more than training did. Expert-choice traces are taken as they are.
 //! - Placement: see [`super::placement`]; a replicated expert's tokens are
 //!   split evenly over its replicas.
-//! - Dispatch bytes V[s][r] = b·d·(assignments from tokens on s to experts
+//! - Dispatch bytes `V[s][r]` = b·d·(assignments from tokens on s to experts
 //!   on r); r ≠ s is traffic, the diagonal stays local. Combine is Vᵀ.
 //! - All-to-all time, one node (flat): α(D−1) + max_s max(send_s, recv_s)/β_intra.
 //!   Several nodes of G devices (two-level): max over devices of

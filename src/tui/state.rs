@@ -77,7 +77,7 @@ pub struct Dashboard {
     pub now: f64,
     pub finished: Option<String>,
     /// Candidates in training and the best evaluated ones (at most
-    /// 2 × [`KEPT`]; see [`Dashboard::prune`]).
+    /// 2 × [`KEPT`]; see `Dashboard::prune`).
     pub cands: BTreeMap<u64, Cand>,
     /// The single-seed Pareto front (score against active parameters) of
     /// every candidate evaluated, the dropped ones included.

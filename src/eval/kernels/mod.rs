@@ -112,8 +112,8 @@ pub trait Backend: Device<f32> + dfdx::tensor::Cache + 'static {
         composite::gather_rows(x, idx)
     }
 
-    /// (n × d): row o is Σ g·parts[part][row] over the picks with out = o,
-    /// g = gates[gate] (1 without gates); rows no pick names are zero. How
+    /// (n × d): row o is `Σ g·parts[part][row]` over the picks with out = o,
+    /// `g = gates[gate]` (1 without gates); rows no pick names are zero. How
     /// routed tokens' outputs go back in place.
     fn combine_rows<T: Tape<f32, Self>>(
         parts: Vec<T2<Self, T>>,
