@@ -227,3 +227,27 @@ fn a_field_list_parses_with_nested_objects() {
     assert_eq!(f.keys().collect::<Vec<_>>(), ["id", "routing", "score"]);
     assert!(parse_fields("the fields of the `archgram fidelity --json` report").is_none());
 }
+
+/// The README's forms table names every form a grammar may use, and no
+/// other: a form added without its row (or a row left for a removed form)
+/// fails here.
+#[test]
+fn the_forms_table_lists_every_form() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let table = readme
+        .split("| form | parameters (default) | children | meaning |")
+        .nth(1)
+        .expect("the forms table");
+    let mut listed = std::collections::BTreeSet::new();
+    for row in table.lines().skip(2).take_while(|l| l.starts_with('|')) {
+        let first = row.split('|').nth(1).unwrap_or("");
+        for name in first.split('`').skip(1).step_by(2) {
+            listed.insert(name.to_string());
+        }
+    }
+    let forms: std::collections::BTreeSet<String> = archgram::arch::forms::FORMS
+        .iter()
+        .map(|f| f.name.to_string())
+        .collect();
+    assert_eq!(listed, forms);
+}
