@@ -109,7 +109,10 @@ mod tests {
             top_p: 0.5,
             balance: Balance::AuxLoss,
         };
-        let ops = vec![
+        // One of every kind (the list the compiler keeps complete), then
+        // variants that differ in one parameter each.
+        let mut ops = crate::arch::ops::tests::one_of_each();
+        let variants = vec![
             Op::Input,
             Op::Output,
             Op::Linear(Linear {
@@ -261,7 +264,13 @@ mod tests {
                 head_dim: 8,
                 causal: true,
             }),
+            Op::LayerScale(LayerScale { init: 0.5 }),
         ];
+        for v in variants {
+            if !ops.contains(&v) {
+                ops.push(v);
+            }
+        }
         let mut seen = std::collections::HashMap::new();
         for op in &ops {
             if let Some(other) = seen.insert(op_bytes(op), op) {
@@ -269,14 +278,16 @@ mod tests {
             }
         }
         // The body is the structural hash's business, not the label's.
-        let other_body = Box::new(Arch::start(Shape::seq(2, 2), false));
-        assert_eq!(
-            op_bytes(&Op::Mod(Mod {
+        let with_body = |body| {
+            Op::Mod(Mod {
                 capacity: 0.5,
                 causal: true,
-                body: other_body
-            })),
-            op_bytes(&ops[34])
+                body,
+            })
+        };
+        assert_eq!(
+            op_bytes(&with_body(Box::new(Arch::start(Shape::seq(2, 2), false)))),
+            op_bytes(&with_body(body()))
         );
     }
 

@@ -213,6 +213,11 @@ pub trait OpDef: fmt::Display {
     fn routed(&self) -> Option<&dyn Routed> {
         None
     }
+
+    /// A composite kind's recipe ([`composite`]); `None` for a primitive.
+    fn as_recipe(&self) -> Option<composite::Recipe> {
+        None
+    }
 }
 
 /// An op that routes tokens through a body graph (mixture of experts,
@@ -368,12 +373,12 @@ mod rule {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// One op of every kind. The match below has no wildcard, so a new kind
     /// does not compile until it is listed here.
-    fn one_of_each() -> Vec<Op> {
+    pub(crate) fn one_of_each() -> Vec<Op> {
         let body = || Box::new(Arch::start(Shape::seq(4, 8), true));
         let spec = MoeSpec {
             experts: 4,
@@ -485,6 +490,20 @@ mod tests {
         assert_eq!(names.len(), 21);
         // Tags are 1..=21 today; a new kind takes 22.
         assert_eq!(tags, (1..=21).collect());
+    }
+
+    /// Every composite kind's recipe is well formed (the backends rely on
+    /// it; see `Recipe::check`), and only composite kinds have one.
+    #[test]
+    fn every_composite_recipe_is_well_formed() {
+        let mut composite = Vec::new();
+        for op in one_of_each() {
+            if let Some(r) = op.def().as_recipe() {
+                assert_eq!(r.check(), Ok(()), "{}: {r:?}", op.kind());
+                composite.push(op.kind());
+            }
+        }
+        assert_eq!(composite, ["layer_scale", "affine"]);
     }
 
     #[test]
