@@ -246,7 +246,7 @@ fn apply<D: Backend, T: Tape<f32, D>>(
 /// A composite kind's recipe on tensors: each learned vector broadcast over
 /// the batch and rows (which may be a routed subset of tokens), each value
 /// handed to its last reader as a graph's are.
-pub fn composite<D: Backend, T: Tape<f32, D>>(
+fn composite<D: Backend, T: Tape<f32, D>>(
     run: &Run<'_, D, T>,
     recipe: &Recipe,
     params: &[usize],
