@@ -26,9 +26,9 @@ impl Network {
     /// shapes. Parameters with no effect are canonicalised first, so one
     /// network has one text form whichever spelling (or older run) it came
     /// from.
-    pub fn build(term: Derivation, ctx: &ArchContext) -> Result<Network, Reject> {
+    pub fn build(mut term: Derivation, ctx: &ArchContext) -> Result<Network, Reject> {
         let sem = ArchSemantics::new(*ctx, Limits::default());
-        let term = crate::grammar::canonical(&sem, &term);
+        crate::grammar::canonicalise(&sem, &mut term);
         let arch = lower(&term, ctx)?;
         let cost = arch.total_cost(ctx.vocab);
         Ok(Network { term, arch, cost })

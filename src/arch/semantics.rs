@@ -373,6 +373,10 @@ impl Semantics for ArchSemantics {
         forms::canonical_params(node)
     }
 
+    fn make_canonical(&self, form: &str, params: &mut Vec<(String, Value)>) {
+        forms::canonicalise(form, params);
+    }
+
     fn finish(&self, out: &State) -> Result<(), Reject> {
         let s = out.shape;
         if !s.is_seq() || s.rows.size != self.ctx.seq_len {

@@ -20,8 +20,8 @@ pub use format::{Alternative, Choices, Grammar, Source};
 pub use matching::{annotate, NotDerivable};
 pub use mutate::Mutation;
 pub use sampler::{
-    canonical, replay, FormProblem, Node, Reject, SampleError, Sampler, SamplerConfig, Semantics,
-    Tables,
+    canonicalise, replay, FormProblem, Node, Reject, SampleError, Sampler, SamplerConfig,
+    Semantics, Tables,
 };
 pub use validate::{min_heights, Warning};
 pub use value::Value;

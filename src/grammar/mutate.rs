@@ -5,7 +5,7 @@
 //! always differs from the parent.
 
 use super::derivation::Derivation;
-use super::sampler::{canonical, pick_weighted, Node, Reject, SampleError, Sampler, Semantics};
+use super::sampler::{canonicalise, pick_weighted, Node, Reject, SampleError, Sampler, Semantics};
 use super::value::{same_params, with_param, Value};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -109,7 +109,8 @@ impl<S: Semantics> Sampler<'_, S> {
         })?;
         let state = self.state_at(d, path, input)?;
         // Samples are canonical; an older parent may not be.
-        let old = canonical(self.semantics(), old);
+        let mut old = old.clone();
+        canonicalise(self.semantics(), &mut old);
         for _ in 0..TRIES {
             let (sub, _) = self
                 .sample_symbol(&symbol, &state, path.len() + 1, rng, false)

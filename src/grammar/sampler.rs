@@ -10,6 +10,7 @@ use super::format::{Alternative, Grammar};
 use super::value::Value;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use smallvec::SmallVec;
 use std::borrow::Cow;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -142,19 +143,20 @@ pub trait Semantics {
     fn canonical(&self, node: &Node) -> Vec<(String, Value)> {
         node.params.to_vec()
     }
+
+    /// [`Semantics::canonical`] in place, for a semantics that can fix a
+    /// node without copying its parameters.
+    fn make_canonical(&self, form: &str, params: &mut Vec<(String, Value)>) {
+        *params = self.canonical(&Node { form, params });
+    }
 }
 
-/// `d` with every node's parameters canonical (see [`Semantics::canonical`]).
-pub fn canonical<S: Semantics>(sem: &S, d: &Derivation) -> Derivation {
-    Derivation {
-        symbol: d.symbol.clone(),
-        alt: d.alt,
-        form: d.form.clone(),
-        params: sem.canonical(&Node {
-            form: &d.form,
-            params: &d.params,
-        }),
-        children: d.children.iter().map(|c| canonical(sem, c)).collect(),
+/// Sets every node's parameters of `d` canonical (see
+/// [`Semantics::canonical`]).
+pub fn canonicalise<S: Semantics>(sem: &S, d: &mut Derivation) {
+    sem.make_canonical(&d.form, &mut d.params);
+    for c in &mut d.children {
+        canonicalise(sem, c);
     }
 }
 
@@ -241,7 +243,13 @@ impl Tally {
 
     /// `n` refusals for `r`'s key, `r` the first of them.
     fn note_times(&mut self, r: &Reject, n: u64) {
-        match self.reasons.iter_mut().find(|e| e.0 == r.key) {
+        // Keys are literals, so the same key is nearly always the same
+        // pointer: compare that before the text.
+        match self
+            .reasons
+            .iter_mut()
+            .find(|e| std::ptr::eq(e.0, r.key) || e.0 == r.key)
+        {
             Some(e) => e.1 += n,
             None => self.reasons.push((r.key, n, r.to_string())),
         }
@@ -512,6 +520,21 @@ enum Choice {
     Built(Vec<(String, Value)>),
 }
 
+/// A node of a derivation being drawn. A tree is kept in depth-first
+/// order, so a node's subtree is `at..end` and a subtree that fails is
+/// the arena's tail: dropping it is a truncation, and nothing is built
+/// for the many tries that fail.
+struct Drawn {
+    sym: usize,
+    alt: usize,
+    params: Choice,
+    end: usize,
+}
+
+/// An alternative's admissible choices with their weights; most
+/// alternatives have a handful, kept off the heap.
+type Admissible = SmallVec<[(Choice, f64); 8]>;
+
 impl<'a, S: Semantics> Sampler<'a, S> {
     /// A sampler that compiles its own [`Tables`]; callers that sample
     /// often keep one `Tables` and use [`Sampler::with_tables`].
@@ -574,14 +597,16 @@ impl<'a, S: Semantics> Sampler<'a, S> {
         } else {
             self.config.mutation_attempts
         };
+        let mut arena = Vec::new();
         for _ in 0..attempts {
             tally.expansions = 0;
-            if let Some((d, out)) = self.expand(sym, input, depth, rng, &mut tally) {
+            arena.clear();
+            if let Some(out) = self.expand(sym, input, depth, rng, &mut tally, &mut arena) {
                 if !whole {
-                    return Ok((d, out));
+                    return Ok((self.derivation(&arena, 0), out));
                 }
                 match self.sem.finish(&out) {
-                    Ok(()) => return Ok((d, out)),
+                    Ok(()) => return Ok((self.derivation(&arena, 0), out)),
                     Err(r) => tally.note(&r),
                 }
             }
@@ -591,6 +616,36 @@ impl<'a, S: Semantics> Sampler<'a, S> {
         Err(SampleError { attempts, reasons })
     }
 
+    /// The tree rooted at `arena[at]` as a derivation.
+    fn derivation(&self, arena: &[Drawn], at: usize) -> Derivation {
+        let node = &arena[at];
+        let mut children = Vec::new();
+        let mut c = at + 1;
+        while c < node.end {
+            children.push(self.derivation(arena, c));
+            c = arena[c].end;
+        }
+        Derivation {
+            symbol: Some(self.tables.names[node.sym].clone()),
+            alt: Some(node.alt as u32),
+            form: self.tables.rules[node.sym][node.alt].form.clone(),
+            params: self.params(node).to_vec(),
+            children,
+        }
+    }
+
+    fn params<'s>(&'s self, node: &'s Drawn) -> &'s [(String, Value)] {
+        match &node.params {
+            Choice::Listed(i) => match &self.tables.alts[node.sym][node.alt].combos {
+                Some(combos) => &combos[*i].canonical,
+                None => &[],
+            },
+            Choice::Built(p) => p,
+        }
+    }
+
+    /// Expands `symbol` at the end of `arena` and returns the subtree's
+    /// output state; on failure the arena is as it was.
     fn expand(
         &self,
         symbol: Option<usize>,
@@ -598,7 +653,8 @@ impl<'a, S: Semantics> Sampler<'a, S> {
         depth: usize,
         rng: &mut ChaCha8Rng,
         tally: &mut Tally,
-    ) -> Option<(Derivation, S::State)> {
+        arena: &mut Vec<Drawn>,
+    ) -> Option<S::State> {
         tally.expansions += 1;
         if tally.expansions > self.config.max_expansions {
             tally.note(&Reject::new(
@@ -615,7 +671,7 @@ impl<'a, S: Semantics> Sampler<'a, S> {
         let alts = &self.tables.rules[sym];
         let tables = &self.tables.alts[sym];
         let room = (self.config.max_depth + 1).saturating_sub(depth);
-        let mut cands: Vec<(usize, f64)> = alts
+        let mut cands: SmallVec<[(usize, f64); 16]> = alts
             .iter()
             .zip(tables)
             .enumerate()
@@ -642,12 +698,9 @@ impl<'a, S: Semantics> Sampler<'a, S> {
                     return None;
                 }
                 let c = pick_weighted(&combos, |x| x.1, rng);
-                let params = match combos.swap_remove(c).0 {
-                    Choice::Listed(i) => table.combos.as_ref()?[i].canonical.clone(),
-                    Choice::Built(p) => p,
-                };
-                if let Some(found) =
-                    self.expand_children(sym, ai, alt, table, params, input, depth, rng, tally)
+                let params = combos.swap_remove(c).0;
+                if let Some(found) = self
+                    .expand_children(sym, ai, alt, table, params, input, depth, rng, tally, arena)
                 {
                     return Some(found);
                 }
@@ -664,50 +717,66 @@ impl<'a, S: Semantics> Sampler<'a, S> {
         ai: usize,
         alt: &Alternative,
         table: &AltTable,
-        params: Vec<(String, Value)>,
+        params: Choice,
         input: &S::State,
         depth: usize,
         rng: &mut ChaCha8Rng,
         tally: &mut Tally,
-    ) -> Option<(Derivation, S::State)> {
+        arena: &mut Vec<Drawn>,
+    ) -> Option<S::State> {
+        let at = arena.len();
+        arena.push(Drawn {
+            sym,
+            alt: ai,
+            params,
+            end: at + 1,
+        });
         let node = Node {
             form: &alt.form,
-            params: &params,
+            params: self.params(&arena[at]),
         };
         let n = self.sem.arity(&node, alt.children.len());
         // Each child costs an expansion, so more than the budget never fills.
         let room = n.min(self.config.max_expansions);
-        let mut outs: Vec<S::State> = Vec::with_capacity(room);
-        let mut kids = Vec::with_capacity(room);
+        let mut outs: SmallVec<[S::State; 4]> = SmallVec::with_capacity(room);
+        let mut failed = false;
         for i in 0..n {
             let child_sym = table.children[i.min(alt.children.len().saturating_sub(1))];
+            let node = Node {
+                form: &alt.form,
+                params: self.params(&arena[at]),
+            };
             let child_in = match self.sem.child_input(&node, input, i, n, &outs) {
                 Ok(s) => s,
                 Err(r) => {
                     tally.note(&r);
-                    return None;
+                    failed = true;
+                    break;
                 }
             };
-            let (d, out) = self.expand(child_sym, &child_in, depth + 1, rng, tally)?;
-            kids.push(d);
-            outs.push(out);
-        }
-        match self.sem.output(&node, input, &outs) {
-            Ok(out) => Some((
-                Derivation {
-                    symbol: Some(self.tables.names[sym].clone()),
-                    alt: Some(ai as u32),
-                    form: alt.form.clone(),
-                    params,
-                    children: kids,
-                },
-                out,
-            )),
-            Err(r) => {
-                tally.note(&r);
-                None
+            match self.expand(child_sym, &child_in, depth + 1, rng, tally, arena) {
+                Some(out) => outs.push(out),
+                None => {
+                    failed = true;
+                    break;
+                }
             }
         }
+        if !failed {
+            let node = Node {
+                form: &alt.form,
+                params: self.params(&arena[at]),
+            };
+            match self.sem.output(&node, input, &outs) {
+                Ok(out) => {
+                    arena[at].end = arena.len();
+                    return Some(out);
+                }
+                Err(r) => tally.note(&r),
+            }
+        }
+        arena.truncate(at);
+        None
     }
 
     /// Parameter assignments of `alt` the semantics admits at `input`, with
@@ -722,14 +791,14 @@ impl<'a, S: Semantics> Sampler<'a, S> {
         input: &S::State,
         rng: &mut ChaCha8Rng,
         tally: &mut Tally,
-    ) -> Vec<(Choice, f64)> {
+    ) -> Admissible {
         let total = combo_count(alt);
-        let mut out: Vec<(Choice, f64)> = Vec::new();
+        let mut out = Admissible::new();
         // Choices that canonicalise alike are one choice with their weights
         // summed: the same distribution over networks, one spelling each.
         if let Some(combos) = &table.combos {
             // Where each class sits in `out`.
-            let mut slot = vec![usize::MAX; table.classes];
+            let mut slot: SmallVec<[u32; 32]> = smallvec::smallvec![u32::MAX; table.classes];
             // Verdicts are pure functions of the combination and the key,
             // so a poisoned lock's map is still right.
             let mut guard = self
@@ -760,11 +829,11 @@ impl<'a, S: Semantics> Sampler<'a, S> {
                 .admit_within(charge, input)
             {
                 Ok(()) => match slot[combos[i].class] {
-                    usize::MAX => {
-                        slot[combos[i].class] = out.len();
+                    u32::MAX => {
+                        slot[combos[i].class] = out.len() as u32;
                         out.push((Choice::Listed(i), w));
                     }
-                    at => out[at].1 += w,
+                    at => out[at as usize].1 += w,
                 },
                 Err(r) => tally.note(&r),
             };

@@ -9,6 +9,7 @@ use crate::arch::ops::{
 use crate::arch::ops::{Activation, Balance, DotMask, MoeSpec, NormKind, Op, RouterKind};
 use crate::arch::shape::{Axis, Dim, Shape};
 use crate::grammar::{Node, Reject, Value};
+use smallvec::SmallVec;
 
 /// Number of child subtrees (see [`crate::grammar::Semantics::arity`]).
 pub fn arity(node: &Node, declared: usize) -> usize {
@@ -504,29 +505,39 @@ fn moe_spec(node: &Node) -> Result<MoeSpec, Reject> {
 /// derivations, and so equal text forms and hashes.
 pub fn canonical_params(node: &Node) -> Vec<(String, Value)> {
     let mut params = node.params.to_vec();
-    let mut fix = |key: &str, v: Value| {
+    canonicalise(node.form, &mut params);
+    params
+}
+
+/// [`canonical_params`] in place: most forms have nothing to fix, and a
+/// lowering canonicalises every node of a tree.
+pub fn canonicalise(form: &str, params: &mut [(String, Value)]) {
+    let node = Node { form, params };
+    let fixes: SmallVec<[(&str, Value); 4]> = match form {
+        "moe" => match moe_spec(&node) {
+            Ok(spec) => {
+                let c = spec.canonical();
+                smallvec::smallvec![
+                    ("top_k", Value::Int(c.top_k as i64)),
+                    ("capacity", Value::Float(c.capacity)),
+                    ("top_p", Value::Float(c.top_p)),
+                    ("balance", Value::Name(c.balance.name().into())),
+                ]
+            }
+            Err(_) => SmallVec::new(),
+        },
+        "block" if name(&node, "norm") == Ok("none") => {
+            smallvec::smallvec![("norm_kind", Value::Name(NormKind::Layer.name().into()))]
+        }
+        _ => return,
+    };
+    for (key, v) in fixes {
         if let Some(slot) = params.iter_mut().find(|(n, _)| n == key) {
             if !slot.1.same(&v) {
                 slot.1 = v;
             }
         }
-    };
-    match node.form {
-        "moe" => {
-            if let Ok(spec) = moe_spec(node) {
-                let c = spec.canonical();
-                fix("top_k", Value::Int(c.top_k as i64));
-                fix("capacity", Value::Float(c.capacity));
-                fix("top_p", Value::Float(c.top_p));
-                fix("balance", Value::Name(c.balance.name().into()));
-            }
-        }
-        "block" if name(node, "norm") == Ok("none") => {
-            fix("norm_kind", Value::Name(NormKind::Layer.name().into()));
-        }
-        _ => {}
     }
-    params
 }
 
 /// Routed forms: their child is a nested body.
