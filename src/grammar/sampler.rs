@@ -634,11 +634,13 @@ impl<'a, S: Semantics> Sampler<'a, S> {
         }
     }
 
+    /// A drawn node's canonical parameters. `Listed` choices come only
+    /// from an alternative whose combinations are tabulated.
     fn params<'s>(&'s self, node: &'s Drawn) -> &'s [(String, Value)] {
         match &node.params {
             Choice::Listed(i) => match &self.tables.alts[node.sym][node.alt].combos {
                 Some(combos) => &combos[*i].canonical,
-                None => &[],
+                None => unreachable!("a listed choice of an untabulated alternative"),
             },
             Choice::Built(p) => p,
         }
